@@ -1,0 +1,208 @@
+"""Self-managed capture: `pg_dump -Fc` of one database, streamed into the archive store.
+
+The dump is read from pg_dump's stdout in chunks, hashed (sha256) on the way and written to the store's
+writer; only a clean exit of pg_dump commits it. Any failure aborts the writer (no partial file remains)
+and is recorded as a failed attempt. The password reaches pg_dump through PGPASSWORD, never argv.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import socket
+import subprocess
+import tempfile
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from loguru import logger
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from daemon.archive import ArchiveStore, BackupRecord
+from daemon.errors import CaptureError, GuardianError
+from daemon.pgtools import PROCESSES, ProcessRegistry, find_tool, kill_group, tool_version
+from daemon.redact import REDACTOR
+from daemon.state import SOURCE_ARCHIVE, Backup
+
+CHUNK = 1 << 20
+KEEP_FAILED_RECORDS = 20
+
+
+@dataclass(frozen=True)
+class CaptureRequest:
+    database: str
+    url: str
+    kind: str = "scheduled"
+    timeout_seconds: float = 7200
+    extra_args: tuple[str, ...] = ()
+    keep_last: int = 0
+    server_version: str | None = None
+
+
+def pg_dump_command(url: str, extra_args: tuple[str, ...] = ()) -> tuple[list[str], dict[str, str]]:
+    """The pg_dump argument list and environment for `url`; the password goes only into the environment."""
+    try:
+        params = conninfo_to_dict(url)
+    except Exception as exc:  # psycopg raises ProgrammingError; the message may quote the URL
+        raise CaptureError(REDACTOR(f"invalid database URL: {exc}")) from None
+    password = params.pop("password", None)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    if password:
+        env["PGPASSWORD"] = str(password)
+    conninfo = make_conninfo(**{k: str(v) for k, v in params.items()})
+    args = [find_tool("pg_dump"), "--format=custom", "--no-password", f"--dbname={conninfo}", *extra_args]
+    return args, env
+
+
+class Capturer:
+    """Runs captures, one at a time per database, and remembers failures the store could not record."""
+
+    def __init__(self, store: ArchiveStore, processes: ProcessRegistry = PROCESSES,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.store = store
+        self.processes = processes
+        self.clock = clock
+        self.host = socket.gethostname()
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+        self._unrecorded: dict[str, deque[Backup]] = {}
+
+    def running(self, database: str) -> bool:
+        lock = self._locks.get(database)
+        return bool(lock and lock.locked())
+
+    def unrecorded(self, database: str) -> list[Backup]:
+        return list(self._unrecorded.get(database, ()))
+
+    def _lock(self, database: str) -> threading.Lock:
+        with self._locks_guard:
+            return self._locks.setdefault(database, threading.Lock())
+
+    def capture(self, req: CaptureRequest) -> BackupRecord:
+        """Capture `req.database` now. Returns the committed record; raises CaptureError on failure
+        (after recording the failed attempt) or when a capture of that database is already running."""
+        lock = self._lock(req.database)
+        if not lock.acquire(blocking=False):
+            raise CaptureError(f"a capture of {req.database} is already running")
+        try:
+            return self._capture(req)
+        finally:
+            lock.release()
+
+    def _capture(self, req: CaptureRequest) -> BackupRecord:
+        started = self.clock()
+        backup_id = f"{started.strftime('%Y%m%dT%H%M%S')}{started.microsecond // 1000:03d}Z-{req.kind}"
+        logger.info("capture of {} started ({})", req.database, backup_id)
+        try:
+            record = self._run_dump(req, backup_id, started)
+        except GuardianError as exc:
+            finished = self.clock()
+            error = REDACTOR(str(exc))
+            record = BackupRecord(database=req.database, backup_id=backup_id, kind=req.kind, started_at=started,
+                                  finished_at=finished, outcome="failed", error=error,
+                                  pg_dump_version=_safe_version(), server_version=req.server_version,
+                                  host=self.host)
+            self._record_failure(record)
+            logger.error("capture of {} failed after {:.1f}s: {}", req.database,
+                         (finished - started).total_seconds(), error)
+            raise CaptureError(error) from None
+        logger.info("capture of {} succeeded: {} bytes in {:.1f}s, sha256 {}", req.database, record.size_bytes,
+                    (record.finished_at - started).total_seconds(), (record.sha256 or "")[:12])
+        if req.keep_last:
+            self._apply_keep_last(req.database, req.keep_last)
+        return record
+
+    def _run_dump(self, req: CaptureRequest, backup_id: str, started: datetime) -> BackupRecord:
+        args, env = pg_dump_command(req.url, req.extra_args)
+        writer = self.store.begin(req.database, backup_id)
+        sha, size = hashlib.sha256(), 0
+        timed_out = threading.Event()
+        with tempfile.TemporaryFile() as errfile:
+            try:
+                proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=errfile, stdin=subprocess.DEVNULL,
+                                        env=env, start_new_session=True)
+            except OSError as exc:
+                writer.abort()
+                raise CaptureError(f"cannot start pg_dump: {exc.strerror}") from None
+            self.processes.add(proc)
+
+            def on_timeout() -> None:
+                timed_out.set()
+                kill_group(proc)
+
+            timer = threading.Timer(req.timeout_seconds, on_timeout)
+            timer.daemon = True
+            timer.start()
+            try:
+                assert proc.stdout is not None
+                while chunk := proc.stdout.read(CHUNK):
+                    sha.update(chunk)
+                    size += len(chunk)
+                    writer.write(chunk)
+                rc = proc.wait()
+            except BaseException:
+                kill_group(proc)
+                proc.wait()
+                writer.abort()
+                raise
+            finally:
+                timer.cancel()
+                self.processes.discard(proc)
+                if proc.stdout is not None:
+                    proc.stdout.close()
+            errfile.seek(0)
+            stderr = errfile.read().decode(errors="replace").strip()
+        if rc != 0 or timed_out.is_set():
+            writer.abort()
+            if timed_out.is_set():
+                raise CaptureError(f"pg_dump timed out after {req.timeout_seconds:.0f}s and was killed")
+            if self.processes.closing.is_set():
+                raise CaptureError("pg_dump was stopped because the guardian is shutting down")
+            last = stderr.splitlines()[-1] if stderr else f"exit code {rc}"
+            raise CaptureError(f"pg_dump failed: {last.removeprefix('pg_dump: error: ')}")
+        if size == 0:
+            writer.abort()
+            raise CaptureError("pg_dump produced an empty dump")
+        record = BackupRecord(
+            database=req.database, backup_id=backup_id, kind=req.kind,
+            started_at=started, finished_at=self.clock(), outcome="succeeded",
+            size_bytes=size, sha256=sha.hexdigest(), pg_dump_version=_safe_version(),
+            server_version=req.server_version, host=self.host,
+        )
+        writer.commit(record)
+        return record
+
+    def _record_failure(self, record: BackupRecord) -> None:
+        try:
+            self.store.record_failure(record)
+        except GuardianError as exc:
+            logger.error("the failed attempt could not be recorded in the archive: {}", exc)
+            queue = self._unrecorded.setdefault(record.database, deque(maxlen=KEEP_FAILED_RECORDS))
+            queue.append(record.to_backup(SOURCE_ARCHIVE))
+
+    def _apply_keep_last(self, database: str, keep_last: int) -> None:
+        """Delete the oldest successful captures beyond `keep_last`, and old failure records."""
+        try:
+            records = self.store.list_records(database)
+        except GuardianError as exc:
+            logger.warning("keep_last skipped for {}: {}", database, exc)
+            return
+        good = [r for r in records if r.outcome == "succeeded"]
+        failed = [r for r in records if r.outcome == "failed"]
+        doomed = good[: max(0, len(good) - keep_last)] + failed[: max(0, len(failed) - KEEP_FAILED_RECORDS)]
+        for record in doomed:
+            with contextlib.suppress(OSError):
+                self.store.delete(database, record.backup_id)
+        if doomed:
+            logger.info("keep_last={} removed {} old record(s) of {}", keep_last, len(doomed), database)
+
+
+def _safe_version() -> str | None:
+    try:
+        return tool_version("pg_dump")
+    except (GuardianError, OSError, subprocess.SubprocessError):
+        return None

@@ -1,0 +1,1 @@
+"""Collectors read the world (archives, live databases) and report facts; they never act."""

@@ -1,0 +1,5 @@
+"""`python -m daemon` is the same as the `backup-guardian` console script."""
+
+from daemon.cli import main
+
+raise SystemExit(main())

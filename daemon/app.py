@@ -1,0 +1,282 @@
+"""Composition root: builds every adapter, collector and action from the config, and runs them.
+
+All periodic work is an APScheduler job wrapped by `_guarded` (the one error boundary): a failure is logged
+and recorded as data, and the daemon goes on. Collectors publish into the `StateHolder`; the HTTP server
+only reads it.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.background import BackgroundScheduler
+from loguru import logger
+
+from actions.capture import Capturer, CaptureRequest
+from collectors.archive import collect_archive
+from collectors.database import collect_live
+from daemon import policy
+from daemon.archive import LocalDirectoryStore
+from daemon.config import DatabaseConfig, GuardianConfig
+from daemon.durations import format_duration
+from daemon.errors import GuardianError
+from daemon.httpserver import GuardianHTTP
+from daemon.metrics import Exposition
+from daemon.pgtools import PROCESSES
+from daemon.redact import REDACTOR
+from daemon.state import (
+    SOURCE_ARCHIVE,
+    CollectorStatus,
+    DatabaseState,
+    LiveFacts,
+    Snapshot,
+    SourceState,
+    StateHolder,
+)
+
+HEARTBEAT_SECONDS = 5
+COLLECT_WORKERS = 4
+SHUTDOWN_BUDGET = 10.0
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _initial_state(db: DatabaseConfig) -> DatabaseState:
+    obj = db.objectives
+    return DatabaseState(
+        name=db.name,
+        rpo_seconds=obj.rpo.total_seconds(),
+        rpo_warning_ratio=obj.rpo_at_risk_ratio,
+        rto_seconds={k: v.total_seconds() for k, v in obj.rto},
+    )
+
+
+@dataclass
+class _Collected:
+    """What one database's collectors returned in one pass (None where a collector failed)."""
+
+    name: str
+    archive: SourceState | None
+    live: LiveFacts | None
+    statuses: list[CollectorStatus]
+
+
+class Guardian:
+    """The running guardian: state, collectors, captures, scheduler and HTTP."""
+
+    def __init__(self, config: GuardianConfig, *, demo: bool = False,
+                 clock: Callable[[], datetime] = utcnow) -> None:
+        self.config = config
+        self.clock = clock
+        self.databases = {db.name: db for db in config.databases}
+        self.holder = StateHolder(Snapshot(
+            databases={db.name: _initial_state(db) for db in config.databases},
+            demo=demo, started_at=clock(),
+        ))
+        self.store = LocalDirectoryStore(config.archive_dir)
+        self.capturer = Capturer(self.store, PROCESSES, clock)
+        self.exposition = Exposition(self.holder)
+        self.scheduler: BackgroundScheduler | None = None
+        self.http: GuardianHTTP | None = None
+        self._pool = concurrent.futures.ThreadPoolExecutor(COLLECT_WORKERS, thread_name_prefix="collect")
+        self._collect_lock = threading.Lock()
+
+    # -- collection ---------------------------------------------------------------------------------------
+    def collect_all(self) -> Snapshot:
+        """One collection pass over every database, then one evaluation; publishes once."""
+        with self._collect_lock:
+            results = list(self._pool.map(self._collect_one, self.databases.values()))
+            return self._publish(results, first_pass_done=True)
+
+    def collect_archive_of(self, name: str) -> Snapshot:
+        """Re-read one database's archive (after a capture) and re-evaluate."""
+        db = self.databases[name]
+        archive, status = self._run_collector("archive", db.name,
+                                              lambda: collect_archive(self.store, db.name,
+                                                                      self.capturer.unrecorded(db.name)))
+        return self._publish([_Collected(db.name, archive, None, [status])])
+
+    def _collect_one(self, db: DatabaseConfig) -> _Collected:
+        archive, s1 = self._run_collector(
+            "archive", db.name, lambda: collect_archive(self.store, db.name, self.capturer.unrecorded(db.name)))
+        live, s2 = self._run_collector(
+            "database", db.name,
+            lambda: collect_live(db.url.get_secret_value(), db.connect_timeout.total_seconds()))
+        return _Collected(db.name, archive, live, [s1, s2])
+
+    def _run_collector(self, collector: str, database: str, fn: Callable[[], Any]) -> tuple[Any, CollectorStatus]:
+        """Run one collector behind the error boundary; the failure becomes data, never an exception."""
+        prev = self.holder.current().collectors.get((collector, database)) or CollectorStatus(collector, database)
+        t0 = time.monotonic()
+        try:
+            result = fn()
+        except Exception as exc:
+            expected = isinstance(exc, GuardianError)
+            reason = REDACTOR(str(exc) if expected else f"{type(exc).__name__}: {exc}")
+            if prev.up or prev.last_error != reason:
+                if expected:
+                    logger.warning("collector {} for {} is down: {}", collector, database, reason)
+                else:
+                    logger.opt(exception=exc).error("collector {} for {} crashed", collector, database)
+            return None, replace(prev, up=False, last_duration_seconds=time.monotonic() - t0,
+                                 errors_total=prev.errors_total + 1, last_error=reason)
+        if not prev.up and prev.errors_total:
+            logger.info("collector {} for {} is up again", collector, database)
+        return result, replace(prev, up=True, last_success_at=self.clock(),
+                               last_duration_seconds=time.monotonic() - t0, last_error=None)
+
+    def _publish(self, results: list[_Collected], first_pass_done: bool = False) -> Snapshot:
+        now = self.clock()
+
+        def apply(snap: Snapshot) -> Snapshot:
+            dbs = dict(snap.databases)
+            cols = dict(snap.collectors)
+            for r in results:
+                for st in r.statuses:
+                    cols[(st.collector, st.database)] = st
+                db = dbs.get(r.name)
+                if db is None:
+                    continue
+                sources = dict(db.sources)
+                if r.archive is not None:
+                    old = sources.get(SOURCE_ARCHIVE)
+                    sources[SOURCE_ARCHIVE] = self._with_schedule(r.name, r.archive, old)
+                dbs[r.name] = replace(db, sources=sources, live=r.live if r.live is not None else db.live)
+            for name, db in dbs.items():
+                cfg = self.databases[name]
+                findings = policy.evaluate(db, cfg.objectives, cols.values(), now)
+                dbs[name] = replace(db, findings=findings, evaluated_at=now)
+            return replace(snap, databases=dbs, collectors=cols,
+                           first_collection_done=snap.first_collection_done or first_pass_done)
+
+        snap = self.holder.update(apply)
+        self.exposition.prewarm()
+        return snap
+
+    def _with_schedule(self, name: str, src: SourceState, old: SourceState | None) -> SourceState:
+        cfg = self.databases[name].capture
+        next_at = None
+        if self.scheduler is not None and cfg.enabled:
+            job = self.scheduler.get_job(f"capture:{name}")
+            next_at = job.next_run_time if job is not None else None
+        return replace(src, in_progress=1 if self.capturer.running(name) else 0,
+                       schedule_interval_seconds=cfg.interval.total_seconds() if cfg.enabled else None,
+                       schedule_next_at=next_at)
+
+    # -- captures -----------------------------------------------------------------------------------------
+    def capture(self, name: str, kind: str = "scheduled") -> None:
+        """Capture one database now (scheduled job or manual request); failures are recorded, not raised."""
+        db = self.databases[name]
+        live = self.holder.current().databases[name].live
+        req = CaptureRequest(
+            database=name, url=db.url.get_secret_value(), kind=kind,
+            timeout_seconds=db.capture.timeout.total_seconds(), extra_args=tuple(db.capture.extra_args),
+            keep_last=db.capture.keep_last, server_version=live.server_version if live else None,
+        )
+        self._set_in_progress(name, 1)
+        try:
+            self.capturer.capture(req)
+        except GuardianError:
+            pass  # logged and recorded by the capturer; the archive collector shows it
+        finally:
+            self._set_in_progress(name, 0)
+            self.collect_archive_of(name)
+
+    def _set_in_progress(self, name: str, n: int) -> None:
+        def apply(db: DatabaseState) -> DatabaseState:
+            src = db.sources.get(SOURCE_ARCHIVE) or SourceState(SOURCE_ARCHIVE)
+            return replace(db, sources={**db.sources, SOURCE_ARCHIVE: replace(src, in_progress=n)})
+
+        self.holder.update_database(name, apply)
+
+    def _first_capture_at(self, db: DatabaseConfig, now: datetime) -> datetime:
+        """When the first capture after start is due: the newest good backup plus the interval, or now.
+
+        Deriving it from the archive means a restart neither captures again at once nor skips a capture.
+        """
+        try:
+            good = [r for r in self.store.list_records(db.name) if r.outcome == "succeeded"]
+        except GuardianError:
+            return now
+        if not good:
+            return now
+        due = max(r.started_at for r in good) + db.capture.interval
+        return max(due, now)
+
+    # -- running ------------------------------------------------------------------------------------------
+    def _guarded(self, job: str, fn: Callable[..., Any]) -> Callable[..., None]:
+        def run(*args: Any) -> None:
+            try:
+                fn(*args)
+            except Exception as exc:
+                logger.opt(exception=exc).error("job {} failed; the guardian goes on", job)
+
+        return run
+
+    def heartbeat(self) -> None:
+        self.holder.heartbeat_at = self.clock()
+
+    def start(self, serve_http: bool = True) -> None:
+        """Start HTTP first (so /healthz answers at once), then the scheduler with every job."""
+        try:
+            self.config.archive_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            logger.error("cannot create the archive directory {}: {}", self.config.archive_dir, exc.strerror)
+        swept = self.store.sweep_partials()
+        if swept:
+            logger.info("removed {} partial dump file(s) left by an earlier crash", swept)
+        if serve_http:
+            host, port = self.config.listen_host_port
+            self.http = GuardianHTTP(host, port, self.holder, self.exposition, self.clock)
+            self.http.start()
+            logger.info("serving /metrics, /healthz, /readyz, /api/status on http://{}:{}", host, self.http.port)
+        self.heartbeat()
+        sched = BackgroundScheduler(
+            timezone=UTC,
+            executors={"default": ThreadPoolExecutor(2), "captures": ThreadPoolExecutor(2),
+                       "heartbeat": ThreadPoolExecutor(1)},
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 60},
+        )
+        now = self.clock()
+        sched.add_job(self._guarded("heartbeat", self.heartbeat), "interval", seconds=HEARTBEAT_SECONDS,
+                      id="heartbeat", executor="heartbeat")
+        sched.add_job(self._guarded("collect", self.collect_all), "interval",
+                      seconds=self.config.collect_interval.total_seconds(), id="collect", next_run_time=now)
+        for db in self.databases.values():
+            if db.capture.enabled:
+                first = self._first_capture_at(db, now)
+                sched.add_job(self._guarded(f"capture:{db.name}", self.capture), "interval", args=[db.name],
+                              seconds=db.capture.interval.total_seconds(), id=f"capture:{db.name}",
+                              executor="captures", next_run_time=first)
+                logger.info("capture of {} every {}; next at {}", db.name, format_duration(db.capture.interval),
+                            first.isoformat(timespec="seconds"))
+        self.scheduler = sched
+        sched.start()
+
+    def stop(self) -> None:
+        """Ordered shutdown: scheduler (no new jobs), running children, HTTP, worker pools."""
+        deadline = time.monotonic() + SHUTDOWN_BUDGET
+        if self.scheduler is not None:
+            self.scheduler.shutdown(wait=False)
+        PROCESSES.terminate_all()
+        if self.http is not None:
+            self.http.stop()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        for thread in threading.enumerate():
+            if thread is threading.current_thread() or thread.daemon:
+                continue
+            thread.join(timeout=max(0.0, deadline - time.monotonic() - 2))
+
+    def add_job(self, job_id: str, fn: Callable[[], None], every: timedelta) -> None:
+        """Schedule an extra periodic job (used by the demo's sample activity)."""
+        assert self.scheduler is not None
+        self.scheduler.add_job(self._guarded(job_id, fn), "interval", seconds=every.total_seconds(), id=job_id)

@@ -1,0 +1,288 @@
+"""Archive stores: where backups written by the guardian live, and how they are read back.
+
+`ArchiveStore` is the contract every store follows (the local directory today; S3-compatible buckets later).
+A backup is a dump object plus a metadata record. A dump counts as a backup only once `commit` has
+returned: a crash or failure before that leaves nothing that could be mistaken for a backup.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import quote, unquote
+
+from loguru import logger
+
+from daemon import __version__
+from daemon.errors import CaptureError, CollectorError
+from daemon.state import SOURCE_ARCHIVE, Backup
+
+RECORD_VERSION = 1
+
+
+@dataclass(frozen=True)
+class BackupRecord:
+    """The metadata record stored beside every dump (and alone, for a failed attempt)."""
+
+    database: str
+    backup_id: str
+    kind: str
+    started_at: datetime
+    finished_at: datetime
+    outcome: str  # "succeeded" | "failed"
+    size_bytes: int = 0
+    sha256: str | None = None
+    error: str | None = None
+    pg_dump_version: str | None = None
+    server_version: str | None = None
+    host: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "record_version": RECORD_VERSION,
+            "database": self.database,
+            "backup_id": self.backup_id,
+            "kind": self.kind,
+            "recovery_point": self.started_at.isoformat(),
+            "started_at": self.started_at.isoformat(),
+            "finished_at": self.finished_at.isoformat(),
+            "duration_seconds": round((self.finished_at - self.started_at).total_seconds(), 3),
+            "outcome": self.outcome,
+            "size_bytes": self.size_bytes,
+            "sha256": self.sha256,
+            "error": self.error,
+            "tools": {"pg_dump": self.pg_dump_version, "server": self.server_version,
+                      "guardian": __version__},
+            "host": self.host,
+        }
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> BackupRecord:
+        """Parse a stored record; raises ValueError (naming the field) when it is malformed."""
+        try:
+            started = datetime.fromisoformat(doc["started_at"])
+            finished = datetime.fromisoformat(doc["finished_at"])
+            if started.tzinfo is None or finished.tzinfo is None:
+                raise ValueError("timestamps must carry a timezone")
+            outcome = doc["outcome"]
+            if outcome not in {"succeeded", "failed"}:
+                raise ValueError(f"outcome {outcome!r} is not succeeded/failed")
+            tools = doc.get("tools") or {}
+            return cls(
+                database=str(doc["database"]), backup_id=str(doc["backup_id"]), kind=str(doc["kind"]),
+                started_at=started, finished_at=finished, outcome=outcome,
+                size_bytes=int(doc.get("size_bytes") or 0), sha256=doc.get("sha256"), error=doc.get("error"),
+                pg_dump_version=tools.get("pg_dump"), server_version=tools.get("server"), host=doc.get("host"),
+            )
+        except KeyError as exc:
+            raise ValueError(f"missing field {exc.args[0]!r}") from None
+        except (TypeError, AttributeError) as exc:
+            raise ValueError(f"malformed record: {exc}") from None
+
+    def to_backup(self, source: str = SOURCE_ARCHIVE) -> Backup:
+        return Backup(
+            backup_id=self.backup_id, database=self.database, source=source, kind=self.kind,
+            started_at=self.started_at, finished_at=self.finished_at, succeeded=self.outcome == "succeeded",
+            size_bytes=self.size_bytes, sha256=self.sha256, error=self.error, tool_version=self.pg_dump_version,
+        )
+
+
+class ArchiveWriter(Protocol):
+    """An in-flight dump. Exactly one of `commit` or `abort` ends it."""
+
+    def write(self, chunk: bytes) -> None: ...
+
+    def commit(self, record: BackupRecord) -> None:
+        """Make the dump and its record visible atomically. Raises CaptureError on failure."""
+
+    def abort(self) -> None:
+        """Discard everything written; never raises."""
+
+
+class ArchiveStore(Protocol):
+    """Contract of a backup archive (local directory, S3-compatible bucket).
+
+    - `list_records(database)` returns every readable record, oldest first; unreadable ones are skipped
+      and counted in `last_skipped`. Raises CollectorError when the store itself cannot be read.
+    - `begin(database, backup_id)` opens a writer; raises CaptureError when the store is not writable.
+    - `record_failure(record)` stores a failed attempt (no dump); raises CaptureError.
+    - `delete(database, backup_id)` removes a dump and its record.
+    """
+
+    last_skipped: int
+
+    def describe(self) -> str: ...
+
+    def list_records(self, database: str) -> list[BackupRecord]: ...
+
+    def begin(self, database: str, backup_id: str) -> ArchiveWriter: ...
+
+    def record_failure(self, record: BackupRecord) -> None: ...
+
+    def delete(self, database: str, backup_id: str) -> None: ...
+
+    def sweep_partials(self) -> int: ...
+
+
+class LocalDirectoryStore:
+    """Backups as files: `<root>/<quoted database>/<backup_id>.dump` plus `<backup_id>.json`.
+
+    Dumps are written to a hidden `.partial` temp file, fsynced and renamed; the record is written the same
+    way afterwards. A dump without a record is an orphan and never counts as a backup.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.last_skipped = 0
+
+    def describe(self) -> str:
+        return f"local directory {self.root}"
+
+    def _dir(self, database: str) -> Path:
+        return self.root / quote(database, safe="")
+
+    def dump_path(self, database: str, backup_id: str) -> Path:
+        return self._dir(database) / f"{backup_id}.dump"
+
+    def list_records(self, database: str) -> list[BackupRecord]:
+        folder = self._dir(database)
+        if not self.root.exists():
+            raise CollectorError(f"archive directory {self.root} does not exist")
+        records: list[BackupRecord] = []
+        skipped = 0
+        try:
+            names = sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+        except OSError as exc:
+            raise CollectorError(f"cannot list archive directory {folder}: {exc.strerror}") from None
+        for name in names:
+            if not name.endswith(".json") or name.startswith("."):
+                continue
+            path = folder / name
+            try:
+                record = BackupRecord.from_json(json.loads(path.read_text(encoding="utf-8")))
+            except (OSError, ValueError) as exc:
+                skipped += 1
+                logger.warning("skipping unreadable backup record {}: {}", path, exc)
+                continue
+            if record.outcome == "succeeded":
+                record = self._verify_file(record)
+            records.append(record)
+        self.last_skipped = skipped
+        records.sort(key=lambda r: r.started_at)
+        return records
+
+    def _verify_file(self, record: BackupRecord) -> BackupRecord:
+        dump = self.dump_path(record.database, record.backup_id)
+        try:
+            size = dump.stat().st_size
+        except OSError:
+            size = -1
+        if size != record.size_bytes:
+            problem = ("dump file is missing" if size < 0
+                       else f"dump file is {size} bytes, record says {record.size_bytes}")
+            return replace(record, outcome="failed", error=problem)
+        return record
+
+    def begin(self, database: str, backup_id: str) -> _LocalWriter:
+        folder = self._dir(database)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{backup_id}.", suffix=".partial", dir=folder)
+        except OSError as exc:
+            raise CaptureError(f"archive directory {folder} is not writable: {exc.strerror}") from None
+        return _LocalWriter(self, database, backup_id, Path(tmp), os.fdopen(fd, "wb"))
+
+    def record_failure(self, record: BackupRecord) -> None:
+        folder = self._dir(record.database)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            _atomic_write(folder / f"{record.backup_id}.json", _dumps(record))
+        except OSError as exc:
+            raise CaptureError(f"cannot record the failed attempt in {folder}: {exc.strerror}") from None
+
+    def delete(self, database: str, backup_id: str) -> None:
+        folder = self._dir(database)
+        # Record first: a dump without a record is an orphan, never a backup that looks good but is gone.
+        for suffix in (".json", ".dump"):
+            with contextlib.suppress(FileNotFoundError):
+                (folder / f"{backup_id}{suffix}").unlink()
+
+    def sweep_partials(self) -> int:
+        """Remove temp files left by a crash; returns how many were removed."""
+        removed = 0
+        if not self.root.exists():
+            return 0
+        for path in self.root.glob("*/.*.partial"):
+            with contextlib.suppress(OSError):
+                path.unlink()
+                removed += 1
+        return removed
+
+
+class _LocalWriter:
+    def __init__(self, store: LocalDirectoryStore, database: str, backup_id: str, tmp: Path, fh: Any) -> None:
+        self.store, self.database, self.backup_id, self.tmp, self.fh = store, database, backup_id, tmp, fh
+
+    def write(self, chunk: bytes) -> None:
+        try:
+            self.fh.write(chunk)
+        except OSError as exc:
+            raise CaptureError(f"writing the dump failed: {exc.strerror}") from None
+
+    def commit(self, record: BackupRecord) -> None:
+        final = self.store.dump_path(self.database, self.backup_id)
+        try:
+            self.fh.flush()
+            os.fsync(self.fh.fileno())
+            self.fh.close()
+            os.replace(self.tmp, final)
+            _atomic_write(final.with_suffix(".json"), _dumps(record))
+        except OSError as exc:
+            self.abort()
+            with contextlib.suppress(OSError):
+                final.unlink()
+            raise CaptureError(f"storing the dump in {final.parent} failed: {exc.strerror}") from None
+
+    def abort(self) -> None:
+        with contextlib.suppress(OSError):
+            self.fh.close()
+        with contextlib.suppress(OSError):
+            self.tmp.unlink()
+
+
+def _dumps(record: BackupRecord) -> bytes:
+    return (json.dumps(record.to_json(), indent=2, sort_keys=True) + "\n").encode()
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def database_from_dirname(name: str) -> str:
+    return unquote(name)

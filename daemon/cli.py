@@ -1,0 +1,140 @@
+"""Command line: `backup-guardian run | check | config validate | config example`.
+
+Exit codes: 0 healthy / done, 1 breach or failure, 2 configuration error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+from datetime import UTC, datetime, timedelta
+from types import FrameType
+
+from loguru import logger
+
+from daemon import __version__
+from daemon.config import GuardianConfig, example_yaml, load_config
+from daemon.errors import ConfigError, GuardianError
+from daemon.logs import configure_logging
+from daemon.redact import REDACTOR
+
+EXIT_OK, EXIT_FAIL, EXIT_CONFIG = 0, 1, 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="backup-guardian", description="Watches PostgreSQL backups against RPO/RTO.")
+    p.add_argument("--version", action="version", version=f"pg-backup-guardian {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def with_config(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        sp.add_argument("--config", "-c", help="YAML config file (default: $GUARDIAN_CONFIG; optional)")
+        return sp
+
+    with_config(sub.add_parser("run", help="run the daemon (embedded demo when nothing is configured)"))
+    chk = with_config(sub.add_parser("check", help="collect once, evaluate, print a table; exit 0/1/2"))
+    chk.add_argument("--json", action="store_true", help="print the status document as JSON")
+    cfg = sub.add_parser("config", help="configuration helpers")
+    cfg_sub = cfg.add_subparsers(dest="config_command", required=True)
+    with_config(cfg_sub.add_parser("validate", help="load the configuration and report every problem"))
+    cfg_sub.add_parser("example", help="print a commented example configuration")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "config" and args.config_command == "example":
+        sys.stdout.write(example_yaml())
+        return EXIT_OK
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        sys.stderr.write("configuration error:\n" + "".join(f"  {line}\n" for line in exc.problems))
+        return EXIT_CONFIG
+    configure_logging(config.log_format, config.log_level)
+    try:
+        if args.command == "config":
+            return _validate(config)
+        if args.command == "check":
+            return _check(config, as_json=args.json)
+        return _run(config)
+    except GuardianError as exc:
+        logger.error("{}", REDACTOR(str(exc)))
+        return EXIT_FAIL
+
+
+def _validate(config: GuardianConfig) -> int:
+    names = ", ".join(d.name for d in config.databases) or "none (the embedded demo would run)"
+    sys.stdout.write(f"configuration is valid; databases: {names}\n")
+    return EXIT_OK
+
+
+def _check(config: GuardianConfig, as_json: bool) -> int:
+    from daemon.app import Guardian
+    from daemon.policy import is_healthy
+    from daemon.status import status_document, status_table
+
+    if not config.databases:
+        sys.stderr.write("configuration error:\n  no database to check: set DATABASE_URL or list databases "
+                         "in the config file\n")
+        return EXIT_CONFIG
+    guardian = Guardian(config)
+    try:
+        snap = guardian.collect_all()
+    finally:
+        guardian.stop()
+    now = datetime.now(UTC)
+    if as_json:
+        sys.stdout.write(json.dumps(status_document(snap, now), indent=2) + "\n")
+    else:
+        sys.stdout.write(status_table(snap, now) + "\n")
+    findings = [f for db in snap.databases.values() for f in db.findings]
+    return EXIT_OK if is_healthy(findings) else EXIT_FAIL
+
+
+def _run(config: GuardianConfig) -> int:
+    from daemon.app import Guardian
+    from daemon.embedded import DemoDatabase, demo_config
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        stop.set()  # flag only: the main thread does the ordered shutdown
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    demo: DemoDatabase | None = None
+    if not config.databases:
+        if not config.demo.enabled:
+            raise GuardianError("no database configured and the demo is disabled: set DATABASE_URL or list "
+                                "databases in a config file (see `backup-guardian config example`)")
+        logger.info("no database configured: starting the embedded demo (a throwaway local PostgreSQL with "
+                    "sample invoicing data). To watch your own database, set DATABASE_URL=postgresql://... "
+                    "or pass --config FILE (see `backup-guardian config example`).")
+        demo = DemoDatabase(config.state_dir)
+        url = demo.start()
+        config = demo_config(config, url)
+
+    guardian = Guardian(config, demo=demo is not None)
+    try:
+        guardian.start()
+        if demo is not None:
+            demo_url = config.databases[0].url.get_secret_value()
+            guardian.add_job("demo-activity", lambda: demo.add_activity(demo_url), timedelta(seconds=20))
+        logger.info("pg-backup-guardian {} running; watching {} database(s)", __version__, len(config.databases))
+        stop.wait()
+        logger.info("shutting down")
+    finally:
+        guardian.stop()
+        if demo is not None:
+            demo.stop()
+        logger.info("stopped")
+    if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
+        logger.warning("some worker threads did not finish within the shutdown budget; exiting anyway")
+        sys.stderr.flush()
+        os._exit(EXIT_OK)
+    return EXIT_OK

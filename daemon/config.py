@@ -1,0 +1,410 @@
+"""The one configuration model, and how it is loaded from a YAML file and the environment.
+
+Sources, in order (later wins for scalar settings):
+  1. defaults in the model below;
+  2. an optional YAML file (`--config PATH` or `GUARDIAN_CONFIG`), which can list several databases;
+  3. environment variables: `DATABASE_URL` (one database, used only when the file lists none) and the
+     explicit `GUARDIAN_*` table in `ENV_VARS`. An unknown `GUARDIAN_*` variable is an error (likely a typo).
+
+Every problem is reported at once, one line each, naming the field and where it came from (the file path or
+the environment variable). Secret values (database URLs) are never echoed back.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from daemon.durations import parse_duration
+from daemon.errors import ConfigError
+from daemon.redact import REDACTOR, redact_url
+
+
+def _positive(td: timedelta) -> timedelta:
+    if td <= timedelta(0):
+        raise ValueError("must be a positive duration")
+    return td
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration), AfterValidator(_positive)]
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/@-]{0,127}$")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RtoObjectives(_Model):
+    """Recovery time objective per scenario (the seed's RTO column)."""
+
+    database_corruption: Duration = Field(
+        timedelta(minutes=60), description="Full restore (rehearsed by the full drill).", examples=["60m"]
+    )
+    accidental_deletion: Duration = Field(
+        timedelta(hours=2), description="Single-table restore (rehearsed by the table drill).", examples=["2h"]
+    )
+    complete_failure: Duration = Field(
+        timedelta(minutes=30), description="Whole application down.", examples=["30m"]
+    )
+    provider_outage: Duration = Field(timedelta(hours=4), description="Provider outage.", examples=["4h"])
+
+
+class Objectives(_Model):
+    """Recovery objectives of one database (defaults: the seed's RTO/RPO table)."""
+
+    rpo: Duration = Field(
+        timedelta(hours=24), description="Maximum acceptable data loss (recovery point objective).", examples=["24h"]
+    )
+    rpo_at_risk_ratio: float = Field(
+        0.8, gt=0, lt=1, description="Warn when data at risk reaches this share of the RPO.", examples=[0.8]
+    )
+    rto: RtoObjectives = Field(default_factory=RtoObjectives, description="Recovery time objectives.")
+    size_anomaly_ratio: float = Field(
+        0.5,
+        gt=0,
+        lt=1,
+        description="Flag the newest good backup when it is smaller than this share of the median of the "
+        "previous ones.",
+        examples=[0.5],
+    )
+    size_anomaly_min_history: int = Field(
+        3, ge=1, description="Previous good backups needed before sizes are compared.", examples=[3]
+    )
+
+
+class CaptureConfig(_Model):
+    """Self-managed `pg_dump -Fc` captures into the archive."""
+
+    enabled: bool = Field(True, description="Capture backups of this database with pg_dump.", examples=[True])
+    interval: Duration = Field(
+        timedelta(hours=24), description="Time between scheduled captures.", examples=["24h"]
+    )
+    timeout: Duration = Field(
+        timedelta(hours=2), description="A capture running longer is killed and recorded as failed.",
+        examples=["2h"],
+    )
+    keep_last: int = Field(
+        0, ge=0, description="Keep only this many successful captures in a local archive (0 keeps all).",
+        examples=[30],
+    )
+    extra_args: list[str] = Field(
+        default_factory=list,
+        description="Extra pg_dump arguments, as a list (never a shell string).",
+        examples=[["--exclude-table-data=audit_log"]],
+    )
+
+    @field_validator("extra_args")
+    @classmethod
+    def _no_output_flags(cls, args: list[str]) -> list[str]:
+        for arg in args:
+            if arg.split("=")[0] in {"-f", "--file", "-F", "--format", "-d", "--dbname"}:
+                raise ValueError(f"{arg!r} is set by the guardian itself")
+        return args
+
+
+class DatabaseConfig(_Model):
+    """One watched database."""
+
+    name: str = Field(
+        description="Stable name used in metrics labels and the archive layout.", examples=["suoops-backend"]
+    )
+    url: SecretStr = Field(
+        description="PostgreSQL connection URL (read-only access is enough to watch; pg_dump needs SELECT).",
+        examples=["postgresql://guardian:secret@db.example.com:5432/suoops"],
+    )
+    connect_timeout: Duration = Field(
+        timedelta(seconds=10), description="Timeout for connecting to the database.", examples=["10s"]
+    )
+    capture: CaptureConfig = Field(default_factory=CaptureConfig, description="Self-managed captures.")
+    objectives: Objectives = Field(default_factory=Objectives, description="Recovery objectives.")
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, name: str) -> str:
+        if not _NAME.match(name):
+            raise ValueError("use letters, digits and _ . : / @ - (at most 128 characters)")
+        return name
+
+    @field_validator("url")
+    @classmethod
+    def _valid_url(cls, url: SecretStr) -> SecretStr:
+        raw = url.get_secret_value()
+        REDACTOR.add_url(raw)
+        if not re.match(r"^postgres(ql)?://", raw):
+            raise ValueError("must be a postgresql:// or postgres:// URL")
+        return url
+
+
+class ArchiveConfig(_Model):
+    """Where self-managed captures are written and read back."""
+
+    kind: Literal["local"] = Field("local", description="Archive store kind.", examples=["local"])
+    path: Path | None = Field(
+        None, description="Archive directory (default: <state_dir>/archive).", examples=["/var/lib/guardian/archive"]
+    )
+
+
+class DemoConfig(_Model):
+    """The embedded demo used when no database is configured at all."""
+
+    enabled: bool = Field(
+        True, description="Start a throwaway local PostgreSQL when no database is configured.", examples=[True]
+    )
+    capture_interval: Duration = Field(
+        timedelta(minutes=2), description="How often the demo database is captured.", examples=["2m"]
+    )
+
+
+class GuardianConfig(_Model):
+    """pg-backup-guardian configuration."""
+
+    listen: str = Field(
+        "127.0.0.1:9729", description="HTTP bind address for /metrics, /healthz, /readyz, /api/status.",
+        examples=["127.0.0.1:9729"],
+    )
+    state_dir: Path = Field(
+        Path("guardian-state"), description="Directory for the archive, the demo cluster and state.",
+        examples=["/var/lib/guardian"],
+    )
+    log_format: Literal["text", "json"] = Field(
+        "text", description="text for people, json (one object a line) for log drains.", examples=["text"]
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="Minimum log level.", examples=["INFO"]
+    )
+    collect_interval: Duration = Field(
+        timedelta(seconds=30), description="Time between collection passes.", examples=["30s"]
+    )
+    archive: ArchiveConfig = Field(default_factory=ArchiveConfig, description="Archive store.")
+    demo: DemoConfig = Field(default_factory=DemoConfig, description="Embedded demo mode.")
+    databases: list[DatabaseConfig] = Field(
+        default_factory=list, description="Watched databases.", examples=[[{}]]
+    )
+
+    @field_validator("listen")
+    @classmethod
+    def _valid_listen(cls, listen: str) -> str:
+        host, sep, port = listen.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError("must be host:port, e.g. 127.0.0.1:9729 or [::1]:9729")
+        return listen
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> GuardianConfig:
+        names = [d.name for d in self.databases]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"database names must be unique; repeated: {', '.join(dupes)}")
+        return self
+
+    @property
+    def archive_dir(self) -> Path:
+        return self.archive.path or self.state_dir / "archive"
+
+    @property
+    def listen_host_port(self) -> tuple[str, int]:
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]"), int(port)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Loading
+
+#: Environment variable -> (path in the config document, applies to the DATABASE_URL database only).
+ENV_VARS: dict[str, tuple[str, ...]] = {
+    "GUARDIAN_LISTEN": ("listen",),
+    "GUARDIAN_STATE_DIR": ("state_dir",),
+    "GUARDIAN_LOG_FORMAT": ("log_format",),
+    "GUARDIAN_LOG_LEVEL": ("log_level",),
+    "GUARDIAN_COLLECT_INTERVAL": ("collect_interval",),
+    "GUARDIAN_ARCHIVE_DIR": ("archive", "path"),
+    "GUARDIAN_DEMO": ("demo", "enabled"),
+    "GUARDIAN_DATABASE_NAME": ("databases", "0", "name"),
+    "GUARDIAN_CAPTURE_INTERVAL": ("databases", "0", "capture", "interval"),
+    "GUARDIAN_CAPTURE_ENABLED": ("databases", "0", "capture", "enabled"),
+    "GUARDIAN_RPO": ("databases", "0", "objectives", "rpo"),
+}
+_NOT_SETTINGS = {"GUARDIAN_CONFIG"}
+_SECRET_FIELDS = {"url"}
+
+
+def load_config(path: str | Path | None = None, environ: dict[str, str] | None = None) -> GuardianConfig:
+    """Build the configuration from the optional YAML file and the environment.
+
+    Raises ConfigError listing every problem (one line each, naming field and source).
+    """
+    env = dict(os.environ if environ is None else environ)
+    path = path or env.get("GUARDIAN_CONFIG") or None
+    doc: dict[str, Any] = {}
+    origin: dict[tuple[str, ...], str] = {}  # path prefix -> where it came from (for error lines)
+    problems: list[str] = []
+    where = str(path) if path else "environment"
+    if path:
+        doc = _read_yaml(Path(path), problems)
+
+    unknown = sorted(k for k in env if k.startswith("GUARDIAN_") and k not in ENV_VARS and k not in _NOT_SETTINGS)
+    for key in unknown:
+        problems.append(f"environment variable {key}: unknown setting (known: {', '.join(sorted(ENV_VARS))})")
+
+    database_url = env.get("DATABASE_URL")
+    file_dbs = doc.get("databases") if isinstance(doc.get("databases"), list) else None
+    if database_url and not file_dbs:
+        REDACTOR.add_url(database_url)
+        doc["databases"] = [{"name": _name_from_url(database_url), "url": database_url}]
+        origin[("databases", "0", "url")] = "environment variable DATABASE_URL"
+        origin[("databases", "0", "name")] = "environment variable DATABASE_URL"
+    for var, target in ENV_VARS.items():
+        if var not in env:
+            continue
+        if target[0] == "databases" and not (database_url and not file_dbs):
+            problems.append(f"environment variable {var}: applies only to the database given in DATABASE_URL")
+            continue
+        _set_path(doc, target, env[var])
+        origin[target] = f"environment variable {var}"
+
+    if problems and not doc:
+        raise ConfigError(problems)
+    try:
+        config = GuardianConfig.model_validate(doc)
+    except ValidationError as exc:
+        problems.extend(_describe(exc, where, origin))
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+def _read_yaml(path: Path, problems: list[str]) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        problems.append(f"{path}: cannot read the config file: {exc.strerror or exc}")
+        return {}
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        problems.append(f"{path}{at}: invalid YAML: {problem}")
+        return {}
+    if doc is None:
+        return {}
+    if not isinstance(doc, dict):
+        problems.append(f"{path}: the top level must be a mapping of settings, not {type(doc).__name__}")
+        return {}
+    return doc
+
+
+def _set_path(doc: dict[str, Any], target: tuple[str, ...], value: str) -> None:
+    node: Any = doc
+    for i, key in enumerate(target[:-1]):
+        nxt_is_index = target[i + 1].isdigit()
+        if key.isdigit():
+            node = node[int(key)]
+            continue
+        if key not in node or not isinstance(node[key], dict | list):
+            node[key] = [] if nxt_is_index else {}
+        if nxt_is_index and not node[key]:
+            node[key].append({})
+        node = node[key]
+    node[target[-1]] = value
+
+
+def _name_from_url(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    try:
+        dbname = urlsplit(url).path.lstrip("/")
+    except ValueError:
+        dbname = ""
+    return dbname or "database"
+
+
+def _describe(exc: ValidationError, where: str, origin: dict[tuple[str, ...], str]) -> list[str]:
+    lines = []
+    for err in exc.errors():
+        loc = tuple(str(p) for p in err["loc"])
+        source = where
+        for n in range(len(loc), 0, -1):
+            if loc[:n] in origin:
+                source = origin[loc[:n]]
+                break
+        field = _dotted(loc) or "(top level)"
+        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        msg = msg.removeprefix("Value error, ")
+        shown = ""
+        if err["type"] not in {"missing", "extra_forbidden"} and not (set(loc) & _SECRET_FIELDS):
+            value = err.get("input")
+            if isinstance(value, str | int | float | bool):
+                shown = f" (got {redact_url(repr(value))})"
+        lines.append(REDACTOR(f"{source}: {field}: {msg}{shown}"))
+    return lines
+
+
+def _dotted(loc: tuple[str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if part.isdigit() else (f".{part}" if out else part)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The example file, generated from the model so it cannot drift from it.
+
+
+def example_yaml() -> str:
+    """A commented example configuration listing every field with its description and example."""
+    lines = ["# pg-backup-guardian configuration (generated by `backup-guardian config example`).",
+             "# Every key is optional except databases[].name and databases[].url."]
+    _emit(GuardianConfig, lines, indent="")
+    return "\n".join(lines) + "\n"
+
+
+def _emit(model: type[BaseModel], lines: list[str], indent: str, first_prefix: str | None = None) -> None:
+    prefix = first_prefix
+    for name, field in model.model_fields.items():
+        lead = prefix if prefix is not None else indent
+        prefix = None
+        if field.description:
+            lines.append(f"{indent}# {field.description}")
+        sub = _submodel(field.annotation)
+        if sub is not None and not _is_list(field.annotation):
+            lines.append(f"{lead}{name}:")
+            _emit(sub, lines, indent + "  ")
+        elif sub is not None:
+            lines.append(f"{lead}{name}:")
+            _emit(sub, lines, indent + "    ", first_prefix=indent + "  - ")
+        else:
+            value = field.examples[0] if field.examples else field.default
+            dumped = yaml.safe_dump({name: value}, default_flow_style=True, width=200).strip()
+            lines.append(f"{lead}{dumped[1:-1].strip()}")
+
+
+def _submodel(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        if isinstance(arg, type) and issubclass(arg, BaseModel):
+            return arg
+    return None
+
+
+def _is_list(annotation: Any) -> bool:
+    return getattr(annotation, "__origin__", None) is list

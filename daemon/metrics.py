@@ -1,0 +1,188 @@
+"""Prometheus exposition over the state snapshot (DESIGN.md section 6).
+
+`SnapshotCollector.collect()` turns the current snapshot into metric families; it does no I/O.
+`Exposition` renders those families once per snapshot version and content type, so a scrape of a large
+fleet returns cached bytes instead of re-rendering; content negotiation (text 0.0.4, OpenMetrics) and gzip
+are prometheus-client's own.
+"""
+
+from __future__ import annotations
+
+import gzip
+import threading
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import choose_encoder, gzip_accepted
+from prometheus_client.registry import Collector
+
+from daemon import __version__
+from daemon.policy import CHECKS
+from daemon.state import Snapshot, StateHolder
+
+DB_SOURCE = ["database", "source"]
+
+
+def _ts(dt: object) -> float:
+    return dt.timestamp()  # type: ignore[attr-defined]
+
+
+class SnapshotCollector(Collector):
+    """Yields every pgbackup_* family from the snapshot held by `holder`."""
+
+    def __init__(self, holder: StateHolder) -> None:
+        self.holder = holder
+
+    def describe(self) -> list[Metric]:
+        return []  # families depend on the snapshot; skip the registration-time collect
+
+    def collect(self) -> Iterator[Metric]:
+        snap = self.holder.current()
+        yield from self._build_info(snap)
+        yield from self._backups(snap)
+        yield from self._objectives(snap)
+        yield from self._live(snap)
+        yield from self._findings(snap)
+        yield from self._collectors(snap)
+
+    def _build_info(self, snap: Snapshot) -> Iterator[Metric]:
+        info = GaugeMetricFamily("pgbackup_build_info", "Guardian version (always 1).", labels=["version"])
+        info.add_metric([__version__], 1)
+        yield info
+        demo = GaugeMetricFamily("pgbackup_demo_mode", "1 when watching the embedded demo database.")
+        demo.add_metric([], 1 if snap.demo else 0)
+        yield demo
+
+    def _backups(self, snap: Snapshot) -> Iterator[Metric]:
+        g = {
+            "success": GaugeMetricFamily("pgbackup_last_success_timestamp_seconds",
+                                         "Recovery point (capture start) of the newest good backup.", labels=DB_SOURCE),
+            "attempt": GaugeMetricFamily("pgbackup_last_attempt_timestamp_seconds",
+                                         "Start time of the newest backup attempt, good or not.", labels=DB_SOURCE),
+            "ok": GaugeMetricFamily("pgbackup_last_attempt_succeeded",
+                                    "1 when the newest backup attempt succeeded, else 0.", labels=DB_SOURCE),
+            "size": GaugeMetricFamily("pgbackup_last_size_bytes", "Size of the newest good backup.",
+                                      labels=DB_SOURCE),
+            "dur": GaugeMetricFamily("pgbackup_last_duration_seconds", "Duration of the newest good backup.",
+                                     labels=DB_SOURCE),
+            "count": GaugeMetricFamily("pgbackup_backups", "Good backups held, by kind.",
+                                       labels=[*DB_SOURCE, "kind"]),
+            "running": GaugeMetricFamily("pgbackup_in_progress", "Backup captures running now.", labels=DB_SOURCE),
+            "sched": GaugeMetricFamily("pgbackup_schedule_configured", "1 when a backup schedule exists.",
+                                       labels=DB_SOURCE),
+            "next": GaugeMetricFamily("pgbackup_schedule_next_timestamp_seconds",
+                                      "When the next scheduled backup is due.", labels=DB_SOURCE),
+        }
+        for name, db in snap.databases.items():
+            for src_name, src in db.sources.items():
+                labels = [name, src_name]
+                newest, last = src.newest_good, src.last_attempt
+                if newest is not None:
+                    g["success"].add_metric(labels, _ts(newest.recovery_point))
+                    g["size"].add_metric(labels, newest.size_bytes)
+                    if newest.duration_seconds is not None:
+                        g["dur"].add_metric(labels, newest.duration_seconds)
+                if last is not None:
+                    g["attempt"].add_metric(labels, _ts(last.started_at))
+                    g["ok"].add_metric(labels, 1 if last.succeeded else 0)
+                kinds: dict[str, int] = {"scheduled": 0, "manual": 0, "emergency": 0}
+                for b in src.good:
+                    kinds[b.kind] = kinds.get(b.kind, 0) + 1
+                for kind, n in kinds.items():
+                    g["count"].add_metric([*labels, kind], n)
+                g["running"].add_metric(labels, src.in_progress)
+                g["sched"].add_metric(labels, 1 if src.schedule_interval_seconds else 0)
+                if src.schedule_next_at is not None:
+                    g["next"].add_metric(labels, _ts(src.schedule_next_at))
+        yield from g.values()
+
+    def _objectives(self, snap: Snapshot) -> Iterator[Metric]:
+        rpo = GaugeMetricFamily("pgbackup_rpo_seconds", "Recovery point objective.", labels=["database"])
+        ratio = GaugeMetricFamily("pgbackup_rpo_warning_ratio",
+                                  "Share of the RPO at which data is reported at risk.", labels=["database"])
+        rto = GaugeMetricFamily("pgbackup_rto_seconds", "Recovery time objective per scenario.",
+                                labels=["database", "scenario"])
+        for name, db in snap.databases.items():
+            rpo.add_metric([name], db.rpo_seconds)
+            ratio.add_metric([name], db.rpo_warning_ratio)
+            for scenario, seconds in db.rto_seconds.items():
+                rto.add_metric([name, scenario], seconds)
+        yield from (rpo, ratio, rto)
+
+    def _live(self, snap: Snapshot) -> Iterator[Metric]:
+        size = GaugeMetricFamily("pgbackup_database_size_bytes", "Live database size (pg_database_size).",
+                                 labels=["database"])
+        tables = GaugeMetricFamily("pgbackup_database_tables", "User tables in the live database.",
+                                   labels=["database"])
+        for name, db in snap.databases.items():
+            if db.live is not None:
+                size.add_metric([name], db.live.size_bytes)
+                tables.add_metric([name], db.live.table_count)
+        yield from (size, tables)
+
+    def _findings(self, snap: Snapshot) -> Iterator[Metric]:
+        fam = GaugeMetricFamily("pgbackup_finding_active", "1 while a check finds a problem, else 0.",
+                                labels=["database", "check", "severity"])
+        for name, db in snap.databases.items():
+            active = {f.check: f.active for f in db.findings}
+            if db.evaluated_at is None:
+                continue
+            for check, severity in CHECKS.items():
+                fam.add_metric([name, check, severity], 1 if active.get(check) else 0)
+        yield fam
+
+    def _collectors(self, snap: Snapshot) -> Iterator[Metric]:
+        labels = ["collector", "database"]
+        up = GaugeMetricFamily("pgbackup_collector_up", "1 when the collector's last run succeeded.", labels=labels)
+        dur = GaugeMetricFamily("pgbackup_collector_duration_seconds", "Duration of the collector's last run.",
+                                labels=labels)
+        last = GaugeMetricFamily("pgbackup_collector_last_success_timestamp_seconds",
+                                 "When the collector last succeeded.", labels=labels)
+        errors = CounterMetricFamily("pgbackup_collector_errors", "Failed collector runs since start.",
+                                     labels=labels)
+        for (collector, database), st in sorted(snap.collectors.items()):
+            lv = [collector, database]
+            up.add_metric(lv, 1 if st.up else 0)
+            dur.add_metric(lv, st.last_duration_seconds)
+            if st.last_success_at is not None:
+                last.add_metric(lv, _ts(st.last_success_at))
+            errors.add_metric(lv, st.errors_total)
+        yield from (up, dur, last, errors)
+
+
+class Exposition:
+    """Rendered /metrics bodies, cached per (snapshot version, content type, gzip)."""
+
+    def __init__(self, holder: StateHolder) -> None:
+        self.holder = holder
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(SnapshotCollector(holder))
+        self._cache: dict[tuple[str, bool], bytes] = {}
+        self._version = -1
+        self._lock = threading.Lock()
+
+    def render(self, accept: str = "", accept_encoding: str = "") -> tuple[bytes, dict[str, str]]:
+        """The body and headers for one scrape (renders only when the snapshot changed)."""
+        encoder, content_type = choose_encoder(accept)
+        use_gzip = gzip_accepted(accept_encoding)
+        key = (content_type, use_gzip)
+        with self._lock:
+            version = self.holder.current().version
+            if version != self._version:
+                self._cache.clear()
+                self._version = version
+            body = self._cache.get(key)
+            if body is None:
+                body = encoder(self.registry)
+                if use_gzip:
+                    body = gzip.compress(body, compresslevel=5)
+                self._cache[key] = body
+        headers = {"Content-Type": content_type}
+        if use_gzip:
+            headers["Content-Encoding"] = "gzip"
+        return body, headers
+
+    def prewarm(self) -> None:
+        """Render the default text format now (called after a collection pass, off the scrape path)."""
+        self.render()

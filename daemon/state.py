@@ -1,0 +1,176 @@
+"""The in-memory state snapshot: what the collectors last saw, and what the policy concluded.
+
+Jobs build new immutable values and publish them through `StateHolder.update`; readers (the /metrics
+collector, /api/status, the one-shot check) take `StateHolder.current()` and never block writers for long.
+Every publish bumps `version`, which the exposition cache keys on.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+
+SOURCE_ARCHIVE = "archive"
+
+
+@dataclass(frozen=True)
+class Backup:
+    """One backup attempt as a source reports it.
+
+    `started_at` is the recovery point: a pg_dump snapshot is taken when it starts, so data written after
+    that moment is not in the backup, however late the dump finishes.
+    """
+
+    backup_id: str
+    database: str
+    source: str
+    kind: str  # scheduled | manual | emergency
+    started_at: datetime
+    finished_at: datetime | None
+    succeeded: bool
+    size_bytes: int = 0
+    sha256: str | None = None
+    error: str | None = None
+    tool_version: str | None = None
+
+    @property
+    def recovery_point(self) -> datetime:
+        return self.started_at
+
+    @property
+    def duration_seconds(self) -> float | None:
+        if self.finished_at is None:
+            return None
+        return (self.finished_at - self.started_at).total_seconds()
+
+
+@dataclass(frozen=True)
+class SourceState:
+    """Backups of one database in one source, oldest first, plus what is running now."""
+
+    source: str
+    backups: tuple[Backup, ...] = ()
+    in_progress: int = 0
+    schedule_interval_seconds: float | None = None
+    schedule_next_at: datetime | None = None
+
+    @property
+    def good(self) -> tuple[Backup, ...]:
+        return tuple(b for b in self.backups if b.succeeded)
+
+    @property
+    def newest_good(self) -> Backup | None:
+        good = self.good
+        return max(good, key=lambda b: b.started_at) if good else None
+
+    @property
+    def last_attempt(self) -> Backup | None:
+        return max(self.backups, key=lambda b: b.started_at) if self.backups else None
+
+
+@dataclass(frozen=True)
+class LiveFacts:
+    """Read-only facts from the live database."""
+
+    size_bytes: int
+    table_count: int
+    server_version: str
+    observed_at: datetime
+
+
+@dataclass(frozen=True)
+class CollectorStatus:
+    """Self-metrics of one collector for one database."""
+
+    collector: str
+    database: str
+    up: bool = False
+    last_success_at: datetime | None = None
+    last_duration_seconds: float = 0.0
+    errors_total: int = 0
+    last_error: str | None = None
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One check result about one database (`active` True means the problem is present)."""
+
+    database: str
+    check: str
+    severity: str  # critical | warning | info
+    active: bool
+    hint: str
+    observed_at: datetime
+    value: float | None = None
+    threshold: float | None = None
+
+
+@dataclass(frozen=True)
+class DatabaseState:
+    """Everything known about one watched database."""
+
+    name: str
+    rpo_seconds: float
+    rto_seconds: dict[str, float]
+    rpo_warning_ratio: float = 0.8
+    sources: dict[str, SourceState] = field(default_factory=dict)
+    live: LiveFacts | None = None
+    findings: tuple[Finding, ...] = ()
+    evaluated_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The whole state at one version."""
+
+    version: int = 0
+    databases: dict[str, DatabaseState] = field(default_factory=dict)
+    collectors: dict[tuple[str, str], CollectorStatus] = field(default_factory=dict)
+    first_collection_done: bool = False
+    demo: bool = False
+    started_at: datetime | None = None
+
+
+class StateHolder:
+    """Thread-safe owner of the current snapshot.
+
+    `update(fn)` runs `fn(old) -> new` under a lock and publishes the result with a bumped version; readers
+    call `current()` without locking (reading one attribute is atomic in CPython).
+    """
+
+    def __init__(self, initial: Snapshot | None = None) -> None:
+        self._lock = threading.Lock()
+        self._snapshot = initial or Snapshot()
+        self.heartbeat_at: datetime | None = None
+
+    def current(self) -> Snapshot:
+        return self._snapshot
+
+    def update(self, fn: Callable[[Snapshot], Snapshot]) -> Snapshot:
+        with self._lock:
+            new = fn(self._snapshot)
+            new = replace(new, version=self._snapshot.version + 1)
+            self._snapshot = new
+        return new
+
+    def update_database(self, name: str, fn: Callable[[DatabaseState], DatabaseState]) -> Snapshot:
+        """Replace one database's state; unknown names are ignored (the database was removed)."""
+
+        def apply(snap: Snapshot) -> Snapshot:
+            if name not in snap.databases:
+                return snap
+            dbs = dict(snap.databases)
+            dbs[name] = fn(dbs[name])
+            return replace(snap, databases=dbs)
+
+        return self.update(apply)
+
+    def update_collector(self, status: CollectorStatus) -> Snapshot:
+        def apply(snap: Snapshot) -> Snapshot:
+            cols = dict(snap.collectors)
+            cols[(status.collector, status.database)] = status
+            return replace(snap, collectors=cols)
+
+        return self.update(apply)

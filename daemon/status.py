@@ -1,0 +1,99 @@
+"""The status document (served at /api/status and printed by `backup-guardian check`).
+
+Built from a snapshot and `now` only; nothing here does I/O or holds a secret (no URLs, only names).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from daemon import __version__
+from daemon.policy import data_at_risk_seconds, format_duration_s, newest_good_backup
+from daemon.state import Backup, DatabaseState, Snapshot
+
+
+def _iso(dt: datetime | None) -> str | None:
+    return dt.isoformat() if dt is not None else None
+
+
+def backup_doc(b: Backup | None) -> dict[str, Any] | None:
+    if b is None:
+        return None
+    return {
+        "id": b.backup_id, "source": b.source, "kind": b.kind, "recovery_point": _iso(b.recovery_point),
+        "finished_at": _iso(b.finished_at), "succeeded": b.succeeded, "size_bytes": b.size_bytes,
+        "duration_seconds": b.duration_seconds, "sha256": b.sha256, "error": b.error,
+    }
+
+
+def database_status(db: DatabaseState, now: datetime) -> dict[str, Any]:
+    risk = data_at_risk_seconds(db, now)
+    active = [f for f in db.findings if f.active]
+    worst = "critical" if any(f.severity == "critical" for f in active) else ("warning" if active else "ok")
+    if db.evaluated_at is None:
+        worst = "unknown"
+    return {
+        "name": db.name,
+        "status": worst,
+        "data_at_risk_seconds": risk,
+        "data_at_risk": format_duration_s(risk) if risk is not None else None,
+        "rpo_seconds": db.rpo_seconds,
+        "rto_seconds": db.rto_seconds,
+        "newest_good_backup": backup_doc(newest_good_backup(db)),
+        "sources": {
+            name: {
+                "backups_good": len(src.good),
+                "attempts": len(src.backups),
+                "in_progress": src.in_progress,
+                "last_attempt": backup_doc(src.last_attempt),
+                "schedule_interval_seconds": src.schedule_interval_seconds,
+                "schedule_next_at": _iso(src.schedule_next_at),
+            }
+            for name, src in db.sources.items()
+        },
+        "live": None if db.live is None else {
+            "size_bytes": db.live.size_bytes, "tables": db.live.table_count,
+            "server_version": db.live.server_version, "observed_at": _iso(db.live.observed_at),
+        },
+        "findings": [
+            {"check": f.check, "severity": f.severity, "active": f.active, "hint": f.hint,
+             "value": f.value, "threshold": f.threshold}
+            for f in db.findings
+        ],
+        "evaluated_at": _iso(db.evaluated_at),
+    }
+
+
+def status_document(snap: Snapshot, now: datetime) -> dict[str, Any]:
+    return {
+        "version": __version__,
+        "generated_at": now.isoformat(),
+        "ready": snap.first_collection_done,
+        "demo": snap.demo,
+        "databases": [database_status(db, now) for db in snap.databases.values()],
+        "collectors": [
+            {"collector": c.collector, "database": c.database, "up": c.up,
+             "last_success_at": _iso(c.last_success_at), "errors_total": c.errors_total,
+             "last_error": c.last_error}
+            for c in snap.collectors.values()
+        ],
+    }
+
+
+def status_table(snap: Snapshot, now: datetime) -> str:
+    """A readable table for terminals: one block per database."""
+    lines = []
+    header = f"{'DATABASE':<28} {'STATUS':<9} {'NEWEST GOOD BACKUP':<30} {'DATA AT RISK':>12} {'RPO':>6}"
+    lines.append(header)
+    lines.append("-" * len(header))
+    for db in snap.databases.values():
+        doc = database_status(db, now)
+        newest = doc["newest_good_backup"]
+        newest_s = f"{newest['id']} ({newest['source']})" if newest else "none"
+        lines.append(f"{db.name:<28} {doc['status'].upper():<9} {newest_s:<30} "
+                     f"{doc['data_at_risk'] or '-':>12} {format_duration_s(db.rpo_seconds):>6}")
+        for f in db.findings:
+            if f.active:
+                lines.append(f"    {f.severity.upper():<8} {f.check}: {f.hint}")
+    return "\n".join(lines)
