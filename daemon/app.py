@@ -20,7 +20,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from loguru import logger
 
 from actions.capture import Capturer, CaptureRequest
-from collectors.archive import collect_archive
+from collectors.archive import collect_archive, with_unrecorded
 from collectors.database import collect_live
 from daemon import policy
 from daemon.archive import LocalDirectoryStore
@@ -100,14 +100,11 @@ class Guardian:
     def collect_archive_of(self, name: str) -> Snapshot:
         """Re-read one database's archive (after a capture) and re-evaluate."""
         db = self.databases[name]
-        archive, status = self._run_collector("archive", db.name,
-                                              lambda: collect_archive(self.store, db.name,
-                                                                      self.capturer.unrecorded(db.name)))
+        archive, status = self._run_collector("archive", db.name, lambda: collect_archive(self.store, db.name))
         return self._publish([_Collected(db.name, archive, None, [status])])
 
     def _collect_one(self, db: DatabaseConfig) -> _Collected:
-        archive, s1 = self._run_collector(
-            "archive", db.name, lambda: collect_archive(self.store, db.name, self.capturer.unrecorded(db.name)))
+        archive, s1 = self._run_collector("archive", db.name, lambda: collect_archive(self.store, db.name))
         live, s2 = self._run_collector(
             "database", db.name,
             lambda: collect_live(db.url.get_secret_value(), db.connect_timeout.total_seconds()))
@@ -147,9 +144,9 @@ class Guardian:
                 if db is None:
                     continue
                 sources = dict(db.sources)
-                if r.archive is not None:
-                    old = sources.get(SOURCE_ARCHIVE)
-                    sources[SOURCE_ARCHIVE] = self._with_schedule(r.name, r.archive, old)
+                archive = r.archive or sources.get(SOURCE_ARCHIVE) or SourceState(SOURCE_ARCHIVE)
+                archive = with_unrecorded(archive, self.capturer.unrecorded(r.name))
+                sources[SOURCE_ARCHIVE] = self._with_schedule(r.name, archive)
                 dbs[r.name] = replace(db, sources=sources, live=r.live if r.live is not None else db.live)
             for name, db in dbs.items():
                 cfg = self.databases[name]
@@ -162,7 +159,7 @@ class Guardian:
         self.exposition.prewarm()
         return snap
 
-    def _with_schedule(self, name: str, src: SourceState, old: SourceState | None) -> SourceState:
+    def _with_schedule(self, name: str, src: SourceState) -> SourceState:
         cfg = self.databases[name].capture
         next_at = None
         if self.scheduler is not None and cfg.enabled:

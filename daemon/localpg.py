@@ -108,11 +108,11 @@ class LocalCluster:
                 "Set GUARDIAN_STATE_DIR to a folder outside /root (for example /var/lib/guardian)"
             )
 
-    def start(self, timeout: float = 60) -> None:
-        """Start on a free port; stops a server left running by an earlier crash first."""
+    def start(self, timeout: float = 60, port: int | None = None) -> None:
+        """Start on `port` (default: a free one); stops a server left running by an earlier crash first."""
         if self.running():
             self.stop()
-        self.port = free_port()
+        self.port = port or free_port()
         conf = (f"port = {self.port}\nunix_socket_directories = '{self.socket_dir}'\n"
                 f"listen_addresses = '{'127.0.0.1' if self.tcp else ''}'\nfsync = off\n"
                 "max_connections = 50\nshared_buffers = 32MB\n")

@@ -1,0 +1,94 @@
+"""`backup-guardian check`: one collection and evaluation, a table, exit 0 healthy / 1 breach or failure /
+2 config error; and bad input that must give a clear, secret-free message."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from actions.capture import CaptureRequest, Capturer
+from daemon.archive import LocalDirectoryStore
+from daemon.localpg import LocalCluster, free_port
+from tests.conftest import create_database
+
+
+def _check(config: Path, *extra: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("GUARDIAN_", "DATABASE_URL"))}
+    base.update(env or {})
+    return subprocess.run([sys.executable, "-m", "daemon", "check", "--config", str(config), *extra],
+                          capture_output=True, text=True, timeout=120, env=base, check=False)
+
+
+def _write(tmp_path: Path, url: str, archive: Path, rpo: str = "24h") -> Path:
+    cfg = tmp_path / "guardian.yaml"
+    cfg.write_text(f"archive:\n  path: {archive}\ndatabases:\n  - name: shop\n    url: '{url}'\n"
+                   f"    objectives:\n      rpo: {rpo}\n")
+    return cfg
+
+
+def test_check_is_healthy_after_a_fresh_capture(pg_cluster: LocalCluster, tmp_path: Path) -> None:
+    url = create_database(pg_cluster)
+    archive = tmp_path / "archive"
+    record = Capturer(LocalDirectoryStore(archive)).capture(CaptureRequest(database="shop", url=url))
+    out = _check(_write(tmp_path, url, archive))
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "shop" in out.stdout and record.backup_id in out.stdout and "OK" in out.stdout
+
+
+def test_check_exits_1_when_no_backup_exists(pg_cluster: LocalCluster, tmp_path: Path) -> None:
+    url = create_database(pg_cluster)
+    out = _check(_write(tmp_path, url, tmp_path / "archive"))
+    assert out.returncode == 1
+    assert "rpo_breach" in out.stdout and "no good backup" in out.stdout
+
+
+def test_check_json_reports_data_at_risk(pg_cluster: LocalCluster, tmp_path: Path) -> None:
+    url = create_database(pg_cluster)
+    archive = tmp_path / "archive"
+    Capturer(LocalDirectoryStore(archive)).capture(CaptureRequest(database="shop", url=url))
+    out = _check(_write(tmp_path, url, archive), "--json")
+    doc = json.loads(out.stdout)
+    [db] = doc["databases"]
+    assert db["name"] == "shop" and db["status"] == "ok"
+    assert 0 <= db["data_at_risk_seconds"] < 120
+    assert db["live"]["tables"] == 3
+
+
+def test_unreachable_database_is_a_clear_failure_without_secret(tmp_path: Path) -> None:
+    secret = "Sup3r-Secret-Pw"
+    url = f"postgresql://app:{secret}@127.0.0.1:{free_port()}/shop"
+    out = _check(_write(tmp_path, url, tmp_path / "archive"))
+    assert out.returncode == 1
+    text = out.stdout + out.stderr
+    assert "collector_down" in text and "cannot read the live database" in text
+    assert "Traceback" not in text
+    assert secret not in text
+
+
+def test_config_error_exits_2_and_never_echoes_the_url(tmp_path: Path) -> None:
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("databases:\n  - name: shop\n    url: 'mysql://root:Hunter2-Pass@db/shop'\n"
+                   "    objectives:\n      rpo: -5m\n    colour: blue\n")
+    out = _check(cfg)
+    assert out.returncode == 2
+    lines = [line for line in out.stderr.splitlines() if line.startswith("  ")]
+    assert len(lines) == 3, out.stderr
+    assert all(str(cfg) in line for line in lines)
+    assert any("databases[0].url" in line for line in lines)
+    assert any("databases[0].objectives.rpo" in line and "negative" in line for line in lines)
+    assert any("databases[0].colour" in line and "unknown key" in line for line in lines)
+    assert "Hunter2-Pass" not in out.stdout + out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_database_url_from_the_environment_is_watched(pg_cluster: LocalCluster, tmp_path: Path) -> None:
+    url = create_database(pg_cluster)
+    empty = tmp_path / "empty.yaml"
+    empty.write_text(f"archive:\n  path: {tmp_path / 'archive'}\n")
+    out = _check(empty, "--json", env={"DATABASE_URL": url, "GUARDIAN_DATABASE_NAME": "from-env"})
+    doc = json.loads(out.stdout)
+    assert [d["name"] for d in doc["databases"]] == ["from-env"]
+    assert url.split(":")[2].split("@")[0] not in out.stdout + out.stderr
