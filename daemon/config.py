@@ -241,7 +241,7 @@ ENV_VARS: dict[str, tuple[str, ...]] = {
     "GUARDIAN_CAPTURE_ENABLED": ("databases", "0", "capture", "enabled"),
     "GUARDIAN_RPO": ("databases", "0", "objectives", "rpo"),
 }
-_NOT_SETTINGS = {"GUARDIAN_CONFIG"}
+_NOT_SETTINGS = {"GUARDIAN_CONFIG", "GUARDIAN_PG_BINDIR"}  # read before/outside the model
 _SECRET_FIELDS = {"url"}
 
 

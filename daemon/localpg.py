@@ -104,8 +104,9 @@ class LocalCluster:
         out = self._run(["test", "-w", str(self.data_dir)], timeout=10)
         if out.returncode != 0:
             raise GuardianError(
-                f"the 'postgres' user cannot write {self.data_dir}: a parent folder is private to root. "
-                "Set GUARDIAN_STATE_DIR to a folder outside /root (for example /var/lib/guardian)"
+                f"the 'postgres' user cannot write {self.data_dir}: a parent folder is private to root "
+                "(PostgreSQL refuses to run as root, so the demo cluster runs as 'postgres'). Set "
+                "GUARDIAN_STATE_DIR to a folder it can reach, for example /var/lib/guardian"
             )
 
     def start(self, timeout: float = 60, port: int | None = None) -> None:

@@ -26,9 +26,10 @@ INSTALL_HINT = (
 
 
 def _candidate_dirs() -> list[str]:
-    dirs = []
+    """Folders to look in, best first. GUARDIAN_PG_BINDIR, when set, is the only one."""
     if os.environ.get("GUARDIAN_PG_BINDIR"):
-        dirs.append(os.environ["GUARDIAN_PG_BINDIR"])
+        return [os.environ["GUARDIAN_PG_BINDIR"]]
+    dirs = []
     pg_config = shutil.which("pg_config")
     if pg_config:
         try:
@@ -57,7 +58,7 @@ def find_tool(name: str) -> str:
         path = os.path.join(folder, name)
         if os.access(path, os.X_OK):
             return path
-    found = shutil.which(name)
+    found = None if os.environ.get("GUARDIAN_PG_BINDIR") else shutil.which(name)
     if found:
         return found
     raise ToolMissingError(f"the PostgreSQL program {name!r} was not found: {INSTALL_HINT}")

@@ -78,6 +78,15 @@ def create_database(cluster: LocalCluster, with_schema: bool = True) -> str:
 
 
 @pytest.fixture
+def open_tmp() -> Iterator[Path]:
+    """A temporary directory the `postgres` user can reach (pytest's tmp_path is private to root)."""
+    base = Path(tempfile.mkdtemp(prefix="guardian-test-", dir="/tmp"))
+    base.chmod(0o755)
+    yield base
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
 def fresh_db(pg_cluster: LocalCluster) -> Iterator[str]:
     """URL (with password) of a new database holding the sample invoicing schema; dropped afterwards."""
     url = create_database(pg_cluster)

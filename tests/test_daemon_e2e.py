@@ -61,7 +61,8 @@ def test_daemon_captures_serves_metrics_survives_a_database_outage_and_recovers(
     m = d.metrics()
     newest_size = m[("pgbackup_last_size_bytes", L_ARCHIVE)]
     newest_rec = json.loads(max(record_path.parent.glob("*.json")).read_text())
-    assert newest_size == newest_rec["size_bytes"] == (record_path.parent / f"{newest_rec['backup_id']}.dump").stat().st_size
+    newest_dump = record_path.parent / f"{newest_rec['backup_id']}.dump"
+    assert newest_size == newest_rec["size_bytes"] == newest_dump.stat().st_size
     assert len(dump) == record["size_bytes"]
     assert hashlib.sha256(dump).hexdigest() == record["sha256"]
     assert m[("pgbackup_last_attempt_succeeded", L_ARCHIVE)] == 1
@@ -72,6 +73,7 @@ def test_daemon_captures_serves_metrics_survives_a_database_outage_and_recovers(
 
     # 2. promtool has nothing to say about the live exposition
     code, body, _ = d.get("/metrics")
+    assert code == 200
     promtool = shutil.which("promtool")
     assert promtool, "promtool is missing: install the Debian package 'prometheus' (.ci/run does)"
     lint = subprocess.run([promtool, "check", "metrics"], input=body, capture_output=True, check=False)
@@ -114,7 +116,7 @@ def test_readyz_and_metrics_before_and_after_first_collection(pg_cluster: LocalC
     code, body, headers = d.get("/metrics", {"Accept": "application/openmetrics-text; version=1.0.0"})
     assert code == 200 and headers["Content-Type"].startswith("application/openmetrics-text")
     assert body.rstrip().endswith(b"# EOF")
-    code, body, headers = d.get("/metrics", {"Accept-Encoding": "gzip"})
+    _, _, headers = d.get("/metrics", {"Accept-Encoding": "gzip"})
     assert headers.get("Content-Encoding") == "gzip"
     assert d.get("/nope")[0] == 404
 
