@@ -28,7 +28,6 @@ from pydantic import (
     SecretStr,
     ValidationError,
     field_validator,
-    model_validator,
 )
 
 from daemon.durations import parse_duration
@@ -202,17 +201,16 @@ class GuardianConfig(_Model):
     @classmethod
     def _valid_listen(cls, listen: str) -> str:
         host, sep, port = listen.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        bad_host = ":" in host and not (host.startswith("[") and host.endswith("]"))
+        if not sep or not host or bad_host or not port.isdigit() or not 0 < int(port) < 65536:
             raise ValueError("must be host:port, e.g. 127.0.0.1:9729 or [::1]:9729")
         return listen
 
-    @model_validator(mode="after")
-    def _unique_names(self) -> GuardianConfig:
-        names = [d.name for d in self.databases]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"database names must be unique; repeated: {', '.join(dupes)}")
-        return self
+    @field_validator("databases")
+    @classmethod
+    def _unique_names(cls, databases: list[DatabaseConfig]) -> list[DatabaseConfig]:
+        _check_unique([d.name for d in databases])
+        return databases
 
     @property
     def archive_dir(self) -> Path:
@@ -222,6 +220,12 @@ class GuardianConfig(_Model):
     def listen_host_port(self) -> tuple[str, int]:
         host, _, port = self.listen.rpartition(":")
         return host.strip("[]"), int(port)
+
+
+def _check_unique(names: list[str]) -> None:
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ValueError(f"database names must be unique; repeated: {', '.join(dupes)}")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -264,7 +268,18 @@ def load_config(path: str | Path | None = None, environ: dict[str, str] | None =
         problems.append(f"environment variable {key}: unknown setting (known: {', '.join(sorted(ENV_VARS))})")
 
     database_url = env.get("DATABASE_URL")
-    file_dbs = doc.get("databases") if isinstance(doc.get("databases"), list) else None
+    file_dbs = doc.get("databases")
+    if file_dbs is not None and not isinstance(file_dbs, list):
+        problems.append(f"{where}: databases: must be a list of databases, not {type(file_dbs).__name__}")
+        file_dbs = None
+        doc.pop("databases")
+    elif isinstance(file_dbs, list):
+        # Checked on the raw document too: pydantic skips the field validator when an entry is invalid.
+        raw_names: list[str] = [d["name"] for d in file_dbs if isinstance(d, dict) and isinstance(d.get("name"), str)]
+        try:
+            _check_unique(raw_names)
+        except ValueError as exc:
+            problems.append(f"{where}: databases: {exc}")
     if database_url and not file_dbs:
         REDACTOR.add_url(database_url)
         doc["databases"] = [{"name": _name_from_url(database_url), "url": database_url}]
@@ -286,7 +301,7 @@ def load_config(path: str | Path | None = None, environ: dict[str, str] | None =
     except ValidationError as exc:
         problems.extend(_describe(exc, where, origin))
     if problems:
-        raise ConfigError(problems)
+        raise ConfigError(list(dict.fromkeys(problems)))  # the raw and the model uniqueness checks may agree
     return config
 
 

@@ -24,7 +24,7 @@ def parse_duration(value: object) -> object:
     if re.fullmatch(r"-?\d+(\.\d+)?", text):
         return timedelta(seconds=float(text))
     if text.startswith("-"):
-        raise ValueError(f"must not be negative (got {value!r})")
+        raise ValueError("must not be negative")
     pos, seconds = 0, 0.0
     for m in _PART.finditer(text):
         if text[pos : m.start()].strip():
@@ -34,16 +34,17 @@ def parse_duration(value: object) -> object:
     if pos == 0 or text[pos:].strip():
         if text.startswith("p"):  # ISO 8601 (P1D, PT5M): pydantic understands it
             return value
-        raise ValueError(f"not a duration: {value!r} (examples: 30s, 5m, 1h30m, 24h, 7d)")
+        raise ValueError("not a duration (examples: 30s, 5m, 1h30m, 24h, 7d)")
     return timedelta(seconds=seconds)
 
 
 def format_duration(td: timedelta) -> str:
-    """The shortest human form of a duration: 86400s -> "24h", 5400s -> "1h30m"."""
+    """The shortest human form of a duration: 86400s -> "1d", 129600s -> "36h", 5400s -> "1h30m", -90s -> "-1m30s"."""
     total = int(td.total_seconds())
     if total == 0:
         return "0s"
-    out = []
+    sign, total = ("-" if total < 0 else ""), abs(total)
+    out = [sign]
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
         if unit == "d" and total % 86400:
             continue  # prefer "36h" over "1d12h"

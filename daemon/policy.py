@@ -100,7 +100,7 @@ def _size_anomaly(db: DatabaseState, objectives: Objectives, now: datetime) -> F
         return _finding(db, "size_anomaly", False, "no good backup to compare", now)
     source = db.sources[newest.source]
     previous = [b.size_bytes for b in sorted(source.good, key=lambda b: b.started_at) if b is not newest]
-    previous = previous[-SIZE_HISTORY:]
+    previous = previous[-max(SIZE_HISTORY, objectives.size_anomaly_min_history):]
     if len(previous) < objectives.size_anomaly_min_history:
         return _finding(db, "size_anomaly", False,
                         f"only {len(previous)} previous good backups; sizes compared from "

@@ -55,13 +55,13 @@ class Redactor:
             self.add(unquote(m.group("pw")))
 
     def __call__(self, text: str) -> str:
-        text = redact_url(text)
+        # Registered secrets first: a password holding a raw "@" would otherwise be cut by the URL pattern.
         with self._lock:
             secrets = sorted(self._secrets, key=len, reverse=True)
         for secret in secrets:
             if secret in text:
                 text = text.replace(secret, MASK)
-        return text
+        return redact_url(text)
 
 
 #: The process-wide redactor used by logging and every user-facing message.

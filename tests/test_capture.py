@@ -11,7 +11,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from actions.capture import CaptureRequest, Capturer
+from actions.capture import Capturer, CaptureRequest
 from collectors.archive import collect_archive
 from daemon.archive import LocalDirectoryStore
 from daemon.errors import CaptureError

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from actions.capture import CaptureRequest, Capturer
+from actions.capture import Capturer, CaptureRequest
 from daemon.archive import LocalDirectoryStore
 from daemon.localpg import LocalCluster, free_port
 from tests.conftest import create_database

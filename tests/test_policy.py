@@ -1,0 +1,379 @@
+"""The RPO/size/attempt/collector policy as tables: pure functions of the state and `now`, so no clock."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+
+from daemon.config import Objectives
+from daemon.durations import format_duration
+from daemon.policy import data_at_risk_seconds, evaluate, is_healthy, newest_good_backup
+from daemon.state import Backup, CollectorStatus, DatabaseState, Finding, SourceState
+
+NOW = datetime(2024, 6, 1, 12, 0, 0, tzinfo=UTC)
+RPO = timedelta(hours=24)
+SECOND = timedelta(seconds=1)
+IST = timezone(timedelta(hours=5, minutes=30))
+PST = timezone(timedelta(hours=-8))
+
+
+# -- builders ---------------------------------------------------------------------------------------------
+
+def backup(
+    ago: timedelta,
+    *,
+    ok: bool = True,
+    source: str = "archive",
+    size: int = 1000,
+    took: timedelta = timedelta(minutes=5),
+    backup_id: str | None = None,
+    error: str | None = None,
+    database: str = "shop",
+    now: datetime = NOW,
+) -> Backup:
+    """A backup that started `ago` before `now` and took `took`."""
+    started = now - ago
+    return Backup(
+        backup_id=backup_id or f"{source}-{int(ago.total_seconds())}",
+        database=database, source=source, kind="scheduled", started_at=started, finished_at=started + took,
+        succeeded=ok, size_bytes=size, error=error if not ok else None,
+    )
+
+
+def database(*backups: Backup, name: str = "shop") -> DatabaseState:
+    """A database whose sources hold the given backups (oldest first, grouped by source)."""
+    by_source: dict[str, list[Backup]] = {}
+    for b in backups:
+        by_source.setdefault(b.source, []).append(b)
+    sources = {
+        src: SourceState(source=src, backups=tuple(sorted(bs, key=lambda b: b.started_at)))
+        for src, bs in by_source.items()
+    }
+    return DatabaseState(name=name, rpo_seconds=RPO.total_seconds(), rto_seconds={}, sources=sources)
+
+
+def objectives(**overrides: Any) -> Objectives:
+    return Objectives.model_validate(overrides)
+
+
+def findings(
+    db: DatabaseState,
+    objs: Objectives | None = None,
+    collectors: Iterable[CollectorStatus] = (),
+    now: datetime = NOW,
+) -> dict[str, Finding]:
+    return {f.check: f for f in evaluate(db, objs or objectives(), collectors, now)}
+
+
+# -- RPO boundaries ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    ("age", "breach", "at_risk"),
+    [
+        pytest.param(RPO - SECOND, False, True, id="rpo-minus-1s"),
+        pytest.param(RPO, False, True, id="rpo-exactly"),
+        pytest.param(RPO + SECOND, True, False, id="rpo-plus-1s"),
+        pytest.param(RPO * 0.8 - SECOND, False, False, id="at-risk-threshold-minus-1s"),
+        pytest.param(RPO * 0.8, False, True, id="at-risk-threshold-exactly"),
+        pytest.param(RPO * 0.8 + SECOND, False, True, id="at-risk-threshold-plus-1s"),
+        pytest.param(timedelta(minutes=5), False, False, id="fresh"),
+        pytest.param(RPO * 3, True, False, id="long-breached"),
+    ],
+)
+def test_rpo_breach_and_at_risk_at_exact_boundaries(age: timedelta, breach: bool, at_risk: bool) -> None:
+    result = findings(database(backup(age)))
+
+    assert result["rpo_breach"].active is breach
+    assert result["rpo_at_risk"].active is at_risk
+    assert result["rpo_breach"].value == age.total_seconds()
+    assert result["rpo_breach"].threshold == RPO.total_seconds()
+    assert result["rpo_at_risk"].threshold == pytest.approx(RPO.total_seconds() * 0.8)
+
+
+@pytest.mark.parametrize(
+    ("rpo", "ratio", "age", "breach", "at_risk"),
+    [
+        pytest.param("1h", 0.5, timedelta(minutes=29, seconds=59), False, False, id="1h-half-below"),
+        pytest.param("1h", 0.5, timedelta(minutes=30), False, True, id="1h-half-at"),
+        pytest.param("1h", 0.5, timedelta(hours=1, seconds=1), True, False, id="1h-breach"),
+        pytest.param("15m", 0.9, timedelta(minutes=13, seconds=30), False, True, id="15m-ninety-percent"),
+    ],
+)
+def test_rpo_uses_the_databases_own_objectives(
+    rpo: str, ratio: float, age: timedelta, breach: bool, at_risk: bool
+) -> None:
+    result = findings(database(backup(age)), objectives(rpo=rpo, rpo_at_risk_ratio=ratio))
+
+    assert (result["rpo_breach"].active, result["rpo_at_risk"].active) == (breach, at_risk)
+
+
+def test_recovery_point_is_start_so_a_backup_started_before_the_window_breaches_even_if_it_finished_inside() -> None:
+    started = timedelta(hours=24, minutes=10)
+    late = backup(started, took=timedelta(hours=1, minutes=10))  # finished 23h ago
+    assert late.finished_at == NOW - timedelta(hours=23)
+
+    result = findings(database(late))
+
+    assert result["rpo_breach"].active
+    assert result["rpo_breach"].value == started.total_seconds()
+
+
+def test_breach_hint_names_the_age_and_the_objective() -> None:
+    hint = findings(database(backup(timedelta(hours=30))))["rpo_breach"].hint
+
+    assert "30h ago" in hint
+    assert f"RPO is {format_duration(RPO)}" in hint
+
+
+# -- timezones --------------------------------------------------------------------------------------------
+
+def _in_zone(b: Backup, tz: timezone) -> Backup:
+    assert b.finished_at is not None
+    return Backup(
+        backup_id=b.backup_id, database=b.database, source=b.source, kind=b.kind,
+        started_at=b.started_at.astimezone(tz), finished_at=b.finished_at.astimezone(tz),
+        succeeded=b.succeeded, size_bytes=b.size_bytes,
+    )
+
+
+@pytest.mark.parametrize("tz", [IST, PST, timezone(timedelta(hours=14))], ids=["+05:30", "-08:00", "+14:00"])
+@pytest.mark.parametrize("age", [RPO - SECOND, RPO + SECOND, RPO * 0.8], ids=["inside", "breach", "at-risk"])
+def test_backups_with_non_utc_offsets_evaluate_like_their_utc_equivalents(tz: timezone, age: timedelta) -> None:
+    utc_result = findings(database(backup(age)))
+    zoned = _in_zone(backup(age), tz)
+    assert zoned.started_at.utcoffset() == tz.utcoffset(None)
+
+    zoned_result = findings(database(zoned))
+
+    for check in ("rpo_breach", "rpo_at_risk"):
+        assert zoned_result[check].active is utc_result[check].active
+        assert zoned_result[check].value == utc_result[check].value
+
+
+def test_now_with_a_non_utc_offset_is_the_same_instant() -> None:
+    db = database(_in_zone(backup(RPO + SECOND), IST))
+
+    result = findings(db, now=NOW.astimezone(PST))
+
+    assert result["rpo_breach"].active
+    assert data_at_risk_seconds(db, NOW.astimezone(PST)) == (RPO + SECOND).total_seconds()
+
+
+def test_naive_now_is_rejected() -> None:
+    with pytest.raises(ValueError, match="timezone-aware"):
+        evaluate(database(backup(timedelta(hours=1))), objectives(), [], NOW.replace(tzinfo=None))
+
+
+# -- no good backup, failed attempts ---------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    "backups",
+    [
+        pytest.param((), id="nothing-at-all"),
+        pytest.param((backup(timedelta(hours=1), ok=False, error="disk full"),), id="only-failures"),
+    ],
+)
+def test_rpo_breach_with_a_hint_when_there_is_no_good_backup(backups: tuple[Backup, ...]) -> None:
+    db = database(*backups)
+
+    result = findings(db)
+
+    assert newest_good_backup(db) is None
+    assert result["rpo_breach"].active
+    assert result["rpo_breach"].value is None
+    assert "no good backup" in result["rpo_breach"].hint
+    assert not result["rpo_at_risk"].active
+    assert not is_healthy(result.values())
+
+
+def test_last_attempt_failed_when_a_failed_attempt_is_newer_than_the_last_success() -> None:
+    good = backup(timedelta(hours=2))
+    failed = backup(timedelta(hours=1), ok=False, error="pg_dump: connection refused", backup_id="b-failed")
+
+    result = findings(database(good, failed))
+
+    assert result["last_attempt_failed"].active
+    assert "b-failed" in result["last_attempt_failed"].hint
+    assert "connection refused" in result["last_attempt_failed"].hint
+    assert not result["rpo_breach"].active  # the older success still covers the RPO
+    assert not is_healthy(result.values())
+
+
+def test_last_attempt_failed_resolves_when_a_later_attempt_succeeds() -> None:
+    good = backup(timedelta(hours=3))
+    failed = backup(timedelta(hours=2), ok=False, error="timeout")
+    recovered = backup(timedelta(hours=1), backup_id="b-recovered")
+
+    before = findings(database(good, failed))
+    after = findings(database(good, failed, recovered))
+
+    assert before["last_attempt_failed"].active
+    assert not after["last_attempt_failed"].active
+    assert "b-recovered" in after["last_attempt_failed"].hint
+    assert is_healthy(after.values())
+
+
+def test_last_attempt_is_the_newest_across_sources() -> None:
+    archive_ok = backup(timedelta(hours=2), source="archive")
+    heroku_failed = backup(timedelta(hours=1), source="heroku", ok=False, error="quota")
+
+    result = findings(database(archive_ok, heroku_failed))
+
+    assert result["last_attempt_failed"].active
+    assert "heroku" in result["last_attempt_failed"].hint
+
+
+def test_no_attempt_at_all_is_not_a_failed_attempt() -> None:
+    assert not findings(database())["last_attempt_failed"].active
+
+
+# -- size anomaly -----------------------------------------------------------------------------------------
+
+def _history(previous_sizes: list[int], newest_size: int) -> DatabaseState:
+    """Good backups a day apart, oldest first, then the newest one an hour ago."""
+    older = [backup(timedelta(days=len(previous_sizes) - i, hours=1), size=s) for i, s in enumerate(previous_sizes)]
+    return database(*older, backup(timedelta(hours=1), size=newest_size))
+
+
+@pytest.mark.parametrize(
+    ("previous", "newest", "active"),
+    [
+        pytest.param([1000, 1000, 1000], 499, True, id="below-half-of-median"),
+        pytest.param([1000, 1000, 1000], 500, False, id="exactly-at-limit"),
+        pytest.param([1000, 1000, 1000], 501, False, id="just-above-limit"),
+        pytest.param([1000, 1000, 1000], 5000, False, id="much-larger"),
+        pytest.param([100, 1000, 1200], 450, True, id="median-not-mean"),
+        pytest.param([100, 150, 200, 1000, 1200], 110, False, id="median-of-five-is-200"),
+        pytest.param([1000, 1000], 1, False, id="not-enough-history"),
+        pytest.param([], 1, False, id="first-backup"),
+    ],
+)
+def test_size_anomaly_compares_newest_with_median_of_previous_good_backups(
+    previous: list[int], newest: int, active: bool
+) -> None:
+    result = findings(_history(previous, newest))
+
+    assert result["size_anomaly"].active is active
+    assert result["size_anomaly"].value == newest
+
+
+def test_size_anomaly_limit_is_ratio_times_median() -> None:
+    result = findings(_history([800, 1000, 1200], 10), objectives(size_anomaly_ratio=0.25))
+
+    assert result["size_anomaly"].active
+    assert result["size_anomaly"].threshold == 250
+
+
+def test_size_anomaly_ignores_failed_attempts_in_the_history() -> None:
+    previous = [backup(timedelta(days=d), size=1000) for d in (4, 3, 2)]
+    failed_tiny = backup(timedelta(hours=12), ok=False, size=1, error="disk full")
+    newest = backup(timedelta(hours=1), size=600)
+
+    assert not findings(database(*previous, failed_tiny, newest))["size_anomaly"].active
+
+
+def test_size_anomaly_needs_the_configured_history() -> None:
+    db = _history([1000, 1000, 1000], 10)
+
+    assert findings(db, objectives(size_anomaly_min_history=3))["size_anomaly"].active
+    assert not findings(db, objectives(size_anomaly_min_history=4))["size_anomaly"].active
+
+
+def test_size_anomaly_still_works_when_the_required_history_is_longer_than_seven() -> None:
+    db = _history([1000] * 10, 10)
+
+    assert findings(db, objectives(size_anomaly_min_history=8))["size_anomaly"].active
+
+
+def test_size_anomaly_is_warning_so_the_database_stays_healthy() -> None:
+    result = findings(_history([1000, 1000, 1000], 10))
+
+    assert result["size_anomaly"].active
+    assert result["size_anomaly"].severity == "warning"
+    assert is_healthy(result.values())
+
+
+# -- collectors -------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    ("collectors", "active"),
+    [
+        pytest.param([], False, id="no-collectors"),
+        pytest.param([CollectorStatus("archive", "shop", up=True)], False, id="up"),
+        pytest.param([CollectorStatus("archive", "shop", up=False)], True, id="down"),
+        pytest.param([CollectorStatus("archive", "other", up=False)], False, id="other-database-down"),
+        pytest.param(
+            [CollectorStatus("archive", "shop", up=True), CollectorStatus("live", "other", up=False)],
+            False, id="mine-up-other-down",
+        ),
+    ],
+)
+def test_collector_down_counts_only_this_databases_collectors(
+    collectors: list[CollectorStatus], active: bool
+) -> None:
+    result = findings(database(backup(timedelta(hours=1))), collectors=collectors)
+
+    assert result["collector_down"].active is active
+
+
+def test_collector_down_hint_names_the_down_collectors() -> None:
+    collectors = [CollectorStatus("live", "shop", up=False), CollectorStatus("archive", "shop", up=False),
+                  CollectorStatus("heroku", "other", up=False)]
+
+    hint = findings(database(backup(timedelta(hours=1))), collectors=collectors)["collector_down"].hint
+
+    assert "archive, live" in hint
+    assert "heroku" not in hint
+
+
+# -- several sources, health ------------------------------------------------------------------------------
+
+def test_newest_good_backup_across_sources_is_used() -> None:
+    old_archive = backup(timedelta(hours=30), source="archive", backup_id="a-old")
+    fresh_heroku = backup(timedelta(hours=2), source="heroku", backup_id="h-fresh")
+    newer_failure = backup(timedelta(hours=1), source="archive", ok=False, error="x")
+    db = database(old_archive, fresh_heroku, newer_failure)
+
+    newest = newest_good_backup(db)
+
+    assert newest is not None and newest.backup_id == "h-fresh"
+    assert data_at_risk_seconds(db, NOW) == timedelta(hours=2).total_seconds()
+    assert not findings(db)["rpo_breach"].active
+
+
+def test_every_check_yields_a_finding_for_the_database_at_now() -> None:
+    result = evaluate(database(backup(timedelta(hours=1))), objectives(), [], NOW)
+
+    assert sorted(f.check for f in result) == sorted(
+        ["rpo_breach", "rpo_at_risk", "last_attempt_failed", "size_anomaly", "collector_down"])
+    assert {f.database for f in result} == {"shop"}
+    assert {f.observed_at for f in result} == {NOW}
+
+
+def _finding(check: str, severity: str, active: bool) -> Finding:
+    return Finding(database="shop", check=check, severity=severity, active=active, hint="", observed_at=NOW)
+
+
+@pytest.mark.parametrize(
+    ("items", "healthy"),
+    [
+        pytest.param([], True, id="nothing"),
+        pytest.param([_finding("rpo_breach", "critical", False)], True, id="critical-inactive"),
+        pytest.param([_finding("rpo_at_risk", "warning", True)], True, id="warning-active"),
+        pytest.param([_finding("rpo_breach", "critical", True)], False, id="critical-active"),
+        pytest.param([_finding("rpo_at_risk", "warning", True), _finding("last_attempt_failed", "critical", True)],
+                     False, id="mixed"),
+    ],
+)
+def test_is_healthy_only_when_no_critical_finding_is_active(items: list[Finding], healthy: bool) -> None:
+    assert is_healthy(items) is healthy
+
+
+def test_fresh_good_backup_with_everything_up_is_healthy() -> None:
+    result = findings(database(backup(timedelta(hours=1))), collectors=[CollectorStatus("archive", "shop", up=True)])
+
+    assert not any(f.active for f in result.values())
+    assert is_healthy(result.values())
