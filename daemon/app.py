@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 from apscheduler.executors.pool import ThreadPoolExecutor
@@ -22,11 +23,14 @@ from loguru import logger
 from actions.capture import Capturer, CaptureRequest
 from collectors.archive import collect_archive, with_unrecorded
 from collectors.database import collect_live
+from collectors.heroku import SOURCE_HEROKU, HerokuWatcher
 from daemon import policy
 from daemon.archive import LocalDirectoryStore
-from daemon.config import DatabaseConfig, GuardianConfig
+from daemon.config import DatabaseConfig, GuardianConfig, HerokuConfig
 from daemon.durations import format_duration
 from daemon.errors import GuardianError
+from daemon.heroku import HerokuAPI, HerokuClient
+from daemon.herokufleet import HerokuFleet
 from daemon.httpserver import GuardianHTTP
 from daemon.metrics import Exposition
 from daemon.pgtools import PROCESSES
@@ -35,7 +39,9 @@ from daemon.state import (
     SOURCE_ARCHIVE,
     CollectorStatus,
     DatabaseState,
+    HerokuStatus,
     LiveFacts,
+    ProviderFacts,
     Snapshot,
     SourceState,
     StateHolder,
@@ -44,6 +50,16 @@ from daemon.state import (
 HEARTBEAT_SECONDS = 5
 COLLECT_WORKERS = 4
 SHUTDOWN_BUDGET = 10.0
+
+
+def _heroku_client(cfg: HerokuConfig) -> HerokuClient:
+    token = cfg.api_key.get_secret_value() if cfg.api_key is not None else ""
+    return HerokuClient(token, platform_url=cfg.platform_url, data_url=cfg.data_url,
+                        timeout=cfg.timeout.total_seconds(), retries=cfg.retries)
+
+
+def _poll(watcher: HerokuWatcher, clock: Callable[[], datetime]) -> SourceState:
+    return watcher.poll(clock())
 
 
 def utcnow() -> datetime:
@@ -62,26 +78,36 @@ def _initial_state(db: DatabaseConfig) -> DatabaseState:
 
 @dataclass
 class _Collected:
-    """What one database's collectors returned in one pass (None where a collector failed)."""
+    """What one database's collectors returned in one pass (absent where a collector failed)."""
 
     name: str
-    archive: SourceState | None
+    sources: dict[str, SourceState]
     live: LiveFacts | None
     statuses: list[CollectorStatus]
+    provider: ProviderFacts | None = None
 
 
 class Guardian:
     """The running guardian: state, collectors, captures, scheduler and HTTP."""
 
-    def __init__(self, config: GuardianConfig, *, demo: bool = False,
-                 clock: Callable[[], datetime] = utcnow) -> None:
+    def __init__(self, config: GuardianConfig, *, demo: bool = False, clock: Callable[[], datetime] = utcnow,
+                 heroku_api: HerokuAPI | None = None) -> None:
         self.config = config
         self.clock = clock
-        self.databases = {db.name: db for db in config.databases}
+        self.databases = {db.name: db for db in config.all_databases}
         self.holder = StateHolder(Snapshot(
-            databases={db.name: _initial_state(db) for db in config.databases},
+            databases={name: _initial_state(db) for name, db in self.databases.items()},
             demo=demo, started_at=clock(),
         ))
+        self.heroku_api = heroku_api
+        self.fleet: HerokuFleet | None = None
+        if config.heroku_databases:
+            self.heroku_api = heroku_api or _heroku_client(config.heroku)
+            self.fleet = HerokuFleet(
+                watchers={db.name: HerokuWatcher(db.name, db.heroku.app, db.heroku.attachment, self.heroku_api)
+                          for db in config.heroku_databases if db.heroku is not None},
+                polling=config.heroku.polling, share=config.heroku.rate_budget_share,
+            )
         self.store = LocalDirectoryStore(config.archive_dir)
         self.capturer = Capturer(self.store, PROCESSES, clock)
         self.exposition = Exposition(self.holder)
@@ -94,21 +120,48 @@ class Guardian:
     def collect_all(self) -> Snapshot:
         """One collection pass over every database, then one evaluation; publishes once."""
         with self._collect_lock:
-            results = list(self._pool.map(self._collect_one, self.databases.values()))
+            direct = [db for db in self.databases.values() if db.url is not None]
+            results = list(self._pool.map(self._collect_one, direct))
+            if self.fleet is not None:
+                results += self._collect_heroku()
             return self._publish(results, first_pass_done=True)
+
+    def _collect_heroku(self) -> list[_Collected]:
+        """One fleet pass: poll the due Heroku databases that fit this pass's share of the rate budget."""
+        assert self.fleet is not None and self.heroku_api is not None
+        now = self.clock()
+        pass_seconds = self.config.collect_interval.total_seconds()
+        chosen, report = self.fleet.plan(now, pass_seconds, self.heroku_api.ratelimit_remaining)
+        before = self.heroku_api.requests_total
+        results, sources = [], {}
+        for name in chosen:
+            watcher = self.fleet.watchers[name]
+            src, status = self._run_collector("heroku", name, partial(_poll, watcher, self.clock))
+            self.fleet.record(name, src, src is not None, self.clock())
+            sources[name] = src
+            results.append(_Collected(name, {SOURCE_HEROKU: src} if src is not None else {}, watcher.live,
+                                      [status], watcher.provider))
+        report.polled = len(chosen)
+        report.requests = self.heroku_api.requests_total - before
+        current = self.holder.current().databases
+        known = {n: (current[n].sources.get(SOURCE_HEROKU) if n in current else None) for n in self.fleet.watchers}
+        known.update({n: s for n, s in sources.items() if s is not None})
+        self.fleet.finish(report, pass_seconds, known, self.clock())
+        return results
 
     def collect_archive_of(self, name: str) -> Snapshot:
         """Re-read one database's archive (after a capture) and re-evaluate."""
         db = self.databases[name]
         archive, status = self._run_collector("archive", db.name, lambda: collect_archive(self.store, db.name))
-        return self._publish([_Collected(db.name, archive, None, [status])])
+        return self._publish([_Collected(db.name, {SOURCE_ARCHIVE: archive} if archive else {}, None, [status])])
 
     def _collect_one(self, db: DatabaseConfig) -> _Collected:
+        """Archive and live facts of a database with a URL (its Heroku side, if any, is the fleet's)."""
+        url = db.url.get_secret_value() if db.url is not None else ""
         archive, s1 = self._run_collector("archive", db.name, lambda: collect_archive(self.store, db.name))
         live, s2 = self._run_collector(
-            "database", db.name,
-            lambda: collect_live(db.url.get_secret_value(), db.connect_timeout.total_seconds()))
-        return _Collected(db.name, archive, live, [s1, s2])
+            "database", db.name, lambda: collect_live(url, db.connect_timeout.total_seconds()))
+        return _Collected(db.name, {SOURCE_ARCHIVE: archive} if archive else {}, live, [s1, s2])
 
     def _run_collector(self, collector: str, database: str, fn: Callable[[], Any]) -> tuple[Any, CollectorStatus]:
         """Run one collector behind the error boundary; the failure becomes data, never an exception."""
@@ -143,16 +196,26 @@ class Guardian:
                 db = dbs.get(r.name)
                 if db is None:
                     continue
-                sources = dict(db.sources)
-                archive = r.archive or sources.get(SOURCE_ARCHIVE) or SourceState(SOURCE_ARCHIVE)
-                archive = with_unrecorded(archive, self.capturer.unrecorded(r.name))
-                sources[SOURCE_ARCHIVE] = self._with_schedule(r.name, archive)
-                dbs[r.name] = replace(db, sources=sources, live=r.live if r.live is not None else db.live)
+                sources = {**db.sources, **r.sources}
+                cfg = self.databases[r.name]
+                if cfg.url is not None:
+                    archive = sources.get(SOURCE_ARCHIVE) or SourceState(SOURCE_ARCHIVE)
+                    archive = with_unrecorded(archive, self.capturer.unrecorded(r.name))
+                    sources[SOURCE_ARCHIVE] = self._with_schedule(r.name, archive)
+                dbs[r.name] = replace(db, sources=sources, live=r.live if r.live is not None else db.live,
+                                      provider=r.provider if r.provider is not None else db.provider)
             for name, db in dbs.items():
                 cfg = self.databases[name]
                 findings = policy.evaluate(db, cfg.objectives, cols.values(), now)
                 dbs[name] = replace(db, findings=findings, evaluated_at=now)
-            return replace(snap, databases=dbs, collectors=cols,
+            heroku = snap.heroku
+            if self.fleet is not None and self.heroku_api is not None:
+                rep = self.fleet.last_report
+                heroku = HerokuStatus(ratelimit_remaining=self.heroku_api.ratelimit_remaining,
+                                      requests_total=self.heroku_api.requests_total, pass_requests=rep.requests,
+                                      pass_allowance=rep.allowance, pass_deferred=rep.deferred,
+                                      stretch=rep.stretch)
+            return replace(snap, databases=dbs, collectors=cols, heroku=heroku,
                            first_collection_done=snap.first_collection_done or first_pass_done)
 
         snap = self.holder.update(apply)
@@ -162,17 +225,20 @@ class Guardian:
     def _with_schedule(self, name: str, src: SourceState) -> SourceState:
         cfg = self.databases[name].capture
         next_at = None
-        if self.scheduler is not None and cfg.enabled:
+        if self.scheduler is not None and self.databases[name].self_managed:
             job = self.scheduler.get_job(f"capture:{name}")
             next_at = job.next_run_time if job is not None else None
         return replace(src, in_progress=1 if self.capturer.running(name) else 0,
-                       schedule_interval_seconds=cfg.interval.total_seconds() if cfg.enabled else None,
-                       schedule_next_at=next_at)
+                       schedule_interval_seconds=cfg.interval.total_seconds()
+                       if self.databases[name].self_managed else None,
+                       schedule_next_at=next_at, observed_at=self.clock())
 
     # -- captures -----------------------------------------------------------------------------------------
     def capture(self, name: str, kind: str = "scheduled") -> None:
         """Capture one database now (scheduled job or manual request); failures are recorded, not raised."""
         db = self.databases[name]
+        if db.url is None:
+            raise GuardianError(f"{name} has no URL: the guardian cannot pg_dump it")
         live = self.holder.current().databases[name].live
         req = CaptureRequest(
             database=name, url=db.url.get_secret_value(), kind=kind,
@@ -249,7 +315,7 @@ class Guardian:
         sched.add_job(self._guarded("collect", self.collect_all), "interval",
                       seconds=self.config.collect_interval.total_seconds(), id="collect", next_run_time=now)
         for db in self.databases.values():
-            if db.capture.enabled:
+            if db.self_managed:
                 first = self._first_capture_at(db, now)
                 sched.add_job(self._guarded(f"capture:{db.name}", self.capture), "interval", args=[db.name],
                               seconds=db.capture.interval.total_seconds(), id=f"capture:{db.name}",
@@ -268,6 +334,8 @@ class Guardian:
         if self.http is not None:
             self.http.stop()
         self._pool.shutdown(wait=False, cancel_futures=True)
+        if isinstance(self.heroku_api, HerokuClient):
+            self.heroku_api.close()
         for thread in threading.enumerate():
             if thread is threading.current_thread() or thread.daemon:
                 continue

@@ -123,7 +123,7 @@ def _run(config: GuardianConfig) -> int:
     try:
         guardian.start()
         if demo is not None:
-            demo_url = config.databases[0].url.get_secret_value()
+            demo_url = config.databases[0].url.get_secret_value() if config.databases[0].url else ""
             guardian.add_job("demo-activity", lambda: demo.add_activity(demo_url), timedelta(seconds=20))
         logger.info("pg-backup-guardian {} running; watching {} database(s)", __version__, len(config.databases))
         stop.wait()

@@ -28,6 +28,7 @@ from pydantic import (
     SecretStr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 from daemon.durations import parse_duration
@@ -86,6 +87,12 @@ class Objectives(_Model):
     size_anomaly_min_history: int = Field(
         3, ge=1, description="Previous good backups needed before sizes are compared.", examples=[3]
     )
+    schedule_grace: Duration = Field(
+        timedelta(hours=1),
+        description="How long after its scheduled time a backup may start before the schedule counts as missed "
+        "(for interval schedules at most half the interval).",
+        examples=["1h"],
+    )
 
 
 class CaptureConfig(_Model):
@@ -118,21 +125,60 @@ class CaptureConfig(_Model):
         return args
 
 
+class HerokuDatabase(_Model):
+    """A Heroku Postgres database: the app and the attachment name, resolved like the Heroku CLI does."""
+
+    app: str = Field(description="Heroku app name (or id).", examples=["suoops-backend"])
+    attachment: str = Field(
+        "DATABASE", description="Attachment name (DATABASE, HEROKU_POSTGRESQL_RED, other-app::DATABASE).",
+        examples=["DATABASE"],
+    )
+
+    @field_validator("attachment")
+    @classmethod
+    def _strip_url(cls, value: str) -> str:
+        return value.removesuffix("_URL")
+
+
 class DatabaseConfig(_Model):
-    """One watched database."""
+    """One watched database: a PostgreSQL URL (self-managed captures, live facts), a Heroku database, or both."""
 
     name: str = Field(
-        description="Stable name used in metrics labels and the archive layout.", examples=["suoops-backend"]
+        description="Stable name used in metrics labels and the archive layout (default for Heroku: app/ATTACHMENT).",
+        examples=["suoops-backend"],
     )
-    url: SecretStr = Field(
+    url: SecretStr | None = Field(
+        None,
         description="PostgreSQL connection URL (read-only access is enough to watch; pg_dump needs SELECT).",
         examples=["postgresql://guardian:secret@db.example.com:5432/suoops"],
     )
+    heroku: HerokuDatabase | None = Field(None, description="Watch this Heroku Postgres database's backups.")
     connect_timeout: Duration = Field(
         timedelta(seconds=10), description="Timeout for connecting to the database.", examples=["10s"]
     )
     capture: CaptureConfig = Field(default_factory=CaptureConfig, description="Self-managed captures.")
     objectives: Objectives = Field(default_factory=Objectives, description="Recovery objectives.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_name(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "name" not in data and isinstance(data.get("heroku"), dict):
+            heroku = data["heroku"]
+            if isinstance(heroku.get("app"), str):
+                attachment = str(heroku.get("attachment") or "DATABASE").removesuffix("_URL")
+                return {**data, "name": f"{heroku['app']}/{attachment}"}
+        return data
+
+    @model_validator(mode="after")
+    def _url_or_heroku(self) -> DatabaseConfig:
+        if self.url is None and self.heroku is None:
+            raise ValueError("give a url, a heroku app, or both")
+        return self
+
+    @property
+    def self_managed(self) -> bool:
+        """True when the guardian captures this database itself (it has a URL and captures are on)."""
+        return self.url is not None and self.capture.enabled
 
     @field_validator("name")
     @classmethod
@@ -143,7 +189,9 @@ class DatabaseConfig(_Model):
 
     @field_validator("url")
     @classmethod
-    def _valid_url(cls, url: SecretStr) -> SecretStr:
+    def _valid_url(cls, url: SecretStr | None) -> SecretStr | None:
+        if url is None:
+            return None
         raw = url.get_secret_value()
         REDACTOR.add_url(raw)
         if not re.match(r"^postgres(ql)?://", raw):
@@ -171,6 +219,56 @@ class DemoConfig(_Model):
     )
 
 
+class HerokuPolling(_Model):
+    """How often Heroku databases are polled (faster near the scheduled hour and while a capture runs)."""
+
+    fast: Duration = Field(timedelta(minutes=1), description="Interval near the schedule hour or during a capture.",
+                           examples=["1m"])
+    slow: Duration = Field(timedelta(minutes=15), description="Interval otherwise.", examples=["15m"])
+    window: Duration = Field(timedelta(minutes=30),
+                             description="How close to the scheduled hour polling is fast.", examples=["30m"])
+
+
+class HerokuConfig(_Model):
+    """Heroku API access, shared by every Heroku database."""
+
+    api_key: SecretStr | None = Field(
+        None, description="API token (better: the HEROKU_API_KEY variable). Read-only scope is enough to watch.",
+        examples=["${HEROKU_API_KEY}"],
+    )
+    platform_url: str = Field("https://api.heroku.com", description="Platform API base URL.",
+                              examples=["https://api.heroku.com"])
+    data_url: str = Field("https://api.data.heroku.com", description="Postgres Data API base URL.",
+                          examples=["https://api.data.heroku.com"])
+    timeout: Duration = Field(timedelta(seconds=15), description="Timeout of every API call.", examples=["15s"])
+    retries: int = Field(3, ge=0, le=10, description="Retries on 5xx and connection errors.", examples=[3])
+    rate_budget_share: float = Field(
+        0.5, gt=0, le=1,
+        description="Share of the account's rate budget (4,500 requests/hour) the guardian may spend.",
+        examples=[0.5],
+    )
+    polling: HerokuPolling = Field(default_factory=HerokuPolling, description="Adaptive polling.")
+    apps: list[str] = Field(
+        default_factory=list,
+        description="Fleet shorthand: apps to watch with default objectives ('app' or 'app::ATTACHMENT').",
+        examples=[["suoops-backend", "billing-api::HEROKU_POSTGRESQL_RED"]],
+    )
+
+    @field_validator("api_key")
+    @classmethod
+    def _register(cls, key: SecretStr | None) -> SecretStr | None:
+        if key is not None:
+            REDACTOR.add(key.get_secret_value())
+        return key
+
+    @field_validator("platform_url", "data_url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        if not re.match(r"^https?://[^\s/]+", url):
+            raise ValueError("must be an http(s) URL")
+        return url.rstrip("/")
+
+
 class GuardianConfig(_Model):
     """pg-backup-guardian configuration."""
 
@@ -193,6 +291,7 @@ class GuardianConfig(_Model):
     )
     archive: ArchiveConfig = Field(default_factory=ArchiveConfig, description="Archive store.")
     demo: DemoConfig = Field(default_factory=DemoConfig, description="Embedded demo mode.")
+    heroku: HerokuConfig = Field(default_factory=HerokuConfig, description="Heroku API access and fleet.")
     databases: list[DatabaseConfig] = Field(
         default_factory=list, description="Watched databases.", examples=[[{}]]
     )
@@ -211,6 +310,31 @@ class GuardianConfig(_Model):
     def _unique_names(cls, databases: list[DatabaseConfig]) -> list[DatabaseConfig]:
         _check_unique([d.name for d in databases])
         return databases
+
+    @model_validator(mode="after")
+    def _heroku_needs_a_token(self) -> GuardianConfig:
+        if self.heroku_databases and self.heroku.api_key is None:
+            raise ValueError("Heroku databases are configured but no API token: set HEROKU_API_KEY")
+        return self
+
+    @property
+    def heroku_databases(self) -> list[DatabaseConfig]:
+        return [d for d in self.all_databases if d.heroku is not None]
+
+    @property
+    def all_databases(self) -> list[DatabaseConfig]:
+        """`databases` plus the fleet shorthand `heroku.apps` (skipping apps listed in full already)."""
+        listed = {(d.heroku.app, d.heroku.attachment) for d in self.databases if d.heroku is not None}
+        names = {d.name for d in self.databases}
+        out = list(self.databases)
+        for entry in self.heroku.apps:
+            app, _, attachment = entry.partition("::")
+            attachment = (attachment or "DATABASE").removesuffix("_URL")
+            name = f"{app}/{attachment}"
+            if (app, attachment) not in listed and name not in names:
+                out.append(DatabaseConfig(name=name, heroku=HerokuDatabase(app=app, attachment=attachment)))
+                names.add(name)
+        return out
 
     @property
     def archive_dir(self) -> Path:
@@ -244,9 +368,15 @@ ENV_VARS: dict[str, tuple[str, ...]] = {
     "GUARDIAN_CAPTURE_INTERVAL": ("databases", "0", "capture", "interval"),
     "GUARDIAN_CAPTURE_ENABLED": ("databases", "0", "capture", "enabled"),
     "GUARDIAN_RPO": ("databases", "0", "objectives", "rpo"),
+    "HEROKU_API_KEY": ("heroku", "api_key"),
+    "GUARDIAN_HEROKU_PLATFORM_URL": ("heroku", "platform_url"),
+    "GUARDIAN_HEROKU_DATA_URL": ("heroku", "data_url"),
+    "GUARDIAN_HEROKU_RATE_BUDGET_SHARE": ("heroku", "rate_budget_share"),
 }
+#: Comma-separated list variables -> path.
+LIST_ENV_VARS: dict[str, tuple[str, ...]] = {"GUARDIAN_HEROKU_APPS": ("heroku", "apps")}
 _NOT_SETTINGS = {"GUARDIAN_CONFIG", "GUARDIAN_PG_BINDIR"}  # read before/outside the model
-_SECRET_FIELDS = {"url"}
+_SECRET_FIELDS = {"url", "api_key"}
 
 
 def load_config(path: str | Path | None = None, environ: dict[str, str] | None = None) -> GuardianConfig:
@@ -263,7 +393,8 @@ def load_config(path: str | Path | None = None, environ: dict[str, str] | None =
     if path:
         doc = _read_yaml(Path(path), problems)
 
-    unknown = sorted(k for k in env if k.startswith("GUARDIAN_") and k not in ENV_VARS and k not in _NOT_SETTINGS)
+    unknown = sorted(k for k in env if k.startswith("GUARDIAN_") and k not in ENV_VARS
+                     and k not in LIST_ENV_VARS and k not in _NOT_SETTINGS)
     for key in unknown:
         problems.append(f"environment variable {key}: unknown setting (known: {', '.join(sorted(ENV_VARS))})")
 
@@ -293,6 +424,10 @@ def load_config(path: str | Path | None = None, environ: dict[str, str] | None =
             continue
         _set_path(doc, target, env[var])
         origin[target] = f"environment variable {var}"
+    for var, target in LIST_ENV_VARS.items():
+        if env.get(var):
+            _set_path(doc, target, [x.strip() for x in env[var].split(",") if x.strip()])  # type: ignore[arg-type]
+            origin[target] = f"environment variable {var}"
 
     if problems and not doc:
         raise ConfigError(problems)

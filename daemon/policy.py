@@ -6,6 +6,10 @@ Checks (each yields a `Finding`, active or not, so every check has a value in th
   last_attempt_failed  critical  the newest backup attempt of any source failed
   size_anomaly         warning   newest good backup < size_anomaly_ratio * median of the previous ones
   collector_down       warning   a collector for this database failed its last run
+  missed_schedule      critical  a schedule's time (in its own timezone) passed by more than the grace and no
+                                 backup started since (fires hours before an RPO breach)
+  no_schedule          warning   no source has any backup schedule
+  continuous_protection_off  warning  the plan offers continuous protection (PITR) but it is off
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from datetime import datetime
 
 from daemon.config import Objectives
 from daemon.durations import format_duration
+from daemon.schedules import last_due
 from daemon.state import Backup, CollectorStatus, DatabaseState, Finding
 
 CHECKS: dict[str, str] = {
@@ -24,6 +29,9 @@ CHECKS: dict[str, str] = {
     "last_attempt_failed": "critical",
     "size_anomaly": "warning",
     "collector_down": "warning",
+    "missed_schedule": "critical",
+    "no_schedule": "warning",
+    "continuous_protection_off": "warning",
 }
 #: How many previous good backups the size median looks at.
 SIZE_HISTORY = 7
@@ -55,6 +63,9 @@ def evaluate(
         _last_attempt(db, now),
         _size_anomaly(db, objectives, now),
         _collectors(db, collectors, now),
+        _missed_schedule(db, objectives.schedule_grace.total_seconds(), now),
+        _no_schedule(db, now),
+        _continuous_protection(db, now),
     ]
     return tuple(findings)
 
@@ -119,6 +130,52 @@ def _collectors(db: DatabaseState, collectors: Iterable[CollectorStatus], now: d
     if down:
         return _finding(db, "collector_down", True, f"collector down: {', '.join(down)}", now)
     return _finding(db, "collector_down", False, "all collectors up", now)
+
+
+def _missed_schedule(db: DatabaseState, grace: float, now: datetime) -> Finding:
+    missed = []
+    for src in db.sources.values():
+        if src.in_progress:
+            continue
+        starts = [b.started_at for b in src.backups]
+        for sched in src.schedules:
+            due = last_due(sched, now)
+            if sched.created_at is not None and sched.created_at > due:
+                continue  # the schedule did not exist yet at that time
+            late = (now - due).total_seconds()
+            if late > grace and not any(s >= due for s in starts):
+                missed.append(f"{src.source} schedule {sched.hour:02d}:00 {sched.timezone} was due "
+                              f"{format_duration_s(late)} ago and no backup started since")
+        if src.schedule_interval_seconds and starts:
+            interval = src.schedule_interval_seconds
+            due_at = max(starts).timestamp() + interval
+            late = now.timestamp() - due_at
+            if late > min(grace, max(60.0, interval / 2)):
+                missed.append(f"{src.source} capture every {format_duration_s(interval)} was due "
+                              f"{format_duration_s(late)} ago and none started since")
+    if missed:
+        return _finding(db, "missed_schedule", True, "; ".join(missed), now)
+    return _finding(db, "missed_schedule", False, "every schedule ran on time", now)
+
+
+def _no_schedule(db: DatabaseState, now: datetime) -> Finding:
+    if not db.sources:
+        return _finding(db, "no_schedule", False, "no source read yet", now)
+    unknown = [s.source for s in db.sources.values() if not s.has_schedule and s.source == "heroku"
+               and not s.schedules_known]
+    if any(s.has_schedule for s in db.sources.values()) or unknown:
+        return _finding(db, "no_schedule", False, "a backup schedule exists", now)
+    return _finding(db, "no_schedule", True,
+                    "no backup schedule: backups happen only when someone remembers "
+                    "(heroku pg:backups:schedule DATABASE_URL --at '02:00 UTC')", now)
+
+
+def _continuous_protection(db: DatabaseState, now: datetime) -> Finding:
+    p = db.provider
+    if p is not None and p.offers_pitr and p.continuous_protection is False:
+        return _finding(db, "continuous_protection_off", True,
+                        f"plan {p.plan} offers continuous protection (rollback), but it is off", now)
+    return _finding(db, "continuous_protection_off", False, "continuous protection on or not offered", now)
 
 
 def format_duration_s(seconds: float) -> str:

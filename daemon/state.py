@@ -47,14 +47,36 @@ class Backup:
 
 
 @dataclass(frozen=True)
+class Schedule:
+    """A provider's daily backup schedule: at `hour`:00 in `timezone` (an IANA name)."""
+
+    hour: int
+    timezone: str
+    name: str = ""
+    created_at: datetime | None = None
+
+
+@dataclass(frozen=True)
 class SourceState:
-    """Backups of one database in one source, oldest first, plus what is running now."""
+    """Backups of one database in one source, oldest first, plus what is running now.
+
+    A source has either daily schedules (Heroku: hour + timezone) or an interval schedule (self-managed
+    captures). `schedules_known` is False until the provider's schedules were read at least once.
+    `observed_at` is when the source was last read successfully.
+    """
 
     source: str
     backups: tuple[Backup, ...] = ()
     in_progress: int = 0
     schedule_interval_seconds: float | None = None
     schedule_next_at: datetime | None = None
+    schedules: tuple[Schedule, ...] = ()
+    schedules_known: bool = False
+    observed_at: datetime | None = None
+
+    @property
+    def has_schedule(self) -> bool:
+        return bool(self.schedules) or bool(self.schedule_interval_seconds)
 
     @property
     def good(self) -> tuple[Backup, ...]:
@@ -77,6 +99,17 @@ class LiveFacts:
     size_bytes: int
     table_count: int
     server_version: str
+    observed_at: datetime
+
+
+@dataclass(frozen=True)
+class ProviderFacts:
+    """What a managed provider says about the database (Heroku `pg:info`)."""
+
+    plan: str
+    continuous_protection: bool | None
+    rollback_earliest: datetime | None
+    offers_pitr: bool
     observed_at: datetime
 
 
@@ -117,8 +150,21 @@ class DatabaseState:
     rpo_warning_ratio: float = 0.8
     sources: dict[str, SourceState] = field(default_factory=dict)
     live: LiveFacts | None = None
+    provider: ProviderFacts | None = None
     findings: tuple[Finding, ...] = ()
     evaluated_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class HerokuStatus:
+    """The Heroku client's and fleet planner's own numbers."""
+
+    ratelimit_remaining: int | None = None
+    requests_total: int = 0
+    pass_requests: int = 0
+    pass_allowance: float = 0.0
+    pass_deferred: int = 0
+    stretch: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -131,6 +177,7 @@ class Snapshot:
     first_collection_done: bool = False
     demo: bool = False
     started_at: datetime | None = None
+    heroku: HerokuStatus | None = None
 
 
 class StateHolder:

@@ -182,7 +182,7 @@ FILE = "<file>"  # stands for the config file's path in the table below
             {}, [FILE, "must be unique", "repeated: a"], id="duplicate-database-names"),
         pytest.param("databases:\n  - name: a\n    url: mysql://u:pw@h/db\n", {},
                      [FILE, "databases[0].url", "postgresql://"], id="non-postgres-url"),
-        pytest.param("databases:\n  - name: a\n", {}, [FILE, "databases[0].url", "required"], id="missing-url"),
+        pytest.param("databases:\n  - name: a\n", {}, [FILE, "databases[0]", "give a url, a heroku app"], id="missing-url"),
         pytest.param(f"databases:\n  - name: a b\n    url: {PG_URL}\n", {}, [FILE, "databases[0].name"],
                      id="bad-database-name"),
         pytest.param(

@@ -348,7 +348,8 @@ def test_every_check_yields_a_finding_for_the_database_at_now() -> None:
     result = evaluate(database(backup(timedelta(hours=1))), objectives(), [], NOW)
 
     assert sorted(f.check for f in result) == sorted(
-        ["rpo_breach", "rpo_at_risk", "last_attempt_failed", "size_anomaly", "collector_down"])
+        ["rpo_breach", "rpo_at_risk", "last_attempt_failed", "size_anomaly", "collector_down", "missed_schedule",
+         "no_schedule", "continuous_protection_off"])
     assert {f.database for f in result} == {"shop"}
     assert {f.observed_at for f in result} == {NOW}
 
@@ -375,5 +376,7 @@ def test_is_healthy_only_when_no_critical_finding_is_active(items: list[Finding]
 def test_fresh_good_backup_with_everything_up_is_healthy() -> None:
     result = findings(database(backup(timedelta(hours=1))), collectors=[CollectorStatus("archive", "shop", up=True)])
 
-    assert not any(f.active for f in result.values())
+    # the builder's source has no schedule, which is a warning of its own and nothing else
+    assert [c for c, f in result.items() if f.active] == ["no_schedule"]
+    assert result["no_schedule"].severity == "warning"
     assert is_healthy(result.values())

@@ -1,0 +1,252 @@
+"""The `heroku` source: Heroku Postgres backups seen the way the Heroku CLI sees them.
+
+Pure parsing (transfers -> backups, schedules, database info) follows ../shared/reference/heroku-api.md
+sections 1.2, 1.3, 1.5 and 2, leniently: unknown or missing optional values are tolerated, never fatal.
+`HerokuWatcher` does one poll of one database through a `HerokuAPI`, caching what changes rarely.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from loguru import logger
+
+from daemon.heroku import HerokuAPI, HerokuNotFound, ResolvedDatabase
+from daemon.state import Backup, LiveFacts, ProviderFacts, Schedule, SourceState
+
+SOURCE_HEROKU = "heroku"
+_HEROKU_TS = "%Y-%m-%d %H:%M:%S %z"
+
+
+def parse_timestamp(value: Any) -> datetime | None:
+    """Both formats the API uses: "2016-10-01 00:42:54 +0000" and ISO "2025-01-01T00:00:00Z"; None otherwise."""
+    if not isinstance(value, str) or not value.strip():
+        return None
+    text = value.strip()
+    for parse in (lambda t: datetime.strptime(t, _HEROKU_TS),  # noqa: DTZ007 - the format has %z
+                  lambda t: datetime.fromisoformat(t.replace(" UTC", "+00:00"))):
+        try:
+            dt = parse(text)
+        except ValueError:
+            continue
+        return (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).astimezone(UTC)
+    return None
+
+
+def is_backup(t: dict[str, Any]) -> bool:
+    """Reference 1.3: a backup is pg_dump -> gof3r."""
+    return t.get("from_type") == "pg_dump" and t.get("to_type") == "gof3r"
+
+
+def transfer_name(t: dict[str, Any]) -> str:
+    """The CLI's display name: a/b/c/r + num padded to 3 digits, or o + options.pgbackups_name."""
+    legacy = (t.get("options") or {}).get("pgbackups_name") if isinstance(t.get("options"), dict) else None
+    if legacy:
+        return f"o{legacy}"
+    from_type, to_type = t.get("from_type"), t.get("to_type")
+    if from_type == "pg_dump" and to_type != "pg_restore":
+        prefix = "a" if t.get("schedule") else "b"
+    elif from_type == "pg_dump" and to_type == "pg_restore":
+        prefix = "c"
+    elif to_type == "pg_restore":
+        prefix = "r"
+    else:
+        prefix = "b"
+    num = t.get("num")
+    return f"{prefix}{int(str(num)):03d}" if str(num).isdigit() else f"{prefix}{num}"
+
+
+def transfer_status(t: dict[str, Any]) -> str:
+    """Reference 1.3 status strings, short form: completed, failed, canceled, running, pending."""
+    if t.get("finished_at") and t.get("succeeded"):
+        return "completed"
+    if t.get("canceled_at"):
+        return "canceled"
+    if t.get("finished_at"):
+        return "failed"
+    if t.get("started_at"):
+        return "running"
+    return "pending"
+
+
+def to_backups(database: str, transfers: list[dict[str, Any]]) -> tuple[tuple[Backup, ...], int]:
+    """Backups (finished ones, deleted/purged excluded) oldest first, and the number in progress."""
+    out: list[Backup] = []
+    running = 0
+    for t in transfers:
+        if not is_backup(t) or t.get("deleted_at") or t.get("purged_at"):
+            continue
+        status = transfer_status(t)
+        if status in ("running", "pending"):
+            running += 1
+            continue
+        started = parse_timestamp(t.get("started_at")) or parse_timestamp(t.get("created_at"))
+        if started is None:
+            logger.warning("heroku: transfer {} of {} has no usable start time; ignored", t.get("num"), database)
+            continue
+        size = t.get("processed_bytes")
+        warnings = t.get("warnings") if isinstance(t.get("warnings"), int) else 0
+        error = {"canceled": "canceled", "failed": "failed"}.get(status)
+        if status == "completed" and warnings:
+            error = f"finished with {warnings} warnings"
+        out.append(Backup(
+            backup_id=transfer_name(t), database=database, source=SOURCE_HEROKU,
+            kind="scheduled" if t.get("schedule") else "manual", started_at=started,
+            finished_at=parse_timestamp(t.get("finished_at")), succeeded=status == "completed",
+            size_bytes=int(size) if isinstance(size, int | float) else 0, error=error,
+        ))
+    out.sort(key=lambda b: b.started_at)
+    return tuple(out), running
+
+
+def parse_schedules(raw: list[dict[str, Any]]) -> tuple[Schedule, ...]:
+    """Schedule objects `{uuid, name, hour, timezone}`; hour may be int or a string like "06"."""
+    out = []
+    for s in raw:
+        hour = s.get("hour")
+        try:
+            h = int(str(hour).split(":")[0])
+        except (TypeError, ValueError):
+            logger.warning("heroku: schedule {} has an unreadable hour {!r}; ignored", s.get("name"), hour)
+            continue
+        if not 0 <= h <= 23:
+            continue
+        out.append(Schedule(hour=h, timezone=str(s.get("timezone") or "UTC"), name=str(s.get("name") or ""),
+                            created_at=parse_timestamp(s.get("created_at"))))
+    return tuple(out)
+
+
+_ROLLBACK = re.compile(r"(\d{4}-\d{2}-\d{2})[ T](\d{2}:\d{2}(?::\d{2})?)\s*(UTC|Z|[+-]\d{2}:?\d{2})?")
+_PITR_TIERS = ("standard", "premium", "private", "shield")
+
+
+def _info_value(info: list[Any], name: str) -> str | None:
+    for entry in info:
+        if isinstance(entry, dict) and entry.get("name") == name:
+            values = entry.get("values") or []
+            return str(values[0]) if values else None
+    return None
+
+
+def parse_database_info(doc: dict[str, Any], plan_hint: str = "") -> tuple[ProviderFacts, LiveFacts | None]:
+    """Plan, size, tables, version, continuous protection and rollback window from `GET /databases/{id}`."""
+    raw_info = doc.get("info")
+    info: list[Any] = raw_info if isinstance(raw_info, list) else []
+    now = datetime.now(UTC)
+    plan = str(doc.get("plan") or _info_value(info, "Plan") or plan_hint or "unknown")
+    cp_text = _info_value(info, "Continuous Protection")
+    continuous = None if cp_text is None else bool(re.search(r"\bOn\b", cp_text))
+    rollback_text = _info_value(info, "Rollback")
+    earliest = None
+    if rollback_text:
+        m = _ROLLBACK.search(rollback_text)
+        if m:
+            tz = m.group(3) or "UTC"
+            earliest = parse_timestamp(f"{m.group(1)}T{m.group(2)}{'+00:00' if tz in ('UTC', 'Z') else tz}")
+    tier_text = f"{plan} {plan_hint}".lower()
+    offers_pitr = any(t in tier_text for t in _PITR_TIERS)
+    provider = ProviderFacts(plan=plan, continuous_protection=continuous, rollback_earliest=earliest,
+                             offers_pitr=offers_pitr, observed_at=now)
+    size = doc.get("num_bytes")
+    tables = doc.get("num_tables")
+    if not isinstance(tables, int):
+        text = _info_value(info, "Tables")
+        tables = int(text) if text and text.strip().isdigit() else None
+    version = doc.get("postgres_version") or _info_value(info, "PG Version") or ""
+    live = None
+    if isinstance(size, int | float) or isinstance(tables, int):
+        live = LiveFacts(size_bytes=int(size) if isinstance(size, int | float) else 0,
+                         table_count=tables if isinstance(tables, int) else 0,
+                         server_version=str(version), observed_at=now)
+    return provider, live
+
+
+@dataclass
+class HerokuWatcher:
+    """Polls one Heroku database. Resolution, schedules and info are cached and refreshed on their own
+    cadence; transfers are read on every poll. Each call costs the requests counted in `last_cost`."""
+
+    database: str
+    app: str
+    attachment: str
+    api: HerokuAPI
+    resolve_every: timedelta = timedelta(hours=24)
+    schedules_every: timedelta = timedelta(hours=1)
+    info_every: timedelta = timedelta(hours=1)
+    resolved: ResolvedDatabase | None = None
+    resolved_at: datetime | None = None
+    schedules: tuple[Schedule, ...] | None = None
+    schedules_at: datetime | None = None
+    provider: ProviderFacts | None = None
+    live: LiveFacts | None = None
+    info_at: datetime | None = None
+    failure_logs: dict[str, str] = field(default_factory=dict)
+    last_cost: int = 0
+
+    def expected_cost(self, now: datetime) -> int:
+        """Requests the next poll will make (so the fleet planner can stay within the rate budget)."""
+        cost = 1
+        if self.resolved is None or _due(self.resolved_at, self.resolve_every, now):
+            cost += 1
+        if _due(self.schedules_at, self.schedules_every, now):
+            cost += 1
+        if _due(self.info_at, self.info_every, now):
+            cost += 1
+        return cost
+
+    def poll(self, now: datetime) -> SourceState:
+        """One poll. Raises HerokuError (the caller marks the collector down and keeps the last state)."""
+        before = self.api.requests_total
+        try:
+            return self._poll(now)
+        finally:
+            self.last_cost = self.api.requests_total - before
+
+    def _poll(self, now: datetime) -> SourceState:
+        if self.resolved is None or _due(self.resolved_at, self.resolve_every, now):
+            self.resolved = self.api.resolve_database(self.app, self.attachment)
+            self.resolved_at = now
+        db = self.resolved
+        try:
+            transfers = self.api.list_transfers(db.billing_app)
+            if _due(self.schedules_at, self.schedules_every, now):
+                self.schedules = parse_schedules(self.api.list_schedules(db.addon_id))
+                self.schedules_at = now
+            if _due(self.info_at, self.info_every, now):
+                self.provider, self.live = parse_database_info(self.api.database_info(db.addon_id), db.plan)
+                self.info_at = now
+        except HerokuNotFound:
+            self.resolved = None  # the add-on may have been replaced: resolve again next time
+            raise
+        backups, running = to_backups(self.database, transfers)
+        backups = self._with_failure_logs(db, transfers, backups)
+        return SourceState(source=SOURCE_HEROKU, backups=backups, in_progress=running,
+                           schedules=self.schedules or (), schedules_known=self.schedules is not None,
+                           observed_at=now)
+
+    def _with_failure_logs(self, db: ResolvedDatabase, transfers: list[dict[str, Any]],
+                           backups: tuple[Backup, ...]) -> tuple[Backup, ...]:
+        """For the newest attempt, when it failed, fetch its last log lines once (the CLI shows 5)."""
+        if not backups or backups[-1].succeeded:
+            return backups
+        newest = backups[-1]
+        if newest.backup_id not in self.failure_logs:
+            raw = next((t for t in transfers if transfer_name(t) == newest.backup_id), None)
+            text = newest.error or "failed"
+            if raw is not None and raw.get("num") is not None:
+                try:
+                    info = self.api.transfer_info(db.billing_app, raw["num"], verbose=True)
+                    logs = [str(x.get("message", "")) for x in (info.get("logs") or []) if isinstance(x, dict)]
+                    if logs:
+                        text = f"{text}: " + " | ".join(logs[-5:])
+                except Exception as exc:  # the logs are a nicety; the failure itself is already known
+                    logger.debug("heroku: logs of {} unavailable: {}", newest.backup_id, exc)
+            self.failure_logs[newest.backup_id] = text[:1000]
+        return (*backups[:-1], replace(newest, error=self.failure_logs[newest.backup_id]))
+
+
+def _due(at: datetime | None, every: timedelta, now: datetime) -> bool:
+    return at is None or now - at >= every
