@@ -50,7 +50,7 @@ def pg_dump_command(url: str, extra_args: tuple[str, ...] = ()) -> tuple[list[st
     except Exception as exc:  # psycopg raises ProgrammingError; the message may quote the URL
         raise CaptureError(REDACTOR(f"invalid database URL: {exc}")) from None
     password = params.pop("password", None)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    env = dict(os.environ)  # PGSSLMODE, PGSSLROOTCERT, ... apply to pg_dump as they do to the live collector
     if password:
         env["PGPASSWORD"] = str(password)
     conninfo = make_conninfo(**{k: str(v) for k, v in params.items()})

@@ -26,12 +26,11 @@ def collect_live(url: str, connect_timeout: float, statement_timeout_ms: int = 1
     """Connect read-only and read the facts. Raises CollectorError with a redacted, readable reason."""
     try:
         with psycopg.connect(
-            url,
-            connect_timeout=max(1, int(connect_timeout)),
-            options=f"-c default_transaction_read_only=on -c statement_timeout={statement_timeout_ms}",
-            application_name="pg-backup-guardian",
-            autocommit=True,
+            url, connect_timeout=max(1, int(connect_timeout)), application_name="pg-backup-guardian", autocommit=True,
         ) as conn:
+            # SET rather than the `options` startup parameter, which PgBouncer-style poolers reject.
+            conn.execute("SET default_transaction_read_only = on")
+            conn.execute(f"SET statement_timeout = {int(statement_timeout_ms)}")
             row = conn.execute(_FACTS_SQL).fetchone()
     except psycopg.Error as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -152,8 +152,10 @@ class Guardian:
     def collect_archive_of(self, name: str) -> Snapshot:
         """Re-read one database's archive (after a capture) and re-evaluate."""
         db = self.databases[name]
-        archive, status = self._run_collector("archive", db.name, lambda: collect_archive(self.store, db.name))
-        return self._publish([_Collected(db.name, {SOURCE_ARCHIVE: archive} if archive else {}, None, [status])])
+        with self._collect_lock:  # never interleave with a pass that read the archive before this capture
+            archive, status = self._run_collector("archive", db.name, lambda: collect_archive(self.store, db.name))
+            return self._publish([_Collected(db.name, {SOURCE_ARCHIVE: archive} if archive else {}, None,
+                                             [status])])
 
     def _collect_one(self, db: DatabaseConfig) -> _Collected:
         """Archive and live facts of a database with a URL (its Heroku side, if any, is the fleet's)."""
@@ -223,13 +225,13 @@ class Guardian:
         return snap
 
     def _with_schedule(self, name: str, src: SourceState) -> SourceState:
-        cfg = self.databases[name].capture
+        cfg = self.databases[name]
         next_at = None
         if self.scheduler is not None and self.databases[name].self_managed:
             job = self.scheduler.get_job(f"capture:{name}")
             next_at = job.next_run_time if job is not None else None
         return replace(src, in_progress=1 if self.capturer.running(name) else 0,
-                       schedule_interval_seconds=cfg.interval.total_seconds()
+                       schedule_interval_seconds=cfg.capture_interval.total_seconds()
                        if self.databases[name].self_managed else None,
                        schedule_next_at=next_at, observed_at=self.clock())
 
@@ -272,7 +274,7 @@ class Guardian:
             return now
         if not good:
             return now
-        due = max(r.started_at for r in good) + db.capture.interval
+        due = max(r.started_at for r in good) + db.capture_interval
         return max(due, now)
 
     # -- running ------------------------------------------------------------------------------------------
@@ -318,9 +320,10 @@ class Guardian:
             if db.self_managed:
                 first = self._first_capture_at(db, now)
                 sched.add_job(self._guarded(f"capture:{db.name}", self.capture), "interval", args=[db.name],
-                              seconds=db.capture.interval.total_seconds(), id=f"capture:{db.name}",
-                              executor="captures", next_run_time=first)
-                logger.info("capture of {} every {}; next at {}", db.name, format_duration(db.capture.interval),
+                              seconds=db.capture_interval.total_seconds(), id=f"capture:{db.name}",
+                              executor="captures", next_run_time=first,
+                              misfire_grace_time=None)  # a late capture runs late, never not at all
+                logger.info("capture of {} every {}; next at {}", db.name, format_duration(db.capture_interval),
                             first.isoformat(timespec="seconds"))
         self.scheduler = sched
         sched.start()

@@ -140,6 +140,7 @@ class LocalDirectoryStore:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.last_skipped = 0
+        self._warned: set[Path] = set()
 
     def describe(self) -> str:
         return f"local directory {self.root}"
@@ -168,7 +169,9 @@ class LocalDirectoryStore:
                 record = BackupRecord.from_json(json.loads(path.read_text(encoding="utf-8")))
             except (OSError, ValueError) as exc:
                 skipped += 1
-                logger.warning("skipping unreadable backup record {}: {}", path, exc)
+                if path not in self._warned:
+                    self._warned.add(path)
+                    logger.warning("skipping unreadable backup record {}: {}", path, exc)
                 continue
             if record.outcome == "succeeded":
                 record = self._verify_file(record)
@@ -214,11 +217,13 @@ class LocalDirectoryStore:
                 (folder / f"{backup_id}{suffix}").unlink()
 
     def sweep_partials(self) -> int:
-        """Remove temp files left by a crash; returns how many were removed."""
+        """At start (no capture running): remove temp files and dumps without a record, left by a crash.
+        Returns how many files were removed."""
         removed = 0
         if not self.root.exists():
             return 0
-        for path in self.root.glob("*/.*.partial"):
+        orphans = [p for p in self.root.glob("*/*.dump") if not p.with_suffix(".json").exists()]
+        for path in [*self.root.glob("*/.*.partial"), *orphans]:
             with contextlib.suppress(OSError):
                 path.unlink()
                 removed += 1

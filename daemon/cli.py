@@ -95,6 +95,21 @@ def _check(config: GuardianConfig, as_json: bool) -> int:
     return EXIT_OK if is_healthy(findings) else EXIT_FAIL
 
 
+def _check_listen(config: GuardianConfig) -> None:
+    """Fail early, with a plain message, when the HTTP address is taken (before any demo cluster starts)."""
+    import socket
+
+    host, port = config.listen_host_port
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            raise GuardianError(f"cannot listen on {host}:{port}: {exc.strerror or exc} "
+                                "(another guardian running? set GUARDIAN_LISTEN or listen: in the config)") from None
+
+
 def _run(config: GuardianConfig) -> int:
     from daemon.app import Guardian
     from daemon.embedded import DemoDatabase, demo_config
@@ -102,11 +117,14 @@ def _run(config: GuardianConfig) -> int:
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
+        if stop.is_set():
+            os._exit(130)  # a second signal: the person means it
         stop.set()  # flag only: the main thread does the ordered shutdown
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
 
+    _check_listen(config)
     demo: DemoDatabase | None = None
     if not config.databases:
         if not config.demo.enabled:

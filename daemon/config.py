@@ -31,7 +31,7 @@ from pydantic import (
     model_validator,
 )
 
-from daemon.durations import parse_duration
+from daemon.durations import format_duration, parse_duration
 from daemon.errors import ConfigError
 from daemon.redact import REDACTOR, redact_url
 
@@ -99,8 +99,11 @@ class CaptureConfig(_Model):
     """Self-managed `pg_dump -Fc` captures into the archive."""
 
     enabled: bool = Field(True, description="Capture backups of this database with pg_dump.", examples=[True])
-    interval: Duration = Field(
-        timedelta(hours=24), description="Time between scheduled captures.", examples=["24h"]
+    interval: Duration | None = Field(
+        None,
+        description="Time between scheduled captures (default: half the at-risk share of the RPO, at most 12h; "
+        "must be shorter than the RPO).",
+        examples=["6h"],
     )
     timeout: Duration = Field(
         timedelta(hours=2), description="A capture running longer is killed and recorded as failed.",
@@ -173,7 +176,21 @@ class DatabaseConfig(_Model):
     def _url_or_heroku(self) -> DatabaseConfig:
         if self.url is None and self.heroku is None:
             raise ValueError("give a url, a heroku app, or both")
+        explicit = self.capture.interval
+        if self.self_managed and explicit is not None and explicit >= self.objectives.rpo:
+            raise ValueError(f"capture.interval ({format_duration(explicit)}) must be shorter than "
+                             f"objectives.rpo ({format_duration(self.objectives.rpo)}): every capture would "
+                             "start after the RPO is already breached")
         return self
+
+    @property
+    def capture_interval(self) -> timedelta:
+        """The configured capture interval, or one derived from the objectives so that a capture lands well
+        before data is at risk: RPO x at-risk ratio / 2, at most 12 h (24 h RPO -> 9h36m)."""
+        if self.capture.interval is not None:
+            return self.capture.interval
+        derived = self.objectives.rpo * self.objectives.rpo_at_risk_ratio / 2
+        return min(derived, timedelta(hours=12))
 
     @property
     def self_managed(self) -> bool:

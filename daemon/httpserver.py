@@ -16,6 +16,7 @@ from typing import Any
 
 from loguru import logger
 
+from daemon.errors import GuardianError
 from daemon.metrics import Exposition
 from daemon.state import StateHolder
 from daemon.status import status_document
@@ -41,7 +42,11 @@ class GuardianHTTP:
         self.holder, self.exposition, self.clock = holder, exposition, clock
         handler = self._handler_class()
         cls = _Server6 if ":" in host else _Server
-        self.server = cls((host, port), handler)
+        try:
+            self.server = cls((host, port), handler)
+        except OSError as exc:
+            raise GuardianError(f"cannot listen on {host}:{port}: {exc.strerror or exc} "
+                                "(another guardian running? set GUARDIAN_LISTEN or listen: in the config)") from None
         self.port = int(self.server.server_address[1])
         self._thread = threading.Thread(target=self.server.serve_forever, name="http", daemon=True)
 

@@ -98,11 +98,15 @@ class LocalCluster:
         with (self.data_dir / "postgresql.conf").open("a") as fh:
             fh.write(f"\ninclude_if_exists '{CONF_NAME}'\n")
 
-    def _check_reachable(self) -> None:
+    def owner_can(self, test: str, folder: Path) -> bool:
+        """True when the cluster owner (postgres, when we are root) passes `test -<test> folder`
+        ("x": can enter it, every parent included; "w": can write it)."""
         if not self._as_root:
-            return
-        out = self._run(["test", "-w", str(self.data_dir)], timeout=10)
-        if out.returncode != 0:
+            return True
+        return self._run(["test", f"-{test}", str(folder)], timeout=10).returncode == 0
+
+    def _check_reachable(self) -> None:
+        if not self.owner_can("w", self.data_dir):
             raise GuardianError(
                 f"the 'postgres' user cannot write {self.data_dir}: a parent folder is private to root "
                 "(PostgreSQL refuses to run as root, so the demo cluster runs as 'postgres'). Set "

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import traceback
 from typing import Any
 
 from loguru import logger
@@ -22,16 +23,21 @@ def _text_sink(message: Any) -> None:
 
 def _json_sink(message: Any) -> None:
     record = message.record
-    doc = {
+    # Mask before encoding: json.dumps escapes quotes and non-ASCII, which would hide a secret from the redactor.
+    doc: dict[str, Any] = {
         "time": record["time"].isoformat(),
         "level": record["level"].name,
-        "message": record["message"],
+        "message": REDACTOR(record["message"]),
         "logger": record["name"],
     }
-    doc.update({k: v for k, v in record["extra"].items() if isinstance(v, str | int | float | bool)})
+    for key, value in record["extra"].items():
+        if isinstance(value, str):
+            doc[key] = REDACTOR(value)
+        elif isinstance(value, int | float | bool):
+            doc[key] = value
     if record["exception"] is not None:
-        doc["exception"] = "".join(__import__("traceback").format_exception(*record["exception"]))
-    sys.stderr.write(REDACTOR(json.dumps(doc, default=str)) + "\n")
+        doc["exception"] = REDACTOR("".join(traceback.format_exception(*record["exception"])))
+    sys.stderr.write(json.dumps(doc, default=str) + "\n")
     sys.stderr.flush()
 
 

@@ -159,6 +159,7 @@ class Exposition:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(SnapshotCollector(holder))
         self._cache: dict[tuple[str, bool], bytes] = {}
+        self._wanted: dict[tuple[str, bool], str] = {}  # (content type, gzip) -> an Accept header
         self._version = -1
         self._lock = threading.Lock()
 
@@ -168,6 +169,8 @@ class Exposition:
         use_gzip = gzip_accepted(accept_encoding)
         key = (content_type, use_gzip)
         with self._lock:
+            if len(self._wanted) < 8:
+                self._wanted.setdefault(key, accept)
             version = self.holder.current().version
             if version != self._version:
                 self._cache.clear()
@@ -184,5 +187,7 @@ class Exposition:
         return body, headers
 
     def prewarm(self) -> None:
-        """Render the default text format now (called after a collection pass, off the scrape path)."""
-        self.render()
+        """Render now, off the scrape path, every format scrapers asked for (Prometheus: OpenMetrics + gzip)."""
+        wanted = list(self._wanted.items()) or [(("", False), "")]
+        for (_, use_gzip), accept in wanted:
+            self.render(accept, "gzip" if use_gzip else "")

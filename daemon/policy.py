@@ -185,5 +185,6 @@ def format_duration_s(seconds: float) -> str:
 
 
 def is_healthy(findings: Iterable[Finding]) -> bool:
-    """True when no finding is active at critical severity (what `check`'s exit code means)."""
-    return not any(f.active and f.severity == "critical" for f in findings)
+    """True when no critical finding is active and every collector is up (what `check`'s exit code means:
+    a database the guardian cannot read is a failure, whatever its backups say)."""
+    return not any(f.active and (f.severity == "critical" or f.check == "collector_down") for f in findings)

@@ -88,6 +88,8 @@ def test_several_databases_each_with_their_own_objectives(tmp_path: Path) -> Non
             url: postgres://reader:pw-two@warehouse:5432/dw
             capture:
               interval: 7d
+            objectives:
+              rpo: 8d
     """)
 
     config = load_config(path, {})
@@ -98,9 +100,24 @@ def test_several_databases_each_with_their_own_objectives(tmp_path: Path) -> Non
     assert shop.objectives.rpo_at_risk_ratio == 0.5
     assert shop.objectives.rto.database_corruption == timedelta(minutes=15)
     assert shop.objectives.rto.provider_outage == timedelta(hours=4)  # unset scenarios keep the default
-    assert warehouse.objectives == Objectives()
-    assert warehouse.capture.interval == timedelta(days=7)
+    assert warehouse.objectives.rto == Objectives().rto
+    assert warehouse.capture_interval == timedelta(days=7)
+    assert shop.capture_interval == timedelta(minutes=15)  # derived: 1h RPO x 0.5 at-risk share / 2
+    assert warehouse.url is not None
     assert warehouse.url.get_secret_value() == "postgres://reader:pw-two@warehouse:5432/dw"
+
+
+def test_capture_interval_not_shorter_than_the_rpo_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, f"""
+        databases:
+          - name: shop
+            url: {PG_URL}
+            capture:
+              interval: 24h
+    """)
+    with pytest.raises(ConfigError) as err:
+        load_config(path, {})
+    assert "databases[0]: capture.interval (1d) must be shorter than objectives.rpo (1d)" in str(err.value)
 
 
 def test_database_url_is_used_when_no_file_is_given() -> None:
@@ -182,7 +199,8 @@ FILE = "<file>"  # stands for the config file's path in the table below
             {}, [FILE, "must be unique", "repeated: a"], id="duplicate-database-names"),
         pytest.param("databases:\n  - name: a\n    url: mysql://u:pw@h/db\n", {},
                      [FILE, "databases[0].url", "postgresql://"], id="non-postgres-url"),
-        pytest.param("databases:\n  - name: a\n", {}, [FILE, "databases[0]", "give a url, a heroku app"], id="missing-url"),
+        pytest.param("databases:\n  - name: a\n", {}, [FILE, "databases[0]", "give a url, a heroku app"],
+                     id="missing-url"),
         pytest.param(f"databases:\n  - name: a b\n    url: {PG_URL}\n", {}, [FILE, "databases[0].name"],
                      id="bad-database-name"),
         pytest.param(

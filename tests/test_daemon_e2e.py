@@ -111,7 +111,7 @@ def test_daemon_captures_serves_metrics_survives_a_database_outage_and_recovers(
 
 def test_readyz_and_metrics_before_and_after_first_collection(pg_cluster: LocalCluster, run_daemon: Any) -> None:
     url = create_database(pg_cluster)
-    d = run_daemon(_config(url, capture_interval="24h"))
+    d = run_daemon(_config(url, capture_interval="12h"))
     d.wait_for("ready", lambda: d.get("/readyz")[0] == 200)
     code, body, headers = d.get("/metrics", {"Accept": "application/openmetrics-text; version=1.0.0"})
     assert code == 200 and headers["Content-Type"].startswith("application/openmetrics-text")
@@ -141,7 +141,7 @@ def test_unwritable_archive_keeps_the_daemon_up_and_reports_the_failure(
 @pytest.mark.parametrize("fmt", ["json"])
 def test_json_log_lines_are_parseable(pg_cluster: LocalCluster, run_daemon: Any, fmt: str) -> None:
     url = create_database(pg_cluster)
-    d = run_daemon(f"log_format: {fmt}\n" + _config(url, capture_interval="24h"))
+    d = run_daemon(f"log_format: {fmt}\n" + _config(url, capture_interval="12h"))
     d.wait_for("a capture", lambda: d.status()["databases"][0]["newest_good_backup"])
     d.stop()
     lines = [json.loads(line) for line in d.log().splitlines() if line.strip()]
