@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import threading
 from collections.abc import Iterator
+from datetime import datetime
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -24,8 +25,8 @@ from daemon.state import Snapshot, StateHolder
 DB_SOURCE = ["database", "source"]
 
 
-def _ts(dt: object) -> float:
-    return dt.timestamp()  # type: ignore[attr-defined]
+def _ts(dt: datetime) -> float:
+    return dt.timestamp()
 
 
 class SnapshotCollector(Collector):
@@ -43,8 +44,10 @@ class SnapshotCollector(Collector):
         yield from self._backups(snap)
         yield from self._objectives(snap)
         yield from self._live(snap)
+        yield from self._provider(snap)
         yield from self._findings(snap)
         yield from self._collectors(snap)
+        yield from self._heroku(snap)
 
     def _build_info(self, snap: Snapshot) -> Iterator[Metric]:
         info = GaugeMetricFamily("pgbackup_build_info", "Guardian version (always 1).", labels=["version"])
@@ -120,6 +123,52 @@ class SnapshotCollector(Collector):
                 size.add_metric([name], db.live.size_bytes)
                 tables.add_metric([name], db.live.table_count)
         yield from (size, tables)
+
+    def _provider(self, snap: Snapshot) -> Iterator[Metric]:
+        pitr = GaugeMetricFamily("pgbackup_pitr_enabled",
+                                 "1 when point-in-time recovery (Heroku continuous protection) is on.",
+                                 labels=["database"])
+        earliest = GaugeMetricFamily("pgbackup_pitr_earliest_timestamp_seconds",
+                                     "Earliest time a point-in-time recovery (rollback) can reach.",
+                                     labels=["database"])
+        plan = GaugeMetricFamily("pgbackup_provider_plan_info", "The provider's plan (always 1).",
+                                 labels=["database", "plan"])
+        for name, db in snap.databases.items():
+            p = db.provider
+            if p is None:
+                continue
+            plan.add_metric([name, p.plan], 1)
+            if p.continuous_protection is not None:
+                pitr.add_metric([name], 1 if p.continuous_protection else 0)
+            if p.rollback_earliest is not None:
+                earliest.add_metric([name], _ts(p.rollback_earliest))
+        yield from (pitr, earliest, plan)
+
+    def _heroku(self, snap: Snapshot) -> Iterator[Metric]:
+        h = snap.heroku
+        if h is None:
+            return
+        remaining = GaugeMetricFamily("pgbackup_heroku_ratelimit_remaining",
+                                      "RateLimit-Remaining of the last Heroku API response.")
+        if h.ratelimit_remaining is not None:
+            remaining.add_metric([], h.ratelimit_remaining)
+        yield remaining
+        requests = CounterMetricFamily("pgbackup_heroku_requests", "Heroku API requests made since start.")
+        requests.add_metric([], h.requests_total)
+        yield requests
+        for metric, help_text, value in (
+            ("pgbackup_heroku_pass_requests", "Heroku API requests made by the last collection pass.",
+             h.pass_requests),
+            ("pgbackup_heroku_pass_budget_requests", "Requests the last pass was allowed (its rate budget share).",
+             h.pass_allowance),
+            ("pgbackup_heroku_pass_deferred", "Databases due for a poll that the last pass deferred (budget).",
+             h.pass_deferred),
+            ("pgbackup_heroku_poll_stretch_ratio",
+             "Desired polling rate over what the rate budget allows (1 = not stretched).", h.stretch),
+        ):
+            g = GaugeMetricFamily(metric, help_text)
+            g.add_metric([], value)
+            yield g
 
     def _findings(self, snap: Snapshot) -> Iterator[Metric]:
         fam = GaugeMetricFamily("pgbackup_finding_active", "1 while a check finds a problem, else 0.",

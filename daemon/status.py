@@ -27,7 +27,15 @@ def backup_doc(b: Backup | None) -> dict[str, Any] | None:
     }
 
 
-def database_status(db: DatabaseState, now: datetime) -> dict[str, Any]:
+def _stale(db: DatabaseState, source: str, snap: Snapshot | None) -> bool:
+    """A source is stale while its collector is down: its numbers are the last ones known."""
+    if snap is None:
+        return False
+    status = snap.collectors.get((source, db.name))
+    return status is not None and not status.up
+
+
+def database_status(db: DatabaseState, now: datetime, snap: Snapshot | None = None) -> dict[str, Any]:
     risk = data_at_risk_seconds(db, now)
     active = [f for f in db.findings if f.active]
     worst = "critical" if any(f.severity == "critical" for f in active) else ("warning" if active else "ok")
@@ -43,14 +51,22 @@ def database_status(db: DatabaseState, now: datetime) -> dict[str, Any]:
         "newest_good_backup": backup_doc(newest_good_backup(db)),
         "sources": {
             name: {
+                "stale": _stale(db, name, snap),
+                "observed_at": _iso(src.observed_at),
                 "backups_good": len(src.good),
                 "attempts": len(src.backups),
                 "in_progress": src.in_progress,
                 "last_attempt": backup_doc(src.last_attempt),
                 "schedule_interval_seconds": src.schedule_interval_seconds,
                 "schedule_next_at": _iso(src.schedule_next_at),
+                "schedules": [{"hour": s.hour, "timezone": s.timezone, "name": s.name} for s in src.schedules],
+                "backups": [backup_doc(b) for b in reversed(src.backups[-10:])],
             }
             for name, src in db.sources.items()
+        },
+        "provider": None if db.provider is None else {
+            "plan": db.provider.plan, "continuous_protection": db.provider.continuous_protection,
+            "rollback_earliest": _iso(db.provider.rollback_earliest), "offers_pitr": db.provider.offers_pitr,
         },
         "live": None if db.live is None else {
             "size_bytes": db.live.size_bytes, "tables": db.live.table_count,
@@ -71,7 +87,7 @@ def status_document(snap: Snapshot, now: datetime) -> dict[str, Any]:
         "generated_at": now.isoformat(),
         "ready": snap.first_collection_done,
         "demo": snap.demo,
-        "databases": [database_status(db, now) for db in snap.databases.values()],
+        "databases": [database_status(db, now, snap) for db in snap.databases.values()],
         "collectors": [
             {"collector": c.collector, "database": c.database, "up": c.up,
              "last_success_at": _iso(c.last_success_at), "errors_total": c.errors_total,
@@ -81,19 +97,44 @@ def status_document(snap: Snapshot, now: datetime) -> dict[str, Any]:
     }
 
 
-def status_table(snap: Snapshot, now: datetime) -> str:
+def status_table(snap: Snapshot, now: datetime, backups: int = 5) -> str:
     """A readable table for terminals: one block per database."""
     lines = []
     header = f"{'DATABASE':<28} {'STATUS':<9} {'NEWEST GOOD BACKUP':<30} {'DATA AT RISK':>12} {'RPO':>6}"
     lines.append(header)
     lines.append("-" * len(header))
     for db in snap.databases.values():
-        doc = database_status(db, now)
+        doc = database_status(db, now, snap)
         newest = doc["newest_good_backup"]
         newest_s = f"{newest['id']} ({newest['source']})" if newest else "none"
         lines.append(f"{db.name:<28} {doc['status'].upper():<9} {newest_s:<30} "
                      f"{doc['data_at_risk'] or '-':>12} {format_duration_s(db.rpo_seconds):>6}")
+        for name, src in db.sources.items():
+            stale = " (STALE: last known values, the collector is down)" if doc["sources"][name]["stale"] else ""
+            lines.append(f"    {name} backups{stale}:")
+            lines.extend(f"      {_backup_line(b)}" for b in reversed(src.backups[-backups:]))
+            if src.in_progress:
+                lines.append(f"      {src.in_progress} capture(s) running")
         for f in db.findings:
             if f.active:
                 lines.append(f"    {f.severity.upper():<8} {f.check}: {f.hint}")
     return "\n".join(lines)
+
+
+def _backup_line(b: Backup) -> str:
+    """One backup the way `heroku pg:backups` lists it: id, created, status, size."""
+    when = b.started_at.strftime("%Y-%m-%d %H:%M:%S %z")
+    if b.succeeded:
+        status = f"Completed {b.finished_at.strftime('%Y-%m-%d %H:%M:%S %z')}" if b.finished_at else "Completed"
+    else:
+        status = f"Failed ({b.error})" if b.error else "Failed"
+    return f"{b.backup_id:<28} {when}  {status:<40} {_size(b.size_bytes)} ({b.kind})"
+
+
+def _size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if size < 1024 or unit == "TB":
+            return f"{size:.2f}{unit}" if unit != "B" else f"{n}B"
+        size /= 1024
+    return f"{n}B"
