@@ -1,8 +1,10 @@
 """Polling a fleet of Heroku databases within a share of the account's rate budget.
 
-Heroku gives an account 4,500 request tokens, refilled at about 75 a minute (reference 3.3). Each collection
-pass may spend `share * 75/min * pass interval` requests (less when `RateLimit-Remaining` shows other clients
-eating into the bucket). Each database has a desired poll interval (fast near its scheduled backup hour and
+Heroku gives an account 4,500 request tokens, refilled at about 75 a minute (reference 3.3). The fleet keeps a
+bucket of its own that refills at `share * 75/min` (from the clock, so a late pass is not penalised) and holds at
+most one minute of that refill; a pass spends from it and nothing more. When `RateLimit-Remaining` shows other
+clients of the account eating into the shared bucket, spending stops above the reserve they are due.
+Each database has a desired poll interval (fast near its scheduled backup hour and
 while a capture runs, slow otherwise, backing off after failures); the databases most overdue are polled first,
 and when the budget cannot keep up, polls are deferred and the stretch is reported in a metric and a log line.
 """
@@ -63,14 +65,28 @@ class HerokuFleet:
     next_poll: dict[str, datetime] = field(default_factory=dict)
     failures: dict[str, int] = field(default_factory=dict)
     last_report: PassReport = field(default_factory=PassReport)
+    credit: float = 0.0
+    credit_at: datetime | None = None
     _stretched_logged: bool = False
 
-    def allowance(self, pass_seconds: float, remaining: int | None) -> float:
-        """Requests this pass may spend."""
-        budget = self.share * REFILL_PER_MINUTE * pass_seconds / 60.0
+    @property
+    def rate_per_second(self) -> float:
+        return self.share * REFILL_PER_MINUTE / 60.0
+
+    def allowance(self, now: datetime, pass_seconds: float, remaining: int | None) -> float:
+        """Requests this pass may spend: the fleet's own bucket refilled up to `now`, capped at one minute of
+        refill (at least one pass's worth), and never more than what the account has above the reserve."""
+        cap = max(self.rate_per_second * 60.0, self.rate_per_second * pass_seconds)
+        if self.credit_at is None:
+            self.credit = self.rate_per_second * pass_seconds
+        else:
+            elapsed = max(0.0, (now - self.credit_at).total_seconds())
+            self.credit = min(cap, self.credit + elapsed * self.rate_per_second)
+        self.credit_at = now
+        budget = self.credit
         if remaining is not None:
             reserve = BUCKET * (1 - self.share)
-            budget = min(budget, max(0.0, remaining - reserve)) if remaining < BUCKET else budget
+            budget = min(budget, max(0.0, remaining - reserve))
         return budget
 
     def due(self, now: datetime) -> list[str]:
@@ -80,17 +96,15 @@ class HerokuFleet:
         return sorted(names, key=lambda n: self.next_poll.get(n, far_past))
 
     def plan(self, now: datetime, pass_seconds: float, remaining: int | None) -> tuple[list[str], PassReport]:
-        """Pick the due databases that fit the pass budget. A pass always polls at least one database, so a
-        budget smaller than one request still makes progress."""
-        allowance = self.allowance(pass_seconds, remaining)
+        """Pick the most overdue databases whose expected cost fits this pass's allowance; the credit left
+        over carries to the next pass."""
+        allowance = self.allowance(now, pass_seconds, remaining)
         due = self.due(now)
         chosen: list[str] = []
         spent = 0
         for name in due:
             cost = self.watchers[name].expected_cost(now)
-            if chosen and spent + cost > allowance:
-                break
-            if not chosen and cost > allowance and allowance < 1:
+            if spent + cost > allowance:
                 break
             chosen.append(name)
             spent += cost
@@ -105,7 +119,9 @@ class HerokuFleet:
 
     def finish(self, report: PassReport, pass_seconds: float, sources: dict[str, SourceState | None],
                now: datetime) -> PassReport:
-        """Compute the stretch (needed rate vs allowed rate) and say it once when it starts or ends."""
+        """Charge what the pass really spent, compute the stretch (needed rate vs allowed rate), and say it
+        once when it starts or ends."""
+        self.credit = max(0.0, self.credit - report.requests)
         needed_per_min = 0.0
         for name, watcher in self.watchers.items():
             interval = desired_interval(sources.get(name), self.polling, self.failures.get(name, 0), now)
