@@ -117,20 +117,21 @@ class Guardian:
         self._collect_lock = threading.Lock()
 
     # -- collection ---------------------------------------------------------------------------------------
-    def collect_all(self) -> Snapshot:
-        """One collection pass over every database, then one evaluation; publishes once."""
+    def collect_all(self, one_shot: bool = False) -> Snapshot:
+        """One collection pass over every database, then one evaluation; publishes once. `one_shot` (the
+        `check` command) polls every Heroku database once, outside the daemon's pacing."""
         with self._collect_lock:
             direct = [db for db in self.databases.values() if db.url is not None]
             results = list(self._pool.map(self._collect_one, direct))
             if self.fleet is not None:
-                results += self._collect_heroku()
+                results += self._collect_heroku(one_shot)
             return self._publish(results, first_pass_done=True)
 
-    def _collect_heroku(self) -> list[_Collected]:
+    def _collect_heroku(self, one_shot: bool = False) -> list[_Collected]:
         """One fleet pass: poll the due Heroku databases that fit this pass's share of the rate budget."""
         assert self.fleet is not None and self.heroku_api is not None
         now = self.clock()
-        pass_seconds = self.config.collect_interval.total_seconds()
+        pass_seconds = 0.0 if one_shot else self.config.collect_interval.total_seconds()
         chosen, report = self.fleet.plan(now, pass_seconds, self.heroku_api.ratelimit_remaining)
         before = self.heroku_api.requests_total
         results, sources = [], {}

@@ -83,7 +83,7 @@ def _check(config: GuardianConfig, as_json: bool) -> int:
         return EXIT_CONFIG
     guardian = Guardian(config)
     try:
-        snap = guardian.collect_all()
+        snap = guardian.collect_all(one_shot=True)
     finally:
         guardian.stop()
     now = datetime.now(UTC)

@@ -78,7 +78,7 @@ class HerokuFleet:
         refill (at least one pass's worth), and never more than what the account has above the reserve."""
         cap = max(self.rate_per_second * 60.0, self.rate_per_second * pass_seconds)
         if self.credit_at is None:
-            self.credit = self.rate_per_second * pass_seconds
+            self.credit = cap  # start with one minute's share: a small burst, well inside the account's bucket
         else:
             elapsed = max(0.0, (now - self.credit_at).total_seconds())
             self.credit = min(cap, self.credit + elapsed * self.rate_per_second)
@@ -98,7 +98,7 @@ class HerokuFleet:
     def plan(self, now: datetime, pass_seconds: float, remaining: int | None) -> tuple[list[str], PassReport]:
         """Pick the most overdue databases whose expected cost fits this pass's allowance; the credit left
         over carries to the next pass."""
-        allowance = self.allowance(now, pass_seconds, remaining)
+        allowance = self.allowance(now, pass_seconds, remaining) if pass_seconds > 0 else float("inf")
         due = self.due(now)
         chosen: list[str] = []
         spent = 0

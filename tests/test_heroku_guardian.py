@@ -1,0 +1,115 @@
+"""The guardian with a Heroku fleet, in process against the double, on simulated time: an API outage of
+ten minutes, and a fleet of 1,000 apps polled within the rate budget."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+
+from daemon.app import Guardian
+from daemon.config import GuardianConfig
+from daemon.heroku import HerokuClient
+from daemon.status import status_document
+from tests.heroku_double import HerokuDouble
+from tests.test_heroku_client import FakeClock
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def heroku(clock: FakeClock) -> Iterator[HerokuDouble]:
+    with HerokuDouble(clock=clock, token="hrku-outage-token-0123456789") as double:
+        yield double
+
+
+def guardian(heroku: HerokuDouble, clock: FakeClock, apps: list[str], share: float = 0.5) -> Guardian:
+    config = GuardianConfig.model_validate({
+        "collect_interval": "30s",
+        "heroku": {"api_key": heroku.token, "platform_url": heroku.platform_url, "data_url": heroku.data_url,
+                   "rate_budget_share": share, "apps": apps},
+    })
+    api = HerokuClient(heroku.token, platform_url=heroku.platform_url, data_url=heroku.data_url,
+                       sleep=clock.sleep, timeout=5)
+    return Guardian(config, heroku_api=api, clock=clock)
+
+
+def test_ten_minutes_of_500s_and_429s_keep_the_last_known_good_backup_and_no_request_storm(
+    heroku: HerokuDouble, clock: FakeClock
+) -> None:
+    heroku.add_app("shop")
+    heroku.add_schedule("shop", hour=clock.now.hour, timezone="UTC")  # due now: polled every minute
+    good_start = clock.now - timedelta(hours=3)
+    heroku.add_transfer("shop", created_at=good_start, started_at=good_start,
+                        finished_at=good_start + timedelta(minutes=4))
+    g = guardian(heroku, clock, ["shop"])
+    db = "shop/DATABASE"
+
+    snap = g.collect_all()
+    assert snap.collectors[("heroku", db)].up
+    newest = snap.databases[db].sources["heroku"].newest_good
+    assert newest is not None and newest.recovery_point == good_start
+
+    heroku.inject(r"/transfers$", "500")
+    heroku.inject(r"/transfer-schedules|/databases/", "429")
+    before = heroku.request_count()
+    outage_end = clock.now + timedelta(minutes=10)
+    passes = 0
+    while clock.now < outage_end:
+        clock.now += timedelta(seconds=30)
+        snap = g.collect_all()  # never raises
+        passes += 1
+    during = heroku.request_count() - before
+
+    assert not snap.collectors[("heroku", db)].up
+    assert snap.collectors[("heroku", db)].errors_total >= 1
+    doc = status_document(snap, clock.now)
+    [status] = doc["databases"]
+    assert status["sources"]["heroku"]["stale"] is True
+    assert status["newest_good_backup"]["id"] == "a001"
+    # data at risk still computed from the last known good backup
+    assert status["data_at_risk_seconds"] == pytest.approx((clock.now - good_start).total_seconds())
+    active = {f["check"] for f in status["findings"] if f["active"]}
+    assert "collector_down" in active and "rpo_breach" not in active
+    # polls back off after failures: a handful of attempts, not one burst per 30-second pass
+    assert passes == 20 and during <= 20, f"{during} requests in {passes} passes"
+
+    heroku.clear_faults()
+    for _ in range(40):
+        clock.now += timedelta(seconds=30)
+        snap = g.collect_all()
+        if snap.collectors[("heroku", db)].up:
+            break
+    assert snap.collectors[("heroku", db)].up
+    assert status_document(snap, clock.now)["databases"][0]["sources"]["heroku"]["stale"] is False
+
+
+def test_a_fleet_of_1000_apps_stays_within_the_rate_budget(heroku: HerokuDouble, clock: FakeClock) -> None:
+    apps = [f"app-{i:04d}" for i in range(1000)]
+    for name in apps:
+        heroku.add_app(name)
+        heroku.add_transfer(name, created_at=clock.now - timedelta(hours=5))
+    share = 0.5
+    g = guardian(heroku, clock, apps, share=share)
+    assert g.fleet is not None
+    per_pass, window = [], []
+    for _ in range(30):  # fifteen minutes of passes
+        before = heroku.request_count()
+        snap = g.collect_all()
+        spent = heroku.request_count() - before
+        report = g.fleet.last_report
+        assert spent == report.requests <= report.allowance + 1e-9
+        per_pass.append(spent)
+        window.append(spent)
+        clock.now += timedelta(seconds=30)
+    # 15 minutes at 50% of 75/min is 562.5 requests, plus at most one minute of banked credit
+    assert sum(window) <= share * 75 * 15 + share * 75
+    assert sum(window) >= share * 75 * 15 * 0.8  # and the budget is actually used
+    assert all(r.status != 429 for r in heroku.requests)
+    assert snap.heroku is not None and snap.heroku.stretch > 1  # 1,000 apps cannot all be polled at will
+    assert snap.heroku.pass_deferred > 0
+    assert max(per_pass) <= share * 75  # never more than a minute's share in one pass
