@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _validate(config: GuardianConfig) -> int:
-    names = ", ".join(d.name for d in config.databases) or "none (the embedded demo would run)"
+    names = ", ".join(d.name for d in config.all_databases) or "none (the embedded demo would run)"
     sys.stdout.write(f"configuration is valid; databases: {names}\n")
     return EXIT_OK
 
@@ -77,7 +77,7 @@ def _check(config: GuardianConfig, as_json: bool) -> int:
     from daemon.policy import is_healthy
     from daemon.status import status_document, status_table
 
-    if not config.databases:
+    if not config.all_databases:
         sys.stderr.write("configuration error:\n  no database to check: set DATABASE_URL or list databases "
                          "in the config file\n")
         return EXIT_CONFIG
@@ -126,7 +126,7 @@ def _run(config: GuardianConfig) -> int:
 
     _check_listen(config)
     demo: DemoDatabase | None = None
-    if not config.databases:
+    if not config.all_databases:
         if not config.demo.enabled:
             raise GuardianError("no database configured and the demo is disabled: set DATABASE_URL or list "
                                 "databases in a config file (see `backup-guardian config example`)")
@@ -143,7 +143,7 @@ def _run(config: GuardianConfig) -> int:
         if demo is not None:
             demo_url = config.databases[0].url.get_secret_value() if config.databases[0].url else ""
             guardian.add_job("demo-activity", lambda: demo.add_activity(demo_url), timedelta(seconds=20))
-        logger.info("pg-backup-guardian {} running; watching {} database(s)", __version__, len(config.databases))
+        logger.info("pg-backup-guardian {} running; watching {} database(s)", __version__, len(config.all_databases))
         stop.wait()
         logger.info("shutting down")
     finally:

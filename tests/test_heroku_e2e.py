@@ -104,3 +104,15 @@ def test_missing_token_is_a_config_error(tmp_path: Any) -> None:
     out = subprocess.run([sys.executable, "-m", "daemon", "config", "validate", "--config", str(cfg)],
                          capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin"}, check=False)
     assert out.returncode == 2 and "HEROKU_API_KEY" in out.stderr
+
+
+def test_heroku_apps_from_config_vars_alone_are_watched_not_the_demo(heroku: HerokuDouble, run_daemon: Any) -> None:
+    heroku.add_app("suoops-backend")
+    start = datetime.now(UTC) - timedelta(hours=1)
+    heroku.add_transfer("suoops-backend", created_at=start, started_at=start, finished_at=start + timedelta(minutes=1))
+    env = {"HEROKU_API_KEY": TOKEN, "GUARDIAN_HEROKU_APPS": "suoops-backend",
+           "GUARDIAN_HEROKU_PLATFORM_URL": heroku.platform_url, "GUARDIAN_HEROKU_DATA_URL": heroku.data_url}
+    d: DaemonProcess = run_daemon("collect_interval: 1s\n", env=env)
+    d.wait_for("the Heroku backup", lambda: d.metrics().get(("pgbackup_last_success_timestamp_seconds", L_HEROKU)))
+    assert d.status()["demo"] is False and "demo:" not in d.log()
+    assert TOKEN not in d.log()
