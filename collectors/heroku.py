@@ -15,6 +15,7 @@ from typing import Any
 from loguru import logger
 
 from daemon.heroku import HerokuAPI, HerokuNotFound, ResolvedDatabase
+from daemon.schedules import next_due
 from daemon.state import Backup, LiveFacts, ProviderFacts, Schedule, SourceState
 
 SOURCE_HEROKU = "heroku"
@@ -223,9 +224,10 @@ class HerokuWatcher:
             raise
         backups, running = to_backups(self.database, transfers)
         backups = self._with_failure_logs(db, transfers, backups)
-        return SourceState(source=SOURCE_HEROKU, backups=backups, in_progress=running,
-                           schedules=self.schedules or (), schedules_known=self.schedules is not None,
-                           observed_at=now)
+        schedules = self.schedules or ()
+        next_at = min((next_due(s, now) for s in schedules), default=None)
+        return SourceState(source=SOURCE_HEROKU, backups=backups, in_progress=running, schedules=schedules,
+                           schedules_known=self.schedules is not None, schedule_next_at=next_at, observed_at=now)
 
     def _with_failure_logs(self, db: ResolvedDatabase, transfers: list[dict[str, Any]],
                            backups: tuple[Backup, ...]) -> tuple[Backup, ...]:

@@ -97,9 +97,10 @@ class HerokuFleet:
 
     def plan(self, now: datetime, pass_seconds: float, remaining: int | None) -> tuple[list[str], PassReport]:
         """Pick the most overdue databases whose expected cost fits this pass's allowance; the credit left
-        over carries to the next pass."""
-        allowance = self.allowance(now, pass_seconds, remaining) if pass_seconds > 0 else float("inf")
-        due = self.due(now)
+        over carries to the next pass. `pass_seconds` 0 means a one-shot pass over every database."""
+        one_shot = pass_seconds <= 0  # `check`: every database, once, outside the pacing
+        allowance = float("inf") if one_shot else self.allowance(now, pass_seconds, remaining)
+        due = list(self.watchers) if one_shot else self.due(now)
         chosen: list[str] = []
         spent = 0
         for name in due:

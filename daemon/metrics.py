@@ -95,7 +95,7 @@ class SnapshotCollector(Collector):
                 for kind, n in kinds.items():
                     g["count"].add_metric([*labels, kind], n)
                 g["running"].add_metric(labels, src.in_progress)
-                g["sched"].add_metric(labels, 1 if src.schedule_interval_seconds else 0)
+                g["sched"].add_metric(labels, 1 if src.has_schedule else 0)
                 if src.schedule_next_at is not None:
                     g["next"].add_metric(labels, _ts(src.schedule_next_at))
         yield from g.values()

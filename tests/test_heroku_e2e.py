@@ -53,6 +53,9 @@ def test_daemon_watches_heroku_backups_and_reports_a_failed_one_within_an_interv
     m = d.metrics()
     assert m[("pgbackup_last_size_bytes", L_HEROKU)] == 123456
     assert m[("pgbackup_heroku_ratelimit_remaining", ())] > 0
+    assert m[("pgbackup_schedule_configured", L_HEROKU)] == 1
+    next_at = m[("pgbackup_schedule_next_timestamp_seconds", L_HEROKU)]
+    assert datetime.fromtimestamp(next_at, UTC).hour == 2 and 0 < next_at - datetime.now(UTC).timestamp() <= 86400
     assert m[("pgbackup_pitr_enabled", (("database", DB),))] == 1
     newest = d.status()["databases"][0]["newest_good_backup"]
     assert newest["id"] == "a001" and newest["source"] == "heroku"

@@ -113,3 +113,30 @@ def test_a_fleet_of_1000_apps_stays_within_the_rate_budget(heroku: HerokuDouble,
     assert snap.heroku is not None and snap.heroku.stretch > 1  # 1,000 apps cannot all be polled at will
     assert snap.heroku.pass_deferred > 0
     assert max(per_pass) <= share * 75  # never more than a minute's share in one pass
+
+
+def test_missed_schedule_on_the_new_york_spring_forward_night_with_the_real_clock_frozen() -> None:
+    """The guardian's own clock (datetime.now) frozen around 02:00 America/New_York on 2026-03-08, when
+    02:00 does not exist: the slot falls at 03:00 EDT = 07:00 UTC, missed after the one-hour grace."""
+    from freezegun import freeze_time
+
+    from daemon.app import utcnow
+
+    with freeze_time("2026-03-08 07:59:59", tz_offset=0) as frozen, HerokuDouble(token="hrku-dst-0123456789") as h:
+        h.add_app("shop")
+        h.add_schedule("shop", hour=2, timezone="America/New_York")
+        yesterday = utcnow() - timedelta(days=1)
+        h.add_transfer("shop", created_at=yesterday, started_at=yesterday, finished_at=yesterday)
+        config = GuardianConfig.model_validate({"heroku": {"api_key": h.token, "platform_url": h.platform_url,
+                                                           "data_url": h.data_url, "apps": ["shop"]}})
+        g = Guardian(config, heroku_api=HerokuClient(h.token, platform_url=h.platform_url, data_url=h.data_url))
+
+        def missed() -> bool:
+            snap = g.collect_all(one_shot=True)
+            return next(f for f in snap.databases["shop/DATABASE"].findings if f.check == "missed_schedule").active
+
+        assert not missed()  # 07:59:59 UTC: 59 min 59 s after the slot
+        frozen.move_to("2026-03-08 08:00:01")
+        assert missed()
+        h.add_transfer("shop", created_at=utcnow(), started_at=utcnow(), finished_at=utcnow())
+        assert not missed()
