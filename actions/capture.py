@@ -118,7 +118,7 @@ class Capturer:
 
     def _run_dump(self, req: CaptureRequest, backup_id: str, started: datetime) -> BackupRecord:
         args, env = pg_dump_command(req.url, req.extra_args)
-        writer = self.store.begin(req.database, backup_id)
+        writer = self.store.begin(req.database, backup_id, recovery_point=started)
         sha, size = hashlib.sha256(), 0
         timed_out = threading.Event()
         with tempfile.TemporaryFile() as errfile:

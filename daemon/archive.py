@@ -20,8 +20,9 @@ from urllib.parse import quote, unquote
 from loguru import logger
 
 from daemon import __version__
-from daemon.errors import CaptureError, CollectorError
+from daemon.errors import CaptureError, CollectorError, GuardianError
 from daemon.state import SOURCE_ARCHIVE, Backup
+from daemon.tiers import ArchivedObject, assign_tier
 
 RECORD_VERSION = 1
 
@@ -42,6 +43,9 @@ class BackupRecord:
     pg_dump_version: str | None = None
     server_version: str | None = None
     host: str | None = None
+    tier: str | None = None  # daily | weekly | monthly | milestone (daemon.tiers)
+    origin: str = "self"  # "self" (a guardian capture) or the provider it was mirrored from ("heroku")
+    label: str | None = None  # a milestone's label
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -60,6 +64,9 @@ class BackupRecord:
             "tools": {"pg_dump": self.pg_dump_version, "server": self.server_version,
                       "guardian": __version__},
             "host": self.host,
+            "tier": self.tier,
+            "origin": self.origin,
+            "label": self.label,
         }
 
     @classmethod
@@ -79,6 +86,7 @@ class BackupRecord:
                 started_at=started, finished_at=finished, outcome=outcome,
                 size_bytes=int(doc.get("size_bytes") or 0), sha256=doc.get("sha256"), error=doc.get("error"),
                 pg_dump_version=tools.get("pg_dump"), server_version=tools.get("server"), host=doc.get("host"),
+                tier=doc.get("tier"), origin=str(doc.get("origin") or "self"), label=doc.get("label"),
             )
         except KeyError as exc:
             raise ValueError(f"missing field {exc.args[0]!r}") from None
@@ -112,7 +120,11 @@ class ArchiveStore(Protocol):
       and counted in `last_skipped`. Raises CollectorError when the store itself cannot be read.
     - `begin(database, backup_id)` opens a writer; raises CaptureError when the store is not writable.
     - `record_failure(record)` stores a failed attempt (no dump); raises CaptureError.
-    - `delete(database, backup_id)` removes a dump and its record.
+    - `delete(database, backup_id)` removes a dump and its record (raises GuardianError when refused).
+    - `objects(database)` lists the copies with tier, encryption and lock state (for tiers and prune).
+    - `set_tier(database, backup_id, tier, label)` moves a good copy to another tier.
+    - `posture()` lists problems of the store's setup in plain words.
+    A record committed without a tier gets one from `daemon.tiers.assign_tier`.
     """
 
     last_skipped: int
@@ -121,13 +133,20 @@ class ArchiveStore(Protocol):
 
     def list_records(self, database: str) -> list[BackupRecord]: ...
 
-    def begin(self, database: str, backup_id: str) -> ArchiveWriter: ...
+    def begin(self, database: str, backup_id: str, recovery_point: datetime | None = None,
+              origin: str = "self") -> ArchiveWriter: ...
 
     def record_failure(self, record: BackupRecord) -> None: ...
 
     def delete(self, database: str, backup_id: str) -> None: ...
 
     def sweep_partials(self) -> int: ...
+
+    def objects(self, database: str) -> list[ArchivedObject]: ...
+
+    def set_tier(self, database: str, backup_id: str, tier: str, label: str | None = None) -> BackupRecord: ...
+
+    def posture(self) -> list[str]: ...
 
 
 class LocalDirectoryStore:
@@ -192,7 +211,8 @@ class LocalDirectoryStore:
             return replace(record, outcome="failed", error=problem)
         return record
 
-    def begin(self, database: str, backup_id: str) -> _LocalWriter:
+    def begin(self, database: str, backup_id: str, recovery_point: datetime | None = None,
+              origin: str = "self") -> _LocalWriter:
         folder = self._dir(database)
         try:
             folder.mkdir(parents=True, exist_ok=True)
@@ -215,6 +235,24 @@ class LocalDirectoryStore:
         for suffix in (".json", ".dump"):
             with contextlib.suppress(FileNotFoundError):
                 (folder / f"{backup_id}{suffix}").unlink()
+
+    def objects(self, database: str) -> list[ArchivedObject]:
+        return [ArchivedObject(database=database, backup_id=r.backup_id,
+                               key=str(self.dump_path(database, r.backup_id)), recovery_point=r.started_at,
+                               size_bytes=r.size_bytes, tier=r.tier or "daily", succeeded=r.outcome == "succeeded",
+                               source=r.origin, sha256=r.sha256, encrypted=None, label=r.label)
+                for r in self.list_records(database)]
+
+    def set_tier(self, database: str, backup_id: str, tier: str, label: str | None = None) -> BackupRecord:
+        record = next((r for r in self.list_records(database) if r.backup_id == backup_id), None)
+        if record is None or record.outcome != "succeeded":
+            raise GuardianError(f"{database}: no good archived backup {backup_id}")
+        record = replace(record, tier=tier, label=label)
+        _atomic_write(self._dir(database) / f"{backup_id}.json", _dumps(record))
+        return record
+
+    def posture(self) -> list[str]:
+        return []  # a local directory has no bucket settings; its disk is the operator's
 
     def sweep_partials(self) -> int:
         """At start (no capture running): remove temp files and dumps without a record, left by a crash.
@@ -242,6 +280,12 @@ class _LocalWriter:
 
     def commit(self, record: BackupRecord) -> None:
         final = self.store.dump_path(self.database, self.backup_id)
+        if record.tier is None:
+            try:
+                existing = self.store.objects(self.database)
+            except GuardianError:
+                existing = []
+            record = replace(record, tier=assign_tier(record.started_at, existing))
         try:
             self.fh.flush()
             os.fsync(self.fh.fileno())

@@ -216,13 +216,84 @@ class DatabaseConfig(_Model):
         return url
 
 
-class ArchiveConfig(_Model):
-    """Where self-managed captures are written and read back."""
+_LOOPBACK = {"127.0.0.1", "::1", "localhost", "[::1]"}
 
-    kind: Literal["local"] = Field("local", description="Archive store kind.", examples=["local"])
+
+class S3Config(_Model):
+    """An S3-compatible bucket (AWS by default; MinIO, R2, B2 through endpoint_url)."""
+
+    bucket: str = Field(description="Bucket name.", examples=["suoops-backups"])
+    prefix: str = Field("pg-backup-guardian", description="Key prefix; each database gets its own folder below it.",
+                        examples=["pg-backup-guardian"])
+    endpoint_url: str | None = Field(None, description="S3-compatible endpoint (default: AWS).",
+                                     examples=["https://s3.eu-central-1.amazonaws.com"])
+    region: str = Field("us-east-1", description="Region.", examples=["eu-central-1"])
+    access_key_id: SecretStr | None = Field(
+        None, description="Access key id (default: the usual AWS variables, profile or instance role).",
+        examples=["${AWS_ACCESS_KEY_ID}"])
+    secret_access_key: SecretStr | None = Field(None, description="Secret access key (default: as above).",
+                                                examples=["${AWS_SECRET_ACCESS_KEY}"])
+    sse: Literal["AES256", "aws:kms"] = Field("AES256", description="Server-side encryption on every put.",
+                                              examples=["aws:kms"])
+    kms_key_id: str | None = Field(None, description="KMS key for sse aws:kms (default: the AWS managed key).",
+                                   examples=["arn:aws:kms:eu-central-1:111122223333:key/abcd-1234"])
+    part_size_mb: int = Field(16, ge=5, le=512, description="Multipart part size; memory use is about twice this.",
+                              examples=[16])
+    timeout: Duration = Field(timedelta(seconds=60), description="Connect and read timeout of S3 calls.",
+                              examples=["60s"])
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _tls(cls, url: str | None) -> str | None:
+        if url is None:
+            return None
+        m = re.match(r"^(https?)://(\[[^\]]+\]|[^/:]+)", url)
+        if not m:
+            raise ValueError("must be an http(s) URL")
+        if m.group(1) == "http" and m.group(2) not in _LOOPBACK:
+            raise ValueError("must use https: backups travel encrypted (plain http only for 127.0.0.1/::1)")
+        return url.rstrip("/")
+
+    @field_validator("access_key_id", "secret_access_key")
+    @classmethod
+    def _register(cls, key: SecretStr | None) -> SecretStr | None:
+        if key is not None:
+            REDACTOR.add(key.get_secret_value())
+        return key
+
+
+class TierKeeps(_Model):
+    """How long each tier is kept in the archive (the seed's policy; `null` keeps forever)."""
+
+    daily: Duration | None = Field(timedelta(days=7), description="Copies that are neither first of week nor month.",
+                                   examples=["7d"])
+    weekly: Duration | None = Field(timedelta(days=35), description="First copy of each ISO week.", examples=["35d"])
+    monthly: Duration | None = Field(timedelta(days=365), description="First copy of each month.", examples=["365d"])
+    milestone: Duration | None = Field(None, description="Marked by a person; forever unless set.", examples=[None])
+
+
+class ArchiveConfig(_Model):
+    """Where captures are written and Heroku backups mirrored: a local directory or an S3-compatible bucket."""
+
+    kind: Literal["local", "s3"] = Field("local", description="Archive store kind.", examples=["s3"])
     path: Path | None = Field(
         None, description="Archive directory (default: <state_dir>/archive).", examples=["/var/lib/guardian/archive"]
     )
+    s3: S3Config | None = Field(None, description="The bucket, when kind is s3.")
+    keeps: TierKeeps = Field(default_factory=TierKeeps, description="Retention per tier.")
+    mirror: bool = Field(True, description="Copy each new good Heroku backup into the archive.", examples=[True])
+    copy_grace: Duration = Field(timedelta(hours=2),
+                                 description="A provider backup not archived this long after it finished is a "
+                                 "copy-lag finding.", examples=["2h"])
+    gap_grace: Duration = Field(timedelta(hours=12),
+                                description="Slack added to each tier's cadence before an archive gap is reported.",
+                                examples=["12h"])
+
+    @model_validator(mode="after")
+    def _s3_needs_bucket(self) -> ArchiveConfig:
+        if self.kind == "s3" and self.s3 is None:
+            raise ValueError("kind s3 needs an s3: section with at least a bucket")
+        return self
 
 
 class DemoConfig(_Model):
@@ -389,6 +460,13 @@ ENV_VARS: dict[str, tuple[str, ...]] = {
     "GUARDIAN_HEROKU_PLATFORM_URL": ("heroku", "platform_url"),
     "GUARDIAN_HEROKU_DATA_URL": ("heroku", "data_url"),
     "GUARDIAN_HEROKU_RATE_BUDGET_SHARE": ("heroku", "rate_budget_share"),
+    "GUARDIAN_ARCHIVE_KIND": ("archive", "kind"),
+    "GUARDIAN_S3_BUCKET": ("archive", "s3", "bucket"),
+    "GUARDIAN_S3_PREFIX": ("archive", "s3", "prefix"),
+    "GUARDIAN_S3_ENDPOINT_URL": ("archive", "s3", "endpoint_url"),
+    "GUARDIAN_S3_REGION": ("archive", "s3", "region"),
+    "GUARDIAN_S3_SSE": ("archive", "s3", "sse"),
+    "GUARDIAN_S3_KMS_KEY_ID": ("archive", "s3", "kms_key_id"),
 }
 #: Comma-separated list variables -> path.
 LIST_ENV_VARS: dict[str, tuple[str, ...]] = {"GUARDIAN_HEROKU_APPS": ("heroku", "apps")}

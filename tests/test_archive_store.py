@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -25,10 +26,11 @@ def record(
     size: int = len(DUMP),
     outcome: str = "succeeded",
     error: str | None = None,
+    tier: str | None = "daily",
 ) -> BackupRecord:
     return BackupRecord(database=database, backup_id=backup_id, kind="scheduled", started_at=started_at,
                         finished_at=started_at + timedelta(minutes=3), outcome=outcome, size_bytes=size,
-                        sha256=None, error=error, pg_dump_version="pg_dump (PostgreSQL) 16.3")
+                        sha256=None, error=error, pg_dump_version="pg_dump (PostgreSQL) 16.3", tier=tier)
 
 
 def store_in(tmp_path: Path) -> LocalDirectoryStore:
@@ -59,7 +61,7 @@ def files_under(root: Path) -> list[str]:
 
 def test_commit_makes_the_dump_and_its_record_visible(tmp_path: Path) -> None:
     store = store_in(tmp_path)
-    rec = record()
+    rec = record(tier=None)
     writer = store.begin("shop", rec.backup_id)
     writer.write(DUMP)
     assert store.list_records("shop") == []  # nothing counts before commit
@@ -67,7 +69,8 @@ def test_commit_makes_the_dump_and_its_record_visible(tmp_path: Path) -> None:
 
     writer.commit(rec)
 
-    assert store.list_records("shop") == [rec]
+    # the first copy of its month is the monthly tier (daemon.tiers.assign_tier)
+    assert store.list_records("shop") == [replace(rec, tier="monthly")]
     assert store.dump_path("shop", rec.backup_id).read_bytes() == DUMP
     assert files_under(store.root) == [f"shop/{rec.backup_id}.dump", f"shop/{rec.backup_id}.json"]
     assert store.last_skipped == 0

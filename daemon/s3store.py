@@ -1,0 +1,346 @@
+"""The S3-compatible archive store (boto3), behind the same `ArchiveStore` contract as the local directory.
+
+Layout: `<prefix>/<quoted database>/<backup_id>.dump` (the custom-format dump) and `<backup_id>.json` (the
+record). A dump counts as a backup only when its record exists, says succeeded, and the dump object has the
+recorded size. Dumps go up as multipart uploads of `part_size` parts (memory stays at about two parts, however
+big the dump), each part with S3's SHA-256 checksum, server-side encryption on every put; before the record is
+written the object is verified with a HEAD (size, checksum present, encryption). Object metadata carries what
+is known when the upload starts (database, backup id, recovery point, origin); the sha256 of the whole dump and
+the tier are known only at the end, so they go into the object's tags and the record (S3 metadata cannot change
+after CreateMultipartUpload without copying the object).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import quote
+
+from loguru import logger
+
+from daemon import __version__
+from daemon.archive import BackupRecord
+from daemon.config import S3Config
+from daemon.errors import CaptureError, CollectorError, GuardianError
+from daemon.tiers import ArchivedObject, assign_tier
+
+STALE_UPLOAD = timedelta(hours=24)
+
+
+def _client_error(exc: Exception) -> tuple[str, str]:
+    """(code, message) of a botocore error, without anything secret (botocore never echoes keys)."""
+    resp = getattr(exc, "response", None)
+    if isinstance(resp, dict):
+        err = resp.get("Error") or {}
+        return str(err.get("Code") or "Error"), str(err.get("Message") or exc)
+    return type(exc).__name__, str(exc)
+
+
+class S3ArchiveStore:
+    """`ArchiveStore` over an S3-compatible bucket. Thread-safe (boto3 clients are)."""
+
+    def __init__(self, cfg: S3Config, client: Any = None) -> None:
+        self.cfg = cfg
+        self.bucket = cfg.bucket
+        self.prefix = cfg.prefix.strip("/")
+        self.part_size = cfg.part_size_mb * 1024 * 1024
+        self.client = client or self._make_client(cfg)
+        self.last_skipped = 0
+        self._records: dict[str, tuple[str, BackupRecord | None]] = {}  # key -> (etag, parsed record)
+        self._heads: dict[str, tuple[str, dict[str, Any]]] = {}  # key -> (etag, head facts)
+
+    @staticmethod
+    def _make_client(cfg: S3Config) -> Any:
+        import boto3  # heavy: imported only when an S3 archive is configured
+        from botocore.config import Config
+
+        timeout = cfg.timeout.total_seconds()
+        kwargs: dict[str, Any] = {
+            "region_name": cfg.region,
+            "config": Config(retries={"mode": "standard", "max_attempts": 3}, connect_timeout=timeout,
+                             read_timeout=timeout, s3={"addressing_style": "path"} if cfg.endpoint_url else None),
+        }
+        if cfg.endpoint_url:
+            kwargs["endpoint_url"] = cfg.endpoint_url
+        if cfg.access_key_id and cfg.secret_access_key:
+            kwargs["aws_access_key_id"] = cfg.access_key_id.get_secret_value()
+            kwargs["aws_secret_access_key"] = cfg.secret_access_key.get_secret_value()
+        return boto3.client("s3", **kwargs)
+
+    def describe(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}"
+
+    def _folder(self, database: str) -> str:
+        return f"{self.prefix}/{quote(database, safe='')}/"
+
+    def key(self, database: str, backup_id: str, suffix: str = ".dump") -> str:
+        return f"{self._folder(database)}{backup_id}{suffix}"
+
+    def _sse(self) -> dict[str, str]:
+        args: dict[str, str] = {"ServerSideEncryption": self.cfg.sse}
+        if self.cfg.sse == "aws:kms" and self.cfg.kms_key_id:
+            args["SSEKMSKeyId"] = self.cfg.kms_key_id
+        return args
+
+    def _call(self, what: str, fn: Any, error: type[GuardianError] = CollectorError, **kwargs: Any) -> Any:
+        try:
+            return fn(Bucket=self.bucket, **kwargs)
+        except Exception as exc:
+            code, message = _client_error(exc)
+            raise error(f"S3 {what} on {self.bucket} failed: {code}: {message}") from None
+
+    # -- reading ------------------------------------------------------------------------------------------
+    def _list(self, prefix: str) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        token = None
+        while True:
+            kwargs: dict[str, Any] = {"Prefix": prefix}
+            if token:
+                kwargs["ContinuationToken"] = token
+            page = self._call("list", self.client.list_objects_v2, **kwargs)
+            out += page.get("Contents", [])
+            if not page.get("IsTruncated"):
+                return out
+            token = page.get("NextContinuationToken")
+
+    def list_records(self, database: str) -> list[BackupRecord]:
+        listing = {o["Key"]: o for o in self._list(self._folder(database))}
+        records, skipped = [], 0
+        for key, obj in listing.items():
+            if not key.endswith(".json"):
+                continue
+            record = self._record(key, str(obj.get("ETag")))
+            if record is None:
+                skipped += 1
+                continue
+            if record.outcome == "succeeded":
+                dump = listing.get(key.removesuffix(".json") + ".dump")
+                if dump is None or int(dump.get("Size", -1)) != record.size_bytes:
+                    problem = "dump object is missing" if dump is None else (
+                        f"dump object is {dump.get('Size')} bytes, record says {record.size_bytes}")
+                    record = replace(record, outcome="failed", error=problem)
+            records.append(record)
+        self.last_skipped = skipped
+        records.sort(key=lambda r: r.started_at)
+        return records
+
+    def _record(self, key: str, etag: str) -> BackupRecord | None:
+        cached = self._records.get(key)
+        if cached and cached[0] == etag:
+            return cached[1]
+        body = self._call("get", self.client.get_object, Key=key)["Body"].read()
+        try:
+            record: BackupRecord | None = BackupRecord.from_json(json.loads(body))
+        except ValueError as exc:
+            logger.warning("skipping unreadable backup record s3://{}/{}: {}", self.bucket, key, exc)
+            record = None
+        self._records[key] = (etag, record)
+        return record
+
+    def objects(self, database: str) -> list[ArchivedObject]:
+        """Every dump with its record, tier, encryption and Object Lock state (HEADs cached per ETag)."""
+        out = []
+        for r in self.list_records(database):
+            key = self.key(database, r.backup_id)
+            head = self._head(key) if r.outcome == "succeeded" else {}
+            out.append(ArchivedObject(
+                database=database, backup_id=r.backup_id, key=key, recovery_point=r.started_at,
+                size_bytes=r.size_bytes, tier=r.tier or "daily", succeeded=r.outcome == "succeeded",
+                source=r.origin, sha256=r.sha256, encrypted=head.get("encrypted"), label=r.label,
+                lock_until=head.get("lock_until"), legal_hold=bool(head.get("legal_hold")),
+            ))
+        return out
+
+    def _head(self, key: str) -> dict[str, Any]:
+        try:
+            resp = self.client.head_object(Bucket=self.bucket, Key=key)
+        except Exception as exc:
+            code, message = _client_error(exc)
+            raise CollectorError(f"S3 head of {key} failed: {code}: {message}") from None
+        etag = str(resp.get("ETag"))
+        cached = self._heads.get(key)
+        if cached and cached[0] == etag:
+            return cached[1]
+        facts = {
+            "encrypted": bool(resp.get("ServerSideEncryption")),
+            "sse": resp.get("ServerSideEncryption"),
+            "lock_until": resp.get("ObjectLockRetainUntilDate"),
+            "legal_hold": resp.get("ObjectLockLegalHoldStatus") == "ON",
+            "size": resp.get("ContentLength"),
+        }
+        self._heads[key] = (etag, facts)
+        return facts
+
+    def posture(self) -> list[str]:
+        """Bucket posture problems in plain words (empty when the bucket is set up as recommended)."""
+        problems = []
+        c = self.client
+        try:
+            if c.get_bucket_versioning(Bucket=self.bucket).get("Status") != "Enabled":
+                problems.append("versioning is off: an overwrite or delete loses the only copy")
+        except Exception as exc:
+            problems.append(f"versioning unknown ({_client_error(exc)[0]})")
+        try:
+            c.get_bucket_encryption(Bucket=self.bucket)
+        except Exception as exc:
+            code = _client_error(exc)[0]
+            problems.append("no default encryption" if "NotFound" in code or "ServerSideEncryption" in code
+                            else f"default encryption unknown ({code})")
+        try:
+            block = c.get_public_access_block(Bucket=self.bucket)["PublicAccessBlockConfiguration"]
+            if not all(block.get(k) for k in ("BlockPublicAcls", "IgnorePublicAcls", "BlockPublicPolicy",
+                                              "RestrictPublicBuckets")):
+                problems.append("public access block is not fully on")
+        except Exception as exc:
+            code = _client_error(exc)[0]
+            problems.append("no public access block" if "NoSuchPublicAccessBlock" in code
+                            else f"public access block unknown ({code})")
+        try:
+            rules = c.get_bucket_lifecycle_configuration(Bucket=self.bucket).get("Rules", [])
+            if not any(r.get("AbortIncompleteMultipartUpload") for r in rules if r.get("Status") == "Enabled"):
+                problems.append("no lifecycle rule aborts incomplete multipart uploads")
+        except Exception as exc:
+            code = _client_error(exc)[0]
+            problems.append("no lifecycle rules (incomplete multipart uploads are never cleaned)"
+                            if "NoSuchLifecycle" in code else f"lifecycle unknown ({code})")
+        return problems
+
+    # -- writing ------------------------------------------------------------------------------------------
+    def begin(self, database: str, backup_id: str, recovery_point: datetime | None = None,
+              origin: str = "self") -> S3Writer:
+        key = self.key(database, backup_id)
+        self._abort_uploads(key)  # a crashed earlier attempt at this very key: restart cleanly
+        meta = {"database": quote(database, safe=""), "backup-id": backup_id, "origin": origin,
+                "guardian-version": __version__}
+        if recovery_point is not None:
+            meta["recovery-point"] = recovery_point.isoformat()
+        resp = self._call("create multipart upload", self.client.create_multipart_upload, error=CaptureError,
+                          Key=key, ChecksumAlgorithm="SHA256", Metadata=meta,
+                          ContentType="application/octet-stream", **self._sse())
+        return S3Writer(self, database, key, resp["UploadId"])
+
+    def _abort_uploads(self, key: str, older_than: timedelta | None = None) -> int:
+        aborted = 0
+        now = datetime.now(UTC)
+        resp = self._call("list multipart uploads", self.client.list_multipart_uploads, error=CaptureError,
+                          Prefix=key)
+        for up in resp.get("Uploads", []):
+            if up.get("Key") != key and older_than is None:
+                continue
+            started = up.get("Initiated")
+            if older_than is not None and isinstance(started, datetime) and now - started < older_than:
+                continue
+            with contextlib.suppress(Exception):
+                self.client.abort_multipart_upload(Bucket=self.bucket, Key=up["Key"], UploadId=up["UploadId"])
+                aborted += 1
+        return aborted
+
+    def record_failure(self, record: BackupRecord) -> None:
+        self.put_record(record, error=CaptureError)
+
+    def put_record(self, record: BackupRecord, error: type[GuardianError] = CaptureError) -> None:
+        body = (json.dumps(record.to_json(), indent=2, sort_keys=True) + "\n").encode()
+        self._call("put record", self.client.put_object, error=error, Key=self.key(record.database, record.backup_id,
+                                                                                    ".json"),
+                   Body=body, ContentType="application/json", ChecksumAlgorithm="SHA256", **self._sse())
+
+    def set_tier(self, database: str, backup_id: str, tier: str, label: str | None = None) -> BackupRecord:
+        """Move a good copy to another tier (a milestone, with its label): record and tags."""
+        record = next((r for r in self.list_records(database) if r.backup_id == backup_id), None)
+        if record is None or record.outcome != "succeeded":
+            raise GuardianError(f"{database}: no good archived backup {backup_id}")
+        record = replace(record, tier=tier, label=label)
+        self._tag(self.key(database, backup_id), record)
+        self.put_record(record, error=GuardianError)
+        return record
+
+    def _tag(self, key: str, record: BackupRecord) -> None:
+        tags = [{"Key": "tier", "Value": record.tier or "daily"}, {"Key": "sha256", "Value": record.sha256 or ""},
+                {"Key": "origin", "Value": record.origin}]
+        self._call("tag", self.client.put_object_tagging, error=CaptureError, Key=key, Tagging={"TagSet": tags})
+
+    def delete(self, database: str, backup_id: str) -> None:
+        """Record first, then the dump: an interrupted delete leaves an orphan, never a false backup.
+        Raises GuardianError when S3 refuses (Object Lock, permissions)."""
+        for suffix in (".json", ".dump"):
+            self._call("delete", self.client.delete_object, error=GuardianError,
+                       Key=self.key(database, backup_id, suffix))
+
+    def sweep_partials(self) -> int:
+        """At start: abort multipart uploads under the prefix older than a day (a crashed guardian's)."""
+        try:
+            return self._abort_uploads(self.prefix + "/", older_than=STALE_UPLOAD)
+        except GuardianError as exc:
+            logger.warning("could not sweep stale multipart uploads: {}", exc)
+            return 0
+
+
+class S3Writer:
+    """A multipart upload in flight; memory holds at most one part (plus the one being sent)."""
+
+    def __init__(self, store: S3ArchiveStore, database: str, key: str, upload_id: str) -> None:
+        self.store, self.database, self.key, self.upload_id = store, database, key, upload_id
+        self.buf = bytearray()
+        self.parts: list[dict[str, Any]] = []
+        self.size = 0
+        self.done = False
+
+    def write(self, chunk: bytes) -> None:
+        self.buf += chunk
+        self.size += len(chunk)
+        while len(self.buf) >= self.store.part_size:
+            part = bytes(self.buf[: self.store.part_size])
+            del self.buf[: self.store.part_size]
+            self._upload(part)
+
+    def _upload(self, data: bytes) -> None:
+        number = len(self.parts) + 1
+        resp = self.store._call("upload part", self.store.client.upload_part, error=CaptureError, Key=self.key,
+                                UploadId=self.upload_id, PartNumber=number, Body=data, ChecksumAlgorithm="SHA256")
+        self.parts.append({"PartNumber": number, "ETag": resp["ETag"], "ChecksumSHA256": resp.get("ChecksumSHA256")})
+
+    def commit(self, record: BackupRecord) -> None:
+        """Finish the upload, verify it, tag it and write its record. Raises CaptureError (and leaves nothing
+        that counts as a backup) when any step fails."""
+        store = self.store
+        try:
+            if self.buf or not self.parts:
+                self._upload(bytes(self.buf))
+                self.buf.clear()
+            parts = [{k: v for k, v in p.items() if v is not None} for p in self.parts]
+            store._call("complete multipart upload", store.client.complete_multipart_upload, error=CaptureError,
+                        Key=self.key, UploadId=self.upload_id, MultipartUpload={"Parts": parts})
+            self.done = True
+            self._verify(record)
+            if record.tier is None:
+                existing = [o for o in store.objects(self.database) if o.backup_id != record.backup_id]
+                record = replace(record, tier=assign_tier(record.started_at, existing))
+            store._tag(self.key, record)
+            store.put_record(record)
+        except GuardianError:
+            self.abort()
+            raise
+
+    def _verify(self, record: BackupRecord) -> None:
+        store = self.store
+        head = store._call("head", store.client.head_object, error=CaptureError, Key=self.key, ChecksumMode="ENABLED")
+        problems = []
+        if int(head.get("ContentLength", -1)) != record.size_bytes or self.size != record.size_bytes:
+            problems.append(f"size {head.get('ContentLength')} != {record.size_bytes}")
+        if not head.get("ServerSideEncryption"):
+            problems.append("no server-side encryption")
+        if not head.get("ChecksumSHA256"):
+            problems.append("no SHA-256 checksum")
+        if problems:
+            raise CaptureError(f"verification of s3://{store.bucket}/{self.key} failed: {', '.join(problems)}")
+
+    def abort(self) -> None:
+        store = self.store
+        with contextlib.suppress(Exception):
+            if self.done:
+                store.client.delete_object(Bucket=store.bucket, Key=self.key)
+            else:
+                store.client.abort_multipart_upload(Bucket=store.bucket, Key=self.key, UploadId=self.upload_id)
