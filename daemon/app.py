@@ -21,11 +21,12 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from loguru import logger
 
 from actions.capture import Capturer, CaptureRequest
-from collectors.archive import collect_archive, with_unrecorded
+from collectors.archive import with_unrecorded
 from collectors.database import collect_live
 from collectors.heroku import SOURCE_HEROKU, HerokuWatcher
 from daemon import policy
-from daemon.archive import LocalDirectoryStore
+from daemon.archiving import ArchiveService, make_store
+from daemon.audit import AuditLog
 from daemon.config import DatabaseConfig, GuardianConfig, HerokuConfig
 from daemon.durations import format_duration
 from daemon.errors import GuardianError
@@ -33,10 +34,11 @@ from daemon.heroku import HerokuAPI, HerokuClient
 from daemon.herokufleet import HerokuFleet
 from daemon.httpserver import GuardianHTTP
 from daemon.metrics import Exposition
-from daemon.pgtools import PROCESSES
+from daemon.pgtools import ProcessRegistry
 from daemon.redact import REDACTOR
 from daemon.state import (
     SOURCE_ARCHIVE,
+    ArchiveFacts,
     CollectorStatus,
     DatabaseState,
     HerokuStatus,
@@ -46,6 +48,7 @@ from daemon.state import (
     SourceState,
     StateHolder,
 )
+from daemon.tiers import PruneDecision
 
 HEARTBEAT_SECONDS = 5
 COLLECT_WORKERS = 4
@@ -85,6 +88,7 @@ class _Collected:
     live: LiveFacts | None
     statuses: list[CollectorStatus]
     provider: ProviderFacts | None = None
+    archive: ArchiveFacts | None = None
 
 
 class Guardian:
@@ -108,8 +112,11 @@ class Guardian:
                           for db in config.heroku_databases if db.heroku is not None},
                 polling=config.heroku.polling, share=config.heroku.rate_budget_share,
             )
-        self.store = LocalDirectoryStore(config.archive_dir)
-        self.capturer = Capturer(self.store, PROCESSES, clock)
+        self.store = make_store(config)
+        self.audit = AuditLog(config.state_dir / "audit.jsonl", clock)
+        self.archive = ArchiveService(config, self.store, self.audit, self.heroku_api, clock, self.count_action)
+        self.processes = ProcessRegistry()  # per guardian: stopping one never poisons another in the process
+        self.capturer = Capturer(self.store, self.processes, clock)
         self.exposition = Exposition(self.holder)
         self.scheduler: BackgroundScheduler | None = None
         self.http: GuardianHTTP | None = None
@@ -121,7 +128,7 @@ class Guardian:
         """One collection pass over every database, then one evaluation; publishes once. `one_shot` (the
         `check` command) polls every Heroku database once, outside the daemon's pacing."""
         with self._collect_lock:
-            direct = [db for db in self.databases.values() if db.url is not None]
+            direct = [db for db in self.databases.values() if db.url is not None or self.archive.covers(db)]
             results = list(self._pool.map(self._collect_one, direct))
             if self.fleet is not None:
                 results += self._collect_heroku(one_shot)
@@ -154,17 +161,26 @@ class Guardian:
         """Re-read one database's archive (after a capture) and re-evaluate."""
         db = self.databases[name]
         with self._collect_lock:  # never interleave with a pass that read the archive before this capture
-            archive, status = self._run_collector("archive", db.name, lambda: collect_archive(self.store, db.name))
-            return self._publish([_Collected(db.name, {SOURCE_ARCHIVE: archive} if archive else {}, None,
-                                             [status])])
+            return self._publish([self._collect_archive(db, _Collected(db.name, {}, None, []))])
+
+    def _collect_archive(self, db: DatabaseConfig, into: _Collected) -> _Collected:
+        found, status = self._run_collector("archive", db.name, partial(self.archive.collect, db.name))
+        into.statuses.append(status)
+        if found is not None:
+            into.sources[SOURCE_ARCHIVE], into.archive = found
+        return into
 
     def _collect_one(self, db: DatabaseConfig) -> _Collected:
-        """Archive and live facts of a database with a URL (its Heroku side, if any, is the fleet's)."""
-        url = db.url.get_secret_value() if db.url is not None else ""
-        archive, s1 = self._run_collector("archive", db.name, lambda: collect_archive(self.store, db.name))
-        live, s2 = self._run_collector(
-            "database", db.name, lambda: collect_live(url, db.connect_timeout.total_seconds()))
-        return _Collected(db.name, {SOURCE_ARCHIVE: archive} if archive else {}, live, [s1, s2])
+        """Archive and live facts of one database (its Heroku side, if any, is the fleet's)."""
+        out = _Collected(db.name, {}, None, [])
+        if self.archive.covers(db):
+            self._collect_archive(db, out)
+        if db.url is not None:
+            url = db.url.get_secret_value()
+            out.live, status = self._run_collector(
+                "database", db.name, lambda: collect_live(url, db.connect_timeout.total_seconds()))
+            out.statuses.append(status)
+        return out
 
     def _run_collector(self, collector: str, database: str, fn: Callable[[], Any]) -> tuple[Any, CollectorStatus]:
         """Run one collector behind the error boundary; the failure becomes data, never an exception."""
@@ -201,15 +217,16 @@ class Guardian:
                     continue
                 sources = {**db.sources, **r.sources}
                 cfg = self.databases[r.name]
-                if cfg.url is not None:
+                if cfg.self_managed:
                     archive = sources.get(SOURCE_ARCHIVE) or SourceState(SOURCE_ARCHIVE)
                     archive = with_unrecorded(archive, self.capturer.unrecorded(r.name))
                     sources[SOURCE_ARCHIVE] = self._with_schedule(r.name, archive)
                 dbs[r.name] = replace(db, sources=sources, live=r.live if r.live is not None else db.live,
-                                      provider=r.provider if r.provider is not None else db.provider)
+                                      provider=r.provider if r.provider is not None else db.provider,
+                                      archive=r.archive if r.archive is not None else db.archive)
             for name, db in dbs.items():
                 cfg = self.databases[name]
-                findings = policy.evaluate(db, cfg.objectives, cols.values(), now)
+                findings = policy.evaluate(db, cfg.objectives, cols.values(), now, self.archive.policy(cfg))
                 dbs[name] = replace(db, findings=findings, evaluated_at=now)
             heroku = snap.heroku
             if self.fleet is not None and self.heroku_api is not None:
@@ -235,6 +252,38 @@ class Guardian:
                        schedule_interval_seconds=cfg.capture_interval.total_seconds()
                        if self.databases[name].self_managed else None,
                        schedule_next_at=next_at, observed_at=self.clock())
+
+    # -- archive: mirror and prune -------------------------------------------------------------------------
+    def count_action(self, action: str, outcome: str) -> None:
+        """Count an action's outcome for pgbackup_actions_total."""
+
+        def apply(snap: Snapshot) -> Snapshot:
+            counts = dict(snap.actions)
+            counts[(action, outcome)] = counts.get((action, outcome), 0) + 1
+            return replace(snap, actions=counts)
+
+        self.holder.update(apply)
+
+    def _billing_app(self, name: str) -> str | None:
+        watcher = self.fleet.watchers.get(name) if self.fleet is not None else None
+        return watcher.resolved.billing_app if watcher is not None and watcher.resolved is not None else None
+
+    def mirror_pending(self, only: str | None = None) -> int:
+        """Copy every Heroku backup the archive lacks (one at a time); returns how many were copied."""
+        done = 0
+        for job in self.archive.mirror_jobs(self.holder.current(), self.databases, self._billing_app):
+            if only is not None and job.database != only:
+                continue
+            if self.processes.closing.is_set():
+                break
+            if self.archive.run_mirror(job):
+                done += 1
+            self.collect_archive_of(job.database)
+        return done
+
+    def prune(self, apply: bool | None = None) -> list[PruneDecision]:
+        names = [n for n, db in self.databases.items() if self.archive.covers(db)]
+        return self.archive.prune(names, self.config.archive.prune_apply if apply is None else apply)
 
     # -- captures -----------------------------------------------------------------------------------------
     def capture(self, name: str, kind: str = "scheduled") -> None:
@@ -317,6 +366,13 @@ class Guardian:
                       id="heartbeat", executor="heartbeat")
         sched.add_job(self._guarded("collect", self.collect_all), "interval",
                       seconds=self.config.collect_interval.total_seconds(), id="collect", next_run_time=now)
+        if any(self.archive.covers(db) and db.heroku is not None for db in self.databases.values()):
+            sched.add_job(self._guarded("mirror", self.mirror_pending), "interval", id="mirror", executor="captures",
+                          seconds=max(60.0, self.config.collect_interval.total_seconds()),
+                          next_run_time=now + self.config.collect_interval)
+        if any(self.archive.covers(db) for db in self.databases.values()):
+            sched.add_job(self._guarded("prune", self.prune), "interval", id="prune", executor="captures",
+                          hours=24, next_run_time=now + timedelta(minutes=10))
         for db in self.databases.values():
             if db.self_managed:
                 first = self._first_capture_at(db, now)
@@ -334,12 +390,13 @@ class Guardian:
         deadline = time.monotonic() + SHUTDOWN_BUDGET
         if self.scheduler is not None:
             self.scheduler.shutdown(wait=False)
-        PROCESSES.terminate_all()
+        self.processes.terminate_all()
         if self.http is not None:
             self.http.stop()
         self._pool.shutdown(wait=False, cancel_futures=True)
         if isinstance(self.heroku_api, HerokuClient):
             self.heroku_api.close()
+        self.archive.close()
         for thread in threading.enumerate():
             if thread is threading.current_thread() or thread.daemon:
                 continue

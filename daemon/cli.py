@@ -41,6 +41,9 @@ def _parser() -> argparse.ArgumentParser:
     cfg_sub = cfg.add_subparsers(dest="config_command", required=True)
     with_config(cfg_sub.add_parser("validate", help="load the configuration and report every problem"))
     cfg_sub.add_parser("example", help="print a commented example configuration")
+    from daemon import archivecli
+
+    archivecli.add_parser(sub, with_config)
     return p
 
 
@@ -60,6 +63,10 @@ def main(argv: list[str] | None = None) -> int:
             return _validate(config)
         if args.command == "check":
             return _check(config, as_json=args.json)
+        if args.command == "archive":
+            from daemon import archivecli
+
+            return archivecli.run(args, config)
         return _run(config)
     except GuardianError as exc:
         logger.error("{}", REDACTOR(str(exc)))

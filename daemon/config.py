@@ -281,10 +281,18 @@ class ArchiveConfig(_Model):
     )
     s3: S3Config | None = Field(None, description="The bucket, when kind is s3.")
     keeps: TierKeeps = Field(default_factory=TierKeeps, description="Retention per tier.")
-    mirror: bool = Field(True, description="Copy each new good Heroku backup into the archive.", examples=[True])
+    mirror: bool | None = Field(
+        None, description="Copy each new good Heroku backup into the archive (default: on for s3, off for a local "
+        "directory, which a Heroku dyno wipes daily).", examples=[True])
+
+    @property
+    def mirrors(self) -> bool:
+        return self.mirror if self.mirror is not None else self.kind == "s3"
     copy_grace: Duration = Field(timedelta(hours=2),
                                  description="A provider backup not archived this long after it finished is a "
                                  "copy-lag finding.", examples=["2h"])
+    prune_apply: bool = Field(False, description="Let the daily prune delete (default: dry run, listing what it "
+                              "would delete).", examples=[False])
     gap_grace: Duration = Field(timedelta(hours=12),
                                 description="Slack added to each tier's cadence before an archive gap is reported.",
                                 examples=["12h"])

@@ -19,7 +19,7 @@ from prometheus_client.exposition import choose_encoder, gzip_accepted
 from prometheus_client.registry import Collector
 
 from daemon import __version__
-from daemon.policy import CHECKS
+from daemon.policy import CHECKS, copy_lag_seconds
 from daemon.state import Snapshot, StateHolder
 
 DB_SOURCE = ["database", "source"]
@@ -45,6 +45,8 @@ class SnapshotCollector(Collector):
         yield from self._objectives(snap)
         yield from self._live(snap)
         yield from self._provider(snap)
+        yield from self._archive(snap)
+        yield from self._actions(snap)
         yield from self._findings(snap)
         yield from self._collectors(snap)
         yield from self._heroku(snap)
@@ -143,6 +145,50 @@ class SnapshotCollector(Collector):
             if p.rollback_earliest is not None:
                 earliest.add_metric([name], _ts(p.rollback_earliest))
         yield from (pitr, earliest, plan)
+
+    def _archive(self, snap: Snapshot) -> Iterator[Metric]:
+        lt = ["database", "tier"]
+        last = GaugeMetricFamily("pgbackup_archive_last_timestamp_seconds",
+                                 "Recovery point of the newest archived copy per tier.", labels=lt)
+        objects = GaugeMetricFamily("pgbackup_archive_objects", "Good archived copies per tier.", labels=lt)
+        size = GaugeMetricFamily("pgbackup_archive_bytes", "Bytes of good archived copies per tier.", labels=lt)
+        unenc = GaugeMetricFamily("pgbackup_archive_unencrypted_objects",
+                                  "Archived copies without server-side encryption.", labels=["database"])
+        coverage = GaugeMetricFamily("pgbackup_archive_monthly_coverage_months",
+                                     "Months of the last twelve (since the archive began) with a monthly copy.",
+                                     labels=["database"])
+        expected = GaugeMetricFamily("pgbackup_archive_monthly_expected_months",
+                                     "Months of the last twelve the archive has existed.", labels=["database"])
+        posture = GaugeMetricFamily("pgbackup_archive_posture_problems",
+                                    "Bucket posture problems (versioning, encryption, public access, lifecycle).",
+                                    labels=["database"])
+        lag = GaugeMetricFamily("pgbackup_archive_copy_lag_seconds",
+                                "Provider's newest good recovery point minus the archive's newest.",
+                                labels=["database"])
+        for name, db in snap.databases.items():
+            a = db.archive
+            if a is None:
+                continue
+            for tier, st in a.tiers.items():
+                if st.newest is not None:
+                    last.add_metric([name, tier], _ts(st.newest))
+                objects.add_metric([name, tier], st.count)
+                size.add_metric([name, tier], st.bytes)
+            unenc.add_metric([name], a.unencrypted)
+            coverage.add_metric([name], a.monthly_covered)
+            expected.add_metric([name], a.monthly_expected)
+            posture.add_metric([name], len(a.posture_problems))
+            copy_lag = copy_lag_seconds(db)
+            if copy_lag is not None:
+                lag.add_metric([name], copy_lag)
+        yield from (last, objects, size, unenc, coverage, expected, posture, lag)
+
+    def _actions(self, snap: Snapshot) -> Iterator[Metric]:
+        fam = CounterMetricFamily("pgbackup_actions", "Action decisions by outcome since start.",
+                                  labels=["action", "outcome"])
+        for (action, outcome), n in sorted(snap.actions.items()):
+            fam.add_metric([action, outcome], n)
+        yield fam
 
     def _heroku(self, snap: Snapshot) -> Iterator[Metric]:
         h = snap.heroku

@@ -10,13 +10,21 @@ Checks (each yields a `Finding`, active or not, so every check has a value in th
                                  backup started since (fires hours before an RPO breach)
   no_schedule          warning   no source has any backup schedule
   continuous_protection_off  warning  the plan offers continuous protection (PITR) but it is off
+  archive_gap          warning   a tier's newest copy is older than its cadence plus grace
+  copy_lag             warning   the provider's newest good backup is not archived `copy_grace` after it finished
+  unencrypted_object   critical  an archived copy has no server-side encryption
+  bucket_posture       warning   versioning, default encryption, public access block or lifecycle missing
+  retention            warning   a month of the last twelve (since the archive began) has no monthly copy
+
+The archive checks apply only to databases with an archive (`ArchivePolicy` given).
 """
 
 from __future__ import annotations
 
 import statistics
 from collections.abc import Iterable
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from daemon.config import Objectives
 from daemon.durations import format_duration
@@ -32,7 +40,25 @@ CHECKS: dict[str, str] = {
     "missed_schedule": "critical",
     "no_schedule": "warning",
     "continuous_protection_off": "warning",
+    "archive_gap": "warning",
+    "copy_lag": "warning",
+    "unencrypted_object": "critical",
+    "bucket_posture": "warning",
+    "retention": "warning",
 }
+#: Tier -> cadence: the newest copy at or above the tier must be younger than this (plus the grace).
+TIER_CADENCE = {"daily": timedelta(days=1), "weekly": timedelta(days=7), "monthly": timedelta(days=31)}
+_AT_OR_ABOVE = {"daily": ("daily", "weekly", "monthly", "milestone"), "weekly": ("weekly", "monthly", "milestone"),
+                "monthly": ("monthly", "milestone")}
+
+
+@dataclass(frozen=True)
+class ArchivePolicy:
+    """The archive settings the checks need (from ArchiveConfig)."""
+
+    copy_grace: timedelta
+    gap_grace: timedelta
+    mirrored_from: str | None = "heroku"
 #: How many previous good backups the size median looks at.
 SIZE_HISTORY = 7
 
@@ -52,7 +78,8 @@ def data_at_risk_seconds(db: DatabaseState, now: datetime) -> float | None:
 
 
 def evaluate(
-    db: DatabaseState, objectives: Objectives, collectors: Iterable[CollectorStatus], now: datetime
+    db: DatabaseState, objectives: Objectives, collectors: Iterable[CollectorStatus], now: datetime,
+    archive: ArchivePolicy | None = None,
 ) -> tuple[Finding, ...]:
     """All findings for one database at `now`. `now` must be timezone-aware."""
     if now.tzinfo is None:
@@ -66,6 +93,7 @@ def evaluate(
         _missed_schedule(db, objectives.schedule_grace.total_seconds(), now),
         _no_schedule(db, now),
         _continuous_protection(db, now),
+        *_archive(db, archive, now),
     ]
     return tuple(findings)
 
@@ -176,6 +204,69 @@ def _continuous_protection(db: DatabaseState, now: datetime) -> Finding:
         return _finding(db, "continuous_protection_off", True,
                         f"plan {p.plan} offers continuous protection (rollback), but it is off", now)
     return _finding(db, "continuous_protection_off", False, "continuous protection on or not offered", now)
+
+
+def _archive(db: DatabaseState, policy: ArchivePolicy | None, now: datetime) -> list[Finding]:
+    facts = db.archive
+    if policy is None or facts is None:
+        na = "no archive for this database" if policy is None else "archive not read yet"
+        return [_finding(db, c, False, na, now) for c in
+                ("archive_gap", "copy_lag", "unencrypted_object", "bucket_posture", "retention")]
+    out = []
+    gaps = []
+    for tier, cadence in TIER_CADENCE.items():
+        limit = cadence + policy.gap_grace
+        stamps = [n for t in _AT_OR_ABOVE[tier] if t in facts.tiers and (n := facts.tiers[t].newest) is not None]
+        newest = max(stamps, default=None)
+        if newest is not None and now - newest > limit:
+            gaps.append(f"newest {tier}-or-better copy is {format_duration_s((now - newest).total_seconds())} old "
+                        f"(cadence {format_duration_s(cadence.total_seconds())})")
+        elif newest is None and facts.oldest is not None and now - facts.oldest > limit:
+            gaps.append(f"no {tier}-or-better copy although the archive began "
+                        f"{format_duration_s((now - facts.oldest).total_seconds())} ago")
+    out.append(_finding(db, "archive_gap", bool(gaps), "; ".join(gaps) or "every tier on cadence", now))
+    out.append(_copy_lag(db, policy, now))
+    out.append(_finding(db, "unencrypted_object", facts.unencrypted > 0,
+                        f"{facts.unencrypted} archived copies have no server-side encryption"
+                        if facts.unencrypted else "every archived copy is encrypted", now, value=facts.unencrypted))
+    out.append(_finding(db, "bucket_posture", bool(facts.posture_problems),
+                        "; ".join(facts.posture_problems) or "bucket set up as recommended", now,
+                        value=len(facts.posture_problems)))
+    missing = facts.monthly_missing
+    out.append(_finding(db, "retention", bool(missing),
+                        f"no monthly copy for {', '.join(missing)}" if missing
+                        else f"{facts.monthly_covered} of the last {facts.monthly_expected} months covered", now,
+                        value=facts.monthly_covered, threshold=facts.monthly_expected))
+    return out
+
+
+def copy_lag_seconds(db: DatabaseState, provider: str = "heroku") -> float | None:
+    """Provider's newest good recovery point minus the archive's newest (0 when in sync, None without both)."""
+    src, arch = db.sources.get(provider), db.sources.get("archive")
+    p = src.newest_good if src is not None else None
+    a = arch.newest_good if arch is not None else None
+    if p is None:
+        return None
+    if a is None:
+        return None
+    return max(0.0, (p.recovery_point - a.recovery_point).total_seconds())
+
+
+def _copy_lag(db: DatabaseState, policy: ArchivePolicy, now: datetime) -> Finding:
+    if policy.mirrored_from is None:
+        return _finding(db, "copy_lag", False, "no provider to mirror from", now)
+    src = db.sources.get(policy.mirrored_from)
+    newest = src.newest_good if src is not None else None
+    arch = db.sources.get("archive")
+    held = {b.backup_id for b in arch.backups if b.succeeded} if arch is not None else set()
+    if newest is None or newest.backup_id in held:
+        return _finding(db, "copy_lag", False, "the provider's newest good backup is archived", now,
+                        value=copy_lag_seconds(db, policy.mirrored_from))
+    waited = (now - (newest.finished_at or newest.started_at)).total_seconds()
+    active = waited > policy.copy_grace.total_seconds()
+    return _finding(db, "copy_lag", active,
+                    f"{policy.mirrored_from} backup {newest.backup_id} finished {format_duration_s(waited)} ago and "
+                    "is not in the archive yet", now, value=waited, threshold=policy.copy_grace.total_seconds())
 
 
 def format_duration_s(seconds: float) -> str:

@@ -114,6 +114,30 @@ class ProviderFacts:
 
 
 @dataclass(frozen=True)
+class TierStats:
+    """One retention tier of one database in the archive."""
+
+    newest: datetime | None = None
+    count: int = 0
+    bytes: int = 0
+
+
+@dataclass(frozen=True)
+class ArchiveFacts:
+    """What the archive collector saw: per-tier statistics, encryption, monthly coverage, bucket posture."""
+
+    kind: str
+    tiers: dict[str, TierStats]
+    unencrypted: int
+    monthly_covered: int
+    monthly_expected: int
+    monthly_missing: tuple[str, ...]
+    oldest: datetime | None
+    posture_problems: tuple[str, ...]
+    observed_at: datetime
+
+
+@dataclass(frozen=True)
 class CollectorStatus:
     """Self-metrics of one collector for one database."""
 
@@ -151,6 +175,7 @@ class DatabaseState:
     sources: dict[str, SourceState] = field(default_factory=dict)
     live: LiveFacts | None = None
     provider: ProviderFacts | None = None
+    archive: ArchiveFacts | None = None
     findings: tuple[Finding, ...] = ()
     evaluated_at: datetime | None = None
 
@@ -178,6 +203,7 @@ class Snapshot:
     demo: bool = False
     started_at: datetime | None = None
     heroku: HerokuStatus | None = None
+    actions: dict[tuple[str, str], int] = field(default_factory=dict)  # (action, outcome) -> count since start
 
 
 class StateHolder:
