@@ -243,7 +243,8 @@ def test_milestone_command_marks_the_newest_good_copy(moto_server: MotoServer, s
     assert 'two' in out.stdout and "v2 launch" in out.stdout
     tiers = {o.backup_id: (o.tier, o.label) for o in store.objects("db")}
     assert tiers == {"one": ("monthly", None), "two": ("milestone", "v2 launch")}
-    tags = {t["Key"]: t["Value"] for t in client.get_object_tagging(Bucket=bucket, Key=store.key("db", "two"))["TagSet"]}
+    tag_set = client.get_object_tagging(Bucket=bucket, Key=store.key("db", "two"))["TagSet"]
+    tags = {t["Key"]: t["Value"] for t in tag_set}
     assert tags["tier"] == "milestone"
     listing = subprocess.run([sys.executable, "-m", "daemon", "archive", "list", "--config", str(cfg)],
                              capture_output=True, text=True, timeout=60)
