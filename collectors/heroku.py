@@ -19,6 +19,8 @@ from daemon.schedules import next_due
 from daemon.state import Backup, LiveFacts, ProviderFacts, Schedule, SourceState
 
 SOURCE_HEROKU = "heroku"
+STUCK_AFTER = timedelta(hours=24)
+MAX_FAILURE_LOGS = 50
 _HEROKU_TS = "%Y-%m-%d %H:%M:%S %z"
 
 
@@ -49,7 +51,7 @@ def transfer_name(t: dict[str, Any]) -> str:
         return f"o{legacy}"
     from_type, to_type = t.get("from_type"), t.get("to_type")
     if from_type == "pg_dump" and to_type != "pg_restore":
-        prefix = "a" if t.get("schedule") else "b"
+        prefix = "a" if t.get("schedule") is not None else "b"  # the CLI tests presence (JS truthiness)
     elif from_type == "pg_dump" and to_type == "pg_restore":
         prefix = "c"
     elif to_type == "pg_restore":
@@ -73,16 +75,24 @@ def transfer_status(t: dict[str, Any]) -> str:
     return "pending"
 
 
-def to_backups(database: str, transfers: list[dict[str, Any]]) -> tuple[tuple[Backup, ...], int]:
-    """Backups (finished ones, deleted/purged excluded) oldest first, and the number in progress."""
+def to_backups(database: str, transfers: list[dict[str, Any]],
+               from_names: set[str] | None = None) -> tuple[tuple[Backup, ...], tuple[datetime, ...]]:
+    """Backups (finished ones, deleted/purged excluded) oldest first, and the start times of those in progress.
+
+    The transfers list is app-wide: with `from_names`, only transfers of this database (its attachment names
+    on the billing app) count, so a second database on the same app never borrows the first one's backups."""
     out: list[Backup] = []
-    running = 0
+    running: list[datetime] = []
     for t in transfers:
         if not is_backup(t) or t.get("deleted_at") or t.get("purged_at"):
             continue
+        if from_names and t.get("from_name") not in from_names:
+            continue
         status = transfer_status(t)
         if status in ("running", "pending"):
-            running += 1
+            begun = parse_timestamp(t.get("started_at")) or parse_timestamp(t.get("created_at"))
+            if begun is not None:
+                running.append(begun)
             continue
         started = parse_timestamp(t.get("started_at")) or parse_timestamp(t.get("created_at"))
         if started is None:
@@ -95,12 +105,12 @@ def to_backups(database: str, transfers: list[dict[str, Any]]) -> tuple[tuple[Ba
             error = f"finished with {warnings} warnings"
         out.append(Backup(
             backup_id=transfer_name(t), database=database, source=SOURCE_HEROKU,
-            kind="scheduled" if t.get("schedule") else "manual", started_at=started,
+            kind="scheduled" if t.get("schedule") is not None else "manual", started_at=started,
             finished_at=parse_timestamp(t.get("finished_at")), succeeded=status == "completed",
             size_bytes=int(size) if isinstance(size, int | float) else 0, error=error,
         ))
     out.sort(key=lambda b: b.started_at)
-    return tuple(out), running
+    return tuple(out), tuple(sorted(running))
 
 
 def parse_schedules(raw: list[dict[str, Any]]) -> tuple[Schedule, ...]:
@@ -132,11 +142,12 @@ def _info_value(info: list[Any], name: str) -> str | None:
     return None
 
 
-def parse_database_info(doc: dict[str, Any], plan_hint: str = "") -> tuple[ProviderFacts, LiveFacts | None]:
+def parse_database_info(doc: dict[str, Any], plan_hint: str = "",
+                        now: datetime | None = None) -> tuple[ProviderFacts, LiveFacts | None]:
     """Plan, size, tables, version, continuous protection and rollback window from `GET /databases/{id}`."""
     raw_info = doc.get("info")
     info: list[Any] = raw_info if isinstance(raw_info, list) else []
-    now = datetime.now(UTC)
+    now = now or datetime.now(UTC)
     plan = str(doc.get("plan") or _info_value(info, "Plan") or plan_hint or "unknown")
     cp_text = _info_value(info, "Continuous Protection")
     continuous = None if cp_text is None else bool(re.search(r"\bOn\b", cp_text))
@@ -158,9 +169,9 @@ def parse_database_info(doc: dict[str, Any], plan_hint: str = "") -> tuple[Provi
         tables = int(text) if text and text.strip().isdigit() else None
     version = doc.get("postgres_version") or _info_value(info, "PG Version") or ""
     live = None
-    if isinstance(size, int | float) or isinstance(tables, int):
-        live = LiveFacts(size_bytes=int(size) if isinstance(size, int | float) else 0,
-                         table_count=tables if isinstance(tables, int) else 0,
+    if isinstance(size, int | float) or isinstance(tables, int):  # unknown stays None, never a misleading 0
+        live = LiveFacts(size_bytes=int(size) if isinstance(size, int | float) else None,
+                         table_count=tables if isinstance(tables, int) else None,
                          server_version=str(version), observed_at=now)
     return provider, live
 
@@ -179,6 +190,7 @@ class HerokuWatcher:
     info_every: timedelta = timedelta(hours=1)
     resolved: ResolvedDatabase | None = None
     resolved_at: datetime | None = None
+    from_names: set[str] = field(default_factory=set)
     schedules: tuple[Schedule, ...] | None = None
     schedules_at: datetime | None = None
     provider: ProviderFacts | None = None
@@ -191,7 +203,7 @@ class HerokuWatcher:
         """Requests the next poll will make (so the fleet planner can stay within the rate budget)."""
         cost = 1
         if self.resolved is None or _due(self.resolved_at, self.resolve_every, now):
-            cost += 1
+            cost += 2
         if _due(self.schedules_at, self.schedules_every, now):
             cost += 1
         if _due(self.info_at, self.info_every, now):
@@ -209,6 +221,7 @@ class HerokuWatcher:
     def _poll(self, now: datetime) -> SourceState:
         if self.resolved is None or _due(self.resolved_at, self.resolve_every, now):
             self.resolved = self.api.resolve_database(self.app, self.attachment)
+            self.from_names = self.api.attachment_names(self.resolved.billing_app, self.resolved.addon_id)
             self.resolved_at = now
         db = self.resolved
         try:
@@ -217,16 +230,19 @@ class HerokuWatcher:
                 self.schedules = parse_schedules(self.api.list_schedules(db.addon_id))
                 self.schedules_at = now
             if _due(self.info_at, self.info_every, now):
-                self.provider, self.live = parse_database_info(self.api.database_info(db.addon_id), db.plan)
+                self.provider, self.live = parse_database_info(self.api.database_info(db.addon_id), db.plan, now)
                 self.info_at = now
         except HerokuNotFound:
             self.resolved = None  # the add-on may have been replaced: resolve again next time
             raise
-        backups, running = to_backups(self.database, transfers)
+        backups, running = to_backups(self.database, transfers, self.from_names)
         backups = self._with_failure_logs(db, transfers, backups)
+        # A transfer "running" for a day is stuck, not running: it neither counts as a capture nor speeds polling.
+        running = tuple(r for r in running if now - r < STUCK_AFTER)
         schedules = self.schedules or ()
         next_at = min((next_due(s, now) for s in schedules), default=None)
-        return SourceState(source=SOURCE_HEROKU, backups=backups, in_progress=running, schedules=schedules,
+        return SourceState(source=SOURCE_HEROKU, backups=backups, in_progress=len(running),
+                           running_started=running, schedules=schedules,
                            schedules_known=self.schedules is not None, schedule_next_at=next_at, observed_at=now)
 
     def _with_failure_logs(self, db: ResolvedDatabase, transfers: list[dict[str, Any]],
@@ -246,6 +262,8 @@ class HerokuWatcher:
                         text = f"{text}: " + " | ".join(logs[-5:])
                 except Exception as exc:  # the logs are a nicety; the failure itself is already known
                     logger.debug("heroku: logs of {} unavailable: {}", newest.backup_id, exc)
+            if len(self.failure_logs) >= MAX_FAILURE_LOGS:
+                self.failure_logs.pop(next(iter(self.failure_logs)))
             self.failure_logs[newest.backup_id] = text[:1000]
         return (*backups[:-1], replace(newest, error=self.failure_logs[newest.backup_id]))
 

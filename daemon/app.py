@@ -57,8 +57,10 @@ SHUTDOWN_BUDGET = 10.0
 
 def _heroku_client(cfg: HerokuConfig) -> HerokuClient:
     token = cfg.api_key.get_secret_value() if cfg.api_key is not None else ""
+    # max_rate_wait=0: a 429 ends the poll at once and the fleet planner does the waiting, so a pass never
+    # sits in sleeps holding the collection lock.
     return HerokuClient(token, platform_url=cfg.platform_url, data_url=cfg.data_url,
-                        timeout=cfg.timeout.total_seconds(), retries=cfg.retries)
+                        timeout=cfg.timeout.total_seconds(), retries=cfg.retries, max_rate_wait=0)
 
 
 def _poll(watcher: HerokuWatcher, clock: Callable[[], datetime]) -> SourceState:
@@ -139,6 +141,11 @@ class Guardian:
         assert self.fleet is not None and self.heroku_api is not None
         now = self.clock()
         pass_seconds = 0.0 if one_shot else self.config.collect_interval.total_seconds()
+        if self.fleet.stalled(now):
+            try:
+                self.heroku_api.refresh_ratelimit()
+            except GuardianError as exc:
+                logger.debug("heroku: rate limit status unavailable: {}", exc)
         chosen, report = self.fleet.plan(now, pass_seconds, self.heroku_api.ratelimit_remaining)
         before = self.heroku_api.requests_total
         results, sources = [], {}
@@ -149,7 +156,10 @@ class Guardian:
             sources[name] = src
             results.append(_Collected(name, {SOURCE_HEROKU: src} if src is not None else {}, watcher.live,
                                       [status], watcher.provider))
-        report.polled = len(chosen)
+            if src is None and self.heroku_api.ratelimit_remaining == 0:
+                report.deferred += len(chosen) - len(results)  # rate limited: the rest wait for the bucket
+                break
+        report.polled = len(results)
         report.requests = self.heroku_api.requests_total - before
         current = self.holder.current().databases
         known = {n: (current[n].sources.get(SOURCE_HEROKU) if n in current else None) for n in self.fleet.watchers}

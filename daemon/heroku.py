@@ -85,6 +85,8 @@ class HerokuAPI(Protocol):
 
     def resolve_database(self, app: str, attachment: str = "DATABASE") -> ResolvedDatabase: ...
 
+    def attachment_names(self, app: str, addon_id: str) -> set[str]: ...
+
     def list_transfers(self, app: str) -> list[dict[str, Any]]: ...
 
     def transfer_info(self, app: str, transfer: str | int, verbose: bool = False) -> dict[str, Any]: ...
@@ -96,6 +98,8 @@ class HerokuAPI(Protocol):
     def capture(self, addon_id: str) -> dict[str, Any]: ...
 
     def public_url(self, app: str, num: int) -> dict[str, Any]: ...
+
+    def refresh_ratelimit(self) -> int | None: ...
 
 
 class HerokuClient:
@@ -183,6 +187,13 @@ class HerokuClient:
                 out.append(a)
         return out
 
+    def attachment_names(self, app: str, addon_id: str) -> set[str]:
+        """Names under which `addon_id` is attached to `app` (transfers carry them as `from_name`)."""
+        found = self._call("GET", "platform", f"/apps/{app}/addon-attachments", accept=ACCEPT_SDK,
+                           headers={"Accept-Inclusion": "addon:plan,config_vars"}, paginate=True)
+        return {str(a.get("name")) for a in _as_list(found, "attachments")
+                if (a.get("addon") or {}).get("id") == addon_id and a.get("name")}
+
     def list_transfers(self, app: str) -> list[dict[str, Any]]:
         return _as_list(self._call("GET", "data", f"{DATA_PREFIX}/apps/{app}/transfers", paginate=True), "transfers")
 
@@ -199,20 +210,30 @@ class HerokuClient:
         return _as_dict(self._call("GET", "data", f"{DATA_PREFIX}/databases/{addon_id}"), "database info")
 
     def capture(self, addon_id: str) -> dict[str, Any]:
-        return _as_dict(self._call("POST", "data", f"{DATA_PREFIX}/databases/{addon_id}/backups"), "transfer")
+        """Start a capture. Not retried after the request may have reached Heroku: a duplicate manual capture
+        would expire the oldest manual backup at the plan's limit (reference 5.3)."""
+        return _as_dict(self._call("POST", "data", f"{DATA_PREFIX}/databases/{addon_id}/backups",
+                                   idempotent=False), "transfer")
 
     def public_url(self, app: str, num: int) -> dict[str, Any]:
         return _as_dict(self._call("POST", "data", f"{DATA_PREFIX}/apps/{app}/transfers/{num}/actions/public-url"),
                         "public url")
 
+    def refresh_ratelimit(self) -> int | None:
+        """Read the account's remaining tokens (`GET /account/rate-limits`, which does not count)."""
+        doc = self._call("GET", "platform", "/account/rate-limits")
+        if isinstance(doc, dict) and isinstance(doc.get("remaining"), int):
+            self.ratelimit_remaining = int(doc["remaining"])
+        return self.ratelimit_remaining
+
     # -- transport ----------------------------------------------------------------------------------------
     def _call(self, method: str, host: str, path: str, *, body: Any = None, accept: str = ACCEPT_V3,
-              headers: dict[str, str] | None = None, paginate: bool = False) -> Any:
+              headers: dict[str, str] | None = None, paginate: bool = False, idempotent: bool = True) -> Any:
         base = self.platform_url if host == "platform" else self.data_url
         hdrs = {"Accept": accept, "Authorization": f"Bearer {self._token}", **(headers or {})}
         result: list[Any] = []
         for _ in range(MAX_PAGES):
-            resp = self._send(method, base + path, hdrs, body)
+            resp = self._send(method, base + path, hdrs, body, idempotent)
             data = _decode(resp, method, path)
             if not paginate or resp.status_code != 206:
                 return result + data if paginate and isinstance(data, list) else data
@@ -226,7 +247,10 @@ class HerokuClient:
         logger.warning("heroku: {} {} stopped after {} pages", method, path, MAX_PAGES)
         return result
 
-    def _send(self, method: str, url: str, headers: dict[str, str], body: Any) -> httpx.Response:
+    def _send(self, method: str, url: str, headers: dict[str, str], body: Any,
+              idempotent: bool = True) -> httpx.Response:
+        """One call with its retries: transport errors and 5xx with backoff (a non-idempotent call only when
+        the request never left: a connect error), 429 by waiting for the bucket up to `max_rate_wait`."""
         attempt, rate_waited = 0, 0.0
         while True:
             headers["Request-Id"] = str(uuid.uuid4())
@@ -237,7 +261,7 @@ class HerokuClient:
                                           content=None if body is None else json.dumps(body).encode(),
                                           extensions=None)
             except httpx.TransportError as exc:
-                if attempt >= self.retries:
+                if attempt >= self.retries or (not idempotent and not isinstance(exc, httpx.ConnectError)):
                     raise HerokuUnavailable(f"{method} {_path(url)}: {type(exc).__name__} after "
                                             f"{attempt + 1} attempts: {exc}") from None
                 self.sleep(self.backoff * 2**attempt)
@@ -257,7 +281,7 @@ class HerokuClient:
                 rate_waited += wait
                 continue
             if resp.status_code >= 500:
-                if attempt >= self.retries:
+                if attempt >= self.retries or not idempotent:
                     raise HerokuUnavailable(f"{method} {_path(url)}: HTTP {resp.status_code} after "
                                             f"{attempt + 1} attempts: {_message(resp)}", resp.status_code)
                 self.sleep(self.backoff * 2**attempt)

@@ -18,11 +18,11 @@ from loguru import logger
 
 from collectors.heroku import HerokuWatcher
 from daemon.config import HerokuPolling
+from daemon.heroku import REFILL_PER_MINUTE
 from daemon.schedules import last_due, next_due
 from daemon.state import SourceState
 
 BUCKET = 4500
-REFILL_PER_MINUTE = 75.0
 
 
 def desired_interval(src: SourceState | None, polling: HerokuPolling, failures: int, now: datetime) -> timedelta:
@@ -67,6 +67,7 @@ class HerokuFleet:
     last_report: PassReport = field(default_factory=PassReport)
     credit: float = 0.0
     credit_at: datetime | None = None
+    remaining_seen: tuple[int, datetime] | None = None  # last RateLimit-Remaining value and when it appeared
     _stretched_logged: bool = False
 
     @property
@@ -76,7 +77,8 @@ class HerokuFleet:
     def allowance(self, now: datetime, pass_seconds: float, remaining: int | None) -> float:
         """Requests this pass may spend: the fleet's own bucket refilled up to `now`, capped at one minute of
         refill (at least one pass's worth), and never more than what the account has above the reserve."""
-        cap = max(self.rate_per_second * 60.0, self.rate_per_second * pass_seconds)
+        most = max((w.expected_cost(now) for w in self.watchers.values()), default=1)
+        cap = max(self.rate_per_second * 60.0, self.rate_per_second * pass_seconds, float(most))
         if self.credit_at is None:
             self.credit = cap  # start with one minute's share: a small burst, well inside the account's bucket
         else:
@@ -85,9 +87,23 @@ class HerokuFleet:
         self.credit_at = now
         budget = self.credit
         if remaining is not None:
+            # The header only changes when a response arrives: a value that stopped changing (after a 429, or
+            # while nothing was polled) is refilled from when it was seen, or polling would stall for good.
+            if self.remaining_seen is None or self.remaining_seen[0] != remaining:
+                self.remaining_seen = (remaining, now)
+            seen_at = self.remaining_seen[1]
+            estimate = min(BUCKET, remaining + REFILL_PER_MINUTE / 60.0 * (now - seen_at).total_seconds())
             reserve = BUCKET * (1 - self.share)
-            budget = min(budget, max(0.0, remaining - reserve))
+            budget = min(budget, max(0.0, estimate - reserve))
         return budget
+
+    def stalled(self, now: datetime) -> bool:
+        """True when the last RateLimit-Remaining seen is a minute old and leaves no budget: worth a free
+        `GET /account/rate-limits` to learn the real value."""
+        if self.remaining_seen is None:
+            return False
+        value, seen_at = self.remaining_seen
+        return now - seen_at >= timedelta(minutes=1) and value < BUCKET * (1 - self.share) + 10
 
     def due(self, now: datetime) -> list[str]:
         """Databases whose poll is due, most overdue first."""
@@ -122,7 +138,7 @@ class HerokuFleet:
                now: datetime) -> PassReport:
         """Charge what the pass really spent, compute the stretch (needed rate vs allowed rate), and say it
         once when it starts or ends."""
-        self.credit = max(0.0, self.credit - report.requests)
+        self.credit -= report.requests  # overspend (retries, 429s) is a debt paid by the next passes
         needed_per_min = 0.0
         for name, watcher in self.watchers.items():
             interval = desired_interval(sources.get(name), self.polling, self.failures.get(name, 0), now)

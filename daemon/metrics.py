@@ -122,8 +122,10 @@ class SnapshotCollector(Collector):
                                    labels=["database"])
         for name, db in snap.databases.items():
             if db.live is not None:
-                size.add_metric([name], db.live.size_bytes)
-                tables.add_metric([name], db.live.table_count)
+                if db.live.size_bytes is not None:
+                    size.add_metric([name], db.live.size_bytes)
+                if db.live.table_count is not None:
+                    tables.add_metric([name], db.live.table_count)
         yield from (size, tables)
 
     def _provider(self, snap: Snapshot) -> Iterator[Metric]:

@@ -106,6 +106,10 @@ def _finding(db: DatabaseState, check: str, active: bool, hint: str, now: dateti
 def _rpo(db: DatabaseState, rpo: float, ratio: float, now: datetime) -> list[Finding]:
     risk = data_at_risk_seconds(db, now)
     objective = format_duration_s(rpo)
+    if not db.sources:  # never read yet (a large fleet is read gradually): unknown, not a breach
+        hint = "not observed yet"
+        return [_finding(db, "rpo_breach", False, hint, now, value=None, threshold=rpo),
+                _finding(db, "rpo_at_risk", False, hint, now, value=None, threshold=rpo * ratio)]
     if risk is None:
         hint = "no good backup exists: all data is at risk"
         return [_finding(db, "rpo_breach", True, hint, now, value=None, threshold=rpo),
@@ -163,14 +167,16 @@ def _collectors(db: DatabaseState, collectors: Iterable[CollectorStatus], now: d
 def _missed_schedule(db: DatabaseState, grace: float, now: datetime) -> Finding:
     missed = []
     for src in db.sources.values():
-        if src.in_progress:
-            continue
-        starts = [b.started_at for b in src.backups]
+        if src.in_progress and not src.running_started:
+            continue  # running, start unknown: give it the benefit of the doubt
+        starts = [b.started_at for b in src.backups] + list(src.running_started)
+        # Judge against what the source last showed: a poll deferred or failed must not invent a miss.
+        seen = min(now, src.observed_at) if src.observed_at is not None else now
         for sched in src.schedules:
-            due = last_due(sched, now)
+            due = last_due(sched, seen)
             if sched.created_at is not None and sched.created_at > due:
                 continue  # the schedule did not exist yet at that time
-            late = (now - due).total_seconds()
+            late = (seen - due).total_seconds()
             if late > grace and not any(s >= due for s in starts):
                 missed.append(f"{src.source} schedule {sched.hour:02d}:00 {sched.timezone} was due "
                               f"{format_duration_s(late)} ago and no backup started since")

@@ -8,8 +8,16 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from daemon.state import Schedule
 
 
+#: The abbreviations the Heroku CLI maps when a schedule is created (reference 1.5); stored names may carry them.
+_ABBREVIATIONS = {"PST": "America/Los_Angeles", "PDT": "America/Los_Angeles", "MST": "America/Boise",
+                  "MDT": "America/Boise", "CST": "America/Chicago", "CDT": "America/Chicago",
+                  "EST": "America/New_York", "EDT": "America/New_York", "GMT": "Europe/London",
+                  "BST": "Europe/London", "CET": "Europe/Paris", "CEST": "Europe/Paris", "Z": "UTC", "": "UTC"}
+
+
 def zone(name: str) -> ZoneInfo:
     """The IANA zone, or UTC for an unknown name (Heroku maps abbreviations itself, reference 1.5)."""
+    name = _ABBREVIATIONS.get(name.strip().upper(), name.strip()) if len(name.strip()) <= 4 else name.strip()
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):

@@ -73,6 +73,7 @@ class SourceState:
     schedules: tuple[Schedule, ...] = ()
     schedules_known: bool = False
     observed_at: datetime | None = None
+    running_started: tuple[datetime, ...] = ()  # start times of captures in progress, when the source knows
 
     @property
     def has_schedule(self) -> bool:
@@ -96,8 +97,8 @@ class SourceState:
 class LiveFacts:
     """Read-only facts from the live database."""
 
-    size_bytes: int
-    table_count: int
+    size_bytes: int | None  # None when the provider did not say
+    table_count: int | None
     server_version: str
     observed_at: datetime
 

@@ -5,7 +5,7 @@ Built from a snapshot and `now` only; nothing here does I/O or holds a secret (n
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from daemon import __version__
@@ -27,8 +27,15 @@ def backup_doc(b: Backup | None) -> dict[str, Any] | None:
     }
 
 
-def _stale(db: DatabaseState, source: str, snap: Snapshot | None) -> bool:
-    """A source is stale while its collector is down: its numbers are the last ones known."""
+STALE_AFTER = timedelta(hours=1)
+
+
+def _stale(db: DatabaseState, source: str, snap: Snapshot | None, now: datetime) -> bool:
+    """A source is stale while its collector is down, or when it was last read over an hour ago (a deferred
+    or rate-limited poll): its numbers are the last ones known."""
+    src = db.sources.get(source)
+    if src is not None and src.observed_at is not None and now - src.observed_at > STALE_AFTER:
+        return True
     if snap is None:
         return False
     status = snap.collectors.get((source, db.name))
@@ -39,7 +46,7 @@ def database_status(db: DatabaseState, now: datetime, snap: Snapshot | None = No
     risk = data_at_risk_seconds(db, now)
     active = [f for f in db.findings if f.active]
     worst = "critical" if any(f.severity == "critical" for f in active) else ("warning" if active else "ok")
-    if db.evaluated_at is None:
+    if db.evaluated_at is None or not db.sources:
         worst = "unknown"
     return {
         "name": db.name,
@@ -51,7 +58,7 @@ def database_status(db: DatabaseState, now: datetime, snap: Snapshot | None = No
         "newest_good_backup": backup_doc(newest_good_backup(db)),
         "sources": {
             name: {
-                "stale": _stale(db, name, snap),
+                "stale": _stale(db, name, snap, now),
                 "observed_at": _iso(src.observed_at),
                 "backups_good": len(src.good),
                 "attempts": len(src.backups),

@@ -34,7 +34,7 @@ def guardian(heroku: HerokuDouble, clock: FakeClock, apps: list[str], share: flo
                    "rate_budget_share": share, "apps": apps},
     })
     api = HerokuClient(heroku.token, platform_url=heroku.platform_url, data_url=heroku.data_url,
-                       sleep=clock.sleep, timeout=5)
+                       sleep=clock.sleep, timeout=5, max_rate_wait=0)  # as the daemon builds it
     return Guardian(config, heroku_api=api, clock=clock)
 
 
@@ -54,16 +54,19 @@ def test_ten_minutes_of_500s_and_429s_keep_the_last_known_good_backup_and_no_req
     newest = snap.databases[db].sources["heroku"].newest_good
     assert newest is not None and newest.recovery_point == good_start
 
-    heroku.inject(r"/transfers$", "500")
-    heroku.inject(r"/transfer-schedules|/databases/", "429")
+    heroku.inject(r"^GET /client/v11/", "429")  # five minutes of 429s on the data API ...
     before = heroku.request_count()
-    outage_end = clock.now + timedelta(minutes=10)
     passes = 0
-    while clock.now < outage_end:
+    for minute in range(20):
+        if minute == 10:
+            heroku.clear_faults()
+            heroku.inject(r"/transfers$", "500")  # ... then five minutes of 500s
         clock.now += timedelta(seconds=30)
         snap = g.collect_all()  # never raises
         passes += 1
     during = heroku.request_count() - before
+    seen = {r.status for r in heroku.requests[-during:]}
+    assert {429, 500} <= seen
 
     assert not snap.collectors[("heroku", db)].up
     assert snap.collectors[("heroku", db)].errors_total >= 1
@@ -140,3 +143,43 @@ def test_missed_schedule_on_the_new_york_spring_forward_night_with_the_real_cloc
         assert missed()
         h.add_transfer("shop", created_at=utcnow(), started_at=utcnow(), finished_at=utcnow())
         assert not missed()
+
+
+def test_two_databases_on_one_app_never_borrow_each_others_backups(heroku: HerokuDouble, clock: FakeClock) -> None:
+    heroku.add_app("shop")
+    heroku.add_app("shop", attachment="HEROKU_POSTGRESQL_RED")
+    start = clock.now - timedelta(hours=1)
+    heroku.add_transfer("shop", created_at=start, started_at=start, finished_at=start, attachment="DATABASE")
+    g = guardian(heroku, clock, ["shop", "shop::HEROKU_POSTGRESQL_RED"])
+    snap = g.collect_all(one_shot=True)
+    main, red = snap.databases["shop/DATABASE"], snap.databases["shop/HEROKU_POSTGRESQL_RED"]
+    assert [b.backup_id for b in main.sources["heroku"].backups] == ["a001"]
+    assert red.sources["heroku"].backups == ()
+    assert {f.check: f for f in red.findings}["rpo_breach"].active
+    assert not {f.check: f for f in main.findings}["rpo_breach"].active
+
+
+def test_polling_resumes_after_the_account_bucket_ran_dry(heroku: HerokuDouble, clock: FakeClock) -> None:
+    heroku.add_app("shop")
+    heroku.add_schedule("shop", hour=clock.now.hour, timezone="UTC")  # due now: polled every minute
+    g = guardian(heroku, clock, ["shop"])
+    g.collect_all()
+    clock.now += timedelta(minutes=1)  # the next poll is due now
+    heroku.set_rate_remaining(0)  # and another client of the account has just emptied the bucket
+    snap = g.collect_all()
+    for _ in range(4):
+        clock.now += timedelta(seconds=30)
+        snap = g.collect_all()
+    assert snap.heroku is not None and snap.heroku.ratelimit_remaining is not None
+    assert snap.heroku.ratelimit_remaining < 4500 * 0.5  # below the others' reserve: the guardian holds back
+    assert not snap.collectors[("heroku", "shop/DATABASE")].up
+    statuses = [r.status for r in heroku.requests if r.host == "data"]
+    assert statuses.count(429) == 1  # one 429 ends the pass; no retry storm against an empty bucket
+    # the bucket refills (75/min); the guardian learns it for free and polls again within the hour
+    for _ in range(120):
+        clock.now += timedelta(seconds=30)
+        snap = g.collect_all()
+        if snap.collectors[("heroku", "shop/DATABASE")].up:
+            break
+    assert snap.collectors[("heroku", "shop/DATABASE")].up
+    assert any(r.path == "/account/rate-limits" for r in heroku.requests)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -162,6 +163,12 @@ def test_now_with_a_non_utc_offset_is_the_same_instant() -> None:
     assert data_at_risk_seconds(db, NOW.astimezone(PST)) == (RPO + SECOND).total_seconds()
 
 
+def test_a_database_never_observed_is_unknown_not_breached() -> None:
+    result = findings(database())
+    assert not result["rpo_breach"].active and result["rpo_breach"].hint == "not observed yet"
+    assert not result["rpo_at_risk"].active
+
+
 def test_naive_now_is_rejected() -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
         evaluate(database(backup(timedelta(hours=1))), objectives(), [], NOW.replace(tzinfo=None))
@@ -178,6 +185,8 @@ def test_naive_now_is_rejected() -> None:
 )
 def test_rpo_breach_with_a_hint_when_there_is_no_good_backup(backups: tuple[Backup, ...]) -> None:
     db = database(*backups)
+    if not db.sources:  # observed, and empty
+        db = replace(db, sources={"archive": SourceState(source="archive")})
 
     result = findings(db)
 
