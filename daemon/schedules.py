@@ -7,7 +7,6 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from daemon.state import Schedule
 
-
 #: The abbreviations the Heroku CLI maps when a schedule is created (reference 1.5); stored names may carry them.
 _ABBREVIATIONS = {"PST": "America/Los_Angeles", "PDT": "America/Los_Angeles", "MST": "America/Boise",
                   "MDT": "America/Boise", "CST": "America/Chicago", "CDT": "America/Chicago",
