@@ -659,6 +659,15 @@ class HerokuDouble:
                 addon.database_url = fields.pop("database_url")
             addon.info_fields.update(fields)
 
+    def set_dump_file(self, app: str, num: int, path: Path) -> None:
+        """Serve `path` (streamed from disk) at the transfer's signed download URL, and report its size as
+        `processed_bytes`: for big dumps of random bytes without holding them in memory."""
+        with self._lock:
+            a = self._app(app)
+            t = next(x for x in self._visible_transfers(a) if x.num == num)
+            t.dump_path = path
+            t.processed_bytes = path.stat().st_size
+
     def finish_running(self, app: str, *, succeeded: bool = True) -> None:
         with self._lock:
             a = self._app(app)
