@@ -6,9 +6,6 @@ metrics and status within a minute on one machine, with no cloud account.
 
 from __future__ import annotations
 
-import hashlib
-import os
-import pwd
 from importlib import resources
 from pathlib import Path
 
@@ -17,7 +14,7 @@ from loguru import logger
 
 from daemon.config import CaptureConfig, DatabaseConfig, GuardianConfig
 from daemon.errors import GuardianError
-from daemon.localpg import LocalCluster
+from daemon.localpg import LocalCluster, cluster_in
 
 DEMO_DB = "invoicing_demo"
 DEMO_NAME = "demo/invoicing"
@@ -27,32 +24,12 @@ class DemoDatabase:
     """Owns the demo cluster under `<state_dir>/demo-pg`."""
 
     def __init__(self, state_dir: Path) -> None:
-        base = state_dir.absolute() / "demo-pg"
-        self.cluster = LocalCluster(base / "data", base / "run")
-
-    def _relocate_for_postgres_user(self) -> None:
-        """As root, PostgreSQL runs as 'postgres', which cannot enter a private folder such as /root. Then the
-        demo cluster lives in that user's home instead (said in the log), keyed by the state directory."""
-        base = self.cluster.data_dir.parent
-        base.mkdir(parents=True, exist_ok=True)
-        base.chmod(0o755)
-        if self.cluster.owner_can("x", base):
-            return
-        home = Path(pwd.getpwnam("postgres").pw_dir)
-        key = hashlib.sha256(str(base).encode()).hexdigest()[:8]
-        new = home / "pg-backup-guardian-demo" / key
-        logger.info("demo: {} is private to root and PostgreSQL runs as 'postgres', so the demo cluster lives in "
-                    "{} instead", base, new)
-        new.mkdir(parents=True, exist_ok=True)
-        for folder in (new.parent, new):
-            os.chown(folder, *_ids("postgres"))
-            folder.chmod(0o755)
-        self.cluster = LocalCluster(new / "data", new / "run")
+        self.state_dir = state_dir
+        self.cluster = LocalCluster(state_dir.absolute() / "demo-pg" / "data", state_dir.absolute() / "demo-pg" / "run")
 
     def start(self) -> str:
         """Create (first time) and start the cluster, load the sample schema; returns the demo URL."""
-        if os.geteuid() == 0:
-            self._relocate_for_postgres_user()
+        self.cluster = cluster_in(self.state_dir, "demo-pg")
         if not self.cluster.initialized:
             logger.info("demo: creating a throwaway PostgreSQL cluster in {}", self.cluster.data_dir)
             self.cluster.init()
@@ -86,11 +63,6 @@ class DemoDatabase:
     def stop(self) -> None:
         self.cluster.stop()
         logger.info("demo: PostgreSQL stopped")
-
-
-def _ids(user: str) -> tuple[int, int]:
-    entry = pwd.getpwnam(user)
-    return entry.pw_uid, entry.pw_gid
 
 
 def demo_config(config: GuardianConfig, url: str) -> GuardianConfig:

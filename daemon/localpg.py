@@ -7,6 +7,7 @@ PostgreSQL refuses to run as root. When the guardian runs as root, the cluster i
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import pwd
 import secrets
@@ -14,7 +15,10 @@ import shutil
 import socket
 import subprocess
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
+
+from loguru import logger
 
 from daemon.errors import GuardianError
 from daemon.pgtools import INSTALL_HINT, find_tool
@@ -158,6 +162,29 @@ class LocalCluster:
             auth = f"{self.superuser}:{quote(self.password, safe='')}" if self.password else self.superuser
             return f"postgresql://{auth}@127.0.0.1:{self.port}/{dbname}"
         return f"postgresql://{self.superuser}@/{dbname}?host={quote(str(self.socket_dir), safe='')}&port={self.port}"
+
+
+def cluster_in(state_dir: Path, name: str, **kw: Any) -> LocalCluster:
+    """A cluster under `<state_dir>/<name>`. As root, PostgreSQL runs as 'postgres', which cannot enter a private
+    folder such as /root: then the cluster lives in that user's home instead (said in the log), keyed by the
+    state directory, so each guardian keeps its own."""
+    base = state_dir.absolute() / name
+    base.mkdir(parents=True, exist_ok=True)
+    base.chmod(0o755)
+    cluster = LocalCluster(base / "data", base / "run", **kw)
+    if os.geteuid() != 0 or cluster.owner_can("x", base):
+        return cluster
+    home = Path(pwd.getpwnam("postgres").pw_dir)
+    key = hashlib.sha256(str(base).encode()).hexdigest()[:8]
+    new = home / "pg-backup-guardian" / f"{name}-{key}"
+    logger.info("{} is private to root and PostgreSQL runs as 'postgres', so the {} cluster lives in {} instead",
+                base, name, new)
+    entry = pwd.getpwnam("postgres")
+    for folder in (new.parent, new):
+        folder.mkdir(parents=True, exist_ok=True)
+        os.chown(folder, entry.pw_uid, entry.pw_gid)
+        folder.chmod(0o755)
+    return LocalCluster(new / "data", new / "run", **kw)
 
 
 def _clean_env() -> dict[str, str]:
