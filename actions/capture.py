@@ -27,6 +27,7 @@ from daemon.errors import CaptureError, GuardianError
 from daemon.pgtools import PROCESSES, ProcessRegistry, find_tool, kill_group, tool_version
 from daemon.redact import REDACTOR
 from daemon.state import SOURCE_ARCHIVE, Backup
+from daemon.toc import TocTee
 
 CHUNK = 1 << 20
 KEEP_FAILED_RECORDS = 20
@@ -119,6 +120,7 @@ class Capturer:
     def _run_dump(self, req: CaptureRequest, backup_id: str, started: datetime) -> BackupRecord:
         args, env = pg_dump_command(req.url, req.extra_args)
         writer = self.store.begin(req.database, backup_id, recovery_point=started)
+        tee = TocTee()
         sha, size = hashlib.sha256(), 0
         timed_out = threading.Event()
         with tempfile.TemporaryFile() as errfile:
@@ -143,11 +145,13 @@ class Capturer:
                     sha.update(chunk)
                     size += len(chunk)
                     writer.write(chunk)
+                    tee.write(chunk)
                 rc = proc.wait()
             except BaseException:
                 kill_group(proc)
                 proc.wait()
                 writer.abort()
+                tee.abort()
                 raise
             finally:
                 timer.cancel()
@@ -158,6 +162,7 @@ class Capturer:
             stderr = errfile.read().decode(errors="replace").strip()
         if rc != 0 or timed_out.is_set():
             writer.abort()
+            tee.abort()
             if timed_out.is_set():
                 raise CaptureError(f"pg_dump timed out after {req.timeout_seconds:.0f}s and was killed")
             if self.processes.closing.is_set():
@@ -166,12 +171,17 @@ class Capturer:
             raise CaptureError(f"pg_dump failed: {last.removeprefix('pg_dump: error: ')}")
         if size == 0:
             writer.abort()
+            tee.abort()
             raise CaptureError("pg_dump produced an empty dump")
+        toc = tee.result()
+        if not toc.ok:
+            writer.abort()
+            raise CaptureError(f"the dump pg_dump wrote is not readable: {toc.error}")
         record = BackupRecord(
             database=req.database, backup_id=backup_id, kind=req.kind,
             started_at=started, finished_at=self.clock(), outcome="succeeded",
             size_bytes=size, sha256=sha.hexdigest(), pg_dump_version=_safe_version(),
-            server_version=req.server_version, host=self.host,
+            server_version=req.server_version, host=self.host, toc=toc.to_json(),
         )
         writer.commit(record)
         return record

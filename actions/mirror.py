@@ -20,6 +20,7 @@ from daemon.archive import ArchiveStore, BackupRecord
 from daemon.errors import CaptureError, GuardianError
 from daemon.heroku import HerokuAPI
 from daemon.state import Backup, DatabaseState
+from daemon.toc import TocTee
 
 CHUNK = 1 << 20
 
@@ -66,6 +67,7 @@ class Mirror:
             raise CaptureError(f"no download URL for {backup.backup_id} of {database}: {exc}") from None
         started = self.clock()
         writer = self.store.begin(database, backup.backup_id, recovery_point=backup.started_at, origin="heroku")
+        tee = TocTee()
         sha, size = hashlib.sha256(), 0
         try:
             with self._http.stream("GET", url) as resp:
@@ -76,6 +78,7 @@ class Mirror:
                     sha.update(chunk)
                     size += len(chunk)
                     writer.write(chunk)
+                    tee.write(chunk)
             if length is not None and length.isdigit() and int(length) != size:
                 raise CaptureError(f"download of {backup.backup_id} was cut short: {size} of {length} bytes")
             if size == 0:
@@ -83,17 +86,22 @@ class Mirror:
             if backup.size_bytes and backup.size_bytes != size:
                 logger.warning("mirror of {} {}: Heroku reports {} bytes, the download had {}", database,
                                backup.backup_id, backup.size_bytes, size)
+            toc = tee.result()
+            if not toc.ok:  # still copied: it is the backup that exists; the finding says it will not restore
+                logger.error("{} {} from Heroku is not a readable dump: {}", database, backup.backup_id, toc.error)
             record = BackupRecord(
                 database=database, backup_id=backup.backup_id, kind=backup.kind, started_at=backup.started_at,
                 finished_at=backup.finished_at or started, outcome="succeeded", size_bytes=size,
-                sha256=sha.hexdigest(), origin="heroku",
+                sha256=sha.hexdigest(), origin="heroku", toc=toc.to_json(),
             )
             writer.commit(record)
         except httpx.HTTPError as exc:
             writer.abort()
+            tee.abort()
             raise CaptureError(f"download of {backup.backup_id} failed: {type(exc).__name__}") from None
         except BaseException:
             writer.abort()
+            tee.abort()
             raise
         seconds = (self.clock() - started).total_seconds()
         logger.info("mirrored {} {} into {}: {} bytes in {:.1f}s, sha256 {}", database, backup.backup_id,

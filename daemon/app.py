@@ -8,6 +8,8 @@ only reads it.
 from __future__ import annotations
 
 import concurrent.futures
+import itertools
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -18,9 +20,11 @@ from typing import Any
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.cron import CronTrigger
 from loguru import logger
 
 from actions.capture import Capturer, CaptureRequest
+from actions.drill import FULL, TABLE, DrillRun, DrillRunner, Progress, to_result
 from collectors.archive import with_unrecorded
 from collectors.database import collect_live
 from collectors.heroku import SOURCE_HEROKU, HerokuWatcher
@@ -28,6 +32,7 @@ from daemon import policy
 from daemon.archiving import ArchiveService, make_store
 from daemon.audit import AuditLog
 from daemon.config import DatabaseConfig, GuardianConfig, HerokuConfig
+from daemon.drillreport import load_latest, write_report
 from daemon.durations import format_duration
 from daemon.errors import GuardianError
 from daemon.heroku import HerokuAPI, HerokuClient
@@ -41,6 +46,7 @@ from daemon.state import (
     ArchiveFacts,
     CollectorStatus,
     DatabaseState,
+    DrillResult,
     HerokuStatus,
     LiveFacts,
     ProviderFacts,
@@ -65,6 +71,36 @@ def _heroku_client(cfg: HerokuConfig) -> HerokuClient:
 
 def _poll(watcher: HerokuWatcher, clock: Callable[[], datetime]) -> SourceState:
     return watcher.poll(clock())
+
+
+def cron_interval(expr: str) -> timedelta:
+    """The longest gap between the next few firings of a cron expression (its drill's interval)."""
+    trigger = CronTrigger.from_crontab(expr, timezone=UTC)
+    t = datetime(2026, 1, 1, tzinfo=UTC)
+    fires: list[datetime] = []
+    for _ in range(5):
+        nxt = trigger.get_next_fire_time(None, t)
+        if nxt is None:
+            break
+        fires.append(nxt)
+        t = nxt + timedelta(seconds=1)
+    gaps = [b - a for a, b in itertools.pairwise(fires)]
+    return max(gaps) if gaps else timedelta(days=31)
+
+
+def _with_drills(db: DatabaseState, drills: tuple[DrillResult, ...]) -> DatabaseState:
+    return replace(db, drills=drills)
+
+
+def result_from_report(doc: dict[str, Any]) -> DrillResult:
+    return DrillResult(
+        scenario=str(doc["scenario"]), started_at=datetime.fromisoformat(doc["started_at"]),
+        succeeded=bool(doc["succeeded"]), reason=str(doc.get("reason", "")),
+        recovery_seconds=float(doc.get("recovery_seconds") or 0), rto_seconds=doc.get("rto_seconds"),
+        phases={k: float(v) for k, v in (doc.get("phases_seconds") or {}).items()},
+        checks_failed=sum(1 for c in doc.get("checks", []) if not c.get("ok")),
+        backup_id=(doc.get("backup") or {}).get("id"), report=doc.get("_path"),
+    )
 
 
 def utcnow() -> datetime:
@@ -119,6 +155,8 @@ class Guardian:
         self.archive = ArchiveService(config, self.store, self.audit, self.heroku_api, clock, self.count_action)
         self.processes = ProcessRegistry()  # per guardian: stopping one never poisons another in the process
         self.capturer = Capturer(self.store, self.processes, clock)
+        self.drills = DrillRunner(self.store, self.heroku_api, config.state_dir, self.processes, clock)
+        self._load_drill_history()
         self.exposition = Exposition(self.holder)
         self.scheduler: BackgroundScheduler | None = None
         self.http: GuardianHTTP | None = None
@@ -236,7 +274,8 @@ class Guardian:
                                       archive=r.archive if r.archive is not None else db.archive)
             for name, db in dbs.items():
                 cfg = self.databases[name]
-                findings = policy.evaluate(db, cfg.objectives, cols.values(), now, self.archive.policy(cfg))
+                findings = policy.evaluate(db, cfg.objectives, cols.values(), now, self.archive.policy(cfg),
+                                           self._drill_policy(cfg, snap.started_at))
                 dbs[name] = replace(db, findings=findings, evaluated_at=now)
             heroku = snap.heroku
             if self.fleet is not None and self.heroku_api is not None:
@@ -294,6 +333,82 @@ class Guardian:
     def prune(self, apply: bool | None = None) -> list[PruneDecision]:
         names = [n for n, db in self.databases.items() if self.archive.covers(db)]
         return self.archive.prune(names, self.config.archive.prune_apply if apply is None else apply)
+
+    # -- drills -------------------------------------------------------------------------------------------
+    def _drill_scenarios(self, db: DatabaseConfig) -> dict[str, str]:
+        """Scenario -> cron of the drills this database gets."""
+        if not db.drill.enabled:
+            return {}
+        out = {FULL: db.drill.full_schedule}
+        if db.drill.tables:
+            out[TABLE] = db.drill.table_schedule
+        return out
+
+    def _drill_policy(self, db: DatabaseConfig, since: datetime | None) -> policy.DrillPolicy | None:
+        scenarios = self._drill_scenarios(db)
+        if not scenarios:
+            return None
+        return policy.DrillPolicy(intervals={s: cron_interval(c) for s, c in scenarios.items()},
+                                  grace=db.drill.overdue_grace, since=since)
+
+    def _load_drill_history(self) -> None:
+        """The newest report per scenario (and the newest good one) from the state directory."""
+        for name in self.databases:
+            results = []
+            for doc in load_latest(self.config.state_dir, name):
+                try:
+                    results.append(result_from_report(doc))
+                except (KeyError, TypeError, ValueError):
+                    continue
+            if results:
+                self.holder.update_database(name, partial(_with_drills, drills=tuple(results)))
+
+    def drill(self, name: str, scenario: str = FULL, progress: Progress | None = None) -> DrillRun:
+        """Run one drill now (scheduled or requested), report it, and publish its result."""
+        db = self.databases[name]
+        state = self.holder.current().databases[name]
+        run = self.drills.run(db, state, scenario, self._billing_app(name), progress)
+        path, doc, text = write_report(run, self.config.state_dir)
+        if self.config.archive.kind == "s3":
+            stem = path.stem
+            try:
+                self.store.put_blob(name, f"{stem}.json", json.dumps(doc, indent=2).encode(), "application/json")
+                self.store.put_blob(name, f"{stem}.md", text.encode(), "text/markdown")
+            except GuardianError as exc:
+                logger.warning("drill report not copied to the archive: {}", exc)
+        result = to_result(run, str(path))
+        outcome = "done" if run.succeeded else "failed"
+        self.audit.record("drill", name, outcome, run.reason, scenario=scenario, report=str(path),
+                          recovery_seconds=round(run.recovery_seconds, 1))
+        self.count_action("drill", outcome)
+
+        def apply(s: DatabaseState) -> DatabaseState:
+            others = [d for d in s.drills if d.scenario != scenario]
+            # after a failure the newest good drill of the scenario stays (it says when one last succeeded)
+            good = [d for d in s.drills if d.scenario == scenario and d.succeeded] if not run.succeeded else []
+            return replace(s, drills=(*others, *good[-1:], result))
+
+        self.holder.update_database(name, apply)
+        self._publish([])
+        return run
+
+    def sweep_scratch(self) -> None:
+        """Drop scratch databases a crashed drill left behind (each scratch server once)."""
+        seen: set[str] = set()
+        for db in self.databases.values():
+            scratch = self.drills.scratch_for(db)
+            key = scratch.url or "embedded"
+            if key in seen or not scratch.ledger.names():
+                continue
+            seen.add(key)
+            try:
+                dropped = scratch.sweep()
+            except GuardianError as exc:
+                logger.warning("could not sweep leftover scratch databases: {}", exc)
+                continue
+            if dropped:
+                logger.info("dropped {} scratch database(s) left by an earlier drill: {}", len(dropped),
+                            ", ".join(dropped))
 
     # -- captures -----------------------------------------------------------------------------------------
     def capture(self, name: str, kind: str = "scheduled") -> None:
@@ -383,6 +498,13 @@ class Guardian:
         if any(self.archive.covers(db) for db in self.databases.values()):
             sched.add_job(self._guarded("prune", self.prune), "interval", id="prune", executor="captures",
                           hours=24, next_run_time=now + timedelta(minutes=10))
+        sched.add_job(self._guarded("sweep-scratch", self.sweep_scratch), "date", id="sweep-scratch",
+                      executor="captures", run_date=now)
+        for db in self.databases.values():
+            for scenario, cron in self._drill_scenarios(db).items():
+                sched.add_job(self._guarded(f"drill:{db.name}:{scenario}", self.drill), CronTrigger.from_crontab(
+                    cron, timezone=UTC), args=[db.name, scenario], id=f"drill:{scenario}:{db.name}",
+                    executor="captures", misfire_grace_time=None)
         for db in self.databases.values():
             if db.self_managed:
                 first = self._first_capture_at(db, now)
@@ -407,6 +529,7 @@ class Guardian:
         if isinstance(self.heroku_api, HerokuClient):
             self.heroku_api.close()
         self.archive.close()
+        self.drills.close()
         for thread in threading.enumerate():
             if thread is threading.current_thread() or thread.daemon:
                 continue

@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -46,6 +47,7 @@ class BackupRecord:
     tier: str | None = None  # daily | weekly | monthly | milestone (daemon.tiers)
     origin: str = "self"  # "self" (a guardian capture) or the provider it was mirrored from ("heroku")
     label: str | None = None  # a milestone's label
+    toc: dict[str, Any] | None = None  # the readability check (daemon.toc.Toc.to_json)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -67,6 +69,7 @@ class BackupRecord:
             "tier": self.tier,
             "origin": self.origin,
             "label": self.label,
+            "toc": self.toc,
         }
 
     @classmethod
@@ -87,6 +90,7 @@ class BackupRecord:
                 size_bytes=int(doc.get("size_bytes") or 0), sha256=doc.get("sha256"), error=doc.get("error"),
                 pg_dump_version=tools.get("pg_dump"), server_version=tools.get("server"), host=doc.get("host"),
                 tier=doc.get("tier"), origin=str(doc.get("origin") or "self"), label=doc.get("label"),
+                toc=doc.get("toc") if isinstance(doc.get("toc"), dict) else None,
             )
         except KeyError as exc:
             raise ValueError(f"missing field {exc.args[0]!r}") from None
@@ -98,6 +102,8 @@ class BackupRecord:
             backup_id=self.backup_id, database=self.database, source=source, kind=self.kind,
             started_at=self.started_at, finished_at=self.finished_at, succeeded=self.outcome == "succeeded",
             size_bytes=self.size_bytes, sha256=self.sha256, error=self.error, tool_version=self.pg_dump_version,
+            readable=None if self.toc is None else bool(self.toc.get("ok")),
+            readable_error=None if self.toc is None else self.toc.get("error"),
         )
 
 
@@ -147,6 +153,12 @@ class ArchiveStore(Protocol):
     def set_tier(self, database: str, backup_id: str, tier: str, label: str | None = None) -> BackupRecord: ...
 
     def posture(self) -> list[str]: ...
+
+    def open_dump(self, database: str, backup_id: str) -> Iterator[bytes]:
+        """The dump's bytes in chunks (streamed); raises GuardianError when it cannot be read."""
+
+    def put_blob(self, database: str, name: str, data: bytes, content_type: str) -> str:
+        """Store a small document beside the database's backups (drill reports); returns where."""
 
 
 class LocalDirectoryStore:
@@ -253,6 +265,20 @@ class LocalDirectoryStore:
 
     def posture(self) -> list[str]:
         return []  # a local directory has no bucket settings; its disk is the operator's
+
+    def open_dump(self, database: str, backup_id: str) -> Iterator[bytes]:
+        try:
+            with self.dump_path(database, backup_id).open("rb") as fh:
+                while chunk := fh.read(1 << 20):
+                    yield chunk
+        except OSError as exc:
+            raise GuardianError(f"cannot read dump {backup_id} of {database}: {exc.strerror}") from None
+
+    def put_blob(self, database: str, name: str, data: bytes, content_type: str) -> str:
+        path = self._dir(database) / "reports" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _atomic_write(path, data)
+        return str(path)
 
     def sweep_partials(self) -> int:
         """At start (no capture running): remove temp files and dumps without a record, left by a crash.

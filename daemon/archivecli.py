@@ -10,7 +10,7 @@ from typing import Any
 from daemon.app import Guardian
 from daemon.config import GuardianConfig
 from daemon.errors import GuardianError
-from daemon.status import _size
+from daemon.status import human_size
 from daemon.tiers import TIERS
 
 
@@ -58,14 +58,14 @@ def _list(guardian: Guardian, names: list[str]) -> int:
         for tier in TIERS:
             mine = [o for o in objects if o.succeeded and o.tier == tier]
             newest = max((o.recovery_point for o in mine), default=None)
-            out.append(f"  {tier:<10} {len(mine):>6} {_size(sum(o.size_bytes for o in mine)):>12}  "
+            out.append(f"  {tier:<10} {len(mine):>6} {human_size(sum(o.size_bytes for o in mine)):>12}  "
                        f"{newest.isoformat(timespec='seconds') if newest else '-'}")
         for o in sorted(objects, key=lambda o: o.recovery_point, reverse=True):
             enc = {True: "encrypted", False: "NOT ENCRYPTED", None: "-"}[o.encrypted]
             label = f'  "{o.label}"' if o.label else ""
             state = "" if o.succeeded else "  FAILED"
             out.append(f"    {o.backup_id:<34} {o.tier:<9} {o.recovery_point.isoformat(timespec='seconds')}  "
-                       f"{_size(o.size_bytes):>10}  {enc}{label}{state}")
+                       f"{human_size(o.size_bytes):>10}  {enc}{label}{state}")
     sys.stdout.write("\n".join(out) + "\n")
     return 0
 

@@ -44,6 +44,10 @@ def _parser() -> argparse.ArgumentParser:
     from daemon import archivecli
 
     archivecli.add_parser(sub, with_config)
+    drill = with_config(sub.add_parser("drill", help="restore the newest good backup into a scratch database now"))
+    drill.add_argument("--database", help="only this database (default: every one)")
+    drill.add_argument("--scenario", choices=["full", "table"], default="full",
+                       help="full restore (database corruption) or critical tables only (accidental deletion)")
     return p
 
 
@@ -63,6 +67,10 @@ def main(argv: list[str] | None = None) -> int:
             return _validate(config)
         if args.command == "check":
             return _check(config, as_json=args.json)
+        if args.command == "drill":
+            from daemon import drillcli
+
+            return drillcli.run(config, args.database, args.scenario)
         if args.command == "archive":
             from daemon import archivecli
 

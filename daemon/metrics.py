@@ -20,7 +20,7 @@ from prometheus_client.registry import Collector
 
 from daemon import __version__
 from daemon.policy import CHECKS, copy_lag_seconds
-from daemon.state import Snapshot, StateHolder
+from daemon.state import DrillResult, Snapshot, StateHolder
 
 DB_SOURCE = ["database", "source"]
 
@@ -47,6 +47,7 @@ class SnapshotCollector(Collector):
         yield from self._provider(snap)
         yield from self._archive(snap)
         yield from self._actions(snap)
+        yield from self._drills(snap)
         yield from self._findings(snap)
         yield from self._collectors(snap)
         yield from self._heroku(snap)
@@ -184,6 +185,38 @@ class SnapshotCollector(Collector):
             if copy_lag is not None:
                 lag.add_metric([name], copy_lag)
         yield from (last, objects, size, unenc, coverage, expected, posture, lag)
+
+    def _drills(self, snap: Snapshot) -> Iterator[Metric]:
+        ls = ["database", "scenario"]
+        last = GaugeMetricFamily("pgbackup_drill_last_timestamp_seconds", "Start of the last restore drill.",
+                                 labels=ls)
+        ok = GaugeMetricFamily("pgbackup_drill_last_success", "1 when the last restore drill succeeded.", labels=ls)
+        last_ok = GaugeMetricFamily("pgbackup_drill_last_success_timestamp_seconds",
+                                    "Start of the last successful restore drill.", labels=ls)
+        recovery = GaugeMetricFamily("pgbackup_drill_recovery_seconds",
+                                     "Measured recovery time of the last drill (download + restore + checks).",
+                                     labels=ls)
+        phases = GaugeMetricFamily("pgbackup_drill_duration_seconds", "Duration of each phase of the last drill.",
+                                   labels=[*ls, "phase"])
+        failed = GaugeMetricFamily("pgbackup_drill_checks_failed", "Smoke checks that failed in the last drill.",
+                                   labels=ls)
+        for name, db in snap.databases.items():
+            by_scenario: dict[str, list[DrillResult]] = {}
+            for d in db.drills:
+                by_scenario.setdefault(d.scenario, []).append(d)
+            for scenario, runs in by_scenario.items():
+                newest = max(runs, key=lambda d: d.started_at)
+                lv = [name, scenario]
+                last.add_metric(lv, _ts(newest.started_at))
+                ok.add_metric(lv, 1 if newest.succeeded else 0)
+                good = [d.started_at for d in runs if d.succeeded]
+                if good:
+                    last_ok.add_metric(lv, _ts(max(good)))
+                recovery.add_metric(lv, newest.recovery_seconds)
+                failed.add_metric(lv, newest.checks_failed)
+                for phase, seconds in newest.phases.items():
+                    phases.add_metric([*lv, phase], seconds)
+        yield from (last, ok, last_ok, recovery, phases, failed)
 
     def _actions(self, snap: Snapshot) -> Iterator[Metric]:
         fam = CounterMetricFamily("pgbackup_actions", "Action decisions by outcome since start.",

@@ -15,6 +15,8 @@ Checks (each yields a `Finding`, active or not, so every check has a value in th
   unencrypted_object   critical  an archived copy has no server-side encryption
   bucket_posture       warning   versioning, default encryption, public access block or lifecycle missing
   retention            warning   a month of the last twelve (since the archive began) has no monthly copy
+  unreadable_backup    critical  the newest good backup failed the readability check (pg_restore --list and a
+                                 full read): it would not restore
 
 The archive checks apply only to databases with an archive (`ArchivePolicy` given).
 """
@@ -45,6 +47,10 @@ CHECKS: dict[str, str] = {
     "unencrypted_object": "critical",
     "bucket_posture": "warning",
     "retention": "warning",
+    "unreadable_backup": "critical",
+    "drill_failed": "critical",
+    "drill_overdue": "warning",
+    "recovery_time_over_rto": "critical",
 }
 #: Tier -> cadence: the newest copy at or above the tier must be younger than this (plus the grace).
 TIER_CADENCE = {"daily": timedelta(days=1), "weekly": timedelta(days=7), "monthly": timedelta(days=31)}
@@ -79,7 +85,7 @@ def data_at_risk_seconds(db: DatabaseState, now: datetime) -> float | None:
 
 def evaluate(
     db: DatabaseState, objectives: Objectives, collectors: Iterable[CollectorStatus], now: datetime,
-    archive: ArchivePolicy | None = None,
+    archive: ArchivePolicy | None = None, drills: DrillPolicy | None = None,
 ) -> tuple[Finding, ...]:
     """All findings for one database at `now`. `now` must be timezone-aware."""
     if now.tzinfo is None:
@@ -94,6 +100,8 @@ def evaluate(
         _no_schedule(db, now),
         _continuous_protection(db, now),
         *_archive(db, archive, now),
+        _unreadable(db, now),
+        *_drills(db, drills, now),
     ]
     return tuple(findings)
 
@@ -210,6 +218,51 @@ def _continuous_protection(db: DatabaseState, now: datetime) -> Finding:
         return _finding(db, "continuous_protection_off", True,
                         f"plan {p.plan} offers continuous protection (rollback), but it is off", now)
     return _finding(db, "continuous_protection_off", False, "continuous protection on or not offered", now)
+
+
+def _unreadable(db: DatabaseState, now: datetime) -> Finding:
+    bad = [f"{s.source} {b.backup_id}: {b.readable_error or 'unreadable'}"
+           for s in db.sources.values() if (b := s.newest_good) is not None and b.readable is False]
+    if bad:
+        return _finding(db, "unreadable_backup", True, "; ".join(bad), now)
+    return _finding(db, "unreadable_backup", False, "the newest backups read through cleanly", now)
+
+
+def _drills(db: DatabaseState, policy: DrillPolicy | None, now: datetime) -> list[Finding]:
+    checks = ("drill_failed", "drill_overdue", "recovery_time_over_rto")
+    if policy is None:
+        return [_finding(db, c, False, "drills are not enabled for this database", now) for c in checks]
+    failed, overdue, slow = [], [], []
+    for scenario, interval in policy.intervals.items():
+        runs = [d for d in db.drills if d.scenario == scenario]
+        last = max(runs, key=lambda d: d.started_at) if runs else None
+        if last is not None and not last.succeeded:
+            failed.append(f"{scenario} drill of {last.started_at:%Y-%m-%d %H:%M} failed: {last.reason}")
+        good = [d for d in runs if d.succeeded]
+        newest_good = max((d.started_at for d in good), default=None)
+        since = newest_good or policy.since
+        if since is not None and now - since > interval + policy.grace:
+            what = f"last success {format_duration_s((now - since).total_seconds())} ago" if newest_good else \
+                "never succeeded"
+            overdue.append(f"{scenario} drill {what} (every {format_duration_s(interval.total_seconds())})")
+        if last is not None and last.succeeded and last.rto_seconds and last.recovery_seconds > last.rto_seconds:
+            slow.append(f"{scenario} recovery took {format_duration_s(last.recovery_seconds)}, RTO "
+                        f"{format_duration_s(last.rto_seconds)}")
+    return [
+        _finding(db, "drill_failed", bool(failed), "; ".join(failed) or "the last drills succeeded", now),
+        _finding(db, "drill_overdue", bool(overdue), "; ".join(overdue) or "drills on schedule", now),
+        _finding(db, "recovery_time_over_rto", bool(slow), "; ".join(slow) or "recovery within the RTO", now),
+    ]
+
+
+@dataclass(frozen=True)
+class DrillPolicy:
+    """What the drill checks need: each scenario's interval (from its cron), the grace, and since when the
+    guardian has watched (a drill cannot be overdue before its first chance)."""
+
+    intervals: dict[str, timedelta]
+    grace: timedelta
+    since: datetime | None
 
 
 def _archive(db: DatabaseState, policy: ArchivePolicy | None, now: datetime) -> list[Finding]:

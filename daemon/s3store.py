@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -207,6 +208,20 @@ class S3ArchiveStore:
             problems.append("no lifecycle rules (incomplete multipart uploads are never cleaned)"
                             if "NoSuchLifecycle" in code else f"lifecycle unknown ({code})")
         return problems
+
+    def open_dump(self, database: str, backup_id: str) -> Iterator[bytes]:
+        resp = self._call("get", self.client.get_object, error=GuardianError, Key=self.key(database, backup_id))
+        try:
+            yield from resp["Body"].iter_chunks(1 << 20)
+        except Exception as exc:
+            code, message = _client_error(exc)
+            raise GuardianError(f"S3 read of {backup_id} failed: {code}: {message}") from None
+
+    def put_blob(self, database: str, name: str, data: bytes, content_type: str) -> str:
+        key = f"{self._folder(database)}reports/{name}"
+        self._call("put", self.client.put_object, error=GuardianError, Key=key, Body=data, ContentType=content_type,
+                   ChecksumAlgorithm="SHA256", **self._sse())
+        return f"s3://{self.bucket}/{key}"
 
     # -- writing ------------------------------------------------------------------------------------------
     def begin(self, database: str, backup_id: str, recovery_point: datetime | None = None,

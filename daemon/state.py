@@ -34,6 +34,8 @@ class Backup:
     sha256: str | None = None
     error: str | None = None
     tool_version: str | None = None
+    readable: bool | None = None  # the readability check's verdict, when it ran (daemon.toc)
+    readable_error: str | None = None
 
     @property
     def recovery_point(self) -> datetime:
@@ -166,6 +168,22 @@ class Finding:
 
 
 @dataclass(frozen=True)
+class DrillResult:
+    """The outcome of one restore drill (the full record is its report)."""
+
+    scenario: str  # database_corruption (full) | accidental_deletion (table)
+    started_at: datetime
+    succeeded: bool
+    reason: str
+    recovery_seconds: float  # download + restore + checks, wall clock
+    rto_seconds: float | None
+    phases: dict[str, float]
+    checks_failed: int
+    backup_id: str | None = None
+    report: str | None = None  # path of the report
+
+
+@dataclass(frozen=True)
 class DatabaseState:
     """Everything known about one watched database."""
 
@@ -177,6 +195,7 @@ class DatabaseState:
     live: LiveFacts | None = None
     provider: ProviderFacts | None = None
     archive: ArchiveFacts | None = None
+    drills: tuple[DrillResult, ...] = ()  # the latest per scenario, newest last
     findings: tuple[Finding, ...] = ()
     evaluated_at: datetime | None = None
 

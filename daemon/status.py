@@ -135,10 +135,10 @@ def _backup_line(b: Backup) -> str:
         status = f"Completed {b.finished_at.strftime('%Y-%m-%d %H:%M:%S %z')}" if b.finished_at else "Completed"
     else:
         status = f"Failed ({b.error})" if b.error else "Failed"
-    return f"{b.backup_id:<28} {when}  {status:<40} {_size(b.size_bytes)} ({b.kind})"
+    return f"{b.backup_id:<28} {when}  {status:<40} {human_size(b.size_bytes)} ({b.kind})"
 
 
-def _size(n: int) -> str:
+def human_size(n: int) -> str:
     size = float(n)
     for unit in ("B", "kB", "MB", "GB", "TB"):
         if size < 1024 or unit == "TB":

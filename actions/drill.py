@@ -1,0 +1,393 @@
+"""Restore drills: restore the newest good backup into a scratch database, check it, time it, report it.
+
+Scenarios (the seed's RTO table): `database_corruption` is the full drill, `accidental_deletion` the table drill
+(only the configured critical tables, with `pg_restore -t`, as the seed's scenario 2 does for invoices).
+Phases are timed: download (streamed to a temp file), verify (sha256 and the readability check), restore,
+checks; the recovery time is download + restore + checks, wall clock, compared with the scenario's RTO.
+One drill at a time; a timeout; killable on shutdown; the scratch database is always dropped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+from loguru import logger
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from daemon.archive import ArchiveStore
+from daemon.config import DatabaseConfig
+from daemon.errors import GuardianError
+from daemon.heroku import HerokuAPI
+from daemon.pgtools import ProcessRegistry, find_tool, kill_group, tool_version
+from daemon.redact import REDACTOR
+from daemon.scratch import DrillRefused, ScratchServer
+from daemon.state import Backup, DatabaseState, DrillResult
+from daemon.toc import Toc, explain, read_toc
+
+FULL, TABLE = "database_corruption", "accidental_deletion"
+SCENARIOS = {"full": FULL, "table": TABLE}
+Progress = Callable[[str, int, int | None], None]  # phase, bytes done, bytes total
+
+
+@dataclass
+class CheckResult:
+    name: str
+    ok: bool
+    detail: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "ok": self.ok, "detail": self.detail}
+
+
+@dataclass
+class DrillRun:
+    """Everything one drill learned; becomes the report and a `DrillResult`."""
+
+    database: str
+    scenario: str
+    started_at: datetime
+    backup: Backup | None = None
+    source: str | None = None
+    phases: dict[str, float] = field(default_factory=dict)
+    checks: list[CheckResult] = field(default_factory=list)
+    succeeded: bool = False
+    reason: str = ""
+    dump_bytes: int = 0
+    toc: Toc | None = None
+    scratch: str = ""
+    safety: str = ""
+    rto_seconds: float | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def recovery_seconds(self) -> float:
+        return sum(self.phases.get(p, 0.0) for p in ("download", "restore", "checks"))
+
+
+class DrillRunner:
+    """Runs drills for the guardian. `run()` never raises for a failed drill: the failure is the result."""
+
+    def __init__(self, store: ArchiveStore | None, heroku: HerokuAPI | None, state_dir: Path,
+                 processes: ProcessRegistry, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.store = store
+        self.heroku = heroku
+        self.state_dir = state_dir
+        self.processes = processes
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._http = httpx.Client(timeout=httpx.Timeout(60.0, connect=15.0), follow_redirects=True)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def scratch_for(self, db: DatabaseConfig) -> ScratchServer:
+        url = db.drill.scratch_url.get_secret_value() if db.drill.scratch_url is not None else None
+        return ScratchServer(self.state_dir, url)
+
+    # -- the drill ----------------------------------------------------------------------------------------
+    def run(self, db: DatabaseConfig, state: DatabaseState, scenario: str, billing_app: str | None = None,
+            progress: Progress | None = None) -> DrillRun:
+        run = DrillRun(database=db.name, scenario=scenario, started_at=self.clock())
+        run.rto_seconds = getattr(db.objectives.rto, scenario).total_seconds()
+        if not self._lock.acquire(blocking=False):
+            run.reason = "another drill is running (one at a time)"
+            return run
+        try:
+            self._run(db, state, run, billing_app, progress or (lambda *_: None))
+        except GuardianError as exc:
+            run.reason = REDACTOR(str(exc))
+        except Exception as exc:  # a drill must never take the daemon down; the report says what happened
+            logger.opt(exception=exc).error("drill of {} crashed", db.name)
+            run.reason = REDACTOR(f"{type(exc).__name__}: {exc}")
+        finally:
+            self._lock.release()
+        level = "INFO" if run.succeeded else "ERROR"
+        logger.log(level, "{} drill of {}: {} (recovery {:.1f}s, RTO {:.0f}s){}", scenario, db.name,
+                   "succeeded" if run.succeeded else "FAILED", run.recovery_seconds, run.rto_seconds or 0,
+                   "" if run.succeeded else f": {run.reason}")
+        return run
+
+    def _run(self, db: DatabaseConfig, state: DatabaseState, run: DrillRun, billing_app: str | None,
+             progress: Progress) -> None:
+        if run.scenario == TABLE and not db.drill.tables:
+            raise DrillRefused("no critical tables configured for the table drill (drill.tables)")
+        backup, source = self._pick(state)
+        run.backup, run.source = backup, source
+        deadline = time.monotonic() + db.drill.timeout.total_seconds()
+        with tempfile.TemporaryDirectory(prefix="guardian-drill-") as tmp:
+            dump = Path(tmp) / "drill.dump"
+            t0 = time.monotonic()
+            self._fetch(db, backup, source, billing_app, dump, progress)
+            run.phases["download"] = time.monotonic() - t0
+            run.dump_bytes = dump.stat().st_size
+            t0 = time.monotonic()
+            self._verify(backup, dump, run)
+            run.phases["verify"] = time.monotonic() - t0
+            scratch = self.scratch_for(db)
+            production = db.url.get_secret_value() if db.url is not None else None
+            with scratch.session() as admin:
+                run.safety = scratch.prove_not_production(admin, production)
+                self._version_gate(admin, run)
+                name = scratch.new_name(self.clock())
+                run.scratch = name
+                target = scratch.create(admin, name)
+                try:
+                    t0 = time.monotonic()
+                    progress("restore", 0, None)
+                    self._restore(db, run, dump, target, deadline)
+                    run.phases["restore"] = time.monotonic() - t0
+                    t0 = time.monotonic()
+                    progress("checks", 0, None)
+                    run.checks = run_checks(db, run, target, production)
+                    run.phases["checks"] = time.monotonic() - t0
+                finally:
+                    t0 = time.monotonic()
+                    scratch.drop(admin, name)
+                    run.phases["drop"] = time.monotonic() - t0
+        failed = [c for c in run.checks if not c.ok]
+        run.succeeded = not failed
+        run.reason = "all checks passed" if not failed else "failed checks: " + ", ".join(c.name for c in failed)
+
+    def _pick(self, state: DatabaseState) -> tuple[Backup, str]:
+        """The newest good backup: an archive copy (whose sha256 is known) wins a tie with the provider."""
+        candidates = []
+        for name, src in state.sources.items():
+            b = src.newest_good
+            if b is not None and (name == "archive" or (name == "heroku" and self.heroku is not None)):
+                candidates.append((b.recovery_point, name == "archive", b, name))
+        if not candidates:
+            raise GuardianError("no good backup to drill")
+        _, _, backup, source = max(candidates, key=lambda c: (c[0], c[1]))
+        return backup, source
+
+    def _fetch(self, db: DatabaseConfig, backup: Backup, source: str, billing_app: str | None, dump: Path,
+               progress: Progress) -> None:
+        if source == "archive":
+            assert self.store is not None
+            chunks = self.store.open_dump(db.name, backup.backup_id)
+            total = backup.size_bytes or None
+        else:
+            assert self.heroku is not None and billing_app is not None
+            url = str(self.heroku.public_url(billing_app, int(backup.backup_id[1:]))["url"])
+            chunks = self._download(url)
+            total = backup.size_bytes or None
+        done = 0
+        with dump.open("wb") as fh:
+            for chunk in chunks:
+                fh.write(chunk)
+                done += len(chunk)
+                progress("download", done, total)
+
+    def _download(self, url: str) -> Iterator[bytes]:
+        try:
+            with self._http.stream("GET", url) as resp:
+                if resp.status_code != 200:
+                    raise GuardianError(f"download failed: HTTP {resp.status_code}")
+                yield from resp.iter_bytes(1 << 20)
+        except httpx.HTTPError as exc:
+            raise GuardianError(f"download failed: {type(exc).__name__}") from None
+
+    def _verify(self, backup: Backup, dump: Path, run: DrillRun) -> None:
+        if backup.sha256:
+            sha = hashlib.sha256()
+            with dump.open("rb") as fh:
+                while chunk := fh.read(1 << 20):
+                    sha.update(chunk)
+            if sha.hexdigest() != backup.sha256:
+                raise GuardianError(f"sha256 mismatch: the archive says {backup.sha256[:12]}, the download is "
+                                    f"{sha.hexdigest()[:12]}")
+            run.notes.append("sha256 verified against the archive record")
+        run.toc = read_toc(dump)
+        if not run.toc.ok:
+            raise GuardianError(f"the dump is not readable: {run.toc.error}")
+
+    def _version_gate(self, admin: str, run: DrillRun) -> None:
+        """Plain words when the dump cannot restore here: a newer dump than pg_restore, or than the server."""
+        toc = run.toc
+        if toc is None or not toc.dumped_from:
+            return
+        try:
+            dump_major = int(toc.dumped_from.split(".")[0].split()[0])
+        except ValueError:
+            return
+        with psycopg.connect(admin, connect_timeout=10, autocommit=True) as conn:
+            scratch_major = conn.info.server_version // 10000
+        if dump_major > scratch_major:
+            run.notes.append(f"the dump comes from PostgreSQL {dump_major}; the scratch server runs "
+                             f"{scratch_major}: some objects may not restore")
+        tool = tool_version("pg_restore")
+        try:
+            tool_major = int(tool.split()[-1].split(".")[0]) if tool.split() else 0
+        except ValueError:
+            tool_major = 0
+        if tool_major and dump_major > tool_major:
+            raise DrillRefused(f"the dump comes from PostgreSQL {dump_major} but pg_restore is {tool}: install the "
+                               f"PostgreSQL {dump_major} client tools")
+
+    def _restore(self, db: DatabaseConfig, run: DrillRun, dump: Path, target: str, deadline: float) -> None:
+        params = conninfo_to_dict(target)
+        password = params.pop("password", None)
+        env = dict(os.environ)
+        if password:
+            env["PGPASSWORD"] = str(password)
+        args = [find_tool("pg_restore"), f"--jobs={db.drill.jobs}", "--no-owner", "--no-privileges",
+                "--exit-on-error", f"--dbname={make_conninfo(**{k: str(v) for k, v in params.items()})}"]
+        if run.scenario == TABLE:
+            for table in db.drill.tables:
+                args.append(f"--table={table.split('.')[-1]}")
+        args.append(str(dump))
+        with tempfile.TemporaryFile() as err:
+            proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=err, env=env, start_new_session=True)
+            self.processes.add(proc)
+            try:
+                proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                kill_group(proc)
+                proc.wait()
+                raise GuardianError("the drill ran past its timeout; pg_restore was stopped") from None
+            finally:
+                self.processes.discard(proc)
+            err.seek(0)
+            stderr = err.read().decode(errors="replace")
+        if proc.returncode != 0:
+            if self.processes.closing.is_set():
+                raise GuardianError("the drill was stopped because the guardian is shutting down")
+            raise GuardianError(f"pg_restore failed: {explain(stderr)}")
+
+
+# -- smoke checks --------------------------------------------------------------------------------------------
+
+def run_checks(db: DatabaseConfig, run: DrillRun, target: str, production: str | None) -> list[CheckResult]:
+    """Built-in checks (tables from the dump exist, with rows where production has rows; fresh timestamps) and
+    the configured ones (SQL that must be true, minimum rows, HTTP)."""
+    out: list[CheckResult] = []
+    checks = db.drill.checks
+    wanted = _tables_in_scope(db, run)
+    with psycopg.connect(target, autocommit=True, connect_timeout=10) as conn:
+        prod_rows = _row_presence(production, wanted) if production is not None else {}
+        for table in wanted:
+            schema, name = table.split(".", 1)
+            exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL",
+                                  (f'"{schema}"."{name}"',)).fetchone()
+            if not exists or not exists[0]:
+                out.append(CheckResult(f"table {table} restored", False, "missing after restore"))
+                continue
+            has_rows = _has_rows(conn, schema, name)
+            if table in prod_rows and prod_rows[table] and not has_rows:
+                out.append(CheckResult(f"table {table} has rows", False,
+                                       "empty after restore, but production has rows"))
+            else:
+                out.append(CheckResult(f"table {table} restored", True,
+                                       "has rows" if has_rows else "exists (no rows, as in production)"
+                                       if table in prod_rows else "exists"))
+        for column, max_age in checks.fresh_columns.items():
+            out.append(_fresh(conn, column, max_age.total_seconds(), run))
+        for table, minimum in checks.min_rows.items():
+            out.append(_min_rows(conn, table, minimum))
+        for name, query in checks.sql.items():
+            out.append(_sql_check(conn, name, query))
+    for http in checks.http:
+        out.append(_http_check(http.name, http.url, http.status))
+    return out
+
+
+def _tables_in_scope(db: DatabaseConfig, run: DrillRun) -> list[str]:
+    tables = list(run.toc.tables) if run.toc is not None else []
+    if run.scenario == TABLE:
+        names = {t.split(".")[-1] for t in db.drill.tables}
+        tables = [t for t in tables if t.split(".", 1)[1] in names]
+    return tables
+
+
+def _has_rows(conn: psycopg.Connection[Any], schema: str, name: str) -> bool:
+    row = conn.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {}.{})").format(
+        sql.Identifier(schema), sql.Identifier(name))).fetchone()
+    return bool(row and row[0])
+
+
+def _row_presence(production: str, tables: list[str]) -> dict[str, bool]:
+    """Which tables have rows in production now (read-only; unreachable production gives nothing)."""
+    out = {}
+    try:
+        with psycopg.connect(production, autocommit=True, connect_timeout=10) as conn:
+            conn.execute("SET default_transaction_read_only = on")
+            for table in tables:
+                schema, name = table.split(".", 1)
+                try:
+                    out[table] = _has_rows(conn, schema, name)
+                except psycopg.Error:
+                    continue
+    except psycopg.Error:
+        return {}
+    return out
+
+
+def _fresh(conn: psycopg.Connection[Any], column: str, max_age: float, run: DrillRun) -> CheckResult:
+    name = f"newest {column} is fresh"
+    try:
+        table, col = column.rsplit(".", 1)
+        parts = table.split(".")
+        ident = sql.SQL(".").join(sql.Identifier(p) for p in parts)
+        row = conn.execute(sql.SQL("SELECT max({}) FROM {}").format(sql.Identifier(col), ident)).fetchone()
+    except (ValueError, psycopg.Error) as exc:
+        return CheckResult(name, False, f"cannot read: {str(exc).strip().splitlines()[0]}")
+    newest = row[0] if row else None
+    if newest is None or run.backup is None:
+        return CheckResult(name, False, "no rows")
+    lag = (run.backup.recovery_point - newest).total_seconds()
+    ok = lag <= max_age
+    return CheckResult(name, ok, f"newest {newest.isoformat()} is {lag / 3600:.1f} h before the recovery point "
+                       f"(allowed {max_age / 3600:.1f} h)")
+
+
+def _min_rows(conn: psycopg.Connection[Any], table: str, minimum: int) -> CheckResult:
+    name = f"{table} has at least {minimum} rows"
+    try:
+        parts = table.split(".")
+        ident = sql.SQL(".").join(sql.Identifier(p) for p in parts)
+        row = conn.execute(sql.SQL("SELECT count(*) FROM (SELECT 1 FROM {} LIMIT %s) t").format(ident),
+                           (minimum,)).fetchone()
+    except psycopg.Error as exc:
+        return CheckResult(name, False, f"cannot count: {str(exc).strip().splitlines()[0]}")
+    n = int(row[0]) if row else 0
+    return CheckResult(name, n >= minimum, f"{n}{'+' if n >= minimum else ''} rows")
+
+
+def _sql_check(conn: psycopg.Connection[Any], name: str, query: str) -> CheckResult:
+    try:
+        row = conn.execute(query).fetchone()
+    except psycopg.Error as exc:
+        return CheckResult(name, False, f"query failed: {str(exc).strip().splitlines()[0]}")
+    value = row[0] if row else None
+    return CheckResult(name, value is True, f"returned {value!r}")
+
+
+def _http_check(name: str, url: str, status: int) -> CheckResult:
+    try:
+        resp = httpx.get(url, timeout=15.0, follow_redirects=False)
+    except httpx.HTTPError as exc:
+        return CheckResult(name, False, f"request failed: {type(exc).__name__}")
+    return CheckResult(name, resp.status_code == status, f"HTTP {resp.status_code} (expected {status})")
+
+
+def to_result(run: DrillRun, report: str | None) -> DrillResult:
+    return DrillResult(
+        scenario=run.scenario, started_at=run.started_at, succeeded=run.succeeded, reason=run.reason,
+        recovery_seconds=run.recovery_seconds, rto_seconds=run.rto_seconds, phases=dict(run.phases),
+        checks_failed=sum(1 for c in run.checks if not c.ok), backup_id=run.backup.backup_id if run.backup else None,
+        report=report,
+    )
+
