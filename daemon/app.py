@@ -10,6 +10,7 @@ from __future__ import annotations
 import concurrent.futures
 import itertools
 import json
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -39,6 +40,7 @@ from daemon.heroku import HerokuAPI, HerokuClient
 from daemon.herokufleet import HerokuFleet
 from daemon.httpserver import GuardianHTTP
 from daemon.metrics import Exposition
+from daemon.notify import make_notifier
 from daemon.pgtools import ProcessRegistry
 from daemon.redact import REDACTOR
 from daemon.state import (
@@ -133,7 +135,7 @@ class Guardian:
     """The running guardian: state, collectors, captures, scheduler and HTTP."""
 
     def __init__(self, config: GuardianConfig, *, demo: bool = False, clock: Callable[[], datetime] = utcnow,
-                 heroku_api: HerokuAPI | None = None) -> None:
+                 heroku_api: HerokuAPI | None = None, quiet: bool = False) -> None:
         self.config = config
         self.clock = clock
         self.databases = {db.name: db for db in config.all_databases}
@@ -157,6 +159,10 @@ class Guardian:
         self.capturer = Capturer(self.store, self.processes, clock)
         self.drills = DrillRunner(self.store, self.heroku_api, config.state_dir, self.processes, clock)
         self._load_drill_history()
+        sentry = config.sentry
+        self.notifier = make_notifier(sentry.dsn.get_secret_value() if sentry.dsn else None, config.state_dir,
+                                      sentry.reminder, sentry.environment, clock, quiet)
+        self._push_ok = False
         self.exposition = Exposition(self.holder)
         self.scheduler: BackgroundScheduler | None = None
         self.http: GuardianHTTP | None = None
@@ -172,7 +178,38 @@ class Guardian:
             results = list(self._pool.map(self._collect_one, direct))
             if self.fleet is not None:
                 results += self._collect_heroku(one_shot)
-            return self._publish(results, first_pass_done=True)
+            snap = self._publish(results, first_pass_done=True)
+        if not one_shot:
+            self.push()
+        return snap
+
+    def push(self) -> None:
+        """Push mode: the whole exposition to the Pushgateway (a failure is logged, never raised)."""
+        cfg = self.config.push
+        if cfg.url is None:
+            return
+        from prometheus_client.exposition import basic_auth_handler, push_to_gateway
+
+        def handler(url: str, method: str, timeout: float | None, headers: list[tuple[str, str]],
+                    data: bytes) -> Callable[[], None]:
+            if cfg.username is None:
+                from prometheus_client.exposition import default_handler
+
+                return default_handler(url, method, timeout, headers, data)
+            password = cfg.password.get_secret_value() if cfg.password is not None else ""
+            return basic_auth_handler(url, method, timeout, headers, data, cfg.username, password)
+
+        instance = cfg.instance or socket.gethostname()
+        try:
+            push_to_gateway(cfg.url, job=cfg.job, registry=self.exposition.registry, timeout=10,
+                            grouping_key={"instance": instance}, handler=handler)
+            if not self._push_ok:
+                logger.info("pushing metrics to {} (job {}, instance {})", cfg.url, cfg.job, instance)
+            self._push_ok = True
+        except Exception as exc:
+            if self._push_ok:
+                logger.warning("push to the Pushgateway failed: {}", REDACTOR(str(exc)))
+            self._push_ok = False
 
     def _collect_heroku(self, one_shot: bool = False) -> list[_Collected]:
         """One fleet pass: poll the due Heroku databases that fit this pass's share of the rate budget."""
@@ -289,6 +326,7 @@ class Guardian:
 
         snap = self.holder.update(apply)
         self.exposition.prewarm()
+        self.notifier.on_evaluation(snap.databases, now)
         return snap
 
     def _with_schedule(self, name: str, src: SourceState) -> SourceState:
@@ -367,7 +405,9 @@ class Guardian:
         """Run one drill now (scheduled or requested), report it, and publish its result."""
         db = self.databases[name]
         state = self.holder.current().databases[name]
+        token = self.notifier.job_started(f"drill-{scenario}-{name}")
         run = self.drills.run(db, state, scenario, self._billing_app(name), progress)
+        self.notifier.job_finished(f"drill-{scenario}-{name}", token, run.succeeded, run.recovery_seconds)
         path, doc, text = write_report(run, self.config.state_dir)
         if self.config.archive.kind == "s3":
             stem = path.stem
@@ -423,12 +463,15 @@ class Guardian:
             keep_last=db.capture.keep_last, server_version=live.server_version if live else None,
         )
         self._set_in_progress(name, 1)
+        token, t0, ok = self.notifier.job_started(f"capture-{name}"), time.monotonic(), False
         try:
             self.capturer.capture(req)
+            ok = True
         except GuardianError:
             pass  # logged and recorded by the capturer; the archive collector shows it
         finally:
             self._set_in_progress(name, 0)
+            self.notifier.job_finished(f"capture-{name}", token, ok, time.monotonic() - t0)
             self.collect_archive_of(name)
 
     def _set_in_progress(self, name: str, n: int) -> None:
@@ -464,6 +507,7 @@ class Guardian:
 
     def heartbeat(self) -> None:
         self.holder.heartbeat_at = self.clock()
+        self.notifier.heartbeat(self.holder.heartbeat_at)
 
     def start(self, serve_http: bool = True) -> None:
         """Start HTTP first (so /healthz answers at once), then the scheduler with every job."""
@@ -530,6 +574,7 @@ class Guardian:
             self.heroku_api.close()
         self.archive.close()
         self.drills.close()
+        self.notifier.close()
         for thread in threading.enumerate():
             if thread is threading.current_thread() or thread.daemon:
                 continue

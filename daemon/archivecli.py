@@ -31,7 +31,7 @@ def add_parser(sub: Any, add: Callable[[argparse.ArgumentParser], argparse.Argum
 
 
 def run(args: argparse.Namespace, config: GuardianConfig) -> int:
-    guardian = Guardian(config)
+    guardian = Guardian(config, quiet=True)
     try:
         covered = [n for n, db in guardian.databases.items() if guardian.archive.covers(db)]
         if not covered:

@@ -96,7 +96,7 @@ def _check(config: GuardianConfig, as_json: bool) -> int:
         sys.stderr.write("configuration error:\n  no database to check: set DATABASE_URL or list databases "
                          "in the config file\n")
         return EXIT_CONFIG
-    guardian = Guardian(config)
+    guardian = Guardian(config, quiet=True)
     try:
         snap = guardian.collect_all(one_shot=True)
     finally:

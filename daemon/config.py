@@ -432,6 +432,46 @@ class HerokuConfig(_Model):
         return url.rstrip("/")
 
 
+class SentryConfig(_Model):
+    """Sentry: events when a finding opens, Crons check-ins for freshness, jobs and the guardian itself."""
+
+    dsn: SecretStr | None = Field(None, description="Sentry DSN (better: the SENTRY_DSN variable); none: log only.",
+                                  examples=["${SENTRY_DSN}"])
+    environment: str = Field("production", description="Sentry environment.", examples=["production"])
+    reminder: Duration = Field(timedelta(hours=24), description="Re-send an open finding this often.",
+                               examples=["24h"])
+
+    @field_validator("dsn")
+    @classmethod
+    def _register(cls, dsn: SecretStr | None) -> SecretStr | None:
+        if dsn is not None:
+            REDACTOR.add(dsn.get_secret_value())
+            REDACTOR.add_url(dsn.get_secret_value())
+        return dsn
+
+
+class PushConfig(_Model):
+    """Push mode: send the metrics to a Pushgateway after every collection (Heroku worker dynos get no inbound
+    HTTP)."""
+
+    url: str | None = Field(None, description="Pushgateway base URL; none: push mode off.",
+                            examples=["https://pushgateway.example.com"])
+    job: str = Field("pg-backup-guardian", description="The job label of the pushed group.",
+                     examples=["pg-backup-guardian"])
+    instance: str | None = Field(None, description="Grouping key instance (default: the host name).",
+                                 examples=["suoops-guardian"])
+    username: str | None = Field(None, description="Basic auth user.", examples=["guardian"])
+    password: SecretStr | None = Field(None, description="Basic auth password (better: GUARDIAN_PUSH_PASSWORD).",
+                                       examples=["${GUARDIAN_PUSH_PASSWORD}"])
+
+    @field_validator("password")
+    @classmethod
+    def _register(cls, password: SecretStr | None) -> SecretStr | None:
+        if password is not None:
+            REDACTOR.add(password.get_secret_value())
+        return password
+
+
 class GuardianConfig(_Model):
     """pg-backup-guardian configuration."""
 
@@ -455,6 +495,8 @@ class GuardianConfig(_Model):
     archive: ArchiveConfig = Field(default_factory=ArchiveConfig, description="Archive store.")
     demo: DemoConfig = Field(default_factory=DemoConfig, description="Embedded demo mode.")
     heroku: HerokuConfig = Field(default_factory=HerokuConfig, description="Heroku API access and fleet.")
+    sentry: SentryConfig = Field(default_factory=SentryConfig, description="Sentry notifications.")
+    push: PushConfig = Field(default_factory=PushConfig, description="Pushgateway push mode.")
     databases: list[DatabaseConfig] = Field(
         default_factory=list, description="Watched databases.", examples=[[{}]]
     )
@@ -542,11 +584,17 @@ ENV_VARS: dict[str, tuple[str, ...]] = {
     "GUARDIAN_S3_REGION": ("archive", "s3", "region"),
     "GUARDIAN_S3_SSE": ("archive", "s3", "sse"),
     "GUARDIAN_S3_KMS_KEY_ID": ("archive", "s3", "kms_key_id"),
+    "SENTRY_DSN": ("sentry", "dsn"),
+    "SENTRY_ENVIRONMENT": ("sentry", "environment"),
+    "GUARDIAN_PUSHGATEWAY_URL": ("push", "url"),
+    "GUARDIAN_PUSH_INSTANCE": ("push", "instance"),
+    "GUARDIAN_PUSH_USERNAME": ("push", "username"),
+    "GUARDIAN_PUSH_PASSWORD": ("push", "password"),
 }
 #: Comma-separated list variables -> path.
 LIST_ENV_VARS: dict[str, tuple[str, ...]] = {"GUARDIAN_HEROKU_APPS": ("heroku", "apps")}
 _NOT_SETTINGS = {"GUARDIAN_CONFIG", "GUARDIAN_PG_BINDIR"}  # read before/outside the model
-_SECRET_FIELDS = {"url", "api_key"}
+_SECRET_FIELDS = {"url", "api_key", "dsn", "password", "secret_access_key", "scratch_url"}
 
 
 def load_config(path: str | Path | None = None, environ: dict[str, str] | None = None) -> GuardianConfig:
