@@ -12,6 +12,7 @@ after CreateMultipartUpload without copying the object).
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import json
 from collections.abc import Iterator
@@ -294,7 +295,11 @@ class S3ArchiveStore:
 
 
 class S3Writer:
-    """A multipart upload in flight; memory holds at most one part (plus the one being sent)."""
+    """A multipart upload in flight. Full parts are handed over without copying and sent by a small pool while
+    the next part fills, at most IN_FLIGHT at a time: memory stays at about IN_FLIGHT + 1 parts whatever the
+    dump size, and the download does not stall on each upload."""
+
+    IN_FLIGHT = 2
 
     def __init__(self, store: S3ArchiveStore, database: str, key: str, upload_id: str) -> None:
         self.store, self.database, self.key, self.upload_id = store, database, key, upload_id
@@ -302,30 +307,54 @@ class S3Writer:
         self.parts: list[dict[str, Any]] = []
         self.size = 0
         self.done = False
+        self._pool = concurrent.futures.ThreadPoolExecutor(self.IN_FLIGHT, thread_name_prefix="s3-part")
+        self._inflight: list[concurrent.futures.Future[dict[str, Any]]] = []
+        self._next = 1
 
     def write(self, chunk: bytes) -> None:
         self.buf += chunk
         self.size += len(chunk)
-        while len(self.buf) >= self.store.part_size:
-            part = bytes(self.buf[: self.store.part_size])
-            del self.buf[: self.store.part_size]
-            self._upload(part)
+        size = self.store.part_size
+        while len(self.buf) >= size:
+            if len(self.buf) == size:
+                part, self.buf = self.buf, bytearray()  # hand the buffer over: no copy
+            else:
+                part = self.buf[:size]
+                del self.buf[:size]
+            self._submit(part)
 
-    def _upload(self, data: bytes) -> None:
-        number = len(self.parts) + 1
+    def _submit(self, data: bytearray) -> None:
+        while len(self._inflight) >= self.IN_FLIGHT:
+            self._collect(self._inflight.pop(0))
+        number, self._next = self._next, self._next + 1
+        self._inflight.append(self._pool.submit(self._upload, number, data))
+
+    def _collect(self, future: concurrent.futures.Future[dict[str, Any]]) -> None:
+        self.parts.append(future.result())  # re-raises the part's CaptureError
+
+    def _upload(self, number: int, data: bytearray | bytes) -> dict[str, Any]:
         resp = self.store._call("upload part", self.store.client.upload_part, error=CaptureError, Key=self.key,
                                 UploadId=self.upload_id, PartNumber=number, Body=data, ChecksumAlgorithm="SHA256")
-        self.parts.append({"PartNumber": number, "ETag": resp["ETag"], "ChecksumSHA256": resp.get("ChecksumSHA256")})
+        return {"PartNumber": number, "ETag": resp["ETag"], "ChecksumSHA256": resp.get("ChecksumSHA256")}
+
+    def _drain(self) -> None:
+        try:
+            while self._inflight:
+                self._collect(self._inflight.pop(0))
+        finally:
+            self._pool.shutdown(wait=True, cancel_futures=True)
 
     def commit(self, record: BackupRecord) -> None:
         """Finish the upload, verify it, tag it and write its record. Raises CaptureError (and leaves nothing
         that counts as a backup) when any step fails."""
         store = self.store
         try:
-            if self.buf or not self.parts:
-                self._upload(bytes(self.buf))
-                self.buf.clear()
-            parts = [{k: v for k, v in p.items() if v is not None} for p in self.parts]
+            if self.buf or self._next == 1:
+                self._submit(self.buf)
+                self.buf = bytearray()
+            self._drain()
+            parts = [{k: v for k, v in sorted(p.items()) if v is not None}
+                     for p in sorted(self.parts, key=lambda p: p["PartNumber"])]
             store._call("complete multipart upload", store.client.complete_multipart_upload, error=CaptureError,
                         Key=self.key, UploadId=self.upload_id, MultipartUpload={"Parts": parts})
             self.done = True
@@ -354,6 +383,8 @@ class S3Writer:
 
     def abort(self) -> None:
         store = self.store
+        with contextlib.suppress(Exception):
+            self._drain()
         with contextlib.suppress(Exception):
             if self.done:
                 store.client.delete_object(Bucket=store.bucket, Key=self.key)
