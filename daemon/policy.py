@@ -221,8 +221,12 @@ def _continuous_protection(db: DatabaseState, now: datetime) -> Finding:
 
 
 def _unreadable(db: DatabaseState, now: datetime) -> Finding:
-    bad = [f"{s.source} {b.backup_id}: {b.readable_error or 'unreadable'}"
-           for s in db.sources.values() if (b := s.newest_good) is not None and b.readable is False]
+    bad = []
+    for s in db.sources.values():
+        done = [b for b in s.backups if b.succeeded]
+        newest = max(done, key=lambda b: b.started_at) if done else None
+        if newest is not None and newest.readable is False:
+            bad.append(f"{s.source} {newest.backup_id}: {newest.readable_error or 'unreadable'}")
     if bad:
         return _finding(db, "unreadable_backup", True, "; ".join(bad), now)
     return _finding(db, "unreadable_backup", False, "the newest backups read through cleanly", now)

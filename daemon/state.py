@@ -83,7 +83,8 @@ class SourceState:
 
     @property
     def good(self) -> tuple[Backup, ...]:
-        return tuple(b for b in self.backups if b.succeeded)
+        """Succeeded and not known to be unreadable: a dump that fails the read-through would not restore."""
+        return tuple(b for b in self.backups if b.succeeded and b.readable is not False)
 
     @property
     def newest_good(self) -> Backup | None:

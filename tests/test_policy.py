@@ -391,3 +391,15 @@ def test_fresh_good_backup_with_everything_up_is_healthy() -> None:
     assert [c for c, f in result.items() if f.active] == ["no_schedule"]
     assert result["no_schedule"].severity == "warning"
     assert is_healthy(result.values())
+
+
+def test_an_unreadable_backup_is_not_good_and_is_a_critical_finding() -> None:
+    good = backup(timedelta(hours=30))
+    unreadable = replace(backup(timedelta(hours=1)), backup_id="bad", readable=False,
+                         readable_error="the dump is truncated")
+    db = database(good, unreadable)
+    result = findings(db)
+    assert newest_good_backup(db) == good  # data at risk counts from the last restorable backup
+    assert result["rpo_breach"].active
+    assert result["unreadable_backup"].active and "truncated" in result["unreadable_backup"].hint
+    assert result["unreadable_backup"].severity == "critical"
