@@ -44,6 +44,17 @@ def _positive(td: timedelta) -> timedelta:
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration), AfterValidator(_positive)]
 
+
+def _register_secret(secret: SecretStr) -> SecretStr:
+    """Every secret the config holds is masked wherever it might appear later (logs, messages, events)."""
+    REDACTOR.add(secret.get_secret_value())
+    REDACTOR.add_url(secret.get_secret_value())
+    return secret
+
+
+#: A secret value (token, key, password, DSN): masked by the process-wide redactor from the moment it is read.
+Secret = Annotated[SecretStr, AfterValidator(_register_secret)]
+
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/@-]{0,127}$")
 
 
@@ -295,10 +306,10 @@ class S3Config(_Model):
     endpoint_url: str | None = Field(None, description="S3-compatible endpoint (default: AWS).",
                                      examples=["https://s3.eu-central-1.amazonaws.com"])
     region: str = Field("us-east-1", description="Region.", examples=["eu-central-1"])
-    access_key_id: SecretStr | None = Field(
+    access_key_id: Secret | None = Field(
         None, description="Access key id (default: the usual AWS variables, profile or instance role).",
         examples=["${AWS_ACCESS_KEY_ID}"])
-    secret_access_key: SecretStr | None = Field(None, description="Secret access key (default: as above).",
+    secret_access_key: Secret | None = Field(None, description="Secret access key (default: as above).",
                                                 examples=["${AWS_SECRET_ACCESS_KEY}"])
     sse: Literal["AES256", "aws:kms"] = Field("AES256", description="Server-side encryption on every put.",
                                               examples=["aws:kms"])
@@ -321,12 +332,6 @@ class S3Config(_Model):
             raise ValueError("must use https: backups travel encrypted (plain http only for 127.0.0.1/::1)")
         return url.rstrip("/")
 
-    @field_validator("access_key_id", "secret_access_key")
-    @classmethod
-    def _register(cls, key: SecretStr | None) -> SecretStr | None:
-        if key is not None:
-            REDACTOR.add(key.get_secret_value())
-        return key
 
 
 class TierKeeps(_Model):
@@ -395,7 +400,7 @@ class HerokuPolling(_Model):
 class HerokuConfig(_Model):
     """Heroku API access, shared by every Heroku database."""
 
-    api_key: SecretStr | None = Field(
+    api_key: Secret | None = Field(
         None, description="API token (better: the HEROKU_API_KEY variable). Read-only scope is enough to watch.",
         examples=["${HEROKU_API_KEY}"],
     )
@@ -417,12 +422,6 @@ class HerokuConfig(_Model):
         examples=[["suoops-backend", "billing-api::HEROKU_POSTGRESQL_RED"]],
     )
 
-    @field_validator("api_key")
-    @classmethod
-    def _register(cls, key: SecretStr | None) -> SecretStr | None:
-        if key is not None:
-            REDACTOR.add(key.get_secret_value())
-        return key
 
     @field_validator("platform_url", "data_url")
     @classmethod
@@ -435,19 +434,12 @@ class HerokuConfig(_Model):
 class SentryConfig(_Model):
     """Sentry: events when a finding opens, Crons check-ins for freshness, jobs and the guardian itself."""
 
-    dsn: SecretStr | None = Field(None, description="Sentry DSN (better: the SENTRY_DSN variable); none: log only.",
+    dsn: Secret | None = Field(None, description="Sentry DSN (better: the SENTRY_DSN variable); none: log only.",
                                   examples=["${SENTRY_DSN}"])
     environment: str = Field("production", description="Sentry environment.", examples=["production"])
     reminder: Duration = Field(timedelta(hours=24), description="Re-send an open finding this often.",
                                examples=["24h"])
 
-    @field_validator("dsn")
-    @classmethod
-    def _register(cls, dsn: SecretStr | None) -> SecretStr | None:
-        if dsn is not None:
-            REDACTOR.add(dsn.get_secret_value())
-            REDACTOR.add_url(dsn.get_secret_value())
-        return dsn
 
 
 class PushConfig(_Model):
@@ -461,15 +453,9 @@ class PushConfig(_Model):
     instance: str | None = Field(None, description="Grouping key instance (default: the host name).",
                                  examples=["suoops-guardian"])
     username: str | None = Field(None, description="Basic auth user.", examples=["guardian"])
-    password: SecretStr | None = Field(None, description="Basic auth password (better: GUARDIAN_PUSH_PASSWORD).",
+    password: Secret | None = Field(None, description="Basic auth password (better: GUARDIAN_PUSH_PASSWORD).",
                                        examples=["${GUARDIAN_PUSH_PASSWORD}"])
 
-    @field_validator("password")
-    @classmethod
-    def _register(cls, password: SecretStr | None) -> SecretStr | None:
-        if password is not None:
-            REDACTOR.add(password.get_secret_value())
-        return password
 
 
 class GuardianConfig(_Model):

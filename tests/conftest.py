@@ -46,26 +46,29 @@ def make_cluster(tcp: bool = True) -> tuple[LocalCluster, Path]:
     return cluster, base
 
 
-@pytest.fixture(scope="session")
-def pg_cluster() -> Iterator[LocalCluster]:
-    """One real PostgreSQL for the whole session, on a free port, password authentication over TCP."""
+@contextlib.contextmanager
+def throwaway_cluster() -> Iterator[LocalCluster]:
+    """A started cluster, destroyed with its directory afterwards."""
     cluster, base = make_cluster()
     try:
         yield cluster
     finally:
         cluster.destroy()
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[LocalCluster]:
+    """One real PostgreSQL for the whole session, on a free port, password authentication over TCP."""
+    with throwaway_cluster() as cluster:
+        yield cluster
 
 
 @pytest.fixture
 def own_cluster() -> Iterator[LocalCluster]:
     """A cluster of the test's own, for tests that stop and start PostgreSQL."""
-    cluster, base = make_cluster()
-    try:
+    with throwaway_cluster() as cluster:
         yield cluster
-    finally:
-        cluster.destroy()
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def create_database(cluster: LocalCluster, with_schema: bool = True) -> str:
