@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import tempfile
 import threading
@@ -93,6 +94,14 @@ class DrillRunner:
     def close(self) -> None:
         self._http.close()
 
+    def sweep_downloads(self) -> int:
+        """Remove downloads a killed drill left behind (at start, when no drill runs)."""
+        removed = 0
+        for folder in (self.state_dir / "drills" / "tmp").glob("download-*"):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed += 1
+        return removed
+
     def scratch_for(self, db: DatabaseConfig) -> ScratchServer:
         url = db.drill.scratch_url.get_secret_value() if db.drill.scratch_url is not None else None
         return ScratchServer(self.state_dir, url)
@@ -127,7 +136,9 @@ class DrillRunner:
         backup, source = self._pick(state)
         run.backup, run.source = backup, source
         deadline = time.monotonic() + db.drill.timeout.total_seconds()
-        with tempfile.TemporaryDirectory(prefix="guardian-drill-") as tmp:
+        downloads = self.state_dir / "drills" / "tmp"  # not /tmp: a killed drill's download is swept at start
+        downloads.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="download-", dir=downloads) as tmp:
             dump = Path(tmp) / "drill.dump"
             t0 = time.monotonic()
             self._fetch(db, backup, source, billing_app, dump, progress)

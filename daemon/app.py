@@ -433,7 +433,9 @@ class Guardian:
         return run
 
     def sweep_scratch(self) -> None:
-        """Drop scratch databases a crashed drill left behind (each scratch server once)."""
+        """Drop scratch databases and downloads a crashed drill left behind (each scratch server once)."""
+        if self.drills.sweep_downloads():
+            logger.info("removed downloads left by an interrupted drill")
         seen: set[str] = set()
         for db in self.databases.values():
             scratch = self.drills.scratch_for(db)

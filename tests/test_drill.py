@@ -226,9 +226,11 @@ def test_killed_mid_restore_the_next_start_sweeps_only_its_own_scratch_database(
 
     g = Guardian(GuardianConfig.model_validate(json.loads(cfg.read_text())))
     try:
+        assert list((open_tmp / "state" / "drills" / "tmp").glob("download-*"))  # the killed drill's download
         g.sweep_scratch()  # what the next start does
     finally:
         g.stop()
     left = databases(own_cluster)
     assert ours[0] not in left
     assert {"keep_me", f"{PREFIX}someone_elses"} <= left
+    assert not list((open_tmp / "state" / "drills" / "tmp").glob("download-*"))  # the download went too
