@@ -60,8 +60,9 @@ class ArchiveService:
         self._lock = threading.Lock()
 
     def covers(self, db: DatabaseConfig) -> bool:
-        """The archive holds this database's own captures, or mirrors its Heroku backups."""
-        return db.self_managed or (db.heroku is not None and self.config.archive.mirrors)
+        """The archive holds this database's captures (the guardian's own, or written by another guardian or
+        job when captures are off here), or mirrors its Heroku backups."""
+        return db.url is not None or (db.heroku is not None and self.config.archive.mirrors)
 
     def policy(self, db: DatabaseConfig) -> ArchivePolicy | None:
         if not self.covers(db):

@@ -23,6 +23,8 @@ from daemon.policy import CHECKS, copy_lag_seconds
 from daemon.state import DrillResult, Snapshot, StateHolder
 
 DB_SOURCE = ["database", "source"]
+ACTION_OUTCOMES = (("drill", "done"), ("drill", "failed"), ("mirror", "done"), ("mirror", "failed"),
+                   ("prune", "done"), ("prune", "dry_run"), ("prune", "refused"))
 
 
 def _ts(dt: datetime) -> float:
@@ -221,7 +223,9 @@ class SnapshotCollector(Collector):
     def _actions(self, snap: Snapshot) -> Iterator[Metric]:
         fam = CounterMetricFamily("pgbackup_actions", "Action decisions by outcome since start.",
                                   labels=["action", "outcome"])
-        for (action, outcome), n in sorted(snap.actions.items()):
+        # every known outcome starts at 0, so increase() sees the first action too
+        counts = {k: 0 for k in ACTION_OUTCOMES} | dict(snap.actions)
+        for (action, outcome), n in sorted(counts.items()):
             fam.add_metric([action, outcome], n)
         yield fam
 

@@ -92,3 +92,13 @@ def test_database_url_from_the_environment_is_watched(pg_cluster: LocalCluster, 
     doc = json.loads(out.stdout)
     assert [d["name"] for d in doc["databases"]] == ["from-env"]
     assert url.split(":")[2].split("@")[0] not in out.stdout + out.stderr
+
+
+def test_captures_off_still_watches_the_archive_and_reports_no_backup(tmp_path: Path, pg_cluster: LocalCluster) -> None:
+    url = create_database(pg_cluster)
+    (tmp_path / "archive").mkdir()
+    cfg = tmp_path / "g.yaml"
+    cfg.write_text(f"archive:\n  path: {tmp_path / 'archive'}\ndatabases:\n  - name: shop\n    url: '{url}'\n"
+                   "    capture: {enabled: false}\n")
+    out = _check(cfg)
+    assert out.returncode == 1 and "rpo_breach" in out.stdout and "no good backup" in out.stdout
