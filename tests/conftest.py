@@ -71,6 +71,18 @@ def own_cluster() -> Iterator[LocalCluster]:
         yield cluster
 
 
+@pytest.fixture(scope="session")
+def sample_dump(pg_cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real custom-format dump of the sample schema, for doubles that must serve a restorable backup."""
+    from actions.capture import pg_dump_command
+
+    url = create_database(pg_cluster)
+    path = tmp_path_factory.mktemp("sample-dump") / "sample.dump"
+    args, env = pg_dump_command(url)
+    subprocess.run([*args, f"--file={path}"], env=env, check=True, capture_output=True, timeout=120)
+    return path
+
+
 def create_database(cluster: LocalCluster, with_schema: bool = True) -> str:
     name = "t_" + uuid.uuid4().hex[:12]
     with psycopg.connect(cluster.url("postgres"), autocommit=True) as conn:

@@ -60,7 +60,7 @@ class Scrape:
 
 
 @pytest.fixture(scope="module")
-def scrape(pg_cluster: LocalCluster, moto_server: MotoServer) -> Iterator[Scrape]:
+def scrape(pg_cluster: LocalCluster, moto_server: MotoServer, sample_dump: Path) -> Iterator[Scrape]:
     base = Path(tempfile.mkdtemp(prefix="guardian-drift-", dir="/tmp"))
     base.chmod(0o755)
     scratch, scratch_base = make_cluster()
@@ -71,8 +71,9 @@ def scrape(pg_cluster: LocalCluster, moto_server: MotoServer) -> Iterator[Scrape
             heroku.add_app(APP)
             heroku.add_schedule(APP, hour=2)
             start = datetime.now(UTC) - timedelta(hours=3)
-            heroku.add_transfer(APP, created_at=start, started_at=start, finished_at=start + timedelta(minutes=4),
-                                processed_bytes=2 * 1024 * 1024 + 7)
+            t = heroku.add_transfer(APP, created_at=start, started_at=start,
+                                    finished_at=start + timedelta(minutes=4))
+            heroku.set_dump_file(APP, t["num"], sample_dump)  # a restorable dump: unreadable copies are not good
             url = create_database(pg_cluster)
             config = GuardianConfig.model_validate({
                 "state_dir": str(base / "state"),

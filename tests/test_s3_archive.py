@@ -130,6 +130,9 @@ def test_archive_collector_reports_tiers_copy_lag_and_posture(
         assert facts.unencrypted == 0 and facts.monthly_covered == 1
         found = {f.check: f for f in snap.databases[DB].findings}
         assert not found["copy_lag"].active and not found["unencrypted_object"].active
+        # the double's seeded backup is PGDMP plus zeros: copied, read through on the way, and flagged
+        assert found["unreadable_backup"].active
+        assert "a001" in found["unreadable_backup"].hint
         assert found["bucket_posture"].active and "versioning is off" in found["bucket_posture"].hint
         body = g.exposition.render()[0].decode()
         assert f'pgbackup_archive_objects{{database="{DB}",tier="monthly"}} 1.0' in body
@@ -254,12 +257,14 @@ def test_milestone_command_marks_the_newest_good_copy(moto_server: MotoServer, s
 @pytest.mark.parametrize("fault", ["500", "403"])
 def test_s3_faults_take_the_archive_collector_down_and_lose_nothing(
     fault: str, heroku: HerokuDouble, fault_proxy: FaultProxy, s3_bucket: tuple[Any, str], tmp_path: Path,
+    sample_dump: Path,
 ) -> None:
     _, bucket = s3_bucket
     heroku.add_app(APP)
     now = datetime.now(UTC)
-    heroku.add_transfer(APP, created_at=now - timedelta(hours=1), started_at=now - timedelta(hours=1),
-                        finished_at=now - timedelta(hours=1))
+    t = heroku.add_transfer(APP, created_at=now - timedelta(hours=1), started_at=now - timedelta(hours=1),
+                            finished_at=now - timedelta(hours=1))
+    heroku.set_dump_file(APP, t["num"], sample_dump)
     g = guardian_for(heroku, fault_proxy.endpoint_url, bucket, tmp_path)
     try:
         g.collect_all(one_shot=True)
