@@ -9,6 +9,8 @@ One drill at a time; a timeout; killable on shutdown; the scratch database is al
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import os
 import shutil
@@ -65,6 +67,7 @@ class DrillRun:
     phases: dict[str, float] = field(default_factory=dict)
     checks: list[CheckResult] = field(default_factory=list)
     succeeded: bool = False
+    skipped: bool = False  # did not run (busy, shutting down): not a drill result, never a failure
     reason: str = ""
     dump_bytes: int = 0
     toc: Toc | None = None
@@ -112,17 +115,24 @@ class DrillRunner:
         run = DrillRun(database=db.name, scenario=scenario, started_at=self.clock())
         run.rto_seconds = getattr(db.objectives.rto, scenario).total_seconds()
         if not self._lock.acquire(blocking=False):
-            run.reason = "another drill is running (one at a time)"
+            run.skipped, run.reason = True, "another drill is running in this guardian (one at a time)"
             return run
         try:
-            self._run(db, state, run, billing_app, progress or (lambda *_: None))
+            with drill_lock(self.state_dir):  # also across processes: the daemon and `backup-guardian drill`
+                self._run(db, state, run, billing_app, progress or (lambda *_: None))
+        except DrillBusy as exc:
+            run.skipped, run.reason = True, str(exc)
         except GuardianError as exc:
             run.reason = REDACTOR(str(exc))
+            run.skipped = self.processes.closing.is_set()  # stopped by a shutdown: not a verdict on the backup
         except Exception as exc:  # a drill must never take the daemon down; the report says what happened
             logger.opt(exception=exc).error("drill of {} crashed", db.name)
             run.reason = REDACTOR(f"{type(exc).__name__}: {exc}")
         finally:
             self._lock.release()
+        if run.skipped:
+            logger.info("{} drill of {} skipped: {}", scenario, db.name, run.reason)
+            return run
         level = "INFO" if run.succeeded else "ERROR"
         logger.log(level, "{} drill of {}: {} (recovery {:.1f}s, RTO {:.0f}s){}", scenario, db.name,
                    "succeeded" if run.succeeded else "FAILED", run.recovery_seconds, run.rto_seconds or 0,
@@ -141,7 +151,7 @@ class DrillRunner:
         with tempfile.TemporaryDirectory(prefix="download-", dir=downloads) as tmp:
             dump = Path(tmp) / "drill.dump"
             t0 = time.monotonic()
-            self._fetch(db, backup, source, billing_app, dump, progress)
+            self._fetch(db, backup, source, billing_app, dump, progress, deadline)
             run.phases["download"] = time.monotonic() - t0
             run.dump_bytes = dump.stat().st_size
             t0 = time.monotonic()
@@ -150,7 +160,7 @@ class DrillRunner:
             scratch = self.scratch_for(db)
             production = db.url.get_secret_value() if db.url is not None else None
             with scratch.session() as admin:
-                run.safety = scratch.prove_not_production(admin, production)
+                run.safety = scratch.prove_not_production(admin, production, db.drill.allow_unproven_scratch)
                 self._version_gate(admin, run)
                 name = scratch.new_name(self.clock())
                 run.scratch = name
@@ -166,7 +176,10 @@ class DrillRunner:
                     run.phases["checks"] = time.monotonic() - t0
                 finally:
                     t0 = time.monotonic()
-                    scratch.drop(admin, name)
+                    try:
+                        scratch.drop(admin, name)
+                    except GuardianError as exc:  # never hide the drill's own error behind this one
+                        run.notes.append(f"the scratch database was not dropped ({exc}); the next start sweeps it")
                     run.phases["drop"] = time.monotonic() - t0
         failed = [c for c in run.checks if not c.ok]
         run.succeeded = not failed
@@ -185,7 +198,7 @@ class DrillRunner:
         return backup, source
 
     def _fetch(self, db: DatabaseConfig, backup: Backup, source: str, billing_app: str | None, dump: Path,
-               progress: Progress) -> None:
+               progress: Progress, deadline: float) -> None:
         if source == "archive":
             assert self.store is not None
             chunks = self.store.open_dump(db.name, backup.backup_id)
@@ -196,8 +209,12 @@ class DrillRunner:
             chunks = self._download(url)
             total = backup.size_bytes or None
         done = 0
-        with dump.open("wb") as fh:
+        with contextlib.closing(chunks), dump.open("wb") as fh:  # type: ignore[type-var]
             for chunk in chunks:
+                if time.monotonic() > deadline:
+                    raise GuardianError("the drill ran past its timeout while downloading")
+                if self.processes.closing.is_set():
+                    raise GuardianError("the drill was stopped because the guardian is shutting down")
                 fh.write(chunk)
                 done += len(chunk)
                 progress("download", done, total)
@@ -258,7 +275,10 @@ class DrillRunner:
                 "--exit-on-error", f"--dbname={make_conninfo(**{k: str(v) for k, v in params.items()})}"]
         if run.scenario == TABLE:
             for table in db.drill.tables:
-                args.append(f"--table={table.split('.')[-1]}")
+                schema, _, name = table.rpartition(".")
+                if schema:
+                    args.append(f"--schema={schema}")
+                args.append(f"--table={name}")
         args.append(str(dump))
         with tempfile.TemporaryFile() as err:
             proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=err, env=env, start_new_session=True)
@@ -277,6 +297,26 @@ class DrillRunner:
             if self.processes.closing.is_set():
                 raise GuardianError("the drill was stopped because the guardian is shutting down")
             raise GuardianError(f"pg_restore failed: {explain(stderr)}")
+
+
+class DrillBusy(GuardianError):
+    """Another process of this guardian (the daemon, or `backup-guardian drill`) is drilling."""
+
+
+@contextlib.contextmanager
+def drill_lock(state_dir: Path) -> Iterator[None]:
+    """One drill (or scratch sweep) at a time across processes sharing the state directory."""
+    path = state_dir / "drills" / "drill.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise DrillBusy("another drill is running (the daemon or a `backup-guardian drill`)") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 # -- smoke checks --------------------------------------------------------------------------------------------

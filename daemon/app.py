@@ -10,6 +10,7 @@ from __future__ import annotations
 import concurrent.futures
 import itertools
 import json
+import os
 import socket
 import threading
 import time
@@ -25,7 +26,7 @@ from apscheduler.triggers.cron import CronTrigger
 from loguru import logger
 
 from actions.capture import Capturer, CaptureRequest
-from actions.drill import FULL, TABLE, DrillRun, DrillRunner, Progress, to_result
+from actions.drill import FULL, TABLE, DrillBusy, DrillRun, DrillRunner, Progress, drill_lock, to_result
 from collectors.archive import with_unrecorded
 from collectors.database import collect_live
 from collectors.heroku import SOURCE_HEROKU, HerokuWatcher
@@ -55,6 +56,7 @@ from daemon.state import (
     Snapshot,
     SourceState,
     StateHolder,
+    share_unreadable,
 )
 from daemon.tiers import PruneDecision
 
@@ -162,7 +164,7 @@ class Guardian:
         sentry = config.sentry
         self.notifier = make_notifier(sentry.dsn.get_secret_value() if sentry.dsn else None, config.state_dir,
                                       sentry.reminder, sentry.environment, clock, quiet)
-        self._push_ok = False
+        self._push_ok: bool | None = None
         self.exposition = Exposition(self.holder)
         self.scheduler: BackgroundScheduler | None = None
         self.http: GuardianHTTP | None = None
@@ -199,16 +201,18 @@ class Guardian:
             password = cfg.password.get_secret_value() if cfg.password is not None else ""
             return basic_auth_handler(url, method, timeout, headers, data, cfg.username, password)
 
-        instance = cfg.instance or socket.gethostname()
+        # $DYNO (worker.1) is stable across Heroku restarts; the host name there is a fresh UUID each time,
+        # which would leave a dead group per restart in the Pushgateway
+        instance = cfg.instance or os.environ.get("DYNO") or socket.gethostname()
         try:
             push_to_gateway(cfg.url, job=cfg.job, registry=self.exposition.registry, timeout=10,
                             grouping_key={"instance": instance}, handler=handler)
-            if not self._push_ok:
+            if self._push_ok is not True:
                 logger.info("pushing metrics to {} (job {}, instance {})", cfg.url, cfg.job, instance)
             self._push_ok = True
         except Exception as exc:
-            if self._push_ok:
-                logger.warning("push to the Pushgateway failed: {}", REDACTOR(str(exc)))
+            if self._push_ok is not False:  # the first failure and every change, not every pass
+                logger.warning("push to the Pushgateway {} failed: {}", cfg.url, REDACTOR(str(exc)))
             self._push_ok = False
 
     def _collect_heroku(self, one_shot: bool = False) -> list[_Collected]:
@@ -306,6 +310,7 @@ class Guardian:
                     archive = sources.get(SOURCE_ARCHIVE) or SourceState(SOURCE_ARCHIVE)
                     archive = with_unrecorded(archive, self.capturer.unrecorded(r.name))
                     sources[SOURCE_ARCHIVE] = self._with_schedule(r.name, archive)
+                sources = share_unreadable(sources)
                 dbs[r.name] = replace(db, sources=sources, live=r.live if r.live is not None else db.live,
                                       provider=r.provider if r.provider is not None else db.provider,
                                       archive=r.archive if r.archive is not None else db.archive)
@@ -405,8 +410,16 @@ class Guardian:
         """Run one drill now (scheduled or requested), report it, and publish its result."""
         db = self.databases[name]
         state = self.holder.current().databases[name]
-        token = self.notifier.job_started(f"drill-{scenario}-{name}")
+        cron = self._drill_scenarios(db).get(scenario)
+        schedule = None if cron is None else {
+            "schedule": {"type": "crontab", "value": cron}, "checkin_margin": 60,
+            "max_runtime": int(db.drill.timeout.total_seconds() // 60), "timezone": "UTC"}
+        token = self.notifier.job_started(f"drill-{scenario}-{name}", schedule)
         run = self.drills.run(db, state, scenario, self._billing_app(name), progress)
+        if run.skipped:  # busy or shutting down: no verdict, no report, no finding
+            self.notifier.job_finished(f"drill-{scenario}-{name}", token, True, 0.0)
+            self.count_action("drill", "skipped")
+            return run
         self.notifier.job_finished(f"drill-{scenario}-{name}", token, run.succeeded, run.recovery_seconds)
         path, doc, text = write_report(run, self.config.state_dir)
         if self.config.archive.kind == "s3":
@@ -429,11 +442,20 @@ class Guardian:
             return replace(s, drills=(*others, *good[-1:], result))
 
         self.holder.update_database(name, apply)
-        self._publish([])
+        with self._collect_lock:  # one evaluation at a time (the notifier tracks state changes)
+            self._publish([])
         return run
 
     def sweep_scratch(self) -> None:
-        """Drop scratch databases and downloads a crashed drill left behind (each scratch server once)."""
+        """Drop scratch databases and downloads a crashed drill left behind (each scratch server once); never
+        while a drill runs, in this process or another."""
+        try:
+            with drill_lock(self.config.state_dir):
+                self._sweep_scratch()
+        except DrillBusy:
+            logger.info("a drill is running: leftover scratch databases are swept later")
+
+    def _sweep_scratch(self) -> None:
         if self.drills.sweep_downloads():
             logger.info("removed downloads left by an interrupted drill")
         seen: set[str] = set()
@@ -465,7 +487,11 @@ class Guardian:
             keep_last=db.capture.keep_last, server_version=live.server_version if live else None,
         )
         self._set_in_progress(name, 1)
-        token, t0, ok = self.notifier.job_started(f"capture-{name}"), time.monotonic(), False
+        minutes = max(1, int(db.capture_interval.total_seconds() // 60))
+        schedule = {"schedule": {"type": "interval", "value": minutes, "unit": "minute"},
+                    "checkin_margin": max(5, minutes // 10),
+                    "max_runtime": int(db.capture.timeout.total_seconds() // 60)}
+        token, t0, ok = self.notifier.job_started(f"capture-{name}", schedule), time.monotonic(), False
         try:
             self.capturer.capture(req)
             ok = True
@@ -529,6 +555,7 @@ class Guardian:
         sched = BackgroundScheduler(
             timezone=UTC,
             executors={"default": ThreadPoolExecutor(2), "captures": ThreadPoolExecutor(2),
+                       "drills": ThreadPoolExecutor(1),  # drills queue behind each other, never beside captures
                        "heartbeat": ThreadPoolExecutor(1)},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 60},
         )
@@ -550,7 +577,7 @@ class Guardian:
             for scenario, cron in self._drill_scenarios(db).items():
                 sched.add_job(self._guarded(f"drill:{db.name}:{scenario}", self.drill), CronTrigger.from_crontab(
                     cron, timezone=UTC), args=[db.name, scenario], id=f"drill:{scenario}:{db.name}",
-                    executor="captures", misfire_grace_time=None)
+                    executor="drills", misfire_grace_time=None)
         for db in self.databases.values():
             if db.self_managed:
                 first = self._first_capture_at(db, now)

@@ -193,6 +193,10 @@ class DrillConfig(_Model):
     tables: list[str] = Field(default_factory=list, description="Critical tables for the table drill (-t).",
                               examples=[["invoices"]])
     jobs: int = Field(2, ge=1, le=64, description="pg_restore --jobs.", examples=[2])
+    allow_unproven_scratch: bool = Field(
+        False, description="Drill into scratch_url even when the production server cannot be reached to compare "
+        "identities (a Heroku-only database has no production URL here). Off: such drills are refused.",
+        examples=[False])
     timeout: Duration = Field(timedelta(hours=2), description="A drill running longer is stopped and failed.",
                               examples=["2h"])
     overdue_grace: Duration = Field(timedelta(days=7), description="Slack after a drill's interval before it "

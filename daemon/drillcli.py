@@ -58,6 +58,10 @@ def run(config: GuardianConfig, database: str | None, scenario: str) -> int:
             bar = ProgressLine()
             result = guardian.drill(name, SCENARIOS.get(scenario, FULL), bar)
             bar.done()
+            if result.skipped:
+                sys.stdout.write(f"{name}: {result.scenario} drill skipped: {result.reason}\n")
+                worst = max(worst, 1)
+                continue
             verdict = "succeeded" if result.succeeded else "FAILED"
             rto = f" (RTO {result.rto_seconds:.0f}s)" if result.rto_seconds else ""
             sys.stdout.write(f"{name}: {result.scenario} drill {verdict} in {result.recovery_seconds:.1f}s{rto}: "

@@ -23,8 +23,8 @@ from daemon.policy import CHECKS, copy_lag_seconds
 from daemon.state import DrillResult, Snapshot, StateHolder
 
 DB_SOURCE = ["database", "source"]
-ACTION_OUTCOMES = (("drill", "done"), ("drill", "failed"), ("mirror", "done"), ("mirror", "failed"),
-                   ("prune", "done"), ("prune", "dry_run"), ("prune", "refused"))
+ACTION_OUTCOMES = (("drill", "done"), ("drill", "failed"), ("drill", "skipped"), ("mirror", "done"),
+                   ("mirror", "failed"), ("prune", "done"), ("prune", "dry_run"), ("prune", "refused"))
 
 
 def _ts(dt: datetime) -> float:

@@ -12,6 +12,7 @@ becomes a second report of something the notifier already sent on purpose. Every
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -32,8 +33,12 @@ CHECKIN_EVERY = timedelta(minutes=5)
 
 
 def slug(text: str) -> str:
-    """A Sentry monitor slug: lowercase letters, digits, dashes (at most 50)."""
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:50] or "database"
+    """A Sentry monitor slug: lowercase letters, digits, dashes, at most 50; a long one keeps a hash of the whole
+    text so two databases never share a monitor."""
+    plain = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "database"
+    if len(plain) <= 50:
+        return plain
+    return f"{plain[:41].rstrip('-')}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
 
 
 class Notifier(Protocol):
@@ -41,7 +46,7 @@ class Notifier(Protocol):
 
     def on_evaluation(self, databases: dict[str, DatabaseState], now: datetime) -> None: ...
 
-    def job_started(self, job: str) -> str | None: ...
+    def job_started(self, job: str, schedule: dict[str, Any] | None = None) -> str | None: ...
 
     def job_finished(self, job: str, token: str | None, ok: bool, seconds: float) -> None: ...
 
@@ -125,7 +130,7 @@ class LogNotifier:
             database, check = key.split("\x1f")
             logger.info("resolved: {} on {}", check, database)
 
-    def job_started(self, job: str) -> str | None:
+    def job_started(self, job: str, schedule: dict[str, Any] | None = None) -> str | None:
         return None
 
     def job_finished(self, job: str, token: str | None, ok: bool, seconds: float) -> None:
@@ -225,11 +230,13 @@ class SentryNotifier(LogNotifier):
         except Exception as exc:
             logger.warning("Sentry check-in not sent: {}", exc)
 
-    def job_started(self, job: str) -> str | None:
+    def job_started(self, job: str, schedule: dict[str, Any] | None = None) -> str | None:
+        """`schedule` (a Sentry monitor_config) makes Sentry create the monitor and notice missed runs."""
         try:
             from sentry_sdk.crons import capture_checkin
 
-            return capture_checkin(monitor_slug=slug(f"pgbackup-{job}"), status="in_progress")
+            return capture_checkin(monitor_slug=slug(f"pgbackup-{job}"), status="in_progress",
+                                   monitor_config=schedule)  # type: ignore[arg-type]
         except Exception:
             return None
 

@@ -156,12 +156,16 @@ class ScratchServer:
                     dropped.append(name)
         return dropped
 
-    def prove_not_production(self, admin_url: str, production_url: str | None) -> str:
+    def prove_not_production(self, admin_url: str, production_url: str | None, allow_unproven: bool = False) -> str:
         """Refuse unless the scratch server is provably another server. Returns how it was proven."""
         if production_url is None:
             if self.embedded:
                 return "scratch is a local cluster the guardian started for this drill"
-            return "production URL unknown (provider database); scratch server configured explicitly"
+            if not allow_unproven:
+                raise DrillRefused("cannot prove the scratch server is not production: this database has no "
+                                   "production URL to compare with (set the database's url, or "
+                                   "drill.allow_unproven_scratch: true to accept the configured scratch server)")
+            return "production URL unknown; scratch server accepted by drill.allow_unproven_scratch"
         try:
             prod = system_identifier(production_url)
         except GuardianError as exc:

@@ -96,6 +96,22 @@ class SourceState:
         return max(self.backups, key=lambda b: b.started_at) if self.backups else None
 
 
+def share_unreadable(sources: dict[str, SourceState]) -> dict[str, SourceState]:
+    """A backup found unreadable in one source (its archived copy failed the read-through) is the same dump in
+    every source that lists it under that id: mark it there too, so it counts as good nowhere."""
+    bad = {b.backup_id: b for s in sources.values() for b in s.backups if b.readable is False}
+    if not bad:
+        return sources
+    out = {}
+    for name, src in sources.items():
+        if any(b.backup_id in bad and b.readable is None for b in src.backups):
+            backups = tuple(replace(b, readable=False, readable_error=bad[b.backup_id].readable_error)
+                            if b.backup_id in bad and b.readable is None else b for b in src.backups)
+            src = replace(src, backups=backups)
+        out[name] = src
+    return out
+
+
 @dataclass(frozen=True)
 class LiveFacts:
     """Read-only facts from the live database."""

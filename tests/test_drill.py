@@ -234,3 +234,35 @@ def test_killed_mid_restore_the_next_start_sweeps_only_its_own_scratch_database(
     assert ours[0] not in left
     assert {"keep_me", f"{PREFIX}someone_elses"} <= left
     assert not list((open_tmp / "state" / "drills" / "tmp").glob("download-*"))  # the download went too
+
+
+def test_a_drill_while_another_runs_is_skipped_not_failed(
+    pg_cluster: LocalCluster, own_cluster: LocalCluster, open_tmp: Path
+) -> None:
+    from actions.drill import drill_lock
+
+    url = create_database(pg_cluster)
+    capture(open_tmp, url)
+    g = guardian(open_tmp, url, scratch=own_cluster.url("postgres"))
+    try:
+        g.collect_all()
+        with drill_lock(open_tmp / "state"):  # another process holds the drill lock
+            run = g.drill(DB)
+        snap = g.holder.current()
+    finally:
+        g.stop()
+    assert run.skipped and "another drill is running" in run.reason
+    assert snap.databases[DB].drills == ()  # no result, no report
+    assert not {f.check: f for f in snap.databases[DB].findings}["drill_failed"].active
+    assert snap.actions[("drill", "skipped")] == 1
+
+
+def test_a_configured_scratch_without_a_production_url_to_compare_is_refused(
+    own_cluster: LocalCluster, open_tmp: Path
+) -> None:
+    from daemon.scratch import DrillRefused, ScratchServer
+
+    scratch = ScratchServer(open_tmp, own_cluster.url("postgres"))
+    with pytest.raises(DrillRefused, match="cannot prove"):
+        scratch.prove_not_production(own_cluster.url("postgres"), None)
+    assert "accepted" in scratch.prove_not_production(own_cluster.url("postgres"), None, allow_unproven=True)

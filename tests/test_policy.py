@@ -403,3 +403,24 @@ def test_an_unreadable_backup_is_not_good_and_is_a_critical_finding() -> None:
     assert result["rpo_breach"].active
     assert result["unreadable_backup"].active and "truncated" in result["unreadable_backup"].hint
     assert result["unreadable_backup"].severity == "critical"
+
+
+def test_a_backup_unreadable_in_the_archive_is_unreadable_in_every_source() -> None:
+    from daemon.state import share_unreadable
+
+    heroku_copy = replace(backup(timedelta(hours=1)), backup_id="a007", source="heroku")
+    archived = replace(heroku_copy, source="archive", readable=False, readable_error="not a dump")
+    sources = {"heroku": SourceState(source="heroku", backups=(heroku_copy,)),
+               "archive": SourceState(source="archive", backups=(archived,))}
+    shared = share_unreadable(sources)
+    assert shared["heroku"].newest_good is None and shared["archive"].newest_good is None
+    assert shared["heroku"].backups[0].readable_error == "not a dump"
+
+
+def test_monitor_slugs_of_long_names_stay_distinct() -> None:
+    from daemon.notify import slug
+
+    a = slug("pgbackup-drill-database_corruption-suoops-backend/DATABASE")
+    b = slug("pgbackup-drill-database_corruption-suoops-backend/HEROKU_POSTGRESQL_RED")
+    assert a != b and len(a) <= 50 and len(b) <= 50
+    assert slug("pgbackup-rpo-shop") == "pgbackup-rpo-shop"
