@@ -1,0 +1,468 @@
+"""Benchmark of the guardian polling a fleet of Heroku databases (1,000 apps) within its rate budget.
+
+Run as ``python bench/bench_heroku_fleet.py [APPS] [SHARE] [--no-tracemalloc] [--keep-nagle]`` from the
+repository root (defaults: 1000 apps, ``rate_budget_share`` 0.5); it prints its figures and exits 0 (it is a
+measurement, not a test: missed targets are reported, not raised).
+
+Setup. The in-process Heroku double (``tests/heroku_double.py``: real HTTP on loopback, the 4,500-token bucket
+refilled at 75/min) holds APPS apps, each with one Postgres add-on, a daily backup schedule (hour ``i % 24`` in
+one of four timezones) and three finished scheduled backups taken at the schedule's last three occurrences;
+while the benchmark runs, the script plays Heroku's scheduler (the double has none), so each app gets its
+next daily backup when its hour comes and the fleet stays healthy (a finished backup appears once it has
+finished; captures in progress are not shown). The notifier's log lines (findings opened, no Sentry DSN) are
+counted, not printed.
+A real `Guardian` (``collect_interval`` 30 s, ``heroku.apps`` = every app, ``rate_budget_share`` SHARE) talks
+to it through a real `HerokuClient`. Time is simulated: one `FakeClock` drives the double's bucket refill, the
+guardian's clock and the client's sleep (sleeping advances the fake clock, never the wall clock); it is
+advanced 30 s after each pass. Passes run until every database has been polled at least once (the first
+full cycle: each first poll costs resolve + transfers + schedules + info) and then 30 more passes.
+
+What it reports:
+
+1. **Requests per pass** (counted by the double, checked against `PassReport.requests`): median, p95 and max,
+   for all passes and for the 30 passes after the first cycle; the median allowance (`PassReport.allowance`);
+   the requests, passes and simulated time the first full cycle took.
+2. **Wall-clock pass duration**, measured with ``perf_counter`` around ``Guardian.collect_all()`` (the HTTP
+   round trips to the double, the policy evaluation of every database and the /metrics prewarm): median,
+   p95, max. With tracemalloc on (the default) every allocation is traced, which slows passes down; run with
+   ``--no-tracemalloc`` for undistorted timings. The CPU time of the collecting thread (``thread_time``: the
+   guardian's work and the client side of its HTTP calls, not the double's server threads) is printed too,
+   as it is far less sensitive than wall clock to other processes competing for the CPUs; so is the load
+   average. The double's HTTP handler writes headers and body
+   separately, so with Nagle's algorithm each keep-alive response waits ~40 ms for the client's delayed ACK;
+   the benchmark turns on TCP_NODELAY for the double's sockets (``disable_nagle_algorithm``, set at run time)
+   so that artefact of the double is not billed to the guardian; ``--keep-nagle`` measures it as it is.
+3. **Memory**: the tracemalloc peak during the run (traced from just before the Guardian is built, so the
+   double's population is excluded, but the double's request log and server threads are in), the memory
+   still traced at the end and per database, the largest holders by file; the process's max RSS
+   (``resource.getrusage``) before the Guardian was built and at the end (their difference is the run's share,
+   tracemalloc's own bookkeeping included, which is printed too).
+4. **Rate budget**: the most requests in any sliding 60 simulated minutes (requests are attributed to the
+   simulated time their pass started) against ``SHARE * 4,500`` per hour (PASS/MISS), and against that plus
+   the one minute of refill the fleet's bucket may hold (the burst ``daemon/herokufleet.py`` allows by
+   design); the number of 429s the double answered (must be 0); the final ``snap.heroku.stretch`` and
+   ``pass_deferred``.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import re
+import resource
+import statistics
+import sys
+import tempfile
+import time
+import tracemalloc
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+# Run as a script from the repository root: make `daemon`, `collectors` and `tests` importable.
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from loguru import logger  # noqa: E402
+
+from daemon.app import Guardian  # noqa: E402
+from daemon.config import GuardianConfig  # noqa: E402
+from daemon.heroku import HerokuClient  # noqa: E402
+from daemon.herokufleet import BUCKET, REFILL_PER_MINUTE  # noqa: E402
+from daemon.schedules import last_due, next_due  # noqa: E402
+from daemon.state import Schedule, Snapshot  # noqa: E402
+from tests import heroku_double  # noqa: E402
+from tests.heroku_double import HerokuDouble  # noqa: E402
+from tests.test_heroku_client import FakeClock  # noqa: E402
+
+if TYPE_CHECKING:
+    from loguru import Message
+
+DEFAULT_APPS = 1_000
+DEFAULT_SHARE = 0.5
+COLLECT_INTERVAL = timedelta(seconds=30)
+EXTRA_PASSES = 30
+TRANSFERS_PER_APP = 3
+TIMEZONES = ("UTC", "America/New_York", "Europe/Berlin", "Asia/Tokyo")
+WINDOW = timedelta(minutes=60)
+TOKEN = "hrku-bench-token-0123456789abcdef"
+MB = 1024 * 1024
+ROUTE_KINDS = (  # what each request of a poll is for (`HerokuWatcher._poll`)
+    ("resolve", re.compile(r"/actions/addon-attachments/resolve$")),
+    ("attachments", re.compile(r"/apps/[^/]+/addon-attachments$")),
+    ("transfers", re.compile(r"/apps/[^/]+/transfers$")),
+    ("transfer info", re.compile(r"/apps/[^/]+/transfers/[^/]+$")),
+    ("schedules", re.compile(r"/databases/[^/]+/transfer-schedules$")),
+    ("database info", re.compile(r"/databases/[^/]+$")),
+    ("rate-limits", re.compile(r"/account/rate-limits$")),
+)
+
+
+@dataclass(frozen=True)
+class PassSample:
+    """One collection pass: when (simulated), what it spent, what it was allowed, how long it took."""
+
+    at: datetime
+    requests: int
+    allowance: float
+    polled: int
+    deferred: int
+    seconds: float
+    cpu_seconds: float  # CPU time of the thread running collect_all (the guardian and its HTTP client side)
+
+
+# -- helpers ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Args:
+    apps: int
+    share: float
+    trace: bool
+    nodelay: bool
+
+
+FLAGS = ("--no-tracemalloc", "--keep-nagle")
+
+
+def parse_args(argv: Sequence[str]) -> Args:
+    """``[APPS] [SHARE] [--no-tracemalloc] [--keep-nagle]``."""
+    flags = [a for a in argv if a.startswith("--")]
+    positional = [a for a in argv if not a.startswith("--")]
+    if any(f not in FLAGS for f in flags) or len(positional) > 2:
+        raise SystemExit(f"usage: {Path(__file__).name} [APPS] [SHARE] [{'] ['.join(FLAGS)}]")
+    apps = int(positional[0]) if positional else DEFAULT_APPS
+    share = float(positional[1]) if len(positional) > 1 else DEFAULT_SHARE
+    if apps < 1 or not 0 < share <= 1:
+        raise SystemExit("APPS must be >= 1 and SHARE in (0, 1]")
+    return Args(apps, share, trace="--no-tracemalloc" not in flags, nodelay="--keep-nagle" not in flags)
+
+
+def quantile(values: Sequence[float], q: int) -> float:
+    """The q-th percentile (inclusive method); the single value for a one-element list."""
+    if len(values) < 2:
+        return float(values[0])
+    return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
+
+
+def max_rss_mb() -> float:
+    """The process's peak resident set size so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def current_rss_mb() -> float | None:
+    """The current resident set size from /proc (None where there is no /proc)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def max_in_window(samples: Sequence[PassSample], window: timedelta) -> tuple[int, datetime | None]:
+    """The most requests spent by passes starting within any sliding `window`, and where that window starts."""
+    best, best_at = 0, None
+    lo, running = 0, 0
+    for s in samples:
+        running += s.requests
+        while samples[lo].at <= s.at - window:
+            running -= samples[lo].requests
+            lo += 1
+        if running > best:
+            best, best_at = running, samples[lo].at
+    return best, best_at
+
+
+def route_kind(path: str) -> str:
+    return next((kind for kind, pattern in ROUTE_KINDS if pattern.search(path)), "other")
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "MISS"
+
+
+def line(label: str, values: Sequence[float], unit: str = "", fmt: str = ".1f") -> str:
+    return (f"  {label:<34} median {statistics.median(values):{fmt}}{unit}  p95 {quantile(values, 95):{fmt}}{unit}  "
+            f"max {max(values):{fmt}}{unit}")
+
+
+# -- the fleet ----------------------------------------------------------------------------------------------
+@dataclass
+class ScheduledApp:
+    """One app's daily backup as Heroku's scheduler runs it (the double has no scheduler of its own)."""
+
+    name: str
+    schedule: Schedule
+    index: int
+    next_at: datetime  # the next scheduled instant whose backup is not on the double yet
+
+    @property
+    def start_delay(self) -> timedelta:
+        return timedelta(seconds=30 + self.index % 90)
+
+    @property
+    def duration(self) -> timedelta:
+        return timedelta(minutes=2 + self.index % 7)
+
+    def add_backup(self, heroku: HerokuDouble, due: datetime) -> None:
+        started = due + self.start_delay
+        heroku.add_transfer(self.name, created_at=started - timedelta(seconds=5), started_at=started,
+                            finished_at=started + self.duration, processed_bytes=10_000_000 + self.index * 1_000,
+                            source_bytes=50_000_000 + self.index * 5_000)
+
+
+def populate(heroku: HerokuDouble, apps: list[str], now: datetime) -> list[ScheduledApp]:
+    """Each app: one add-on, a schedule at hour i % 24 in one of four zones, three finished scheduled backups
+    at the schedule's last three occurrences (so no database starts out waiting for today's backup)."""
+    out = []
+    for i, name in enumerate(apps):
+        heroku.add_app(name)
+        hour, tz = i % 24, TIMEZONES[(i // 24) % len(TIMEZONES)]
+        heroku.add_schedule(name, hour=hour, timezone=tz)
+        schedule = Schedule(hour=hour, timezone=tz)
+        app = ScheduledApp(name, schedule, i, now)
+        due = last_due(schedule, now)
+        if due + app.start_delay + app.duration > now:  # today's has not finished yet: the scheduler adds it
+            due = last_due(schedule, due - timedelta(seconds=1))
+        for days in range(TRANSFERS_PER_APP, 0, -1):
+            app.add_backup(heroku, due - timedelta(days=days - 1))
+        app.next_at = next_due(schedule, due)
+        out.append(app)
+    return out
+
+
+def run_scheduler(heroku: HerokuDouble, apps: list[ScheduledApp], now: datetime) -> int:
+    """Play Heroku's scheduler up to `now`: every scheduled backup that has finished by now appears on the
+    double as a finished transfer (it is not shown while it runs). Returns how many were added."""
+    added = 0
+    for app in apps:
+        while app.next_at + app.start_delay + app.duration <= now:
+            app.add_backup(heroku, app.next_at)
+            app.next_at = next_due(app.schedule, app.next_at)
+            added += 1
+    return added
+
+
+def build_guardian(heroku: HerokuDouble, clock: FakeClock, apps: list[str], share: float, state_dir: str) -> Guardian:
+    """As ``tests/test_heroku_guardian.py::guardian`` builds it (the client as the daemon builds it: a 429 ends
+    the poll, the planner waits), with a throwaway state directory."""
+    config = GuardianConfig.model_validate({
+        "collect_interval": f"{int(COLLECT_INTERVAL.total_seconds())}s",
+        "state_dir": state_dir,
+        "heroku": {"api_key": heroku.token, "platform_url": heroku.platform_url, "data_url": heroku.data_url,
+                   "rate_budget_share": share, "apps": apps},
+    })
+    api = HerokuClient(heroku.token, platform_url=heroku.platform_url, data_url=heroku.data_url,
+                       sleep=clock.sleep, timeout=5, max_rate_wait=0)
+    return Guardian(config, heroku_api=api, clock=clock)
+
+
+# -- the benchmark ------------------------------------------------------------------------------------------
+def main(argv: Sequence[str]) -> int:
+    args = parse_args(argv)
+    n_apps, share, trace = args.apps, args.share, args.trace
+    # The double's handler sends the status line + headers and the body in two writes; with Nagle on, the
+    # body waits for the client's delayed ACK (~40 ms on Linux loopback) on every keep-alive request. That
+    # is the double's cost, not the guardian's: set TCP_NODELAY on its sockets (a socketserver switch, the
+    # file is not touched) unless --keep-nagle asks to measure the double as it is.
+    heroku_double._Handler.disable_nagle_algorithm = args.nodelay
+    # Warnings only (the fleet's "polls are stretched" line, collectors going down), not per-poll chatter.
+    # The notifier's lines (a finding opened, without a Sentry DSN) are counted, not printed.
+    notices: Counter[str] = Counter()
+
+    def count_notice(message: Message) -> None:
+        record = message.record
+        notices[f"{record['level'].name.lower()} {record['message'].split(' on ', 1)[0]}"] += 1
+
+    logger.remove()
+    logger.add(count_notice, level="WARNING", filter="daemon.notify")
+    logger.add(sys.stderr, level="WARNING", filter=lambda r: not r["name"] or not r["name"].startswith("daemon.notify"))
+
+    clock = FakeClock()
+    start = clock.now
+    apps = [f"app-{i:04d}" for i in range(n_apps)]
+    samples: list[PassSample] = []
+    mismatches = 0
+    with HerokuDouble(clock=clock, token=TOKEN) as heroku, tempfile.TemporaryDirectory() as state_dir:
+        t0 = time.perf_counter()
+        scheduled = populate(heroku, apps, clock.now)
+        print(f"fleet: {n_apps} apps on the double ({n_apps * TRANSFERS_PER_APP} transfers, schedules in "
+              f"{len(TIMEZONES)} zones) built in {time.perf_counter() - t0:.2f} s; share {share:.0%}, "
+              f"collect interval {COLLECT_INTERVAL.total_seconds():.0f} s, tracemalloc "
+              f"{'on' if trace else 'off (--no-tracemalloc)'}, double's TCP_NODELAY "
+              f"{'on' if args.nodelay else 'off (--keep-nagle)'}")
+
+        gc.collect()
+        rss_before_max, rss_before_now = max_rss_mb(), current_rss_mb()
+        if trace:
+            tracemalloc.start()
+        traced_at_start = tracemalloc.get_traced_memory()[0] if trace else 0
+
+        g = build_guardian(heroku, clock, apps, share, state_dir)
+        fleet = g.fleet
+        assert fleet is not None
+        first_cycle_passes: int | None = None
+        first_cycle_at: datetime | None = None
+        first_cycle_requests = 0  # index into the double's request log where the first cycle ends
+        backups_added = 0
+        max_passes = 20 * (4 * n_apps / max(share * REFILL_PER_MINUTE / 2, 1e-9)) + 100  # far beyond expected
+        snap: Snapshot | None = None
+        extra = 0
+        t_run, load_before = time.perf_counter(), os.getloadavg()
+        while extra < EXTRA_PASSES and len(samples) < max_passes:
+            at = clock.now
+            backups_added += run_scheduler(heroku, scheduled, at)
+            before = heroku.request_count()
+            c1, t1 = time.thread_time(), time.perf_counter()
+            snap = g.collect_all()
+            seconds, cpu = time.perf_counter() - t1, time.thread_time() - c1
+            spent = heroku.request_count() - before
+            report = fleet.last_report
+            if spent != report.requests:
+                mismatches += 1
+            samples.append(PassSample(at, spent, report.allowance, report.polled, report.deferred, seconds, cpu))
+            if first_cycle_passes is None:
+                if len(fleet.next_poll) == len(fleet.watchers):
+                    first_cycle_passes, first_cycle_at = len(samples), at
+                    first_cycle_requests = heroku.request_count()
+            else:
+                extra += 1
+            clock.now += COLLECT_INTERVAL
+        run_seconds, load_after = time.perf_counter() - t_run, os.getloadavg()
+
+        traced_now, traced_peak = tracemalloc.get_traced_memory() if trace else (0, 0)
+        tracemalloc_overhead = tracemalloc.get_tracemalloc_memory() if trace else 0
+        top_files: list[tuple[str, int]] = []
+        if trace:
+            stats = tracemalloc.take_snapshot().statistics("filename")
+            top_files = [(str(s.traceback[0].filename), s.size) for s in stats[:6]]
+            tracemalloc.stop()
+        rss_after_max, rss_after_now = max_rss_mb(), current_rss_mb()
+
+        statuses = [r.status for r in heroku.requests]
+        kinds_after = Counter(route_kind(r.path) for r in heroku.requests[first_cycle_requests:])
+        total_requests = len(statuses)
+        too_many = sum(1 for s in statuses if s == 429)
+        errors = sum(1 for s in statuses if s is not None and s >= 400)
+        down = [c for (kind, _), c in (snap.collectors.items() if snap else []) if kind == "heroku" and not c.up]
+        g.stop()
+
+    # -- report -----------------------------------------------------------------------------------------------
+    assert snap is not None
+    per_pass = [float(s.requests) for s in samples]
+    durations_ms = [s.seconds * 1_000 for s in samples]
+    print(f"\nran {len(samples)} passes ({(clock.now - start).total_seconds() / 60:.1f} simulated min) in "
+          f"{run_seconds:.1f} s wall clock; {total_requests} requests to the double "
+          f"({errors} answered >= 400); fake sleeps {len(clock.slept)} ({sum(clock.slept):.0f} s); "
+          f"{backups_added} scheduled backups taken meanwhile")
+    told = ", ".join(f"{count} {what}" for what, count in sorted(notices.items())) or "none"
+    print(f"findings the notifier logged (opened or reminded): {told}")
+    if mismatches:
+        print(f"WARNING: in {mismatches} passes the double counted other than PassReport.requests")
+    if first_cycle_passes is None:
+        print(f"WARNING: the first full cycle did not complete within {len(samples)} passes "
+              f"({len(fleet.next_poll)}/{len(fleet.watchers)} databases polled)")
+        cycle: list[PassSample] = samples
+    else:
+        cycle = samples[:first_cycle_passes]
+    after = samples[len(cycle):]
+
+    print("\nrequests per pass")
+    print(line("all passes", per_pass, fmt=".0f"))
+    print(line("first full cycle", [float(s.requests) for s in cycle], fmt=".0f"))
+    if after:
+        print(line(f"the {len(after)} passes after it", [float(s.requests) for s in after], fmt=".0f"))
+    print(f"  allowance per pass                 median {statistics.median(s.allowance for s in samples):.2f}  "
+          f"(share {share:.0%} of {REFILL_PER_MINUTE:.0f}/min = {share * REFILL_PER_MINUTE / 2:.2f} per 30 s, "
+          f"plus the credit a pass left)")
+    if first_cycle_at is not None and first_cycle_passes is not None:
+        cycle_min = (first_cycle_at - start + COLLECT_INTERVAL).total_seconds() / 60
+        print(f"  first full cycle: {sum(s.requests for s in cycle)} requests "
+              f"({sum(s.requests for s in cycle) / n_apps:.2f} per database, re-polls included) "
+              f"in {first_cycle_passes} passes, "
+              f"{cycle_min:.1f} simulated min (every database polled once by the pass at "
+              f"+{(first_cycle_at - start).total_seconds() / 60:.1f} min)")
+    print(f"  polled per pass median {statistics.median(s.polled for s in samples):.0f}, "
+          f"deferred per pass median {statistics.median(s.deferred for s in samples):.0f}")
+    if after:
+        polls = sum(s.polled for s in after)
+        minutes = len(after) * COLLECT_INTERVAL.total_seconds() / 60
+        spent_after = sum(s.requests for s in after)
+        breakdown = ", ".join(f"{kind} {count}" for kind, count in kinds_after.most_common())
+        print(f"  after the first cycle: {polls} polls in {minutes:.0f} simulated min, "
+              f"{spent_after / max(polls, 1):.2f} requests per poll ({breakdown})")
+        if polls:
+            print(f"  at that rate each database is polled every {n_apps / (polls / minutes):.0f} simulated min "
+                  f"(desired: 1 min near its schedule or during a capture, 15 min otherwise)")
+
+    print("\nwall-clock pass duration (collect_all)")
+    print(line("all passes", durations_ms, " ms"))
+    print(line("first full cycle", [s.seconds * 1_000 for s in cycle], " ms"))
+    if after:
+        print(line(f"the {len(after)} passes after it", [s.seconds * 1_000 for s in after], " ms"))
+    print(line("CPU of the collecting thread", [s.cpu_seconds * 1_000 for s in samples], " ms"))
+    if after:
+        print(line(f"CPU, the {len(after)} passes after it", [s.cpu_seconds * 1_000 for s in after], " ms"))
+    print(f"  load average (1 min) {load_before[0]:.2f} at the start, {load_after[0]:.2f} at the end, "
+          f"{os.cpu_count()} CPUs: wall-clock figures include waiting for a CPU when others run too")
+    slowest = max(range(len(samples)), key=lambda i: samples[i].seconds)
+    print(f"  slowest: pass {slowest} at +{(samples[slowest].at - start).total_seconds() / 60:.1f} min, "
+          f"{samples[slowest].requests} requests, {samples[slowest].polled} polled")
+
+    print("\nmemory")
+    if trace:
+        retained = traced_now - traced_at_start
+        print(f"  tracemalloc peak {traced_peak / MB:.1f} MB | traced at the end {traced_now / MB:.1f} MB "
+              f"({retained / n_apps / 1024:.1f} KiB per database, double's request log included) | "
+              f"tracemalloc's own bookkeeping {tracemalloc_overhead / MB:.1f} MB")
+        for filename, size in top_files:
+            short = filename.replace(str(ROOT) + "/", "")
+            print(f"    {size / MB:7.2f} MB  {short}")
+    else:
+        print("  tracemalloc off (--no-tracemalloc)")
+    now_before = f"{rss_before_now:.1f} MB" if rss_before_now is not None else "n/a"
+    now_after = f"{rss_after_now:.1f} MB" if rss_after_now is not None else "n/a"
+    print(f"  max RSS before the Guardian {rss_before_max:.1f} MB (current {now_before}) | "
+          f"max RSS at the end {rss_after_max:.1f} MB (current {now_after}) | "
+          f"run's share {rss_after_max - rss_before_max:.1f} MB")
+
+    hour_budget = share * BUCKET
+    burst = share * REFILL_PER_MINUTE
+    worst, worst_at = max_in_window(samples, WINDOW)
+    span = samples[-1].at - samples[0].at + COLLECT_INTERVAL
+    heroku_status = snap.heroku
+    print("\nsummary")
+    print(f"  requests/pass median {statistics.median(per_pass):.0f} p95 {quantile(per_pass, 95):.0f} "
+          f"max {max(per_pass):.0f} | allowance median {statistics.median(s.allowance for s in samples):.2f} | "
+          f"first cycle {sum(s.requests for s in cycle)} requests, {len(cycle)} passes, "
+          f"{len(cycle) * COLLECT_INTERVAL.total_seconds() / 60:.1f} simulated min")
+    cpu_ms = [s.cpu_seconds * 1_000 for s in samples]
+    print(f"  pass wall clock median {statistics.median(durations_ms):.1f} ms p95 {quantile(durations_ms, 95):.1f} ms "
+          f"max {max(durations_ms):.1f} ms | CPU median {statistics.median(cpu_ms):.1f} ms "
+          f"p95 {quantile(cpu_ms, 95):.1f} ms | load {load_before[0]:.1f}->{load_after[0]:.1f}")
+    if trace:
+        print(f"  tracemalloc peak {traced_peak / MB:.1f} MB | max RSS {rss_after_max:.1f} MB "
+              f"(before the Guardian {rss_before_max:.1f} MB)")
+    else:
+        print(f"  max RSS {rss_after_max:.1f} MB (before the Guardian {rss_before_max:.1f} MB)")
+    at_text = f" (window from +{(worst_at - start).total_seconds() / 60:.1f} min)" if worst_at else ""
+    note = "" if span >= WINDOW else f" (run spans only {span.total_seconds() / 60:.0f} min)"
+    print(f"  max requests in any 60 simulated min {worst}{at_text}{note} vs share {hour_budget:.0f}/h "
+          f"{verdict(worst <= hour_budget)}; vs share + one minute of burst {hour_budget + burst:.1f} "
+          f"{verdict(worst <= hour_budget + burst)}")
+    print(f"  429s from the double {too_many} {verdict(too_many == 0)} | heroku collectors down at the end "
+          f"{len(down)}")
+    if heroku_status is not None:
+        print(f"  final stretch x{heroku_status.stretch:.2f} | pass_deferred {heroku_status.pass_deferred} | "
+              f"ratelimit_remaining {heroku_status.ratelimit_remaining}")
+    else:
+        print("  WARNING: the snapshot has no heroku status")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
