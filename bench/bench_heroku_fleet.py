@@ -15,23 +15,24 @@ A real `Guardian` (``collect_interval`` 30 s, ``heroku.apps`` = every app, ``rat
 to it through a real `HerokuClient`. Time is simulated: one `FakeClock` drives the double's bucket refill, the
 guardian's clock and the client's sleep (sleeping advances the fake clock, never the wall clock); it is
 advanced 30 s after each pass. Passes run until every database has been polled at least once (the first
-full cycle: each first poll costs resolve + transfers + schedules + info) and then 30 more passes.
+full cycle: a first poll also resolves the attachment and reads schedules and info) and then 30 more passes.
 
 What it reports:
 
 1. **Requests per pass** (counted by the double, checked against `PassReport.requests`): median, p95 and max,
    for all passes and for the 30 passes after the first cycle; the median allowance (`PassReport.allowance`);
-   the requests, passes and simulated time the first full cycle took.
+   the requests, passes and simulated time the first full cycle took; after it, requests per poll by kind
+   and how often each database is then polled.
 2. **Wall-clock pass duration**, measured with ``perf_counter`` around ``Guardian.collect_all()`` (the HTTP
    round trips to the double, the policy evaluation of every database and the /metrics prewarm): median,
    p95, max. With tracemalloc on (the default) every allocation is traced, which slows passes down; run with
    ``--no-tracemalloc`` for undistorted timings. The CPU time of the collecting thread (``thread_time``: the
    guardian's work and the client side of its HTTP calls, not the double's server threads) is printed too,
    as it is far less sensitive than wall clock to other processes competing for the CPUs; so is the load
-   average. The double's HTTP handler writes headers and body
-   separately, so with Nagle's algorithm each keep-alive response waits ~40 ms for the client's delayed ACK;
-   the benchmark turns on TCP_NODELAY for the double's sockets (``disable_nagle_algorithm``, set at run time)
-   so that artefact of the double is not billed to the guardian; ``--keep-nagle`` measures it as it is.
+   average. The double's HTTP handler writes headers and body separately, so with Nagle's algorithm each
+   keep-alive response waits ~40 ms for the client's delayed ACK; the benchmark turns on TCP_NODELAY for the
+   double's sockets (``disable_nagle_algorithm``, set at run time) so that artefact of the double is not
+   billed to the guardian; ``--keep-nagle`` measures it as it is.
 3. **Memory**: the tracemalloc peak during the run (traced from just before the Guardian is built, so the
    double's population is excluded, but the double's request log and server threads are in), the memory
    still traced at the end and per database, the largest holders by file; the process's max RSS

@@ -186,8 +186,10 @@ class HerokuWatcher:
     attachment: str
     api: HerokuAPI
     resolve_every: timedelta = timedelta(hours=24)
-    schedules_every: timedelta = timedelta(hours=1)
-    info_every: timedelta = timedelta(hours=1)
+    # Schedules and pg:info change rarely; refreshing them every few hours keeps a large fleet's polls at about
+    # one request each (transfers), which is what the rate budget is for.
+    schedules_every: timedelta = timedelta(hours=6)
+    info_every: timedelta = timedelta(hours=6)
     resolved: ResolvedDatabase | None = None
     resolved_at: datetime | None = None
     from_names: set[str] = field(default_factory=set)

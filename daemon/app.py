@@ -8,6 +8,7 @@ only reads it.
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import itertools
 import json
 import os
@@ -77,6 +78,7 @@ def _poll(watcher: HerokuWatcher, clock: Callable[[], datetime]) -> SourceState:
     return watcher.poll(clock())
 
 
+@functools.lru_cache(maxsize=64)
 def cron_interval(expr: str) -> timedelta:
     """The longest gap between the next few firings of a cron expression (its drill's interval)."""
     trigger = CronTrigger.from_crontab(expr, timezone=UTC)
