@@ -80,7 +80,9 @@ class HerokuFleet:
         most = max((w.expected_cost(now) for w in self.watchers.values()), default=1)
         cap = max(self.rate_per_second * 60.0, self.rate_per_second * pass_seconds, float(most))
         if self.credit_at is None:
-            self.credit = cap  # start with one minute's share: a small burst, well inside the account's bucket
+            # start empty: credit accrues from the first pass on, so no 60-minute window ever holds more than
+            # the share (a banked start would let the first hour overshoot it)
+            self.credit = 0.0
         else:
             elapsed = max(0.0, (now - self.credit_at).total_seconds())
             self.credit = min(cap, self.credit + elapsed * self.rate_per_second)
