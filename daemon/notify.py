@@ -63,6 +63,7 @@ class FindingTracker:
         self.path = path
         self.reminder = reminder
         self.open: dict[str, dict[str, str]] = self._load()
+        self._lock = threading.Lock()
 
     def _load(self) -> dict[str, dict[str, str]]:
         if self.path is None:
@@ -85,7 +86,11 @@ class FindingTracker:
             logger.warning("cannot save finding states to {}: {}", self.path, exc.strerror)
 
     def changes(self, findings: list[Finding], now: datetime) -> tuple[list[Finding], list[Finding], list[str]]:
-        """(opened, reminders due, closed keys) for this evaluation; updates the state."""
+        """(opened, reminders due, closed keys) for this evaluation; updates the state. Thread-safe."""
+        with self._lock:
+            return self._changes(findings, now)
+
+    def _changes(self, findings: list[Finding], now: datetime) -> tuple[list[Finding], list[Finding], list[str]]:
         opened, remind, active = [], [], set()
         for f in findings:
             if not f.active:
