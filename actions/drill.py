@@ -219,6 +219,10 @@ class DrillRunner:
                 done += len(chunk)
                 progress("download", done, total)
 
+    def stream(self, url: str) -> Iterator[bytes]:
+        """A signed URL's bytes in chunks; raises GuardianError on HTTP errors."""
+        return self._download(url)
+
     def _download(self, url: str) -> Iterator[bytes]:
         try:
             with self._http.stream("GET", url) as resp:

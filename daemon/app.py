@@ -60,6 +60,7 @@ from daemon.state import (
     share_unreadable,
 )
 from daemon.tiers import PruneDecision
+from daemon.toc import Toc, read_stream
 
 HEARTBEAT_SECONDS = 5
 COLLECT_WORKERS = 4
@@ -167,6 +168,7 @@ class Guardian:
         self.notifier = make_notifier(sentry.dsn.get_secret_value() if sentry.dsn else None, config.state_dir,
                                       sentry.reminder, sentry.environment, clock, quiet)
         self._push_ok: bool | None = None
+        self._readability: dict[tuple[str, str], Toc] = {}  # (database, Heroku backup id) -> its read-through
         self.exposition = Exposition(self.holder)
         self.scheduler: BackgroundScheduler | None = None
         self.http: GuardianHTTP | None = None
@@ -312,12 +314,12 @@ class Guardian:
                     archive = sources.get(SOURCE_ARCHIVE) or SourceState(SOURCE_ARCHIVE)
                     archive = with_unrecorded(archive, self.capturer.unrecorded(r.name))
                     sources[SOURCE_ARCHIVE] = self._with_schedule(r.name, archive)
-                sources = share_unreadable(sources)
                 dbs[r.name] = replace(db, sources=sources, live=r.live if r.live is not None else db.live,
                                       provider=r.provider if r.provider is not None else db.provider,
                                       archive=r.archive if r.archive is not None else db.archive)
             for name, db in dbs.items():
                 cfg = self.databases[name]
+                db = replace(db, sources=share_unreadable(self._with_readability(name, db.sources)))
                 findings = policy.evaluate(db, cfg.objectives, cols.values(), now, self.archive.policy(cfg),
                                            self._drill_policy(cfg, snap.started_at))
                 dbs[name] = replace(db, findings=findings, evaluated_at=now)
@@ -335,6 +337,17 @@ class Guardian:
         self.exposition.prewarm()
         self.notifier.on_evaluation(snap.databases, now)
         return snap
+
+    def _with_readability(self, name: str, sources: dict[str, SourceState]) -> dict[str, SourceState]:
+        """Heroku backups carry the verdict of their read-through, when one ran."""
+        src = sources.get(SOURCE_HEROKU)
+        if src is None or not self._readability:
+            return sources
+        seen = self._readability
+        backups = tuple(
+            replace(b, readable=seen[(name, b.backup_id)].ok, readable_error=seen[(name, b.backup_id)].error)
+            if (name, b.backup_id) in seen and b.readable is None else b for b in src.backups)
+        return {**sources, SOURCE_HEROKU: replace(src, backups=backups)}
 
     def _with_schedule(self, name: str, src: SourceState) -> SourceState:
         cfg = self.databases[name]
@@ -373,6 +386,37 @@ class Guardian:
             if self.archive.run_mirror(job):
                 done += 1
             self.collect_archive_of(job.database)
+        return done
+
+    def check_readability(self) -> int:
+        """Read through each new Heroku backup the archive does not copy (a mirror reads its copies on the way):
+        streamed from its signed URL into the readability check, nothing stored. Returns how many were read."""
+        if self.heroku_api is None:
+            return 0
+        done = 0
+        for name, db in self.holder.current().databases.items():
+            cfg = self.databases.get(name)
+            src = db.sources.get(SOURCE_HEROKU)
+            newest = src.newest_good if src is not None else None
+            app = self._billing_app(name)
+            if (cfg is None or newest is None or app is None or self.archive.covers(cfg)
+                    or (name, newest.backup_id) in self._readability or newest.backup_id[:1] not in ("a", "b")):
+                continue
+            if self.processes.closing.is_set():
+                break
+            try:
+                url = str(self.heroku_api.public_url(app, int(newest.backup_id[1:]))["url"])
+                toc = read_stream(self.drills.stream(url))
+            except GuardianError as exc:
+                logger.warning("readability check of {} {} not done: {}", name, newest.backup_id, exc)
+                continue
+            self._readability[(name, newest.backup_id)] = toc
+            if not toc.ok:
+                logger.error("{} {} from Heroku is not a readable dump: {}", name, newest.backup_id, toc.error)
+            done += 1
+        if done:
+            with self._collect_lock:
+                self._publish([])
         return done
 
     def prune(self, apply: bool | None = None) -> list[PruneDecision]:
@@ -569,6 +613,10 @@ class Guardian:
         if any(self.archive.covers(db) and db.heroku is not None for db in self.databases.values()):
             sched.add_job(self._guarded("mirror", self.mirror_pending), "interval", id="mirror", executor="captures",
                           seconds=max(60.0, self.config.collect_interval.total_seconds()),
+                          next_run_time=now + self.config.collect_interval)
+        if any(db.heroku is not None and not self.archive.covers(db) for db in self.databases.values()):
+            sched.add_job(self._guarded("readability", self.check_readability), "interval", id="readability",
+                          executor="captures", seconds=max(60.0, self.config.collect_interval.total_seconds()),
                           next_run_time=now + self.config.collect_interval)
         if any(self.archive.covers(db) for db in self.databases.values()):
             sched.add_job(self._guarded("prune", self.prune), "interval", id="prune", executor="captures",

@@ -12,6 +12,7 @@ import contextlib
 import re
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -155,6 +156,18 @@ class _Reader:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+
+
+def read_stream(chunks: Iterator[bytes]) -> Toc:
+    """The readability check of a dump arriving in chunks (nothing is stored)."""
+    tee = TocTee()
+    try:
+        for chunk in chunks:
+            tee.write(chunk)
+    except BaseException:
+        tee.abort()
+        raise
+    return tee.result()
 
 
 class TocTee:

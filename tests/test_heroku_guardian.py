@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
@@ -194,3 +195,28 @@ def test_polling_resumes_after_the_account_bucket_ran_dry(heroku: HerokuDouble, 
             break
     assert snap.collectors[("heroku", "shop/DATABASE")].up
     assert any(r.path == "/account/rate-limits" for r in heroku.requests)
+
+
+def test_new_heroku_backups_are_read_through_when_no_archive_copies_them(
+    heroku: HerokuDouble, clock: FakeClock, sample_dump: Path
+) -> None:
+    heroku.add_app("shop")
+    heroku.add_app("bad")
+    start = clock.now - timedelta(hours=1)
+    good = heroku.add_transfer("shop", created_at=start, started_at=start, finished_at=start)
+    heroku.set_dump_file("shop", good["num"], sample_dump)
+    heroku.add_transfer("bad", created_at=start, started_at=start, finished_at=start)  # PGDMP + zeros
+    g = guardian(heroku, clock, ["shop", "bad"])
+    try:
+        g.collect_all(one_shot=True)
+        assert g.check_readability() == 2
+        assert g.check_readability() == 0  # each backup is read once
+        snap = g.holder.current()
+    finally:
+        g.stop()
+    shop, bad = snap.databases["shop/DATABASE"], snap.databases["bad/DATABASE"]
+    assert shop.sources["heroku"].backups[0].readable is True
+    assert not {f.check: f for f in shop.findings}["unreadable_backup"].active
+    found = {f.check: f for f in bad.findings}
+    assert found["unreadable_backup"].active and "a001" in found["unreadable_backup"].hint
+    assert found["rpo_breach"].active  # an unreadable dump is no backup at all
