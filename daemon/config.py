@@ -462,6 +462,103 @@ class PushConfig(_Model):
 
 
 
+TRIGGERS = ("rpo_at_risk", "rpo_breach", "missed_schedule", "last_attempt_failed", "size_anomaly")
+
+
+class EmergencyCapture(_Model):
+    """Emergency captures: a backup taken now when backups are at risk (Heroku capture or pg_dump)."""
+
+    enabled: bool = Field(True, description="Plan emergency captures (still subject to dry_run and the kill "
+                          "switch).", examples=[True])
+    triggers: list[Literal["rpo_at_risk", "rpo_breach", "missed_schedule", "last_attempt_failed", "size_anomaly"]] = (
+        Field(default_factory=lambda: list(TRIGGERS), description="Findings that call for an emergency capture.",
+              examples=[list(TRIGGERS)]))
+    cooldown: Duration = Field(
+        timedelta(hours=2), description="No second emergency capture of a database within this time of the last "
+        "manual capture (the guardian's or a person's, as the source's own history shows it).", examples=["2h"])
+    daily_cap: int = Field(3, ge=1, le=100, description="At most this many emergency captures per database in "
+                           "24 hours.", examples=[3])
+    poll_interval: Duration = Field(timedelta(seconds=3), description="How often a Heroku capture is followed "
+                                    "(the CLI's pg:backups:capture uses 3s).", examples=["3s"])
+    timeout: Duration = Field(timedelta(hours=3), description="Stop following a Heroku capture after this long "
+                              "(it is recorded as failed; Heroku may still finish it).", examples=["3h"])
+
+
+class ScaleTarget(_Model):
+    """One app health probe and the formation it may scale up (the seed's scenario 3)."""
+
+    name: str = Field(description="Stable name of the probe (a metric label).", examples=["api"])
+    url: str = Field(description="URL to GET; healthy means an expected status within max_latency.",
+                     examples=["https://suoops-backend.herokuapp.com/health"])
+    app: str = Field(description="Heroku app whose formation is scaled.", examples=["suoops-backend"])
+    process_type: str = Field("web", pattern=r"^[-\w]{1,128}$", description="Formation process type.",
+                              examples=["web"])
+    interval: Duration = Field(timedelta(seconds=30), description="Time between probes.", examples=["30s"])
+    timeout: Duration = Field(timedelta(seconds=10), description="Probe request timeout (a timeout is a failure).",
+                              examples=["10s"])
+    max_latency: Duration = Field(timedelta(seconds=5), description="A slower answer counts as a failure.",
+                                  examples=["5s"])
+    expect_status: list[int] = Field(default_factory=lambda: [200], description="Statuses that count as healthy.",
+                                     examples=[[200, 204]])
+    failures: int = Field(3, ge=1, le=100, description="Consecutive failed probes before a scale-up (N).",
+                          examples=[3])
+    max_quantity: int = Field(4, ge=1, le=100, description="Never scale above this many dynos.", examples=[4])
+    healthy_for: Duration = Field(timedelta(minutes=15), description="Scale back to the baseline after this long "
+                                  "healthy (M).", examples=["15m"])
+    cooldown: Duration = Field(timedelta(minutes=10), description="Minimum time between two scale changes.",
+                               examples=["10m"])
+    daily_cap: int = Field(6, ge=1, le=100, description="At most this many scale changes in 24 hours.",
+                           examples=[6])
+
+
+class ActionsConfig(_Model):
+    """Remedial actions and their guards. A new install runs them dry: decisions are logged and audited, nothing
+    is done, until `dry_run: false`."""
+
+    enabled: bool = Field(True, description="Global kill switch: false stops every remedial action (captures, "
+                          "scaling) at once; `backup-guardian actions pause` does the same at run time.",
+                          examples=[True])
+    dry_run: bool = Field(True, description="Decide and audit, but do nothing (the default on a new install).",
+                          examples=[True])
+    capture: EmergencyCapture = Field(default_factory=EmergencyCapture, description="Emergency captures.")
+    scale: list[ScaleTarget] = Field(default_factory=list, description="App health probes and dyno scale-up.")
+
+    @field_validator("scale")
+    @classmethod
+    def _unique_probes(cls, targets: list[ScaleTarget]) -> list[ScaleTarget]:
+        names = [t.name for t in targets]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"probe names must be unique; repeated: {', '.join(dupes)}")
+        return targets
+
+
+class StateConfig(_Model):
+    """Where the guardian keeps its history (audit log, findings, drills, actions) and how replicas share work."""
+
+    url: Secret | None = Field(None, description="PostgreSQL URL of a shared state store (needed on Heroku, whose "
+                               "disks are wiped daily, and for several replicas); none: SQLite in state_dir.",
+                               examples=["postgresql://guardian:secret@db.example.com:5432/guardian"])
+    leader_interval: Duration = Field(timedelta(seconds=10), description="How often replicas try for (or confirm)"
+                                      " leadership; a dead leader is replaced within this time.", examples=["10s"])
+    shard_count: int = Field(1, ge=1, le=1024, description="Split the databases across this many replica groups "
+                             "by a stable hash of their names.", examples=[1])
+    shard_index: int = Field(0, ge=0, description="This replica's group (0 .. shard_count - 1).", examples=[0])
+
+    @field_validator("url")
+    @classmethod
+    def _postgres_url(cls, url: SecretStr | None) -> SecretStr | None:
+        if url is not None and not re.match(r"^postgres(ql)?://", url.get_secret_value()):
+            raise ValueError("must be a postgresql:// or postgres:// URL")
+        return url
+
+    @model_validator(mode="after")
+    def _index_in_range(self) -> StateConfig:
+        if self.shard_index >= self.shard_count:
+            raise ValueError(f"shard_index ({self.shard_index}) must be below shard_count ({self.shard_count})")
+        return self
+
+
 class GuardianConfig(_Model):
     """pg-backup-guardian configuration."""
 
@@ -487,6 +584,8 @@ class GuardianConfig(_Model):
     heroku: HerokuConfig = Field(default_factory=HerokuConfig, description="Heroku API access and fleet.")
     sentry: SentryConfig = Field(default_factory=SentryConfig, description="Sentry notifications.")
     push: PushConfig = Field(default_factory=PushConfig, description="Pushgateway push mode.")
+    actions: ActionsConfig = Field(default_factory=ActionsConfig, description="Remedial actions and guards.")
+    state: StateConfig = Field(default_factory=StateConfig, description="State store, leadership, sharding.")
     databases: list[DatabaseConfig] = Field(
         default_factory=list, description="Watched databases.", examples=[[{}]]
     )
@@ -580,6 +679,11 @@ ENV_VARS: dict[str, tuple[str, ...]] = {
     "GUARDIAN_PUSH_INSTANCE": ("push", "instance"),
     "GUARDIAN_PUSH_USERNAME": ("push", "username"),
     "GUARDIAN_PUSH_PASSWORD": ("push", "password"),
+    "GUARDIAN_ACTIONS_ENABLED": ("actions", "enabled"),
+    "GUARDIAN_DRY_RUN": ("actions", "dry_run"),
+    "GUARDIAN_STATE_URL": ("state", "url"),
+    "GUARDIAN_SHARD_COUNT": ("state", "shard_count"),
+    "GUARDIAN_SHARD_INDEX": ("state", "shard_index"),
 }
 #: Comma-separated list variables -> path.
 LIST_ENV_VARS: dict[str, tuple[str, ...]] = {"GUARDIAN_HEROKU_APPS": ("heroku", "apps")}
