@@ -101,6 +101,14 @@ class HerokuAPI(Protocol):
 
     def refresh_ratelimit(self) -> int | None: ...
 
+    def formation(self, app: str, process_type: str) -> dict[str, Any]:
+        """The formation object of one process type (reference 3.2); `HerokuNotFound` for an unknown type."""
+        ...
+
+    def update_formation(self, app: str, process_type: str, quantity: int) -> dict[str, Any]:
+        """Set the absolute dyno `quantity` of one process type; returns the updated formation object."""
+        ...
+
 
 class HerokuClient:
     """httpx-based `HerokuAPI`. Thread-safe; `sleep` and `clock` are injectable for tests."""
@@ -225,6 +233,24 @@ class HerokuClient:
         if isinstance(doc, dict) and isinstance(doc.get("remaining"), int):
             self.ratelimit_remaining = int(doc["remaining"])
         return self.ratelimit_remaining
+
+    def formation(self, app: str, process_type: str) -> dict[str, Any]:
+        """`GET /apps/{app}/formation/{type}` (reference 3.1). The object carries an int `quantity`, else
+        `HerokuProtocolError`."""
+        doc = _as_dict(self._call("GET", "platform", f"/apps/{app}/formation/{process_type}"), "formation")
+        if not isinstance(doc.get("quantity"), int) or isinstance(doc.get("quantity"), bool):
+            raise HerokuProtocolError(f"formation {process_type} of {app}: no integer quantity")
+        return doc
+
+    def update_formation(self, app: str, process_type: str, quantity: int) -> dict[str, Any]:
+        """`PATCH /apps/{app}/formation/{type}` with `{"quantity": n}` (reference 3.1). The quantity is absolute,
+        not the CLI's relative "+1", so sending it twice is harmless and the call is retried like a read.
+        Returns the updated formation; one without an int `quantity` is a `HerokuProtocolError`."""
+        doc = _as_dict(self._call("PATCH", "platform", f"/apps/{app}/formation/{process_type}",
+                                  body={"quantity": quantity}, idempotent=True), "formation")
+        if not isinstance(doc.get("quantity"), int) or isinstance(doc.get("quantity"), bool):
+            raise HerokuProtocolError(f"formation {process_type} of {app}: the update answered no integer quantity")
+        return doc
 
     # -- transport ----------------------------------------------------------------------------------------
     def _call(self, method: str, host: str, path: str, *, body: Any = None, accept: str = ACCEPT_V3,
