@@ -28,6 +28,8 @@ from loguru import logger
 
 from actions.capture import Capturer, CaptureRequest
 from actions.drill import FULL, TABLE, DrillBusy, DrillRun, DrillRunner, Progress, drill_lock, to_result
+from actions.runner import ActionRunner
+from actions.scale import ProbeState
 from collectors.archive import with_unrecorded
 from collectors.database import collect_live
 from collectors.heroku import SOURCE_HEROKU, HerokuWatcher
@@ -45,20 +47,24 @@ from daemon.metrics import Exposition
 from daemon.notify import make_notifier
 from daemon.pgtools import ProcessRegistry
 from daemon.redact import REDACTOR
+from daemon.remedy import Remedies, in_shard
 from daemon.state import (
     SOURCE_ARCHIVE,
+    ActionsStatus,
     ArchiveFacts,
     CollectorStatus,
     DatabaseState,
     DrillResult,
     HerokuStatus,
     LiveFacts,
+    ProbeStatus,
     ProviderFacts,
     Snapshot,
     SourceState,
     StateHolder,
     share_unreadable,
 )
+from daemon.statestore import StateStore, open_state_store
 from daemon.tiers import PruneDecision
 from daemon.toc import Toc, read_stream
 
@@ -143,22 +149,31 @@ class Guardian:
                  heroku_api: HerokuAPI | None = None, quiet: bool = False) -> None:
         self.config = config
         self.clock = clock
-        self.databases = {db.name: db for db in config.all_databases}
+        shards = config.state
+        # with sharding, this replica group watches only its share of the fleet (a stable hash of each name)
+        self.databases = {db.name: db for db in config.all_databases
+                          if in_shard(db, shards.shard_count, shards.shard_index)}
         self.holder = StateHolder(Snapshot(
             databases={name: _initial_state(db) for name, db in self.databases.items()},
             demo=demo, started_at=clock(),
         ))
         self.heroku_api = heroku_api
         self.fleet: HerokuFleet | None = None
-        if config.heroku_databases:
+        if config.heroku_databases or config.actions.scale:  # scaling speaks the Platform API too
             self.heroku_api = heroku_api or _heroku_client(config.heroku)
+        if config.heroku_databases:
+            assert self.heroku_api is not None
             self.fleet = HerokuFleet(
                 watchers={db.name: HerokuWatcher(db.name, db.heroku.app, db.heroku.attachment, self.heroku_api)
-                          for db in config.heroku_databases if db.heroku is not None},
+                          for db in config.heroku_databases if db.heroku is not None and db.name in self.databases},
                 polling=config.heroku.polling, share=config.heroku.rate_budget_share,
             )
         self.store = make_store(config)
-        self.audit = AuditLog(config.state_dir / "audit.jsonl", clock)
+        self.state: StateStore = open_state_store(
+            config.state.url.get_secret_value() if config.state.url is not None else None, config.state_dir)
+        self.leader_key = f"pg-backup-guardian:leader:{shards.shard_index}/{shards.shard_count}"
+        self._leader: bool | None = None  # unknown until the first try
+        self.audit = AuditLog(self.state, clock)
         self.archive = ArchiveService(config, self.store, self.audit, self.heroku_api, clock, self.count_action)
         self.processes = ProcessRegistry()  # per guardian: stopping one never poisons another in the process
         self.capturer = Capturer(self.store, self.processes, clock)
@@ -166,7 +181,7 @@ class Guardian:
         self._load_drill_history()
         sentry = config.sentry
         self.notifier = make_notifier(sentry.dsn.get_secret_value() if sentry.dsn else None, config.state_dir,
-                                      sentry.reminder, sentry.environment, clock, quiet)
+                                      sentry.reminder, sentry.environment, clock, quiet, store=self.state)
         self._push_ok: bool | None = None
         self._readability: dict[tuple[str, str], Toc] = {}  # (database, Heroku backup id) -> its read-through
         self.exposition = Exposition(self.holder)
@@ -174,6 +189,52 @@ class Guardian:
         self.http: GuardianHTTP | None = None
         self._pool = concurrent.futures.ThreadPoolExecutor(COLLECT_WORKERS, thread_name_prefix="collect")
         self._collect_lock = threading.Lock()
+        self.runner = ActionRunner(self.state, self.audit, self.count_action, clock)
+        self.remedies = Remedies(self, self.runner)
+        self.publish_control()
+
+    # -- leadership and switches --------------------------------------------------------------------------
+    def is_leader(self) -> bool:
+        """Whether this replica acts and drills (tried once on first use, then by the `leader` job)."""
+        if self._leader is None:
+            self.elect()
+        return bool(self._leader)
+
+    def elect(self) -> bool:
+        """Try for (or confirm) leadership; log every change. The store never raises here."""
+        now = self.state.try_leadership(self.leader_key)
+        if now != self._leader:
+            if now:
+                logger.info("this replica is the leader ({}): it acts and drills", self.state.describe())
+            elif self._leader is not None:
+                logger.warning("this replica lost the leadership: it keeps collecting, another one acts")
+            else:
+                logger.info("another replica is the leader; this one collects and exports")
+        self._leader = now
+        self.publish_control()
+        return now
+
+    def publish_control(self) -> None:
+        """The switches, leadership and last actions, for metrics and status."""
+        paused = self.remedies.paused() if hasattr(self, "remedies") else None
+        last = dict(self.runner.last_taken) if hasattr(self, "runner") else {}
+
+        def apply(snap: Snapshot) -> Snapshot:
+            c = snap.control
+            return replace(snap, control=ActionsStatus(
+                enabled=self.config.actions.enabled, dry_run=self.config.actions.dry_run, paused=paused,
+                leader=bool(self._leader), last_taken={**c.last_taken, **last}, probes=c.probes))
+
+        self.holder.update(apply)
+
+    def publish_probes(self, probes: dict[str, ProbeState]) -> None:
+        out = tuple(ProbeStatus(name, p.last.ok, p.consecutive_failures, p.last.latency_seconds, p.last.at,
+                                p.last.error) for name, p in sorted(probes.items()) if p.last is not None)
+
+        def apply(snap: Snapshot) -> Snapshot:
+            return replace(snap, control=replace(snap.control, probes=out))
+
+        self.holder.update(apply)
 
     # -- collection ---------------------------------------------------------------------------------------
     def collect_all(self, one_shot: bool = False) -> Snapshot:
@@ -186,8 +247,24 @@ class Guardian:
                 results += self._collect_heroku(one_shot)
             snap = self._publish(results, first_pass_done=True)
         if not one_shot:
+            try:
+                self.remedies.after_evaluation(snap)
+            except Exception as exc:  # planning must never stop collection
+                logger.opt(exception=exc).error("planning remedial actions failed")
+            self.publish_control()
             self.push()
         return snap
+
+    def refresh_heroku(self, name: str) -> None:
+        """Poll one Heroku database now (after an action changed it) and re-evaluate."""
+        if self.fleet is None or name not in self.fleet.watchers:
+            return
+        watcher = self.fleet.watchers[name]
+        src, status = self._run_collector("heroku", name, partial(_poll, watcher, self.clock))
+        self.fleet.record(name, src, src is not None, self.clock())
+        with self._collect_lock:
+            self._publish([_Collected(name, {SOURCE_HEROKU: src} if src is not None else {}, watcher.live,
+                                      [status], watcher.provider)])
 
     def push(self) -> None:
         """Push mode: the whole exposition to the Pushgateway (a failure is logged, never raised)."""
@@ -441,10 +518,16 @@ class Guardian:
                                   grace=db.drill.overdue_grace, since=since)
 
     def _load_drill_history(self) -> None:
-        """The newest report per scenario (and the newest good one) from the state directory."""
+        """The newest drill per scenario (and the newest good one) from the state store, or from the report
+        files of an older version that kept them only in the state directory."""
         for name in self.databases:
             results = []
-            for doc in load_latest(self.config.state_dir, name):
+            try:
+                docs = self.state.drills(name) or load_latest(self.config.state_dir, name)
+            except GuardianError as exc:
+                logger.warning("drill history of {} unavailable: {}", name, exc)
+                docs = load_latest(self.config.state_dir, name)
+            for doc in docs:
                 try:
                     results.append(result_from_report(doc))
                 except (KeyError, TypeError, ValueError):
@@ -468,6 +551,10 @@ class Guardian:
             return run
         self.notifier.job_finished(f"drill-{scenario}-{name}", token, run.succeeded, run.recovery_seconds)
         path, doc, text = write_report(run, self.config.state_dir)
+        try:
+            self.state.add_drill(name, scenario, run.started_at, run.succeeded, {**doc, "_path": str(path)})
+        except GuardianError as exc:
+            logger.warning("drill history not stored: {}", exc)
         if self.config.archive.kind == "s3":
             stem = path.stem
             try:
@@ -521,8 +608,9 @@ class Guardian:
                             ", ".join(dropped))
 
     # -- captures -----------------------------------------------------------------------------------------
-    def capture(self, name: str, kind: str = "scheduled") -> None:
-        """Capture one database now (scheduled job or manual request); failures are recorded, not raised."""
+    def capture(self, name: str, kind: str = "scheduled") -> tuple[bool, str]:
+        """Capture one database now (scheduled job, emergency or manual request); failures are recorded, not
+        raised. Returns (succeeded, what happened)."""
         db = self.databases[name]
         if db.url is None:
             raise GuardianError(f"{name} has no URL: the guardian cannot pg_dump it")
@@ -537,16 +625,20 @@ class Guardian:
         schedule = {"schedule": {"type": "interval", "value": minutes, "unit": "minute"},
                     "checkin_margin": max(5, minutes // 10),
                     "max_runtime": int(db.capture.timeout.total_seconds() // 60)}
-        token, t0, ok = self.notifier.job_started(f"capture-{name}", schedule), time.monotonic(), False
+        scheduled = kind != "emergency"  # an emergency capture is off the monitor's schedule: no check-in
+        token = self.notifier.job_started(f"capture-{name}", schedule) if scheduled else None
+        t0, ok, detail = time.monotonic(), False, ""
         try:
-            self.capturer.capture(req)
-            ok = True
-        except GuardianError:
-            pass  # logged and recorded by the capturer; the archive collector shows it
+            record = self.capturer.capture(req)
+            ok, detail = True, f"capture {record.backup_id} succeeded ({record.size_bytes} bytes)"
+        except GuardianError as exc:
+            detail = str(exc)  # logged and recorded by the capturer; the archive collector shows it
         finally:
             self._set_in_progress(name, 0)
-            self.notifier.job_finished(f"capture-{name}", token, ok, time.monotonic() - t0)
+            if scheduled:
+                self.notifier.job_finished(f"capture-{name}", token, ok, time.monotonic() - t0)
             self.collect_archive_of(name)
+        return ok, detail
 
     def _set_in_progress(self, name: str, n: int) -> None:
         def apply(db: DatabaseState) -> DatabaseState:
@@ -579,6 +671,16 @@ class Guardian:
 
         return run
 
+    def _leader_only(self, job: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """A job only the leader runs (actions, drills, copies); followers skip it quietly."""
+        def run(*args: Any) -> Any:
+            if not self.is_leader():
+                logger.debug("job {} skipped: this replica is not the leader", job)
+                return None
+            return fn(*args)
+
+        return self._guarded(job, run)
+
     def heartbeat(self) -> None:
         self.holder.heartbeat_at = self.clock()
         self.notifier.heartbeat(self.holder.heartbeat_at)
@@ -598,6 +700,8 @@ class Guardian:
             self.http.start()
             logger.info("serving /metrics, /healthz, /readyz, /api/status on http://{}:{}", host, self.http.port)
         self.heartbeat()
+        self.elect()
+        self.remedies.announce()
         sched = BackgroundScheduler(
             timezone=UTC,
             executors={"default": ThreadPoolExecutor(2), "captures": ThreadPoolExecutor(2),
@@ -610,28 +714,35 @@ class Guardian:
                       id="heartbeat", executor="heartbeat")
         sched.add_job(self._guarded("collect", self.collect_all), "interval",
                       seconds=self.config.collect_interval.total_seconds(), id="collect", next_run_time=now)
+        sched.add_job(self._guarded("leader", self.elect), "interval", id="leader", executor="heartbeat",
+                      seconds=self.config.state.leader_interval.total_seconds())
+        if self.config.actions.scale:
+            every = min(t.interval for t in self.config.actions.scale)
+            sched.add_job(self._guarded("probe", self.remedies.probe_all), "interval", id="probe",
+                          seconds=every.total_seconds(), next_run_time=now)
         if any(self.archive.covers(db) and db.heroku is not None for db in self.databases.values()):
-            sched.add_job(self._guarded("mirror", self.mirror_pending), "interval", id="mirror", executor="captures",
+            sched.add_job(self._leader_only("mirror", self.mirror_pending), "interval", id="mirror",
+                          executor="captures",
                           seconds=max(60.0, self.config.collect_interval.total_seconds()),
                           next_run_time=now + self.config.collect_interval)
         if any(db.heroku is not None and not self.archive.covers(db) for db in self.databases.values()):
-            sched.add_job(self._guarded("readability", self.check_readability), "interval", id="readability",
+            sched.add_job(self._leader_only("readability", self.check_readability), "interval", id="readability",
                           executor="captures", seconds=max(60.0, self.config.collect_interval.total_seconds()),
                           next_run_time=now + self.config.collect_interval)
         if any(self.archive.covers(db) for db in self.databases.values()):
-            sched.add_job(self._guarded("prune", self.prune), "interval", id="prune", executor="captures",
+            sched.add_job(self._leader_only("prune", self.prune), "interval", id="prune", executor="captures",
                           hours=24, next_run_time=now + timedelta(minutes=10))
-        sched.add_job(self._guarded("sweep-scratch", self.sweep_scratch), "date", id="sweep-scratch",
+        sched.add_job(self._leader_only("sweep-scratch", self.sweep_scratch), "date", id="sweep-scratch",
                       executor="captures", run_date=now)
         for db in self.databases.values():
             for scenario, cron in self._drill_scenarios(db).items():
-                sched.add_job(self._guarded(f"drill:{db.name}:{scenario}", self.drill), CronTrigger.from_crontab(
+                sched.add_job(self._leader_only(f"drill:{db.name}:{scenario}", self.drill), CronTrigger.from_crontab(
                     cron, timezone=UTC), args=[db.name, scenario], id=f"drill:{scenario}:{db.name}",
                     executor="drills", misfire_grace_time=None)
         for db in self.databases.values():
             if db.self_managed:
                 first = self._first_capture_at(db, now)
-                sched.add_job(self._guarded(f"capture:{db.name}", self.capture), "interval", args=[db.name],
+                sched.add_job(self._leader_only(f"capture:{db.name}", self.capture), "interval", args=[db.name],
                               seconds=db.capture_interval.total_seconds(), id=f"capture:{db.name}",
                               executor="captures", next_run_time=first,
                               misfire_grace_time=None)  # a late capture runs late, never not at all
@@ -653,11 +764,14 @@ class Guardian:
             self.heroku_api.close()
         self.archive.close()
         self.drills.close()
+        self.remedies.close()
         self.notifier.close()
         for thread in threading.enumerate():
             if thread is threading.current_thread() or thread.daemon:
                 continue
             thread.join(timeout=max(0.0, deadline - time.monotonic() - 2))
+        self.state.release_leadership()  # after the actions ended, so a successor never overlaps them
+        self.state.close()
 
     def add_job(self, job_id: str, fn: Callable[[], None], every: timedelta) -> None:
         """Schedule an extra periodic job (used by the demo's sample activity)."""

@@ -1,57 +1,55 @@
-"""The audit log: one JSON line per decision an action takes or declines (time, action, target, outcome, reason).
+"""The audit log: one record per decision an action takes or declines (time, action, target, outcome, reason),
+kept in the state store (SQLite in the state directory, or the shared PostgreSQL store).
 
-Kept as a file in the state directory until the state store lands; every line is flushed and fsynced, so an
-audit line is never lost to a crash that follows the action it describes.
+A store that cannot be written never loses the decision silently: the record goes to the error log instead.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 
+from daemon.errors import GuardianError
 from daemon.redact import REDACTOR
+
+if TYPE_CHECKING:
+    from daemon.statestore import StateStore
 
 
 class AuditLog:
-    """Append-only JSON lines at `path`; `read()` returns them for the CLI."""
+    """Append-only audit records in `store`; `read()` returns them for the CLI, oldest first."""
 
-    def __init__(self, path: Path, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
-        self.path = path
+    def __init__(self, store: StateStore, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.store = store
         self.clock = clock
-        self._lock = threading.Lock()
 
     def record(self, action: str, target: str, outcome: str, reason: str, **details: Any) -> dict[str, Any]:
         entry = {"time": self.clock().isoformat(), "action": action, "target": target, "outcome": outcome,
-                 "reason": REDACTOR(reason), **{k: v for k, v in details.items() if v is not None}}
-        line = json.dumps(entry, default=str, sort_keys=True) + "\n"
-        with self._lock:
-            try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                with self.path.open("a", encoding="utf-8") as fh:
-                    fh.write(line)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-            except OSError as exc:
-                logger.error("audit log {} not writable ({}); the decision was: {}", self.path, exc.strerror,
-                             line.strip())
+                 "reason": REDACTOR(reason), **{k: _clean(v) for k, v in details.items() if v is not None}}
+        try:
+            self.store.add_audit(entry)
+        except GuardianError as exc:
+            logger.error("audit record not stored ({}); the decision was: {}", exc,
+                         json.dumps(entry, default=str, sort_keys=True))
         return entry
 
-    def read(self) -> list[dict[str, Any]]:
-        try:
-            lines = self.path.read_text(encoding="utf-8").splitlines()
-        except FileNotFoundError:
-            return []
-        out = []
-        for line in lines:
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                continue
-        return out
+    def read(self, limit: int | None = None, action: str | None = None,
+             target: str | None = None) -> list[dict[str, Any]]:
+        return self.store.audit(limit=limit, action=action, target=target)
+
+
+def _clean(value: Any) -> Any:
+    """JSON-safe and redacted (a detail may quote an error message)."""
+    if isinstance(value, str):
+        return REDACTOR(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    return value

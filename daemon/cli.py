@@ -1,4 +1,5 @@
-"""Command line: `backup-guardian run | check | config validate | config example`.
+"""Command line: `backup-guardian run | check | config validate | config example | archive | drill | actions |
+capture`.
 
 Exit codes: 0 healthy / done, 1 breach or failure, 2 configuration error.
 """
@@ -44,6 +45,9 @@ def _parser() -> argparse.ArgumentParser:
     from daemon import archivecli
 
     archivecli.add_parser(sub, with_config)
+    from daemon import actionscli
+
+    actionscli.add_parsers(sub, with_config)
     drill = with_config(sub.add_parser("drill", help="restore the newest good backup into a scratch database now"))
     drill.add_argument("--database", help="only this database (default: every one)")
     drill.add_argument("--scenario", choices=["full", "table"], default="full",
@@ -71,6 +75,12 @@ def main(argv: list[str] | None = None) -> int:
             from daemon import drillcli
 
             return drillcli.run(config, args.database, args.scenario)
+        if args.command in ("actions", "capture"):
+            from daemon import actionscli
+
+            if args.command == "actions":
+                return actionscli.run_actions(args, config)
+            return actionscli.run_capture(args, config)
         if args.command == "archive":
             from daemon import archivecli
 

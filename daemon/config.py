@@ -462,7 +462,9 @@ class PushConfig(_Model):
 
 
 
-TRIGGERS = ("rpo_at_risk", "rpo_breach", "missed_schedule", "last_attempt_failed", "size_anomaly")
+Trigger = Literal["rpo_at_risk", "rpo_breach", "missed_schedule", "last_attempt_failed", "size_anomaly"]
+TRIGGERS: tuple[Trigger, ...] = ("rpo_at_risk", "rpo_breach", "missed_schedule", "last_attempt_failed",
+                                 "size_anomaly")
 
 
 class EmergencyCapture(_Model):
@@ -470,9 +472,9 @@ class EmergencyCapture(_Model):
 
     enabled: bool = Field(True, description="Plan emergency captures (still subject to dry_run and the kill "
                           "switch).", examples=[True])
-    triggers: list[Literal["rpo_at_risk", "rpo_breach", "missed_schedule", "last_attempt_failed", "size_anomaly"]] = (
-        Field(default_factory=lambda: list(TRIGGERS), description="Findings that call for an emergency capture.",
-              examples=[list(TRIGGERS)]))
+    triggers: list[Trigger] = Field(default_factory=lambda: list(TRIGGERS),
+                                    description="Findings that call for an emergency capture.",
+                                    examples=[list(TRIGGERS)])
     cooldown: Duration = Field(
         timedelta(hours=2), description="No second emergency capture of a database within this time of the last "
         "manual capture (the guardian's or a person's, as the source's own history shows it).", examples=["2h"])
@@ -509,6 +511,14 @@ class ScaleTarget(_Model):
                                examples=["10m"])
     daily_cap: int = Field(6, ge=1, le=100, description="At most this many scale changes in 24 hours.",
                            examples=[6])
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        if not re.match(r"^https?://", url):
+            raise ValueError("must be an http:// or https:// URL")
+        REDACTOR.add_url(url)  # a probe URL may carry credentials or a token in its query
+        return url
 
 
 class ActionsConfig(_Model):
@@ -609,6 +619,8 @@ class GuardianConfig(_Model):
     def _heroku_needs_a_token(self) -> GuardianConfig:
         if self.heroku_databases and self.heroku.api_key is None:
             raise ValueError("Heroku databases are configured but no API token: set HEROKU_API_KEY")
+        if self.actions.scale and self.heroku.api_key is None:
+            raise ValueError("actions.scale needs a Heroku API token with write access: set HEROKU_API_KEY")
         return self
 
     @property

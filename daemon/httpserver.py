@@ -139,6 +139,10 @@ def _page(doc: dict[str, Any]) -> str:
         )
     demo = "<p><b>Demo mode</b>: watching a throwaway local database. Set DATABASE_URL to watch yours.</p>" \
         if doc["demo"] else ""
+    actions = doc.get("actions") or {}
+    if actions.get("mode", "live") != "live":
+        demo += f"<p class='warning'><b>Remedial actions: {html.escape(actions['mode'])}</b>" \
+            f"{' (this replica is the leader)' if actions.get('leader') else ' (this replica is a follower)'}</p>"
     return (
         "<!doctype html><html><head><meta charset='utf-8'><title>pg-backup-guardian</title>"
         "<meta http-equiv='refresh' content='15'><style>body{font-family:sans-serif}td,th{padding:4px 10px}"

@@ -18,13 +18,15 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import choose_encoder, gzip_accepted
 from prometheus_client.registry import Collector
 
+from actions.guards import OUTCOMES
 from daemon import __version__
 from daemon.policy import CHECKS, copy_lag_seconds
 from daemon.state import DrillResult, Snapshot, StateHolder
 
 DB_SOURCE = ["database", "source"]
 ACTION_OUTCOMES = (("drill", "done"), ("drill", "failed"), ("drill", "skipped"), ("mirror", "done"),
-                   ("mirror", "failed"), ("prune", "done"), ("prune", "dry_run"), ("prune", "refused"))
+                   ("mirror", "failed"), ("prune", "done"), ("prune", "dry_run"), ("prune", "refused"),
+                   *((a, o) for a in ("capture", "scale") for o in OUTCOMES))
 
 
 def _ts(dt: datetime) -> float:
@@ -228,6 +230,30 @@ class SnapshotCollector(Collector):
         for (action, outcome), n in sorted(counts.items()):
             fam.add_metric([action, outcome], n)
         yield fam
+        c = snap.control
+        last = GaugeMetricFamily("pgbackup_action_last_timestamp_seconds",
+                                 "End of the newest execution of each action by this guardian.", labels=["action"])
+        for action, at in sorted(c.last_taken.items()):
+            last.add_metric([action], _ts(at))
+        yield last
+        yield GaugeMetricFamily("pgbackup_leader", "1 when this replica is the leader (it acts and drills).",
+                                value=1 if c.leader else 0)
+        yield GaugeMetricFamily("pgbackup_actions_dry_run", "1 when remedial actions only decide and audit.",
+                                value=1 if c.dry_run else 0)
+        yield GaugeMetricFamily("pgbackup_actions_enabled",
+                                "1 when remedial actions may run (kill switch on and not paused).",
+                                value=1 if c.enabled and c.paused is None else 0)
+        up = GaugeMetricFamily("pgbackup_probe_up", "1 when the app health probe's last answer was healthy.",
+                               labels=["probe"])
+        latency = GaugeMetricFamily("pgbackup_probe_latency_seconds", "Latency of the probe's last answer.",
+                                    labels=["probe"])
+        fails = GaugeMetricFamily("pgbackup_probe_consecutive_failures", "Failed probes in a row.",
+                                  labels=["probe"])
+        for p in c.probes:
+            up.add_metric([p.name], 1 if p.up else 0)
+            latency.add_metric([p.name], p.latency_seconds)
+            fails.add_metric([p.name], p.consecutive_failures)
+        yield from (up, latency, fails)
 
     def _heroku(self, snap: Snapshot) -> Iterator[Metric]:
         h = snap.heroku

@@ -20,14 +20,18 @@ import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from loguru import logger
 
 from daemon import __version__
+from daemon.errors import GuardianError
 from daemon.policy import data_at_risk_seconds, format_duration_s, newest_good_backup
 from daemon.redact import REDACTOR
 from daemon.state import DatabaseState, Finding
+
+if TYPE_CHECKING:
+    from daemon.statestore import StateStore
 
 CHECKIN_EVERY = timedelta(minutes=5)
 
@@ -59,13 +63,20 @@ class FindingTracker:
     """Which findings are open, since when, and when they were last told (persisted, so a restart does not
     repeat every open finding)."""
 
-    def __init__(self, path: Path | None, reminder: timedelta) -> None:
+    def __init__(self, path: Path | None, reminder: timedelta, store: StateStore | None = None) -> None:
         self.path = path
+        self.store = store  # the state store, when there is one (the file is the older way)
         self.reminder = reminder
         self.open: dict[str, dict[str, str]] = self._load()
         self._lock = threading.Lock()
 
     def _load(self) -> dict[str, dict[str, str]]:
+        if self.store is not None:
+            try:
+                return self.store.load_findings()
+            except GuardianError as exc:
+                logger.warning("finding states unreadable ({}); open findings will be told again", exc)
+                return {}
         if self.path is None:
             return {}
         try:
@@ -75,6 +86,12 @@ class FindingTracker:
         return doc if isinstance(doc, dict) else {}
 
     def save(self) -> None:
+        if self.store is not None:
+            try:
+                self.store.save_findings(dict(self.open))
+            except GuardianError as exc:
+                logger.warning("cannot save finding states: {}", exc)
+            return
         if self.path is None:
             return
         try:
@@ -288,10 +305,10 @@ def _walk(value: Any) -> Any:
 
 
 def make_notifier(dsn: str | None, state_dir: Path, reminder: timedelta, environment: str,
-                  clock: Callable[[], datetime], quiet: bool = False) -> LogNotifier:
+                  clock: Callable[[], datetime], quiet: bool = False, store: StateStore | None = None) -> LogNotifier:
     if quiet:
         return LogNotifier(FindingTracker(None, reminder), quiet=True)
-    tracker = FindingTracker(state_dir / "findings.json", reminder)
+    tracker = FindingTracker(None if store is not None else state_dir / "findings.json", reminder, store)
     if dsn:
         return SentryNotifier(dsn, tracker, environment, clock)
     return LogNotifier(tracker)

@@ -230,6 +230,30 @@ class HerokuStatus:
 
 
 @dataclass(frozen=True)
+class ProbeStatus:
+    """The latest result of one app health probe."""
+
+    name: str
+    up: bool
+    consecutive_failures: int
+    latency_seconds: float
+    observed_at: datetime
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class ActionsStatus:
+    """The action switches and leadership, for metrics and the status page."""
+
+    enabled: bool = True  # the kill switch (config)
+    dry_run: bool = True
+    paused: str | None = None  # the run-time pause reason
+    leader: bool = False
+    last_taken: dict[str, datetime] = field(default_factory=dict)  # action -> end of its newest execution
+    probes: tuple[ProbeStatus, ...] = ()
+
+
+@dataclass(frozen=True)
 class Snapshot:
     """The whole state at one version."""
 
@@ -241,6 +265,7 @@ class Snapshot:
     started_at: datetime | None = None
     heroku: HerokuStatus | None = None
     actions: dict[tuple[str, str], int] = field(default_factory=dict)  # (action, outcome) -> count since start
+    control: ActionsStatus = field(default_factory=ActionsStatus)
 
 
 class StateHolder:

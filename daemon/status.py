@@ -94,6 +94,7 @@ def status_document(snap: Snapshot, now: datetime) -> dict[str, Any]:
         "generated_at": now.isoformat(),
         "ready": snap.first_collection_done,
         "demo": snap.demo,
+        "actions": actions_status(snap),
         "databases": [database_status(db, now, snap) for db in snap.databases.values()],
         "collectors": [
             {"collector": c.collector, "database": c.database, "up": c.up,
@@ -104,12 +105,33 @@ def status_document(snap: Snapshot, now: datetime) -> dict[str, Any]:
     }
 
 
+def actions_status(snap: Snapshot) -> dict[str, Any]:
+    """The action switches in words as well as flags, so nobody mistakes a dry run for protection."""
+    c = snap.control
+    if not c.enabled:
+        mode = "off (kill switch)"
+    elif c.paused is not None:
+        mode = f"paused: {c.paused}"
+    elif c.dry_run:
+        mode = "DRY RUN: decisions are audited, nothing is done"
+    else:
+        mode = "live"
+    return {"mode": mode, "enabled": c.enabled, "dry_run": c.dry_run, "paused": c.paused, "leader": c.leader,
+            "last_taken": {a: _iso(t) for a, t in c.last_taken.items()},
+            "probes": [{"name": p.name, "up": p.up, "consecutive_failures": p.consecutive_failures,
+                        "latency_seconds": round(p.latency_seconds, 3), "error": p.error,
+                        "observed_at": _iso(p.observed_at)} for p in c.probes]}
+
+
 def status_table(snap: Snapshot, now: datetime, backups: int = 5) -> str:
     """A readable table for terminals: one block per database."""
     lines = []
     header = f"{'DATABASE':<28} {'STATUS':<9} {'NEWEST GOOD BACKUP':<30} {'DATA AT RISK':>12} {'RPO':>6}"
     lines.append(header)
     lines.append("-" * len(header))
+    mode = actions_status(snap)["mode"]
+    if mode != "live":
+        lines.insert(0, f"remedial actions: {mode}")
     for db in snap.databases.values():
         doc = database_status(db, now, snap)
         newest = doc["newest_good_backup"]

@@ -132,6 +132,7 @@ class _Addon:
     status: str = "Available"
     schedules: list[dict[str, Any]] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)
+    manual_keep: int | None = None  # EXTRA: overrides the plan's manual backup limit (set_manual_keep)
 
 
 @dataclass
@@ -561,7 +562,31 @@ class HerokuDouble:
         return app.transfer_seq
 
     def _num_keep(self, addon: _Addon, scheduled: bool) -> int:
+        if not scheduled and addon.manual_keep is not None:
+            return addon.manual_keep
         return SCHEDULED_KEEP if scheduled else MANUAL_KEEP.get(_plan_level(addon.plan)[0], 25)
+
+    def set_manual_keep(self, app: str, keep: int, *, attachment: str = "DATABASE") -> None:
+        """EXTRA: the add-on's manual backup limit (num_keep of its manual backups), for tests of expiry."""
+        with self._lock:
+            addon = self._addon_for(app, attachment)
+            addon.manual_keep = keep
+            for t in self._transfers:
+                if t.addon_id == addon.id and t.schedule_uuid is None and t.to_type == "gof3r":
+                    t.num_keep = keep
+
+    def _expire_oldest_manual(self, addon: _Addon) -> None:
+        """ref §5.3: at the plan's manual limit, a capture "will automatically expire the oldest manual backup".
+        CHOICE: the limit counts finished, successful, not deleted manual backups of the add-on; the expired one
+        gets `deleted_at` (so it drops out of the list like a deleted backup) at the moment of the capture POST."""
+        manual = [t for t in self._transfers if t.addon_id == addon.id and t.from_type == "pg_dump"
+                  and t.to_type == "gof3r" and t.schedule_uuid is None and t.deleted_at is None
+                  and t.purged_at is None and t.finished_at is not None and t.succeeded]
+        if len(manual) >= self._num_keep(addon, False):
+            oldest = min(manual, key=lambda t: t.created_at)
+            oldest.deleted_at = oldest.updated_at = self._now()
+            oldest.logs.append({"created_at": self._now(), "level": "info",
+                                "message": "Expired: manual backup limit reached"})
 
     def _to_url(self, app: _App, t_uuid: str, when: datetime) -> str:
         return f"https://xfrtu.s3.amazonaws.com/{app.id}/{when.strftime('%Y-%m-%dT%H:%M:%SZ')}/{t_uuid}"
@@ -1050,6 +1075,7 @@ class HerokuDouble:
     def h_capture(self, c: _Ctx) -> _Resp:
         with self._lock:
             addon = self._addon_by_key(c.params["addon"])
+            self._expire_oldest_manual(addon)
             t = self._new_transfer(addon, "pg_dump", "gof3r", self._primary_attachment(addon), "BACKUP",
                                    addon.database_url, None)
             body = self._transfer_json(t)

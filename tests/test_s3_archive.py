@@ -217,11 +217,11 @@ def test_prune_on_s3_dry_run_then_apply_keeps_milestones_newest_and_locked(
         assert sorted(d.obj.backup_id for d in dry if d.delete) == ["old-daily", "old-monthly", "old-weekly"]
         assert len(store.list_records("db")) == 8  # dry run deletes nothing
         g.prune(apply=True)
+        audit = g.audit.read(action="prune")
     finally:
         g.stop()
     left = sorted(r.backup_id for r in store.list_records("db"))
     assert left == ["ancient-milestone", "locked-daily", "new-daily", "new-monthly", "new-weekly"]
-    audit = [json.loads(line) for line in (tmp_path / "state" / "audit.jsonl").read_text().splitlines()]
     assert sorted(a["target"] for a in audit if a["outcome"] == "done") == [
         "db/old-daily", "db/old-monthly", "db/old-weekly"]
     assert len([a for a in audit if a["outcome"] == "dry_run"]) == 3

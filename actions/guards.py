@@ -1,0 +1,110 @@
+"""The guards every remedial action passes: pure decisions, no I/O, `now` an argument.
+
+An `Intent` is what a planner wants done and why; the caller gathers the facts the guards need into a
+`Facts` (from the world where possible: a capture the source reports as running, a manual capture visible in
+its history), and `decide` returns a `Decision` with an outcome and a reason a person can read. The order of
+the guards is the order of the checks below, so the reason names the first one that stopped the action:
+
+  1. kill switch (config `actions.enabled: false`)          -> skipped_disabled
+  2. paused at run time (`backup-guardian actions pause`)   -> skipped_paused
+  3. not the leader (another replica acts)                  -> skipped_not_leader
+  4. already running (asked of the source itself)           -> skipped_running
+  5. a planner block (e.g. the formation is at its max)     -> skipped_<block>
+  6. cooldown since the last one (history or the world)     -> skipped_cooldown
+  7. daily cap (24 hours, rolling)                          -> skipped_cap
+  8. dry run                                                -> dry_run  ("would ...")
+  otherwise                                                 -> execute
+Dry run comes last, so a dry run says exactly what a live guardian would have done.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from daemon.durations import format_duration
+
+EXECUTE = "execute"
+DRY_RUN = "dry_run"
+#: Every outcome a decision or an execution can have (pre-initialised in pgbackup_actions_total).
+OUTCOMES = ("done", "failed", DRY_RUN, "skipped_disabled", "skipped_paused", "skipped_running",
+            "skipped_cooldown", "skipped_cap", "skipped_max", "skipped_busy")
+
+
+@dataclass(frozen=True)
+class Intent:
+    """A planner's wish: do `action` to `target` because of `reason` (triggered by `triggers`)."""
+
+    action: str  # capture | scale
+    target: str  # a database name, or app/process_type
+    reason: str
+    triggers: tuple[str, ...] = ()
+    params: dict[str, Any] = field(default_factory=dict)
+    manual: bool = False  # a person asked for it (the `capture` command)
+    blocked: str | None = None  # the planner found a reason of its own not to act (e.g. "max")
+
+    @property
+    def describe(self) -> str:
+        verb = {"capture": "capture a backup of", "scale": "scale"}.get(self.action, self.action)
+        extra = ""
+        if self.action == "scale" and "to_quantity" in self.params:
+            extra = f" from {self.params.get('from_quantity')} to {self.params['to_quantity']}"
+        return f"{verb} {self.target}{extra}"
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What the guards look at, gathered by the caller at decision time."""
+
+    enabled: bool = True
+    paused: str | None = None  # the pause reason, when paused at run time
+    dry_run: bool = True
+    leader: bool = True
+    running: str | None = None  # what is running, when something is
+    last_taken: datetime | None = None  # the newest earlier action of this kind on this target
+    last_taken_what: str = ""  # which one ("the guardian's capture", "manual backup b012 by a person")
+    taken_24h: int = 0
+    cooldown: timedelta = timedelta(0)
+    daily_cap: int = 1
+
+
+@dataclass(frozen=True)
+class Decision:
+    intent: Intent
+    outcome: str
+    reason: str
+
+    @property
+    def go(self) -> bool:
+        return self.outcome == EXECUTE
+
+
+def decide(intent: Intent, facts: Facts, now: datetime) -> Decision:
+    """The first guard that stops `intent`, or dry_run / execute. Never raises."""
+    why = intent.reason
+
+    def stop(outcome: str, text: str) -> Decision:
+        return Decision(intent, outcome, f"{text} (wanted to {intent.describe}: {why})")
+
+    if not facts.enabled:
+        return stop("skipped_disabled", "actions are disabled by the kill switch (actions.enabled: false)")
+    if facts.paused is not None:
+        return stop("skipped_paused", f"actions are paused: {facts.paused}")
+    if not facts.leader:
+        return stop("skipped_not_leader", "this replica is not the leader")
+    if facts.running:
+        return stop("skipped_running", f"already running: {facts.running}")
+    if intent.blocked:
+        return stop(f"skipped_{intent.blocked}", intent.params.get("blocked_reason", intent.blocked))
+    if facts.last_taken is not None and not intent.manual:
+        since = now - facts.last_taken
+        if since < facts.cooldown:
+            return stop("skipped_cooldown", f"cooldown: {facts.last_taken_what or 'the last one'} was "
+                        f"{format_duration(max(since, timedelta(0)))} ago, cooldown "
+                        f"{format_duration(facts.cooldown)}")
+    if facts.taken_24h >= facts.daily_cap:
+        return stop("skipped_cap", f"daily cap reached: {facts.taken_24h} in the last 24h (cap {facts.daily_cap})")
+    if facts.dry_run:
+        return Decision(intent, DRY_RUN, f"dry run: would {intent.describe} because {why}")
+    return Decision(intent, EXECUTE, f"{intent.describe} because {why}")

@@ -1,0 +1,92 @@
+"""Which remedial actions the current findings call for: pure functions of state, config and `now`.
+
+`plan_captures` turns the active findings of each database into emergency-capture intents; `capture_facts`
+gathers what the guards need about one database from the world itself (a capture the source shows running,
+the newest manual capture in the source's own history) merged with the guardian's action history, so a
+restarted guardian, or a replica that just became leader, does not fire a second time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from actions.guards import Facts, Intent
+from daemon.config import ActionsConfig, DatabaseConfig
+from daemon.state import DatabaseState
+
+#: Backups a person or the guardian asked for (not made by a schedule).
+ON_REQUEST = ("manual", "emergency")
+
+
+@dataclass(frozen=True)
+class TakenAction:
+    """One earlier execution from the action history (the state store)."""
+
+    started_at: datetime
+    outcome: str
+    detail: str = ""
+
+
+def plan_captures(states: dict[str, DatabaseState], configs: dict[str, DatabaseConfig],
+                  actions: ActionsConfig) -> list[Intent]:
+    """One capture intent per database with an active trigger finding, naming every trigger."""
+    if not actions.capture.enabled:
+        return []
+    triggers = set(actions.capture.triggers)
+    out = []
+    for name, db in sorted(states.items()):
+        cfg = configs.get(name)
+        if cfg is None or not capturable(cfg):
+            continue
+        hits = [f for f in db.findings if f.active and f.check in triggers]
+        if not hits:
+            continue
+        reason = "; ".join(f"{f.check}: {f.hint}" for f in hits)
+        out.append(Intent("capture", name, reason, triggers=tuple(f.check for f in hits)))
+    return out
+
+
+def capturable(cfg: DatabaseConfig) -> bool:
+    """The guardian can take a backup of it: a Heroku database (capture API) or one it pg_dumps itself."""
+    return cfg.heroku is not None or cfg.self_managed
+
+
+def capture_source(cfg: DatabaseConfig) -> str:
+    """Where an emergency capture of this database goes (Heroku first: the provider's own backups)."""
+    return "heroku" if cfg.heroku is not None else "archive"
+
+
+def capture_facts(db: DatabaseState, cfg: DatabaseConfig, actions: ActionsConfig, history: Iterable[TakenAction],
+                  now: datetime, *, leader: bool, paused: str | None, running_here: bool = False) -> Facts:
+    """The guards' facts for an emergency capture of `db`.
+
+    `history` is the guardian's own capture executions of this database (any replica). The world adds what it
+    knows: a running capture in the capture source, and the newest on-request backup in the source's history,
+    whoever took it."""
+    source = capture_source(cfg)
+    src = db.sources.get(source)
+    running = None
+    if running_here:
+        running = "a capture started by this guardian"
+    elif src is not None and src.in_progress:
+        running = f"{src.in_progress} capture(s) in progress at {source}"
+    last, what = None, ""
+    if src is not None:
+        requested = [b for b in src.backups if b.kind in ON_REQUEST]
+        if requested:
+            newest = max(requested, key=lambda b: b.started_at)
+            last = newest.started_at
+            state = "succeeded" if newest.succeeded else "failed"
+            what = f"on-request backup {newest.backup_id} at {source} ({state})"
+    taken = list(history)
+    for t in taken:
+        if last is None or t.started_at > last:
+            last, what = t.started_at, f"the guardian's capture ({t.outcome}{': ' + t.detail if t.detail else ''})"
+    day_ago = now - timedelta(hours=24)
+    return Facts(
+        enabled=actions.enabled, paused=paused, dry_run=actions.dry_run, leader=leader, running=running,
+        last_taken=last, last_taken_what=what, taken_24h=sum(1 for t in taken if t.started_at >= day_ago),
+        cooldown=actions.capture.cooldown, daily_cap=actions.capture.daily_cap,
+    )

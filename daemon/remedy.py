@@ -1,0 +1,290 @@
+"""Remedial actions wired to the running guardian: emergency captures after each evaluation, app health probes
+and dyno scaling on their own interval. The decisions are pure (`actions.planner`, `actions.guards`,
+`actions.scale`); this module gathers their facts, runs the executions on a small pool and reports them.
+
+Only the leader acts. Followers still collect and export, and keep quiet about actions (the leader audits).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import threading
+from dataclasses import replace
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+import httpx
+from loguru import logger
+
+from actions.emergency import HerokuCapture, expiring_backup, failure_text, running_capture
+from actions.guards import Decision, Facts, Intent, decide
+from actions.planner import capture_facts, capture_source, plan_captures
+from actions.runner import ActionRunner, Outcome
+from actions.scale import HerokuScaler, ProbeState, ScaleMemory, advance, plan_scale, probe, remember
+from collectors.heroku import SOURCE_HEROKU, transfer_name
+from daemon.config import DatabaseConfig, ScaleTarget
+from daemon.errors import CaptureError, GuardianError
+from daemon.state import Snapshot
+
+if TYPE_CHECKING:
+    from daemon.app import Guardian
+
+PAUSE_KEY = "actions.paused"
+
+
+class Remedies:
+    """Plans, guards and runs emergency captures and scaling for one guardian."""
+
+    def __init__(self, guardian: Guardian, runner: ActionRunner) -> None:
+        self.g = guardian
+        self.cfg = guardian.config.actions
+        self.runner = runner
+        self._pool = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="action")
+        self._queued: set[tuple[str, str]] = set()
+        self._futures: list[concurrent.futures.Future[Outcome | None]] = []
+        self._lock = threading.Lock()
+        self.probes: dict[str, ProbeState] = {t.name: ProbeState() for t in self.cfg.scale}
+        self._http = httpx.Client(follow_redirects=False) if self.cfg.scale else None
+        self._warned_dry_run = False
+
+    # -- switches -----------------------------------------------------------------------------------------
+    def paused(self) -> str | None:
+        """The run-time pause (`backup-guardian actions pause`), shared by every replica through the store."""
+        try:
+            doc = self.g.state.get(PAUSE_KEY)
+        except GuardianError as exc:
+            return f"the state store is unreadable ({exc}), so the pause switch cannot be read"
+        if isinstance(doc, dict) and doc.get("paused"):
+            return str(doc.get("reason") or "paused")
+        return None
+
+    def announce(self) -> None:
+        """Say loudly, once at start, what mode actions are in."""
+        if not self.cfg.enabled:
+            logger.warning("remedial actions are OFF (actions.enabled: false): nothing will be captured or scaled")
+        elif self.cfg.dry_run:
+            logger.warning("remedial actions are in DRY-RUN mode: decisions are logged and audited, nothing is "
+                           "done. Set actions.dry_run: false (GUARDIAN_DRY_RUN=false) to let them act.")
+        else:
+            logger.info("remedial actions are live (emergency capture {}, {} scale target(s))",
+                        "on" if self.cfg.capture.enabled else "off", len(self.cfg.scale))
+
+    # -- emergency captures -------------------------------------------------------------------------------
+    def after_evaluation(self, snap: Snapshot) -> None:
+        """Plan captures from the findings just published and start the ones the guards let through."""
+        leader = self.g.is_leader()
+        if not leader:
+            return  # the leader decides and audits; a follower would only repeat it
+        paused = self.paused()
+        for intent in plan_captures(snap.databases, self.g.databases, self.cfg):
+            decision = self._decide_capture(intent, snap, paused)
+            if decision.go:
+                self._submit(decision)
+            else:
+                self.runner.note(decision)
+
+    def _decide_capture(self, intent: Intent, snap: Snapshot, paused: str | None, leader: bool = True) -> Decision:
+        name = intent.target
+        cfg = self.g.databases[name]
+        history = self.runner.history("capture", name, max(self.cfg.capture.cooldown, timedelta(hours=24)))
+        running_here = (self.runner.running_here("capture", name) or self.g.capturer.running(name)
+                        or ("capture", name) in self._queued)
+        facts = capture_facts(snap.databases[name], cfg, self.cfg, history, self.g.clock(), leader=leader,
+                              paused=paused, running_here=running_here)
+        return decide(intent, facts, self.g.clock())
+
+    def _submit(self, decision: Decision) -> None:
+        key = (decision.intent.action, decision.intent.target)
+        with self._lock:
+            if key in self._queued:
+                return
+            self._queued.add(key)
+        future = self._pool.submit(self._run_capture, decision)
+        with self._lock:
+            self._futures = [f for f in self._futures if not f.done()] + [future]
+
+    def wait(self, timeout: float) -> bool:
+        """Wait for the actions started so far (the CLI and tests); True when all ended within `timeout`."""
+        with self._lock:
+            pending = list(self._futures)
+        _done, not_done = concurrent.futures.wait(pending, timeout)
+        return not not_done
+
+    def _run_capture(self, decision: Decision) -> Outcome | None:
+        key = (decision.intent.action, decision.intent.target)
+        try:
+            return self.capture(decision)
+        finally:
+            with self._lock:
+                self._queued.discard(key)
+
+    def capture(self, decision: Decision) -> Outcome | None:
+        """Execute a capture decision: the source is asked once more whether a capture runs, then it goes."""
+        name = decision.intent.target
+        cfg = self.g.databases[name]
+        if capture_source(cfg) == SOURCE_HEROKU:
+            watcher = self.g.fleet.watchers[name] if self.g.fleet is not None else None
+            if watcher is None or watcher.resolved is None or self.g.heroku_api is None:
+                self.runner.note(Decision(decision.intent, "failed", "the Heroku database is not resolved yet "
+                                          f"(no successful poll so far): {decision.reason}"))
+                return None
+            try:
+                transfers = self.g.heroku_api.list_transfers(watcher.resolved.billing_app)
+            except GuardianError as exc:
+                self.runner.note(Decision(decision.intent, "failed", f"cannot ask Heroku whether a capture runs: "
+                                          f"{exc}"))
+                return None
+            running = running_capture(transfers, watcher.from_names, self.g.clock())
+            if running is not None:
+                self.runner.note(Decision(decision.intent, "skipped_running",
+                                          f"already running at Heroku: {running} ({decision.reason})"))
+                return None
+            return self.runner.execute(decision, lambda _id: self._capture_heroku(name, transfers))
+        return self.runner.execute(decision, lambda _id: self._capture_self(name))
+
+    def _capture_self(self, name: str) -> Outcome:
+        ok, detail = self.g.capture(name, kind="emergency")
+        return Outcome(ok, detail)
+
+    def _capture_heroku(self, name: str, transfers: list[dict[str, Any]]) -> Outcome:
+        assert self.g.fleet is not None and self.g.heroku_api is not None
+        watcher = self.g.fleet.watchers[name]
+        db = watcher.resolved
+        assert db is not None
+        details: dict[str, Any] = {}
+        expiring = expiring_backup(transfers, watcher.from_names)
+        if expiring.backup_id is not None:
+            details["expires"] = expiring.backup_id
+            details["expiry"] = self._protect(name, db.billing_app, expiring.backup_id, expiring.limit)
+        follower = HerokuCapture(self.g.heroku_api, self.g.clock, self.g.processes.closing,
+                                 self.cfg.capture.poll_interval, self.cfg.capture.timeout)
+        transfer = follower.start(db.addon_id)
+        backup_id = transfer_name(transfer)
+        details["backup_id"] = backup_id
+        logger.info("capture {} of {} started at Heroku; following it", backup_id, name)
+        try:
+            final = follower.follow(db.billing_app, transfer)
+        except CaptureError as exc:
+            return Outcome(False, str(exc), details)
+        finally:
+            self.g.refresh_heroku(name)
+        if final.get("succeeded"):
+            size = final.get("processed_bytes")
+            return Outcome(True, f"capture {backup_id} succeeded ({size} bytes)", details)
+        return Outcome(False, failure_text(final), details)
+
+    def _protect(self, name: str, app: str, backup_id: str, limit: int | None) -> str:
+        """Make sure the manual backup the capture will expire is archived; say what happened."""
+        held = self.g.holder.current().databases[name].sources.get("archive")
+        cfg = self.g.databases[name]
+        if not self.g.archive.covers(cfg) or self.g.archive.mirror is None:
+            return (f"{backup_id} will expire at Heroku (manual limit {limit} reached) and no archive is "
+                    "configured to keep a copy")
+        if held is not None and any(b.backup_id == backup_id and b.succeeded for b in held.backups):
+            return f"{backup_id} will expire at Heroku (manual limit {limit} reached); it is already archived"
+        src = self.g.holder.current().databases[name].sources.get(SOURCE_HEROKU)
+        backup = next((b for b in (src.backups if src else ()) if b.backup_id == backup_id), None)
+        if backup is None:
+            return f"{backup_id} will expire at Heroku and could not be archived first: not in the last poll"
+        try:
+            self.g.archive.mirror.mirror(name, app, backup)
+        except GuardianError as exc:
+            return f"{backup_id} will expire at Heroku and could not be archived first: {exc}"
+        finally:
+            self.g.collect_archive_of(name)
+        return f"{backup_id} will expire at Heroku (manual limit {limit} reached); archived it first"
+
+    def request_capture(self, name: str, reason: str) -> Decision:
+        """A person's capture request (the CLI): the same guards, run now in this thread."""
+        snap = self.g.holder.current()
+        intent = Intent("capture", name, reason, triggers=("manual",), manual=True)
+        decision = self._decide_capture(intent, snap, self.paused(), leader=True)
+        if not decision.go:
+            self.runner.note(decision)
+            return decision
+        outcome = self.capture(decision)
+        if outcome is None:
+            return Decision(intent, "skipped_running", "a capture is already running")
+        return Decision(intent, "done" if outcome.ok else "failed", outcome.detail)
+
+    # -- health probes and scaling ------------------------------------------------------------------------
+    def probe_all(self) -> None:
+        """Probe every target once, then plan its scaling (only the leader scales)."""
+        assert self._http is not None
+        for target in self.cfg.scale:
+            result = probe(self._http, target, self.g.clock())
+            state = advance(self.probes.get(target.name, ProbeState()), result)
+            self.probes[target.name] = state
+            if not result.ok and state.consecutive_failures in (1, target.failures):
+                logger.warning("probe {} failed ({} in a row): {}", target.name, state.consecutive_failures,
+                               result.error or f"HTTP {result.status}")
+            if self.g.is_leader():
+                try:
+                    self._scale(target, state)
+                except GuardianError as exc:
+                    logger.warning("scaling {} not planned: {}", target.name, exc)
+        self.g.publish_probes(dict(self.probes))
+
+    def _scale(self, target: ScaleTarget, state: ProbeState) -> None:
+        api = self.g.heroku_api
+        if api is None:
+            return
+        scaler = HerokuScaler(api)
+        key = f"scale.{target.app}/{target.process_type}"
+        try:
+            memory = ScaleMemory.from_json(self.g.state.get(key) or {})
+        except ValueError as exc:
+            logger.warning("scale memory of {} unreadable ({}); starting from the current formation", key, exc)
+            memory = ScaleMemory()
+        current = scaler.quantity(target.app, target.process_type)
+        step, memory2 = plan_scale(target, state, current, memory, self.g.clock())
+        if memory2 != memory:
+            self.g.state.put(key, memory2.to_json())
+            logger.info("scale {}: a person set {} to {}; that is the new baseline", target.name,
+                        target.process_type, current)
+        if step.direction == "none" and step.blocked is None:
+            return
+        name = f"{target.app}/{target.process_type}"
+        params: dict[str, Any] = {"from_quantity": step.from_quantity, "to_quantity": step.to_quantity,
+                                  "probe": target.name}
+        if step.blocked:
+            params["blocked_reason"] = step.reason
+        intent = Intent("scale", name, step.reason, triggers=(f"probe_{step.direction}",), params=params,
+                        blocked=step.blocked)
+        history = self.runner.history("scale", name, max(target.cooldown, timedelta(hours=24)))
+        now = self.g.clock()
+        last = max((h.started_at for h in history), default=None)
+        if memory2.changed_at is not None and (last is None or memory2.changed_at > last):
+            last = memory2.changed_at
+        facts = Facts(enabled=self.cfg.enabled, paused=self.paused(), dry_run=self.cfg.dry_run, leader=True,
+                      running=None, last_taken=last, last_taken_what="the last scale change",
+                      taken_24h=sum(1 for h in history if h.started_at >= now - timedelta(hours=24)),
+                      cooldown=target.cooldown, daily_cap=target.daily_cap)
+        decision = decide(intent, facts, now)
+        if not decision.go:
+            self.runner.note(decision)
+            return
+
+        def run(_id: int) -> Outcome:
+            new = scaler.scale(target.app, target.process_type, step.to_quantity)
+            self.g.state.put(key, remember(memory2, replace(step, to_quantity=new), self.g.clock()).to_json())
+            return Outcome(True, f"scaled {name} from {step.from_quantity} to {new}",
+                           {"from_quantity": step.from_quantity, "to_quantity": new})
+
+        self.runner.execute(decision, run)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._http is not None:
+            self._http.close()
+
+
+def shard_of(name: str, count: int) -> int:
+    """The replica group of a database: a stable hash of its name (the same on every machine and run)."""
+    import hashlib
+
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big") % count
+
+
+def in_shard(db: DatabaseConfig, count: int, index: int) -> bool:
+    return count <= 1 or shard_of(db.name, count) == index
