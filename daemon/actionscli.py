@@ -88,6 +88,8 @@ def run_capture(args: argparse.Namespace, config: GuardianConfig) -> int:
         sys.stderr.write(f"configuration error:\n  --database {args.database!r}: not a configured database "
                          f"(known: {', '.join(sorted(names)) or 'none'})\n")
         return EXIT_CONFIG
+    if config.archive.kind == "local":
+        config.archive_dir.mkdir(parents=True, exist_ok=True)  # as the daemon's start does
     guardian = Guardian(config, quiet=True)
     try:
         if args.database not in guardian.databases:

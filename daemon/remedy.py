@@ -140,10 +140,11 @@ class Remedies:
                                           f"already running at Heroku: {running} ({decision.reason})"))
                 return None
             return self.runner.execute(decision, lambda _id: self._capture_heroku(name, transfers))
-        return self.runner.execute(decision, lambda _id: self._capture_self(name))
+        kind = "manual" if decision.intent.manual else "emergency"
+        return self.runner.execute(decision, lambda _id: self._capture_self(name, kind))
 
-    def _capture_self(self, name: str) -> Outcome:
-        ok, detail = self.g.capture(name, kind="emergency")
+    def _capture_self(self, name: str, kind: str) -> Outcome:
+        ok, detail = self.g.capture(name, kind=kind)
         return Outcome(ok, detail)
 
     def _capture_heroku(self, name: str, transfers: list[dict[str, Any]]) -> Outcome:
