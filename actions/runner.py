@@ -51,12 +51,9 @@ class ActionRunner:
         self._lock = threading.Lock()
 
     def history(self, action: str, target: str, within: timedelta) -> list[TakenAction]:
-        """Executions of `action` on `target` that started within `within` (any replica, any restart)."""
-        try:
-            records = self.store.actions(action=action, target=target, since=self.clock() - within)
-        except GuardianError as exc:
-            logger.warning("action history unavailable ({}); guards see none", exc)
-            return []
+        """Executions of `action` on `target` that started within `within` (any replica, any restart).
+        Raises StateStoreError: a guard must not decide blind, so callers decline when it is unreadable."""
+        records = self.store.actions(action=action, target=target, since=self.clock() - within)
         return [TakenAction(r.started_at, r.outcome, str(r.details.get("detail", ""))) for r in records]
 
     def running_here(self, action: str, target: str) -> bool:
@@ -81,9 +78,14 @@ class ActionRunner:
                           triggers=list(intent.triggers) or None, manual=intent.manual or None, **intent.params)
         self.count(intent.action, decision.outcome)
 
-    def execute(self, decision: Decision, fn: Callable[[int], Outcome]) -> Outcome | None:
+    def execute(self, decision: Decision, fn: Callable[[int], Outcome],
+                recheck: Callable[[], Decision] | None = None) -> Outcome | None:
         """Run `fn(action_id)` for a decision that goes, single-flight per action and target across processes.
-        Returns None when another process or thread already runs it (audited as skipped_busy)."""
+
+        `recheck` decides again once the cross-process lock is held (a pause, a lost leadership, or another
+        replica's action since the first decision must stop it). Returns None when the action did not run:
+        another process or thread runs it (skipped_busy), the recheck declined, or the state store is
+        unavailable (nothing is done without a history record)."""
         assert decision.outcome == EXECUTE
         intent = decision.intent
         key = (intent.action, intent.target)
@@ -93,9 +95,18 @@ class ActionRunner:
             self._running.add(key)
         try:
             with self.store.exclusive(f"{intent.action}:{intent.target}"):
+                if recheck is not None:
+                    again = recheck()
+                    if not again.go:
+                        self.note(again)
+                        return None
                 return self._execute(decision, fn)
         except LockBusy as exc:
             self.note(Decision(intent, "skipped_busy", f"{exc} ({decision.reason})"))
+            return None
+        except GuardianError as exc:  # the state store failed around the lock or the history record
+            self.note(Decision(intent, "skipped_unavailable", f"state store unavailable, not acting: {exc} "
+                               f"({decision.reason})"))
             return None
         finally:
             with self._lock:
@@ -106,9 +117,9 @@ class ActionRunner:
         self._said.pop((intent.action, intent.target), None)
         started = self.clock()
         logger.warning("action {} {}: {}", intent.action, intent.target, decision.reason)
-        action_id = self.store.begin_action(intent.action, intent.target, started, decision.reason,
+        action_id = self.store.begin_action(intent.action, intent.target, started, REDACTOR(decision.reason),
                                             {"triggers": list(intent.triggers), "manual": intent.manual,
-                                             **intent.params})
+                                             **intent.params})  # raises before anything is done: no blind act
         self.audit.record(intent.action, intent.target, "started", decision.reason,
                           triggers=list(intent.triggers) or None, manual=intent.manual or None, **intent.params)
         try:
@@ -121,7 +132,7 @@ class ActionRunner:
         outcome = "done" if result.ok else "failed"
         ended = self.clock()
         try:
-            self.store.finish_action(action_id, ended, outcome, {"detail": result.detail, **result.details})
+            self.store.finish_action(action_id, ended, outcome, {"detail": REDACTOR(result.detail), **result.details})
         except GuardianError as exc:
             logger.error("action history not updated: {}", exc)
         (logger.info if result.ok else logger.error)("action {} {} {}: {}", intent.action, intent.target, outcome,

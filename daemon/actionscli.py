@@ -14,6 +14,7 @@ from typing import Any
 
 from daemon.config import GuardianConfig
 from daemon.errors import GuardianError
+from daemon.redact import REDACTOR
 
 EXIT_OK, EXIT_FAIL, EXIT_CONFIG = 0, 1, 2
 
@@ -25,9 +26,15 @@ def add_parsers(sub: Any, with_config: Callable[[argparse.ArgumentParser], argpa
     act.add_argument("--target", help="only this target (a database name, or app/process_type)")
     act.add_argument("--json", action="store_true", help="print the records as JSON lines")
     act_sub = act.add_subparsers(dest="actions_command")
-    pause = with_config(act_sub.add_parser("pause", help="stop every remedial action on every replica now"))
+
+    def also_config(sp: argparse.ArgumentParser) -> None:
+        # SUPPRESS: without it the subcommand's absent --config would overwrite the one given before it
+        sp.add_argument("--config", "-c", default=argparse.SUPPRESS, help="YAML config file")
+
+    pause = act_sub.add_parser("pause", help="stop every remedial action on every replica now")
     pause.add_argument("--reason", required=True, help="why (shown in status, logs and the audit log)")
-    with_config(act_sub.add_parser("resume", help="let remedial actions run again"))
+    also_config(pause)
+    also_config(act_sub.add_parser("resume", help="let remedial actions run again"))
     cap = with_config(sub.add_parser("capture", help="take a backup of one database now (guarded, audited)"))
     cap.add_argument("--database", required=True, help="the database's name in the configuration")
     cap.add_argument("--reason", default="requested by a person", help="why (goes into the audit log)")
@@ -98,5 +105,5 @@ def run_capture(args: argparse.Namespace, config: GuardianConfig) -> int:
         decision = guardian.remedies.request_capture(args.database, args.reason)
     finally:
         guardian.stop()
-    sys.stdout.write(f"{decision.outcome}: {decision.reason}\n")
+    sys.stdout.write(REDACTOR(f"{decision.outcome}: {decision.reason}") + "\n")
     return EXIT_OK if decision.outcome in ("done", "dry_run") else EXIT_FAIL

@@ -8,6 +8,7 @@ only reads it.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import functools
 import itertools
 import json
@@ -64,7 +65,7 @@ from daemon.state import (
     StateHolder,
     share_unreadable,
 )
-from daemon.statestore import StateStore, open_state_store
+from daemon.statestore import LockBusy, StateStore, StateStoreError, open_state_store
 from daemon.tiers import PruneDecision
 from daemon.toc import Toc, read_stream
 
@@ -182,6 +183,7 @@ class Guardian:
         sentry = config.sentry
         self.notifier = make_notifier(sentry.dsn.get_secret_value() if sentry.dsn else None, config.state_dir,
                                       sentry.reminder, sentry.environment, clock, quiet, store=self.state)
+        self.notifier.tracker.scope = set(self.databases)
         self._push_ok: bool | None = None
         self._readability: dict[tuple[str, str], Toc] = {}  # (database, Heroku backup id) -> its read-through
         self.exposition = Exposition(self.holder)
@@ -206,6 +208,8 @@ class Guardian:
         if now != self._leader:
             if now:
                 logger.info("this replica is the leader ({}): it acts and drills", self.state.describe())
+                if self._leader is False:  # a follower until now: take over the shared finding states
+                    self.notifier.tracker.reload()
             elif self._leader is not None:
                 logger.warning("this replica lost the leadership: it keeps collecting, another one acts")
             else:
@@ -251,13 +255,14 @@ class Guardian:
                 self.remedies.after_evaluation(snap)
             except Exception as exc:  # planning must never stop collection
                 logger.opt(exception=exc).error("planning remedial actions failed")
-            self.publish_control()
+        self.publish_control()
+        if not one_shot:
             self.push()
         return snap
 
     def refresh_heroku(self, name: str) -> None:
         """Poll one Heroku database now (after an action changed it) and re-evaluate."""
-        if self.fleet is None or name not in self.fleet.watchers:
+        if self.fleet is None or name not in self.fleet.watchers or self.processes.closing.is_set():
             return
         watcher = self.fleet.watchers[name]
         src, status = self._run_collector("heroku", name, partial(_poll, watcher, self.clock))
@@ -412,7 +417,8 @@ class Guardian:
 
         snap = self.holder.update(apply)
         self.exposition.prewarm()
-        self.notifier.on_evaluation(snap.databases, now)
+        if self._leader is not False:  # followers stay quiet: the leader tells (one event, not one per replica)
+            self.notifier.on_evaluation(snap.databases, now)
         return snap
 
     def _with_readability(self, name: str, sources: dict[str, SourceState]) -> dict[str, SourceState]:
@@ -608,9 +614,24 @@ class Guardian:
                             ", ".join(dropped))
 
     # -- captures -----------------------------------------------------------------------------------------
-    def capture(self, name: str, kind: str = "scheduled") -> tuple[bool, str]:
+    def capture(self, name: str, kind: str = "scheduled", lock: bool = True) -> tuple[bool, str]:
         """Capture one database now (scheduled job, emergency or manual request); failures are recorded, not
-        raised. Returns (succeeded, what happened)."""
+        raised. Returns (succeeded, what happened). With `lock`, the capture holds `capture:<name>` in the
+        state store, so no other process (the `capture` command, another replica) dumps the same database at
+        the same time; a busy lock skips this one quietly."""
+        held = contextlib.ExitStack()
+        if lock:
+            try:
+                held.enter_context(self.state.exclusive(f"capture:{name}"))
+            except LockBusy:
+                logger.info("capture of {} skipped: another process is capturing it now", name)
+                return False, f"a capture of {name} is already running in another process"
+            except StateStoreError as exc:  # a backup matters more than the cross-process lock: go on
+                logger.warning("capture of {} runs without its cross-process lock: {}", name, exc)
+        with held:
+            return self._capture(name, kind)
+
+    def _capture(self, name: str, kind: str) -> tuple[bool, str]:
         db = self.databases[name]
         if db.url is None:
             raise GuardianError(f"{name} has no URL: the guardian cannot pg_dump it")
@@ -706,7 +727,8 @@ class Guardian:
             timezone=UTC,
             executors={"default": ThreadPoolExecutor(2), "captures": ThreadPoolExecutor(2),
                        "drills": ThreadPoolExecutor(1),  # drills queue behind each other, never beside captures
-                       "heartbeat": ThreadPoolExecutor(1)},
+                       "heartbeat": ThreadPoolExecutor(1),
+                       "leader": ThreadPoolExecutor(1)},  # a stuck store never starves the heartbeat
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 60},
         )
         now = self.clock()
@@ -714,7 +736,7 @@ class Guardian:
                       id="heartbeat", executor="heartbeat")
         sched.add_job(self._guarded("collect", self.collect_all), "interval",
                       seconds=self.config.collect_interval.total_seconds(), id="collect", next_run_time=now)
-        sched.add_job(self._guarded("leader", self.elect), "interval", id="leader", executor="heartbeat",
+        sched.add_job(self._guarded("leader", self.elect), "interval", id="leader", executor="leader",
                       seconds=self.config.state.leader_interval.total_seconds())
         if self.config.actions.scale:
             every = min(t.interval for t in self.config.actions.scale)

@@ -66,6 +66,7 @@ class FindingTracker:
     def __init__(self, path: Path | None, reminder: timedelta, store: StateStore | None = None) -> None:
         self.path = path
         self.store = store  # the state store, when there is one (the file is the older way)
+        self.scope: set[str] | None = None  # the databases this guardian owns (shard groups share a store)
         self.reminder = reminder
         self.open: dict[str, dict[str, str]] = self._load()
         self._lock = threading.Lock()
@@ -85,10 +86,15 @@ class FindingTracker:
             return {}
         return doc if isinstance(doc, dict) else {}
 
+    def reload(self) -> None:
+        """Read the persisted states again (a replica that becomes leader takes over what the old one told)."""
+        with self._lock:
+            self.open = self._load()
+
     def save(self) -> None:
         if self.store is not None:
             try:
-                self.store.save_findings(dict(self.open))
+                self.store.save_findings(dict(self.open), self.scope)
             except GuardianError as exc:
                 logger.warning("cannot save finding states: {}", exc)
             return

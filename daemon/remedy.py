@@ -10,7 +10,8 @@ from __future__ import annotations
 import concurrent.futures
 import threading
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -44,6 +45,7 @@ class Remedies:
         self._futures: list[concurrent.futures.Future[Outcome | None]] = []
         self._lock = threading.Lock()
         self.probes: dict[str, ProbeState] = {t.name: ProbeState() for t in self.cfg.scale}
+        self._probe_due: dict[str, datetime] = {}
         self._http = httpx.Client(follow_redirects=False) if self.cfg.scale else None
         self._warned_dry_run = False
 
@@ -83,12 +85,19 @@ class Remedies:
             else:
                 self.runner.note(decision)
 
-    def _decide_capture(self, intent: Intent, snap: Snapshot, paused: str | None, leader: bool = True) -> Decision:
+    def _decide_capture(self, intent: Intent, snap: Snapshot, paused: str | None, leader: bool = True,
+                        include_self: bool = True) -> Decision:
+        """The guards' verdict on a capture. `include_self` False is the recheck of a capture about to run
+        (its own queue entry is not "another capture running")."""
         name = intent.target
         cfg = self.g.databases[name]
-        history = self.runner.history("capture", name, max(self.cfg.capture.cooldown, timedelta(hours=24)))
-        running_here = (self.runner.running_here("capture", name) or self.g.capturer.running(name)
-                        or ("capture", name) in self._queued)
+        try:
+            history = self.runner.history("capture", name, max(self.cfg.capture.cooldown, timedelta(hours=24)))
+        except GuardianError as exc:
+            return Decision(intent, "skipped_unavailable", f"action history unavailable, not deciding blind: {exc} "
+                            f"(wanted to {intent.describe}: {intent.reason})")
+        running_here = self.g.capturer.running(name) or (include_self and (
+            self.runner.running_here("capture", name) or ("capture", name) in self._queued))
         facts = capture_facts(snap.databases[name], cfg, self.cfg, history, self.g.clock(), leader=leader,
                               paused=paused, running_here=running_here)
         return decide(intent, facts, self.g.clock())
@@ -114,14 +123,26 @@ class Remedies:
         key = (decision.intent.action, decision.intent.target)
         try:
             return self.capture(decision)
+        except Exception as exc:  # the pool's future is never read: say it here, in the log and the audit
+            logger.opt(exception=exc).error("capture of {} crashed", decision.intent.target)
+            self.runner.note(Decision(decision.intent, "failed", f"crashed: {type(exc).__name__}: {exc}"))
+            return None
         finally:
             with self._lock:
                 self._queued.discard(key)
+
+    def _recheck(self, intent: Intent) -> Decision:
+        """The guards again, under the action's cross-process lock, right before it runs: a pause, a lost
+        leadership, or another replica's capture since the first decision stops it here."""
+        leader = True if intent.manual else self.g.elect()
+        return self._decide_capture(intent, self.g.holder.current(), self.paused(), leader=leader,
+                                    include_self=False)
 
     def capture(self, decision: Decision) -> Outcome | None:
         """Execute a capture decision: the source is asked once more whether a capture runs, then it goes."""
         name = decision.intent.target
         cfg = self.g.databases[name]
+        recheck = partial(self._recheck, decision.intent)
         if capture_source(cfg) == SOURCE_HEROKU:
             watcher = self.g.fleet.watchers[name] if self.g.fleet is not None else None
             if watcher is None or watcher.resolved is None or self.g.heroku_api is None:
@@ -139,12 +160,12 @@ class Remedies:
                 self.runner.note(Decision(decision.intent, "skipped_running",
                                           f"already running at Heroku: {running} ({decision.reason})"))
                 return None
-            return self.runner.execute(decision, lambda _id: self._capture_heroku(name, transfers))
+            return self.runner.execute(decision, lambda _id: self._capture_heroku(name, transfers), recheck)
         kind = "manual" if decision.intent.manual else "emergency"
-        return self.runner.execute(decision, lambda _id: self._capture_self(name, kind))
+        return self.runner.execute(decision, lambda _id: self._capture_self(name, kind), recheck)
 
     def _capture_self(self, name: str, kind: str) -> Outcome:
-        ok, detail = self.g.capture(name, kind=kind)
+        ok, detail = self.g.capture(name, kind=kind, lock=False)  # the runner holds capture:<name> already
         return Outcome(ok, detail)
 
     def _capture_heroku(self, name: str, transfers: list[dict[str, Any]]) -> Outcome:
@@ -187,9 +208,12 @@ class Remedies:
         backup = next((b for b in (src.backups if src else ()) if b.backup_id == backup_id), None)
         if backup is None:
             return f"{backup_id} will expire at Heroku and could not be archived first: not in the last poll"
+        if backup_id[:1] not in ("a", "b"):
+            return (f"{backup_id} will expire at Heroku and could not be archived first: a legacy name carries no "
+                    "transfer number to download it by")
         try:
             self.g.archive.mirror.mirror(name, app, backup)
-        except GuardianError as exc:
+        except Exception as exc:  # any failure here is said in the audit record; the capture still goes
             return f"{backup_id} will expire at Heroku and could not be archived first: {exc}"
         finally:
             self.g.collect_archive_of(name)
@@ -210,16 +234,22 @@ class Remedies:
 
     # -- health probes and scaling ------------------------------------------------------------------------
     def probe_all(self) -> None:
-        """Probe every target once, then plan its scaling (only the leader scales)."""
+        """Probe every target that is due (each on its own interval), then plan its scaling. Only the leader
+        of shard group 0 scales: an app is not a database, so one group owns every formation."""
         assert self._http is not None
+        now = self.g.clock()
         for target in self.cfg.scale:
-            result = probe(self._http, target, self.g.clock())
+            due = self._probe_due.get(target.name)
+            if due is not None and now < due:
+                continue
+            self._probe_due[target.name] = now + target.interval
+            result = probe(self._http, target, now)
             state = advance(self.probes.get(target.name, ProbeState()), result)
             self.probes[target.name] = state
             if not result.ok and state.consecutive_failures in (1, target.failures):
                 logger.warning("probe {} failed ({} in a row): {}", target.name, state.consecutive_failures,
                                result.error or f"HTTP {result.status}")
-            if self.g.is_leader():
+            if self.g.config.state.shard_index == 0 and self.g.is_leader():
                 try:
                     self._scale(target, state)
                 except GuardianError as exc:
@@ -238,9 +268,9 @@ class Remedies:
             logger.warning("scale memory of {} unreadable ({}); starting from the current formation", key, exc)
             memory = ScaleMemory()
         current = scaler.quantity(target.app, target.process_type)
-        step, memory2 = plan_scale(target, state, current, memory, self.g.clock())
-        if memory2 != memory:
-            self.g.state.put(key, memory2.to_json())
+        step, adjusted = plan_scale(target, state, current, memory, self.g.clock())
+        if adjusted != memory:
+            self.g.state.put(key, adjusted.to_json())
             logger.info("scale {}: a person set {} to {}; that is the new baseline", target.name,
                         target.process_type, current)
         if step.direction == "none" and step.blocked is None:
@@ -252,27 +282,43 @@ class Remedies:
             params["blocked_reason"] = step.reason
         intent = Intent("scale", name, step.reason, triggers=(f"probe_{step.direction}",), params=params,
                         blocked=step.blocked)
-        history = self.runner.history("scale", name, max(target.cooldown, timedelta(hours=24)))
-        now = self.g.clock()
-        last = max((h.started_at for h in history), default=None)
-        if memory2.changed_at is not None and (last is None or memory2.changed_at > last):
-            last = memory2.changed_at
-        facts = Facts(enabled=self.cfg.enabled, paused=self.paused(), dry_run=self.cfg.dry_run, leader=True,
-                      running=None, last_taken=last, last_taken_what="the last scale change",
-                      taken_24h=sum(1 for h in history if h.started_at >= now - timedelta(hours=24)),
-                      cooldown=target.cooldown, daily_cap=target.daily_cap)
-        decision = decide(intent, facts, now)
+        decision = self._decide_scale(intent, target, adjusted, leader=True)
         if not decision.go:
             self.runner.note(decision)
             return
 
         def run(_id: int) -> Outcome:
-            new = scaler.scale(target.app, target.process_type, step.to_quantity)
-            self.g.state.put(key, remember(memory2, replace(step, to_quantity=new), self.g.clock()).to_json())
+            # the memory is written before the change: a store failure afterwards must never leave extra dynos
+            # that the guardian no longer knows are its own
+            pending = remember(adjusted, step, self.g.clock())
+            self.g.state.put(key, pending.to_json())
+            try:
+                new = scaler.scale(target.app, target.process_type, step.to_quantity)
+            except GuardianError:
+                self.g.state.put(key, adjusted.to_json())
+                raise
+            if new != step.to_quantity:
+                self.g.state.put(key, replace(pending, ours=new).to_json())
             return Outcome(True, f"scaled {name} from {step.from_quantity} to {new}",
                            {"from_quantity": step.from_quantity, "to_quantity": new})
 
-        self.runner.execute(decision, run)
+        self.runner.execute(decision, run, lambda: self._decide_scale(intent, target, adjusted,
+                                                                      leader=self.g.elect()))
+
+    def _decide_scale(self, intent: Intent, target: ScaleTarget, memory: ScaleMemory, leader: bool) -> Decision:
+        try:
+            history = self.runner.history("scale", intent.target, max(target.cooldown, timedelta(hours=24)))
+        except GuardianError as exc:
+            return Decision(intent, "skipped_unavailable", f"action history unavailable, not deciding blind: {exc}")
+        now = self.g.clock()
+        last = max((h.started_at for h in history), default=None)
+        if memory.changed_at is not None and (last is None or memory.changed_at > last):
+            last = memory.changed_at
+        facts = Facts(enabled=self.cfg.enabled, paused=self.paused(), dry_run=self.cfg.dry_run, leader=leader,
+                      running=None, last_taken=last, last_taken_what="the last scale change",
+                      taken_24h=sum(1 for h in history if h.started_at >= now - timedelta(hours=24)),
+                      cooldown=target.cooldown, daily_cap=target.daily_cap)
+        return decide(intent, facts, now)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -19,7 +19,7 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,7 +34,13 @@ from daemon.redact import REDACTOR, redact_url
 
 T = TypeVar("T")
 APPLICATION_NAME = "pg-backup-guardian"
-_KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3}
+#: The leadership session: client keepalives and a TCP user timeout notice a dead server; the server-side
+#: keepalives (session settings any role may change) make PostgreSQL end the session of a leader whose host
+#: vanished within about 25 s, which frees its advisory lock for a successor.
+_KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3,
+               "tcp_user_timeout": 25000,
+               "options": "-c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=3 "
+                          "-c statement_timeout=15000"}
 
 
 class StateStoreError(GuardianError):
@@ -298,12 +304,24 @@ class StateStore:
         rows = self._run("load findings", lambda tx: tx.rows("SELECT name, state FROM guardian_findings"))
         return {r[0]: json.loads(r[1]) for r in rows}
 
-    def save_findings(self, doc: dict[str, dict[str, str]]) -> None:
-        """Replace the whole set of finding states in one transaction."""
+    def save_findings(self, doc: dict[str, dict[str, str]], databases: Iterable[str] | None = None) -> None:
+        """Replace the finding states in one transaction: all of them, or with `databases` only those of these
+        databases (keys are "database<US>check"), so shard groups sharing a store never undo each other's."""
+        scope = None if databases is None else set(databases)
+
+        def mine(name: str) -> bool:
+            return scope is None or name.split("\x1f", 1)[0] in scope
+
         def save(tx: _Tx) -> None:
-            tx.rows("DELETE FROM guardian_findings")
+            if scope is None:
+                tx.rows("DELETE FROM guardian_findings")
+            else:
+                for (name,) in tx.rows("SELECT name FROM guardian_findings"):
+                    if mine(name):
+                        tx.rows("DELETE FROM guardian_findings WHERE name = ?", (name,))
             for name, state in doc.items():
-                tx.rows("INSERT INTO guardian_findings (name, state) VALUES (?, ?)", (name, _dumps(state)))
+                if mine(name):
+                    tx.rows("INSERT INTO guardian_findings (name, state) VALUES (?, ?)", (name, _dumps(state)))
 
         self._run("save findings", save)
 
@@ -596,13 +614,20 @@ class PostgresStateStore(StateStore):
         self._leader_conn, self._leader_key = None, None
 
     def release_leadership(self) -> None:
-        with self._leader_lock:
-            self._drop_leader_conn()
+        # bounded: a confirmation stuck on a dead network must not hold shutdown past its budget
+        if self._leader_lock.acquire(timeout=5):
+            try:
+                self._drop_leader_conn()
+            finally:
+                self._leader_lock.release()
 
     def close(self) -> None:
         self.release_leadership()
-        with self._lock:
-            self._drop_query_conn()
+        if self._lock.acquire(timeout=5):
+            try:
+                self._drop_query_conn()
+            finally:
+                self._lock.release()
 
 
 def open_state_store(url: str | None, state_dir: Path) -> StateStore:

@@ -12,10 +12,12 @@ from typing import Any
 import httpx
 import pytest
 
+from actions.guards import Intent
 from daemon.app import Guardian
 from daemon.config import GuardianConfig
 from daemon.heroku import HerokuClient
 from daemon.metrics import SnapshotCollector
+from daemon.remedy import PAUSE_KEY
 from daemon.state import Finding, Snapshot
 from daemon.status import status_document
 from tests.heroku_double import HerokuDouble
@@ -286,5 +288,29 @@ def test_without_an_archive_the_audit_record_says_the_expiring_backup_is_lost(
         run_pass(g, clock)
         done = g.audit.read(action="capture")[-1]
         assert done["expires"] == "b002" and "no archive is configured" in done["expiry"]
+    finally:
+        g.stop()
+
+
+def test_a_queued_capture_is_decided_again_under_its_lock_so_a_pause_or_another_replicas_capture_stops_it(
+    heroku: HerokuDouble, clock: FakeClock, tmp_path: Path
+) -> None:
+    missed_schedule(heroku, clock, None)
+    g = make_guardian(heroku, clock, tmp_path / "state", enabled=False)  # collect only; decisions made below
+    try:
+        snap = run_pass(g, clock)
+        intent = Intent("capture", DB, "missed_schedule: test", triggers=("missed_schedule",))
+        decision = g.remedies._decide_capture(intent, snap, paused=None)
+        assert decision.go  # it would go now ...
+        g.state.put(PAUSE_KEY, {"paused": True, "reason": "hands off during the restore"})
+        assert g.remedies.capture(decision) is None  # ... but a pause came first
+        assert captures_posted(heroku) == 0
+        assert g.audit.read(action="capture")[-1]["reason"].startswith("actions are paused: hands off")
+
+        g.state.put(PAUSE_KEY, {"paused": False})
+        g.state.begin_action("capture", DB, clock.now, "another replica's capture")  # it acted meanwhile
+        assert g.remedies.capture(decision) is None
+        assert captures_posted(heroku) == 0
+        assert g.audit.read(action="capture")[-1]["outcome"] == "skipped_cooldown"
     finally:
         g.stop()

@@ -82,6 +82,8 @@ def scrape(pg_cluster: LocalCluster, moto_server: MotoServer, sample_dump: Path)
                 "archive": {"kind": "s3", "s3": {
                     "bucket": bucket, "endpoint_url": moto_server.endpoint_url, "access_key_id": "testing",
                     "secret_access_key": "testing", "part_size_mb": 5, "timeout": "5s"}},
+                "actions": {"dry_run": False, "scale": [{  # a probe that fails (no token): probe metrics
+                    "name": "api", "url": f"{heroku.platform_url}/account/rate-limits", "app": APP}]},
                 "databases": [{"name": SELF_DB, "url": url,
                                "drill": {"scratch_url": scratch.url("postgres"), "tables": ["invoices"]}}],
             })
@@ -89,6 +91,8 @@ def scrape(pg_cluster: LocalCluster, moto_server: MotoServer, sample_dump: Path)
                                                          data_url=heroku.data_url))
             try:
                 Capturer(g.store, g.processes).capture(CaptureRequest(database=SELF_DB, url=url))
+                assert g.remedies.request_capture(SELF_DB, "drift check").outcome == "done"
+                g.remedies.probe_all()
                 g.collect_all(one_shot=True)
                 assert g.mirror_pending() == 1
                 run = g.drill(SELF_DB)
