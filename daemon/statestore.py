@@ -205,6 +205,14 @@ class StateStore:
         return StateStoreError(REDACTOR(f"state store {self.describe()}: {what}: {exc}".strip()))
 
     # -- migrations ----------------------------------------------------------------------------------------
+    def _migrate_or_close(self) -> None:
+        """Bring the schema up to date; a store that cannot be migrated is closed, never half used."""
+        try:
+            self._migrate()
+        except BaseException:
+            self.close()
+            raise
+
     def _migrate(self) -> None:
         """Apply the missing migrations in order, each in its own transaction; refuse a newer schema."""
         def prepare(tx: _Tx) -> int:
@@ -427,11 +435,7 @@ class SQLiteStateStore(StateStore):
             self._conn.execute("PRAGMA journal_mode = WAL")
         except (sqlite3.Error, OSError) as exc:
             raise self._error("cannot open", exc) from None
-        try:
-            self._migrate()
-        except BaseException:
-            self.close()
-            raise
+        self._migrate_or_close()
 
     def describe(self) -> str:
         return f"sqlite {self.path}"
@@ -511,11 +515,7 @@ class PostgresStateStore(StateStore):
         self._leader_conn: psycopg.Connection[Any] | None = None
         self._leader_key: str | None = None  # set while the advisory lock is held on _leader_conn
         self._leader_problem: str | None = None
-        try:
-            self._migrate()
-        except BaseException:
-            self.close()
-            raise
+        self._migrate_or_close()
 
     def describe(self) -> str:
         return f"postgresql {self._where}"
