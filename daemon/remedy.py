@@ -175,6 +175,9 @@ class Remedies:
         assert db is not None
         details: dict[str, Any] = {}
         expiring = expiring_backup(transfers, watcher.from_names)
+        if expiring.limit is None and expiring.held:
+            details["expiry"] = (f"manual backup limit unknown (Heroku gave no num_keep for the {expiring.held} "
+                                 "manual backups): this capture may expire the oldest one")
         if expiring.backup_id is not None:
             details["expires"] = expiring.backup_id
             details["expiry"] = self._protect(name, db.billing_app, expiring.backup_id, expiring.limit)
@@ -314,10 +317,12 @@ class Remedies:
         last = max((h.started_at for h in history), default=None)
         if memory.changed_at is not None and (last is None or memory.changed_at > last):
             last = memory.changed_at
+        taken = sum(1 for h in history if h.started_at >= now - timedelta(hours=24))
+        # scaling back to the person's baseline is never held by the cap: a capped day must not keep extra dynos
+        down = intent.params.get("to_quantity", 0) < intent.params.get("from_quantity", 0)
         facts = Facts(enabled=self.cfg.enabled, paused=self.paused(), dry_run=self.cfg.dry_run, leader=leader,
-                      running=None, last_taken=last, last_taken_what="the last scale change",
-                      taken_24h=sum(1 for h in history if h.started_at >= now - timedelta(hours=24)),
-                      cooldown=target.cooldown, daily_cap=target.daily_cap)
+                      running=None, last_taken=last, last_taken_what="the last scale change", taken_24h=taken,
+                      cooldown=target.cooldown, daily_cap=taken + 1 if down else target.daily_cap)
         return decide(intent, facts, now)
 
     def close(self) -> None:

@@ -65,13 +65,14 @@ def heroku(clock: FakeClock) -> Iterator[HerokuDouble]:
         yield double
 
 
-def make_guardian(heroku: HerokuDouble, clock: FakeClock, app: App, state_dir: Path, dry_run: bool = False) -> Guardian:
+def make_guardian(heroku: HerokuDouble, clock: FakeClock, app: App, state_dir: Path, dry_run: bool = False,
+                  daily_cap: int = 6) -> Guardian:
     config = GuardianConfig.model_validate({
         "state_dir": str(state_dir),
         "heroku": {"api_key": heroku.token, "platform_url": heroku.platform_url, "data_url": heroku.data_url},
         "actions": {"dry_run": dry_run, "scale": [{
             "name": "api", "url": app.url, "app": "shop", "process_type": "web", "failures": 3,
-            "max_quantity": 3, "healthy_for": "15m", "cooldown": "10m", "timeout": "2s"}]},
+            "max_quantity": 3, "healthy_for": "15m", "cooldown": "10m", "timeout": "2s", "daily_cap": daily_cap}]},
         "databases": [{"name": "local", "url": "postgresql://u:pw@127.0.0.1:1/x", "capture": {"enabled": False}}],
     })
     api = HerokuClient(heroku.token, platform_url=heroku.platform_url, data_url=heroku.data_url, sleep=clock.sleep)
@@ -156,5 +157,23 @@ def test_dry_run_probes_and_decides_but_never_scales(heroku: HerokuDouble, clock
         assert patches(heroku) == [] and quantity(heroku) == 1
         [record] = g.audit.read(action="scale")
         assert record["outcome"] == "dry_run" and "would scale shop/web from 1 to 2" in record["reason"]
+    finally:
+        g.stop()
+
+
+def test_the_daily_cap_holds_scale_ups_but_never_the_way_back_to_the_baseline(
+    heroku: HerokuDouble, clock: FakeClock, app: App, tmp_path: Path
+) -> None:
+    g = make_guardian(heroku, clock, app, tmp_path / "state", daily_cap=1)
+    try:
+        app.status = 503
+        probe(g, clock, 3)
+        assert quantity(heroku) == 2
+        clock.now += timedelta(minutes=10)
+        probe(g, clock)  # the cooldown is over but the cap of one change a day is spent
+        assert quantity(heroku) == 2 and g.audit.read(action="scale")[-1]["outcome"] == "skipped_cap"
+        app.status = 200
+        probe(g, clock, 32)  # 16 minutes healthy
+        assert quantity(heroku) == 1
     finally:
         g.stop()
