@@ -39,6 +39,7 @@ SEVERITIES = {
     "PgBackupUnencryptedArchiveObject": "page",
     "PgBackupUnreadableBackup": "page",
     "PgBackupCollectorDown": "ticket",
+    "PgBackupRemedialActionFailed": "ticket",
     "PgBackupGuardianAbsent": "page",
 }
 #: Packages that provide each tool on Debian (what CI installs).
