@@ -88,6 +88,7 @@ def test_only_the_leader_acts_and_a_successor_does_not_repeat_its_capture(
     t0 = time.monotonic()
     b.wait_for("replica b to take over", lambda: metric(b, "pgbackup_leader") == 1, timeout=15)
     took = time.monotonic() - t0
+    print(f"leadership moved {took:.2f}s after the leader was killed (leader_interval 1s)")
     assert took < 5, f"leadership moved after {took:.1f}s (leader_interval 1s)"
     b.wait_for("the new leader to decline the repeat", lambda: (metric(
         b, "pgbackup_actions_total", action="capture", outcome="skipped_cooldown") or 0) >= 1)
