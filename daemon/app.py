@@ -220,14 +220,15 @@ class Guardian:
 
     def publish_control(self) -> None:
         """The switches, leadership and last actions, for metrics and status."""
-        paused = self.remedies.paused() if hasattr(self, "remedies") else None
-        last = dict(self.runner.last_taken) if hasattr(self, "runner") else {}
+        c = self.holder.current().control
+        new = ActionsStatus(enabled=self.config.actions.enabled, dry_run=self.config.actions.dry_run,
+                            paused=self.remedies.paused(), leader=bool(self._leader),
+                            last_taken={**c.last_taken, **self.runner.last_taken}, probes=c.probes)
+        if new == c:
+            return  # unchanged: no new snapshot version, so the cached exposition stays valid
 
         def apply(snap: Snapshot) -> Snapshot:
-            c = snap.control
-            return replace(snap, control=ActionsStatus(
-                enabled=self.config.actions.enabled, dry_run=self.config.actions.dry_run, paused=paused,
-                leader=bool(self._leader), last_taken={**c.last_taken, **last}, probes=c.probes))
+            return replace(snap, control=replace(new, probes=snap.control.probes))
 
         self.holder.update(apply)
 

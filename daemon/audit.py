@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from loguru import logger
 
 from daemon.errors import GuardianError
-from daemon.redact import REDACTOR
+from daemon.redact import REDACTOR, redact_tree
 
 if TYPE_CHECKING:
     from daemon.statestore import StateStore
@@ -29,7 +29,7 @@ class AuditLog:
 
     def record(self, action: str, target: str, outcome: str, reason: str, **details: Any) -> dict[str, Any]:
         entry = {"time": self.clock().isoformat(), "action": action, "target": target, "outcome": outcome,
-                 "reason": REDACTOR(reason), **{k: _clean(v) for k, v in details.items() if v is not None}}
+                 "reason": REDACTOR(reason), **redact_tree({k: v for k, v in details.items() if v is not None})}
         try:
             self.store.add_audit(entry)
         except GuardianError as exc:
@@ -41,15 +41,3 @@ class AuditLog:
              target: str | None = None) -> list[dict[str, Any]]:
         return self.store.audit(limit=limit, action=action, target=target)
 
-
-def _clean(value: Any) -> Any:
-    """JSON-safe and redacted (a detail may quote an error message)."""
-    if isinstance(value, str):
-        return REDACTOR(value)
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    return value

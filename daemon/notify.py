@@ -27,7 +27,7 @@ from loguru import logger
 from daemon import __version__
 from daemon.errors import GuardianError
 from daemon.policy import data_at_risk_seconds, format_duration_s, newest_good_backup
-from daemon.redact import REDACTOR
+from daemon.redact import REDACTOR, redact_tree
 from daemon.state import DatabaseState, Finding
 
 if TYPE_CHECKING:
@@ -293,21 +293,11 @@ class SentryNotifier(LogNotifier):
 
 def _scrub(event: dict[str, Any], hint: dict[str, Any]) -> dict[str, Any]:
     """No secret leaves in an event: every string passes the redactor."""
-    return _walk(event)
+    return redact_tree(event)
 
 
 def _scrub_crumb(crumb: dict[str, Any], hint: dict[str, Any]) -> dict[str, Any]:
-    return _walk(crumb)
-
-
-def _walk(value: Any) -> Any:
-    if isinstance(value, str):
-        return REDACTOR(value)
-    if isinstance(value, dict):
-        return {k: _walk(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_walk(v) for v in value]
-    return value
+    return redact_tree(crumb)
 
 
 def make_notifier(dsn: str | None, state_dir: Path, reminder: timedelta, environment: str,

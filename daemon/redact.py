@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import re
 import threading
+from datetime import datetime
+from typing import Any
 from urllib.parse import unquote
 
 MASK = "***"
@@ -66,3 +68,17 @@ class Redactor:
 
 #: The process-wide redactor used by logging and every user-facing message.
 REDACTOR = Redactor()
+
+
+def redact_tree(value: Any) -> Any:
+    """A JSON-like value with every string masked (events, breadcrumbs, audit details); datetimes become ISO
+    text and tuples lists, so the result is ready for JSON."""
+    if isinstance(value, str):
+        return REDACTOR(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {k: redact_tree(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact_tree(v) for v in value]
+    return value

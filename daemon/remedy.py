@@ -8,6 +8,7 @@ Only the leader acts. Followers still collect and export, and keep quiet about a
 from __future__ import annotations
 
 import concurrent.futures
+import hashlib
 import threading
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -333,8 +334,6 @@ class Remedies:
 
 def shard_of(name: str, count: int) -> int:
     """The replica group of a database: a stable hash of its name (the same on every machine and run)."""
-    import hashlib
-
     return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big") % count
 
 
