@@ -32,6 +32,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from daemon.archive import ArchiveStore
 from daemon.config import DatabaseConfig
+from daemon.download import Download
 from daemon.errors import GuardianError
 from daemon.heroku import HerokuAPI
 from daemon.pgtools import ProcessRegistry, find_tool, kill_group, tool_version
@@ -92,10 +93,9 @@ class DrillRunner:
         self.processes = processes
         self.clock = clock
         self._lock = threading.Lock()
-        self._http = httpx.Client(timeout=httpx.Timeout(60.0, connect=15.0), follow_redirects=True)
 
     def close(self) -> None:
-        self._http.close()
+        """Nothing to release: every download opens and closes its own connection."""
 
     def sweep_downloads(self) -> int:
         """Remove downloads a killed drill left behind (at start, when no drill runs)."""
@@ -224,13 +224,10 @@ class DrillRunner:
         return self._download(url)
 
     def _download(self, url: str) -> Iterator[bytes]:
-        try:
-            with self._http.stream("GET", url) as resp:
-                if resp.status_code != 200:
-                    raise GuardianError(f"download failed: HTTP {resp.status_code}")
-                yield from resp.iter_bytes(1 << 20)
-        except httpx.HTTPError as exc:
-            raise GuardianError(f"download failed: {type(exc).__name__}") from None
+        with Download(url, timeout=60.0) as body:  # DownloadError is a GuardianError that names only the host
+            if body.status != 200:
+                raise GuardianError(f"download failed: HTTP {body.status}")
+            yield from body.chunks(1 << 20)
 
     def _verify(self, backup: Backup, dump: Path, run: DrillRun) -> None:
         if backup.sha256:

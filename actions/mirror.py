@@ -1,7 +1,8 @@
 """Mirror: copy a provider's newest good backup into the archive, streamed, hashed and verified.
 
-The dump is read from the provider's signed URL in chunks and written to the store's writer (an S3 multipart
-upload or a local temp file), so memory does not grow with the dump. The copy counts only once the store has
+The dump is read from the provider's signed URL in 8 MiB blocks (`daemon.download`: straight from the socket into
+one reused buffer) and written to the store's writer (an S3 multipart upload or a local temp file), so memory does
+not grow with the dump. The copy counts only once the store has
 verified it and written its record; any failure aborts the writer, so a crash or a retry never leaves a half
 object that counts as a backup, and the next run starts that copy again from the beginning.
 """
@@ -13,16 +14,14 @@ import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-import httpx
 from loguru import logger
 
 from daemon.archive import ArchiveStore, BackupRecord
+from daemon.download import BLOCK, Download, DownloadError
 from daemon.errors import CaptureError, GuardianError
 from daemon.heroku import HerokuAPI
 from daemon.state import Backup, DatabaseState
 from daemon.toc import TocTee
-
-CHUNK = 1 << 20
 
 
 def backup_to_mirror(db: DatabaseState, provider: str = "heroku") -> Backup | None:
@@ -44,11 +43,11 @@ class Mirror:
         self.store = store
         self.api = api
         self.clock = clock
-        self._http = httpx.Client(timeout=httpx.Timeout(timeout, connect=15.0), follow_redirects=True)
+        self.timeout = timeout
         self._lock = threading.Lock()
 
     def close(self) -> None:
-        self._http.close()
+        """Nothing to release: every mirror opens and closes its own connection."""
 
     def mirror(self, database: str, billing_app: str, backup: Backup) -> BackupRecord:
         """Copy `backup` of `database` (transfers of `billing_app`). Raises CaptureError on any failure."""
@@ -69,18 +68,18 @@ class Mirror:
         writer = self.store.begin(database, backup.backup_id, recovery_point=backup.started_at, origin="heroku")
         tee = TocTee()
         sha, size = hashlib.sha256(), 0
+        buf = bytearray(BLOCK)
+        view = memoryview(buf)
         try:
-            with self._http.stream("GET", url) as resp:
-                if resp.status_code != 200:
-                    raise CaptureError(f"download of {backup.backup_id} failed: HTTP {resp.status_code}")
-                length = resp.headers.get("Content-Length")
-                for chunk in resp.iter_bytes(CHUNK):
-                    sha.update(chunk)
-                    size += len(chunk)
-                    writer.write(chunk)
-                    tee.write(chunk)
-            if length is not None and length.isdigit() and int(length) != size:
-                raise CaptureError(f"download of {backup.backup_id} was cut short: {size} of {length} bytes")
+            with Download(url, timeout=self.timeout) as body:
+                if body.status != 200:
+                    raise CaptureError(f"download of {backup.backup_id} failed: HTTP {body.status}")
+                while n := body.fill(view):
+                    block = view[:n]
+                    sha.update(block)
+                    size += n
+                    writer.write(block)
+                    tee.write(block)
             if size == 0:
                 raise CaptureError(f"download of {backup.backup_id} was empty")
             if backup.size_bytes and backup.size_bytes != size:
@@ -95,10 +94,10 @@ class Mirror:
                 sha256=sha.hexdigest(), origin="heroku", toc=toc.to_json(),
             )
             writer.commit(record)
-        except httpx.HTTPError as exc:
+        except DownloadError as exc:
             writer.abort()
             tee.abort()
-            raise CaptureError(f"download of {backup.backup_id} failed: {type(exc).__name__}") from None
+            raise CaptureError(f"{backup.backup_id}: {exc}") from None
         except BaseException:
             writer.abort()
             tee.abort()

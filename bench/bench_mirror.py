@@ -157,12 +157,12 @@ def child_main(params_json: str) -> int:
     "upload" (the S3 writer alone, fed from the local file). Prints one JSON line."""
     from datetime import UTC, datetime
 
-    import httpx
     from loguru import logger
 
-    from actions.mirror import CHUNK, Mirror
+    from actions.mirror import Mirror
     from daemon.archive import BackupRecord
     from daemon.config import S3Config
+    from daemon.download import BLOCK, Download
     from daemon.heroku import HerokuClient
     from daemon.s3store import S3ArchiveStore
     from daemon.state import Backup
@@ -203,17 +203,18 @@ def child_main(params_json: str) -> int:
     elif mode == "download":
         url = str(api.public_url(p["app"], p["num"])["url"])
         h = hashlib.sha256()
-        with httpx.Client(timeout=httpx.Timeout(300.0, connect=15.0), follow_redirects=True) as http, \
-                http.stream("GET", url) as resp:
-            resp.raise_for_status()
-            for chunk in resp.iter_bytes(CHUNK):
-                h.update(chunk)
-                size += len(chunk)
+        view = memoryview(bytearray(BLOCK))
+        with Download(url, timeout=300.0) as body:
+            if body.status != 200:
+                raise SystemExit(f"download: HTTP {body.status}")
+            while n := body.fill(view):
+                h.update(view[:n])
+                size += n
         sha = h.hexdigest()
     elif mode == "upload":
         writer = store.begin(database, backup_id, recovery_point=now, origin="heroku")
         with open(p["file"], "rb") as fh:
-            while chunk := fh.read(CHUNK):
+            while chunk := fh.read(BLOCK):
                 size += len(chunk)
                 writer.write(chunk)
         sha = p["sha256"]  # the file's, known in advance: this mode measures the writer without hashing

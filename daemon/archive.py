@@ -110,7 +110,8 @@ class BackupRecord:
 class ArchiveWriter(Protocol):
     """An in-flight dump. Exactly one of `commit` or `abort` ends it."""
 
-    def write(self, chunk: bytes) -> None: ...
+    def write(self, chunk: bytes | memoryview) -> None:
+        """Append `chunk`. It may be a view of the caller's reused buffer: copy it, never keep a reference."""
 
     def commit(self, record: BackupRecord) -> None:
         """Make the dump and its record visible atomically. Raises CaptureError on failure."""
@@ -298,7 +299,7 @@ class _LocalWriter:
     def __init__(self, store: LocalDirectoryStore, database: str, backup_id: str, tmp: Path, fh: Any) -> None:
         self.store, self.database, self.backup_id, self.tmp, self.fh = store, database, backup_id, tmp, fh
 
-    def write(self, chunk: bytes) -> None:
+    def write(self, chunk: bytes | memoryview) -> None:
         try:
             self.fh.write(chunk)
         except OSError as exc:

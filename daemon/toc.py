@@ -9,9 +9,11 @@ or corrupted after its header). `read_toc(path)` checks a file; `TocTee` checks 
 from __future__ import annotations
 
 import contextlib
+import queue
 import re
 import subprocess
 import tempfile
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,7 +127,12 @@ class _Reader:
         self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=self.out, stderr=self.err,
                                      start_new_session=True)
 
-    def write(self, chunk: bytes) -> None:
+    @property
+    def done(self) -> bool:
+        """It takes no more input (it has what it needs, or gave up)."""
+        return self.proc.stdin is None or self.proc.stdin.closed
+
+    def write(self, chunk: bytes | memoryview) -> None:
         stdin = self.proc.stdin
         if stdin is None or stdin.closed:
             return
@@ -172,24 +179,56 @@ def read_stream(chunks: Iterator[bytes]) -> Toc:
 
 class TocTee:
     """Runs the readability check on a stream: `write` every chunk of the dump as it goes by (never raises),
-    then `result()` for the verdict. Two pg_restore processes read along: --list and -f /dev/null."""
+    then `result()` for the verdict. Two pg_restore processes read along: --list and -f /dev/null.
+
+    The readers are fed by a thread of their own through a queue of at most QUEUE chunks, so the stream goes on
+    while pg_restore decompresses (on a compressed dump it reads at its own pace, about a core's worth); the
+    stream waits only when the readers fall QUEUE chunks behind, which keeps memory bounded. Chunks are copied
+    into the queue: the caller may reuse its buffer. Once every reader has stopped reading (a dump that is not
+    a dump stops them at its first bytes), nothing more is queued."""
+
+    QUEUE = 2
 
     def __init__(self) -> None:
         self.error: str | None = None
         self.readers: list[_Reader] = []
+        self._queue: queue.Queue[bytes | None] = queue.Queue(self.QUEUE)
+        self._feeder: threading.Thread | None = None
         try:
             tool = find_tool("pg_restore")
             self.readers = [_Reader([tool, "--list"]), _Reader([tool, "--file=/dev/null"])]
         except (OSError, GuardianError) as exc:
             self.error = f"cannot run pg_restore: {exc}"
+            return
+        self._feeder = threading.Thread(target=self._feed, name="toc-tee", daemon=True)
+        self._feeder.start()
 
-    def write(self, chunk: bytes) -> None:
-        for reader in self.readers:
-            reader.write(chunk)
+    def _feed(self) -> None:
+        while (chunk := self._queue.get()) is not None:
+            for reader in self.readers:
+                reader.write(chunk)
+
+    def write(self, chunk: bytes | memoryview) -> None:
+        if self._feeder is None or all(r.done for r in self.readers):
+            return
+        self._queue.put(bytes(chunk))
+
+    def _stop_feeding(self, timeout: float) -> None:
+        if self._feeder is None:
+            return
+        try:
+            self._queue.put(None, timeout=timeout)  # the feeder drains the queue first: every chunk is read
+        except queue.Full:  # a reader stopped reading without exiting: stop it, the feeder then drains fast
+            for reader in self.readers:
+                reader.kill()
+            self._queue.put(None)
+        self._feeder.join(timeout)
+        self._feeder = None
 
     def result(self, timeout: float = 600) -> Toc:
         if not self.readers:
             return Toc(ok=False, error=self.error)
+        self._stop_feeding(timeout)
         (rc_list, listing, err_list), (rc_all, _, err_all) = (r.finish(timeout) for r in self.readers)
         if rc_list != 0:
             return Toc(ok=False, error=explain(err_list))
@@ -199,4 +238,5 @@ class TocTee:
 
     def abort(self) -> None:
         for reader in self.readers:
-            reader.kill()
+            reader.kill()  # a feeder blocked on a full pipe gets EPIPE and drains what is queued
+        self._stop_feeding(timeout=30)
