@@ -323,3 +323,31 @@ def test_plain_http_to_a_remote_endpoint_is_refused() -> None:
     with pytest.raises(ValueError, match="https"):
         S3Config.model_validate({"bucket": "b", "endpoint_url": "http://minio.internal:9000"})
     assert S3Config.model_validate({"bucket": "b", "endpoint_url": "http://127.0.0.1:9000"}).endpoint_url
+
+
+def test_a_download_cut_short_or_refused_leaves_nothing_that_counts(
+    heroku: HerokuDouble, s3_bucket: tuple[Any, str], moto_server: MotoServer, tmp_path: Path,
+) -> None:
+    client, bucket = s3_bucket
+    heroku.add_app(APP)
+    now = datetime.now(UTC)
+    heroku.add_transfer(APP, created_at=now - timedelta(hours=1), started_at=now - timedelta(hours=1),
+                        finished_at=now - timedelta(hours=1), processed_bytes=12 * 1024 * 1024)
+    g = guardian_for(heroku, moto_server.endpoint_url, bucket, tmp_path)
+    try:
+        g.collect_all(one_shot=True)
+        heroku.inject(r"^GET /xfrtu/", "truncated", times=1)  # the body ends before its Content-Length
+        heroku.inject(r"^GET /xfrtu/", "status", status=403, times=1)  # an expired signed URL, say
+        assert g.mirror_pending() == 0
+        assert g.mirror_pending() == 0
+        failures = [r for r in g.audit.read() if r["action"] == "mirror"]
+        assert [r["outcome"] for r in failures] == ["failed", "failed"]
+        assert "cut short" in failures[0]["reason"] and "HTTP 403" in failures[1]["reason"]
+        assert not any("Signature" in json.dumps(r) for r in failures)  # the signed query stays out
+        assert client.list_objects_v2(Bucket=bucket).get("KeyCount", 0) == 0
+        assert client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+        assert g.mirror_pending() == 1  # the faults are gone: the copy is made
+        keys = sorted(o["Key"] for o in client.list_objects_v2(Bucket=bucket)["Contents"])
+        assert [k.rsplit("/", 1)[1] for k in keys] == ["a001.dump", "a001.json"]
+    finally:
+        g.stop()
