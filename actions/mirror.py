@@ -65,7 +65,8 @@ class Mirror:
         except (GuardianError, KeyError) as exc:
             raise CaptureError(f"no download URL for {backup.backup_id} of {database}: {exc}") from None
         started = self.clock()
-        writer = self.store.begin(database, backup.backup_id, recovery_point=backup.started_at, origin="heroku")
+        writer = self.store.begin(database, backup.backup_id, recovery_point=backup.started_at, origin="heroku",
+                                  size_hint=backup.size_bytes or None)
         tee = TocTee()
         sha, size = hashlib.sha256(), 0
         buf = bytearray(BLOCK)

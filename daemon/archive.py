@@ -126,6 +126,7 @@ class ArchiveStore(Protocol):
     - `list_records(database)` returns every readable record, oldest first; unreadable ones are skipped
       and counted in `last_skipped`. Raises CollectorError when the store itself cannot be read.
     - `begin(database, backup_id)` opens a writer; raises CaptureError when the store is not writable.
+      `size_hint` (the dump's size when known in advance) lets a store size its parts.
     - `record_failure(record)` stores a failed attempt (no dump); raises CaptureError.
     - `delete(database, backup_id)` removes a dump and its record (raises GuardianError when refused).
     - `objects(database)` lists the copies with tier, encryption and lock state (for tiers and prune).
@@ -141,7 +142,7 @@ class ArchiveStore(Protocol):
     def list_records(self, database: str) -> list[BackupRecord]: ...
 
     def begin(self, database: str, backup_id: str, recovery_point: datetime | None = None,
-              origin: str = "self") -> ArchiveWriter: ...
+              origin: str = "self", size_hint: int | None = None) -> ArchiveWriter: ...
 
     def record_failure(self, record: BackupRecord) -> None: ...
 
@@ -225,7 +226,7 @@ class LocalDirectoryStore:
         return record
 
     def begin(self, database: str, backup_id: str, recovery_point: datetime | None = None,
-              origin: str = "self") -> _LocalWriter:
+              origin: str = "self", size_hint: int | None = None) -> _LocalWriter:
         folder = self._dir(database)
         try:
             folder.mkdir(parents=True, exist_ok=True)

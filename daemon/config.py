@@ -319,8 +319,9 @@ class S3Config(_Model):
                                               examples=["aws:kms"])
     kms_key_id: str | None = Field(None, description="KMS key for sse aws:kms (default: the AWS managed key).",
                                    examples=["arn:aws:kms:eu-central-1:111122223333:key/abcd-1234"])
-    part_size_mb: int = Field(16, ge=5, le=512, description="Multipart part size; memory use is about twice this.",
-                              examples=[16])
+    part_size_mb: int = Field(8, ge=5, le=512, description="Multipart part size (raised for a dump of known size "
+                              "so it fits S3's 10,000 parts). About 48 MiB of parts are sent at once (at least 2).",
+                              examples=[8])
     timeout: Duration = Field(timedelta(seconds=60), description="Connect and read timeout of S3 calls.",
                               examples=["60s"])
 

@@ -2,8 +2,9 @@
 
 Layout: `<prefix>/<quoted database>/<backup_id>.dump` (the custom-format dump) and `<backup_id>.json` (the
 record). A dump counts as a backup only when its record exists, says succeeded, and the dump object has the
-recorded size. Dumps go up as multipart uploads of `part_size` parts (memory stays at about two parts, however
-big the dump), each part with S3's SHA-256 checksum, server-side encryption on every put; before the record is
+recorded size. Dumps go up as multipart uploads (memory stays at about 56 MiB of part buffers for the first
+5,000 parts, however big the dump; see `S3Writer`), each part with S3's SHA-256 checksum, server-side
+encryption on every put; before the record is
 written the object is verified with a HEAD (size, checksum present, encryption). Object metadata carries what
 is known when the upload starts (database, backup id, recovery point, origin); the sha256 of the whole dump and
 the tier are known only at the end, so they go into the object's tags and the record (S3 metadata cannot change
@@ -30,6 +31,9 @@ from daemon.errors import CaptureError, CollectorError, GuardianError
 from daemon.tiers import ArchivedObject, assign_tier
 
 STALE_UPLOAD = timedelta(hours=24)
+MIB = 1024 * 1024
+MAX_PARTS = 10_000  # S3's limit per multipart upload
+MAX_PART = 5 * 1024 * MIB  # S3's largest part
 
 
 def _client_error(exc: Exception) -> tuple[str, str]:
@@ -232,7 +236,7 @@ class S3ArchiveStore:
 
     # -- writing ------------------------------------------------------------------------------------------
     def begin(self, database: str, backup_id: str, recovery_point: datetime | None = None,
-              origin: str = "self") -> S3Writer:
+              origin: str = "self", size_hint: int | None = None) -> S3Writer:
         key = self.key(database, backup_id)
         self._abort_uploads(key)  # a crashed earlier attempt at this very key: restart cleanly
         meta = {"database": quote(database, safe=""), "backup-id": backup_id, "origin": origin,
@@ -242,7 +246,7 @@ class S3ArchiveStore:
         resp = self._call("create multipart upload", self.client.create_multipart_upload, error=CaptureError,
                           Key=key, ChecksumAlgorithm="SHA256", Metadata=meta,
                           ContentType="application/octet-stream", **self._sse())
-        return S3Writer(self, database, key, resp["UploadId"])
+        return S3Writer(self, database, key, resp["UploadId"], S3Writer.base_part_size(self.part_size, size_hint))
 
     def _abort_uploads(self, key: str, older_than: timedelta | None = None) -> int:
         aborted = 0
@@ -302,26 +306,54 @@ class S3ArchiveStore:
 
 class S3Writer:
     """A multipart upload in flight. Full parts are handed over without copying and sent by a small pool while
-    the next part fills, at most IN_FLIGHT at a time: memory stays at about IN_FLIGHT + 1 parts whatever the
-    dump size, and the download does not stall on each upload."""
+    the next part fills, as many at a time as fit in IN_FLIGHT_BYTES (at least 2): at the default 8 MiB parts,
+    six in flight and one filling, whatever the dump size, and the download does not stall on each upload.
 
-    IN_FLIGHT = 2
+    S3 allows 10,000 parts. A dump whose size is known (`size_hint`, e.g. Heroku's) gets parts big enough for it
+    to fit in the first GROW_AFTER parts. Past those (a stream of unknown size that keeps going), the part size
+    doubles every GROW_EVERY parts, up to 32 times the base: at 8 MiB that is 39 GiB before any growth and about
+    520 GiB in all; fewer parts are then in flight, so memory grows only for such dumps (3 parts of the current
+    size at most). A dump that outgrows even that fails with the setting to raise."""
 
-    def __init__(self, store: S3ArchiveStore, database: str, key: str, upload_id: str) -> None:
+    IN_FLIGHT_BYTES = 48 * MIB
+    GROW_AFTER, GROW_EVERY, MAX_GROWTH = 5_000, 1_000, 5
+
+    def __init__(self, store: S3ArchiveStore, database: str, key: str, upload_id: str, part_size: int) -> None:
         self.store, self.database, self.key, self.upload_id = store, database, key, upload_id
+        self.base = part_size
         self.buf = bytearray()
         self.parts: list[dict[str, Any]] = []
+        self.part_sizes: list[int] = []
         self.size = 0
         self.done = False
-        self._pool = concurrent.futures.ThreadPoolExecutor(self.IN_FLIGHT, thread_name_prefix="s3-part")
+        self._pool = concurrent.futures.ThreadPoolExecutor(self._in_flight(part_size), thread_name_prefix="s3-part")
         self._inflight: list[concurrent.futures.Future[dict[str, Any]]] = []
         self._next = 1
+
+    @classmethod
+    def base_part_size(cls, configured: int, size_hint: int | None) -> int:
+        """The configured part size, raised (to whole MiB) so a dump of `size_hint` bytes, plus 10%, fits in the
+        first GROW_AFTER parts."""
+        if not size_hint:
+            return configured
+        need = -(-int(size_hint * 1.1) // cls.GROW_AFTER)
+        return min(MAX_PART, max(configured, -(-need // MIB) * MIB))
+
+    @classmethod
+    def _in_flight(cls, part_size: int) -> int:
+        return max(2, min(10, cls.IN_FLIGHT_BYTES // part_size))  # botocore pools 10 connections
+
+    def _part_size(self) -> int:
+        """The size of the part being filled (part number `_next`)."""
+        over = self._next - self.GROW_AFTER
+        if over <= 0:
+            return self.base
+        return min(MAX_PART, self.base << min(self.MAX_GROWTH, (over - 1) // self.GROW_EVERY + 1))
 
     def write(self, chunk: bytes | memoryview) -> None:
         self.buf += chunk  # a copy: the caller may reuse the buffer `chunk` views
         self.size += len(chunk)
-        size = self.store.part_size
-        while len(self.buf) >= size:
+        while len(self.buf) >= (size := self._part_size()):
             if len(self.buf) == size:
                 part, self.buf = self.buf, bytearray()  # hand the buffer over: no copy
             else:
@@ -329,10 +361,15 @@ class S3Writer:
                 del self.buf[:size]
             self._submit(part)
 
-    def _submit(self, data: bytearray) -> None:
-        while len(self._inflight) >= self.IN_FLIGHT:
+    def _submit(self, data: bytearray | bytes) -> None:
+        if self._next > MAX_PARTS:
+            raise CaptureError(f"the dump outgrew S3's {MAX_PARTS:,} parts (about {self.size / 2**30:.0f} GiB so "
+                               f"far with {self.base // MIB} MiB parts growing to {self._part_size() // MIB} MiB): "
+                               "raise archive.s3.part_size_mb")
+        while len(self._inflight) >= self._in_flight(len(data) or self.base):
             self._collect(self._inflight.pop(0))
         number, self._next = self._next, self._next + 1
+        self.part_sizes.append(len(data))
         self._inflight.append(self._pool.submit(self._upload, number, data))
 
     def _collect(self, future: concurrent.futures.Future[dict[str, Any]]) -> None:

@@ -1,0 +1,87 @@
+"""How S3Writer sizes and sends its parts: against moto's server on loopback, through boto3."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from daemon.archive import BackupRecord
+from daemon.config import S3Config
+from daemon.errors import CaptureError
+from daemon.s3store import MAX_PART, MAX_PARTS, MIB, S3ArchiveStore, S3Writer
+from tests.s3_server import MotoServer
+
+
+def store_for(moto_server: MotoServer, bucket: str, part_size_mb: int = 5) -> S3ArchiveStore:
+    return S3ArchiveStore(S3Config.model_validate({
+        "bucket": bucket, "endpoint_url": moto_server.endpoint_url, "access_key_id": "testing",
+        "secret_access_key": "testing", "part_size_mb": part_size_mb, "timeout": "10s"}))
+
+
+def record(size: int, sha: str) -> BackupRecord:
+    now = datetime.now(UTC)
+    return BackupRecord(database="db", backup_id="b001", kind="scheduled", started_at=now, finished_at=now,
+                        outcome="succeeded", size_bytes=size, sha256=sha, origin="heroku")
+
+
+def test_a_known_size_raises_the_part_size_so_the_dump_fits_before_any_growth() -> None:
+    assert S3Writer.base_part_size(8 * MIB, None) == 8 * MIB
+    assert S3Writer.base_part_size(8 * MIB, 200 * MIB) == 8 * MIB  # small dumps keep the configured size
+    hinted = S3Writer.base_part_size(8 * MIB, 100 * 2**30)  # 100 GiB: 110 GiB over 5,000 parts, whole MiB
+    assert hinted % MIB == 0 and hinted * S3Writer.GROW_AFTER >= 110 * 2**30 > (hinted - MIB) * S3Writer.GROW_AFTER
+    assert S3Writer.base_part_size(8 * MIB, 10**15) == MAX_PART
+
+
+def test_parts_grow_only_past_the_first_5000_and_fit_s3s_limit(s3_bucket: tuple[Any, str],
+                                                               moto_server: MotoServer) -> None:
+    _, bucket = s3_bucket
+    writer = store_for(moto_server, bucket, 8).begin("db", "b001")
+    try:
+        sizes = {}
+        for n in (1, 5_000, 5_001, 6_000, 6_001, 9_001, 10_000):
+            writer._next = n
+            sizes[n] = writer._part_size() // MIB
+        assert sizes == {1: 8, 5_000: 8, 5_001: 16, 6_000: 16, 6_001: 32, 9_001: 256, 10_000: 256}
+        capacity = sum(8 << min(5, max(0, (n - 5_001) // 1_000 + 1)) if n > 5_000 else 8
+                       for n in range(1, MAX_PARTS + 1))
+        assert capacity * MIB > 500 * 2**30  # about 520 GiB from 8 MiB parts
+        assert S3Writer._in_flight(8 * MIB) == 6 and S3Writer._in_flight(256 * MIB) == 2
+    finally:
+        writer.abort()
+
+
+class QuickGrowth(S3Writer):
+    GROW_AFTER, GROW_EVERY = 2, 1
+
+
+def test_grown_parts_make_a_whole_object(s3_bucket: tuple[Any, str], moto_server: MotoServer) -> None:
+    client, bucket = s3_bucket
+    store = store_for(moto_server, bucket, 5)
+    plain = store.begin("db", "b001")
+    writer = QuickGrowth(store, "db", plain.key, plain.upload_id, 5 * MIB)
+    plain._pool.shutdown()
+    data = os.urandom(45 * MIB + 123)
+    view = memoryview(data)
+    for i in range(0, len(data), 3 * MIB + 7):  # writes that do not line up with parts
+        writer.write(view[i:i + 3 * MIB + 7])
+    writer.commit(record(len(data), hashlib.sha256(data).hexdigest()))
+    assert [s // MIB for s in writer.part_sizes] == [5, 5, 10, 20, 5] and writer.part_sizes[-1] == 5 * MIB + 123
+    body = client.get_object(Bucket=bucket, Key=writer.key)["Body"].read()
+    assert hashlib.sha256(body).digest() == hashlib.sha256(data).digest()
+
+
+def test_a_dump_past_s3s_part_limit_fails_in_plain_words_and_leaves_no_upload(
+        s3_bucket: tuple[Any, str], moto_server: MotoServer) -> None:
+    client, bucket = s3_bucket
+    writer = store_for(moto_server, bucket, 5).begin("db", "b001")
+    writer.write(os.urandom(5 * MIB))  # part 1 goes up
+    writer._next = MAX_PARTS + 1  # as if 10,000 parts had gone up
+    with pytest.raises(CaptureError, match="outgrew S3's 10,000 parts.*raise archive.s3.part_size_mb"):
+        writer.write(os.urandom(160 * MIB))
+    writer.abort()
+    assert client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+    assert client.list_objects_v2(Bucket=bucket).get("KeyCount", 0) == 0
