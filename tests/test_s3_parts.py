@@ -80,7 +80,7 @@ def test_a_dump_past_s3s_part_limit_fails_in_plain_words_and_leaves_no_upload(
     writer = store_for(moto_server, bucket, 5).begin("db", "b001")
     writer.write(os.urandom(5 * MIB))  # part 1 goes up
     writer._next = MAX_PARTS + 1  # as if 10,000 parts had gone up
-    with pytest.raises(CaptureError, match="outgrew S3's 10,000 parts.*raise archive.s3.part_size_mb"):
+    with pytest.raises(CaptureError, match=r"outgrew S3's 10,000 parts.*raise archive\.s3\.part_size_mb"):
         writer.write(os.urandom(160 * MIB))
     writer.abort()
     assert client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
