@@ -173,7 +173,11 @@ class Capturer:
             writer.abort()
             tee.abort()
             raise CaptureError("pg_dump produced an empty dump")
-        toc = tee.result()
+        try:
+            toc = tee.result_during(writer.seal)  # pg_restore reads its last blocks while the copy is completed
+        except BaseException:
+            writer.abort()
+            raise
         if not toc.ok:
             writer.abort()
             raise CaptureError(f"the dump pg_dump wrote is not readable: {toc.error}")

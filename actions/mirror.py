@@ -86,7 +86,7 @@ class Mirror:
             if backup.size_bytes and backup.size_bytes != size:
                 logger.warning("mirror of {} {}: Heroku reports {} bytes, the download had {}", database,
                                backup.backup_id, backup.size_bytes, size)
-            toc = tee.result()
+            toc = tee.result_during(writer.seal)  # pg_restore reads its last blocks while the copy is completed
             if not toc.ok:  # still copied: it is the backup that exists; the finding says it will not restore
                 logger.error("{} {} from Heroku is not a readable dump: {}", database, backup.backup_id, toc.error)
             record = BackupRecord(

@@ -113,6 +113,10 @@ class ArchiveWriter(Protocol):
     def write(self, chunk: bytes | memoryview) -> None:
         """Append `chunk`. It may be a view of the caller's reused buffer: copy it, never keep a reference."""
 
+    def seal(self) -> None:
+        """Finish storing the dump (flushed, uploaded, verified) without making it a backup yet; `commit` then
+        only writes the record. Optional to call (commit seals first); idempotent. Raises CaptureError."""
+
     def commit(self, record: BackupRecord) -> None:
         """Make the dump and its record visible atomically. Raises CaptureError on failure."""
 
@@ -306,8 +310,20 @@ class _LocalWriter:
         except OSError as exc:
             raise CaptureError(f"writing the dump failed: {exc.strerror}") from None
 
+    def seal(self) -> None:
+        if self.fh.closed:
+            return
+        try:
+            self.fh.flush()
+            os.fsync(self.fh.fileno())
+            self.fh.close()
+        except OSError as exc:
+            self.abort()
+            raise CaptureError(f"writing the dump failed: {exc.strerror}") from None
+
     def commit(self, record: BackupRecord) -> None:
         final = self.store.dump_path(self.database, self.backup_id)
+        self.seal()
         if record.tier is None:
             try:
                 existing = self.store.objects(self.database)
@@ -315,9 +331,6 @@ class _LocalWriter:
                 existing = []
             record = replace(record, tier=assign_tier(record.started_at, existing))
         try:
-            self.fh.flush()
-            os.fsync(self.fh.fileno())
-            self.fh.close()
             os.replace(self.tmp, final)
             _atomic_write(final.with_suffix(".json"), _dumps(record))
         except OSError as exc:

@@ -387,9 +387,12 @@ class S3Writer:
         finally:
             self._pool.shutdown(wait=True, cancel_futures=True)
 
-    def commit(self, record: BackupRecord) -> None:
-        """Finish the upload, verify it, tag it and write its record. Raises CaptureError (and leaves nothing
-        that counts as a backup) when any step fails."""
+    def seal(self) -> None:
+        """Send the last part, complete the upload and verify the object (size, SHA-256 checksum, encryption).
+        It does not count as a backup until `commit` writes its record. Idempotent. Raises CaptureError (and
+        aborts)."""
+        if self.done:
+            return
         store = self.store
         try:
             if self.buf or self._next == 1:
@@ -401,7 +404,19 @@ class S3Writer:
             store._call("complete multipart upload", store.client.complete_multipart_upload, error=CaptureError,
                         Key=self.key, UploadId=self.upload_id, MultipartUpload={"Parts": parts})
             self.done = True
-            self._verify(record)
+            self._verify()
+        except GuardianError:
+            self.abort()
+            raise
+
+    def commit(self, record: BackupRecord) -> None:
+        """Seal the upload if not yet done, tag it and write its record. Raises CaptureError (and leaves nothing
+        that counts as a backup) when any step fails."""
+        store = self.store
+        self.seal()
+        try:
+            if record.size_bytes != self.size:
+                raise CaptureError(f"the record says {record.size_bytes} bytes, {self.size} were written")
             if record.tier is None:
                 existing = [o for o in store.objects(self.database) if o.backup_id != record.backup_id]
                 record = replace(record, tier=assign_tier(record.started_at, existing))
@@ -411,12 +426,12 @@ class S3Writer:
             self.abort()
             raise
 
-    def _verify(self, record: BackupRecord) -> None:
+    def _verify(self) -> None:
         store = self.store
         head = store._call("head", store.client.head_object, error=CaptureError, Key=self.key, ChecksumMode="ENABLED")
         problems = []
-        if int(head.get("ContentLength", -1)) != record.size_bytes or self.size != record.size_bytes:
-            problems.append(f"size {head.get('ContentLength')} != {record.size_bytes}")
+        if int(head.get("ContentLength", -1)) != self.size:
+            problems.append(f"size {head.get('ContentLength')} != {self.size}")
         if not head.get("ServerSideEncryption"):
             problems.append("no server-side encryption")
         if not head.get("ChecksumSHA256"):

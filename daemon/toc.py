@@ -8,13 +8,14 @@ or corrupted after its header). `read_toc(path)` checks a file; `TocTee` checks 
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import queue
 import re
 import subprocess
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -235,6 +236,21 @@ class TocTee:
         if rc_all != 0:
             return Toc(ok=False, error=explain(err_all))
         return parse_toc(listing)
+
+    def result_during(self, work: Callable[[], None], timeout: float = 600) -> Toc:
+        """The verdict, while `work` runs in this thread (sealing the copy: its last parts and S3's completion
+        overlap with pg_restore reading the last blocks). When `work` raises, the check is stopped and the
+        error goes on."""
+        pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="toc-result")
+        verdict = pool.submit(self.result, timeout)
+        try:
+            work()
+        except BaseException:
+            self.abort()
+            raise
+        finally:
+            pool.shutdown(wait=False)
+        return verdict.result()
 
     def abort(self) -> None:
         for reader in self.readers:
