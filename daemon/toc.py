@@ -186,15 +186,19 @@ class TocTee:
     while pg_restore decompresses (on a compressed dump it reads at its own pace, about a core's worth); the
     stream waits only when the readers fall QUEUE chunks behind, which keeps memory bounded. Chunks are copied
     into the queue: the caller may reuse its buffer. Once every reader has stopped reading (a dump that is not
-    a dump stops them at its first bytes), nothing more is queued."""
+    a dump stops them at its first bytes), nothing more is queued. A reader that stays alive but reads nothing
+    for `stall` seconds is killed, and the verdict says so: the stream is never held longer than that."""
 
     QUEUE = 2
 
-    def __init__(self) -> None:
+    def __init__(self, stall: float = 600.0) -> None:
         self.error: str | None = None
+        self.stall = stall
+        self.stalled = False
         self.readers: list[_Reader] = []
         self._queue: queue.Queue[bytes | None] = queue.Queue(self.QUEUE)
         self._feeder: threading.Thread | None = None
+        self._lock = threading.Lock()
         try:
             tool = find_tool("pg_restore")
             self.readers = [_Reader([tool, "--list"]), _Reader([tool, "--file=/dev/null"])]
@@ -210,27 +214,44 @@ class TocTee:
                 reader.write(chunk)
 
     def write(self, chunk: bytes | memoryview) -> None:
-        if self._feeder is None or all(r.done for r in self.readers):
+        if self._feeder is None or self.stalled or all(r.done for r in self.readers):
             return
-        self._queue.put(bytes(chunk))
+        try:
+            self._queue.put(bytes(chunk), timeout=self.stall)
+        except queue.Full:  # the readers took nothing for `stall` seconds: stop them, the stream goes on
+            self.stalled = True
+            self._kill()
+
+    def _kill(self) -> None:
+        for reader in self.readers:
+            reader.kill()  # a feeder blocked on a full pipe gets EPIPE and drains what is queued
 
     def _stop_feeding(self, timeout: float) -> None:
-        if self._feeder is None:
+        with self._lock:  # result() and abort() may race (result_during): one of them stops the feeder
+            feeder, self._feeder = self._feeder, None
+        if feeder is None:
             return
         try:
             self._queue.put(None, timeout=timeout)  # the feeder drains the queue first: every chunk is read
         except queue.Full:  # a reader stopped reading without exiting: stop it, the feeder then drains fast
-            for reader in self.readers:
-                reader.kill()
+            self.stalled = True
+            self._kill()
             self._queue.put(None)
-        self._feeder.join(timeout)
-        self._feeder = None
+        feeder.join(timeout)
+        if feeder.is_alive():  # blocked in a write to a reader that reads nothing: stop it so finish() can close
+            self.stalled = True
+            self._kill()
+            feeder.join()
 
     def result(self, timeout: float = 600) -> Toc:
         if not self.readers:
             return Toc(ok=False, error=self.error)
         self._stop_feeding(timeout)
         (rc_list, listing, err_list), (rc_all, _, err_all) = (r.finish(timeout) for r in self.readers)
+        if self.stalled:
+            return Toc(ok=False, error=f"the readability check stalled: pg_restore read nothing for "
+                                       f"{min(self.stall, timeout):.0f}s and was stopped (the dump itself was "
+                                       "not judged)")
         if rc_list != 0:
             return Toc(ok=False, error=explain(err_list))
         if rc_all != 0:
@@ -239,20 +260,19 @@ class TocTee:
 
     def result_during(self, work: Callable[[], None], timeout: float = 600) -> Toc:
         """The verdict, while `work` runs in this thread (sealing the copy: its last parts and S3's completion
-        overlap with pg_restore reading the last blocks). When `work` raises, the check is stopped and the
-        error goes on."""
+        overlap with pg_restore reading the last blocks). When `work` raises, the readers are stopped (the
+        verdict's thread then ends at once) and the error goes on."""
         pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="toc-result")
         verdict = pool.submit(self.result, timeout)
         try:
             work()
         except BaseException:
-            self.abort()
+            self._kill()
             raise
         finally:
             pool.shutdown(wait=False)
         return verdict.result()
 
     def abort(self) -> None:
-        for reader in self.readers:
-            reader.kill()  # a feeder blocked on a full pipe gets EPIPE and drains what is queued
+        self._kill()
         self._stop_feeding(timeout=30)

@@ -12,7 +12,7 @@ import pytest
 from actions.capture import pg_dump_command
 from daemon.errors import CaptureError
 from daemon.localpg import LocalCluster
-from daemon.toc import TocTee
+from daemon.toc import Toc, TocTee, _Reader
 from tests.conftest import create_database
 
 
@@ -81,3 +81,35 @@ def test_result_during_stops_the_check_when_the_work_fails(dump: bytes) -> None:
         tee.result_during(fail)
     for reader in tee.readers:
         assert reader.proc.wait(timeout=10) is not None  # killed or finished, never left running
+
+
+def stuck_tee(stall: float) -> TocTee:
+    """A tee whose readers are alive but never read (as a wedged pg_restore would be)."""
+    tee = TocTee(stall=stall)
+    for reader in tee.readers:
+        reader.kill()
+    tee.readers = [_Reader(["sleep", "1000"]), _Reader(["sleep", "1000"])]
+    return tee
+
+
+def test_a_reader_that_reads_nothing_stops_holding_the_stream_after_the_stall_time() -> None:
+    tee = stuck_tee(stall=0.5)
+    block = os.urandom(1024 * 1024)
+    for _ in range(4):  # one in the feeder's blocked write, two queued, the fourth waits out the stall
+        tee.write(block)
+    assert tee.stalled and all(r.proc.poll() is not None for r in tee.readers)
+    toc = tee.result(timeout=30)
+    assert not toc.ok and "stalled" in (toc.error or "")
+
+
+def test_result_does_not_hang_on_a_reader_that_reads_nothing() -> None:
+    tee = stuck_tee(stall=600)
+    tee.write(os.urandom(1024 * 1024))  # the feeder blocks writing it; the queue is empty
+    verdicts: list[Toc] = []
+    waiting = threading.Thread(target=lambda: verdicts.append(tee.result(timeout=1)), daemon=True)
+    waiting.start()  # the feeder does not end within the timeout: the readers must be stopped
+    waiting.join(30)
+    assert not waiting.is_alive(), "result() hung on a reader that reads nothing"
+    toc = verdicts[0]
+    assert not toc.ok and "stalled" in (toc.error or "")
+    assert all(r.proc.poll() is not None for r in tee.readers)
