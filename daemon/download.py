@@ -39,14 +39,22 @@ class DownloadError(GuardianError):
 
 def where(url: str | SplitResult) -> str:
     """The part of a URL that is safe to log: scheme and host (a signed URL's query is a credential)."""
-    u = urlsplit(url) if isinstance(url, str) else url
-    return f"{u.scheme}://{u.hostname or '?'}" + (f":{u.port}" if u.port else "")
+    try:
+        u = urlsplit(url) if isinstance(url, str) else url
+        port = u.port
+    except ValueError:  # an unparseable URL or port: its text may hold anything, say nothing of it
+        return "an invalid URL"
+    return f"{u.scheme}://{u.hostname or '?'}" + (f":{port}" if port else "")
 
 
 def _tls_context() -> ssl.SSLContext:
-    if os.environ.get("SSL_CERT_FILE") or os.environ.get("SSL_CERT_DIR"):
-        return ssl.create_default_context(cafile=os.environ.get("SSL_CERT_FILE") or None,
-                                          capath=os.environ.get("SSL_CERT_DIR") or None)
+    cafile, capath = os.environ.get("SSL_CERT_FILE") or None, os.environ.get("SSL_CERT_DIR") or None
+    if cafile or capath:
+        try:
+            return ssl.create_default_context(cafile=cafile, capath=capath)
+        except (OSError, ssl.SSLError) as exc:
+            raise DownloadError(f"the CA certificates named by SSL_CERT_FILE/SSL_CERT_DIR cannot be read: "
+                                f"{getattr(exc, 'strerror', None) or type(exc).__name__}") from None
     try:
         import certifi
 
@@ -57,10 +65,16 @@ def _tls_context() -> ssl.SSLContext:
 
 def _proxy_for(u: SplitResult) -> SplitResult | None:
     """The proxy the environment names for this URL, or None (NO_PROXY honoured)."""
-    proxy = urllib.request.getproxies_environment().get(u.scheme)
+    proxies = urllib.request.getproxies_environment()
+    proxy = proxies.get(u.scheme) or proxies.get("all")
     if not proxy or urllib.request.proxy_bypass(u.hostname or ""):
         return None
     p = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+    try:
+        p.port  # noqa: B018 - raises on a malformed port (e.g. an unescaped "/" in the password)
+    except ValueError:
+        raise DownloadError(f"the proxy for {u.scheme} downloads is not a valid URL (percent-encode special "
+                            "characters in its user and password)") from None
     if p.scheme != "http" or not p.hostname:
         raise DownloadError(f"proxy {where(p)} for {u.scheme} downloads is not supported: use an http:// proxy")
     return p
@@ -95,7 +109,11 @@ class Download:
             if self._resp.status not in REDIRECTS or not location:
                 break
             self.close()
-            target = urlsplit(urljoin(target.geturl(), location))
+            following = urlsplit(urljoin(target.geturl(), location))
+            if target.scheme == "https" and following.scheme != "https":
+                raise DownloadError(f"download from {where(target)} was redirected to {where(following)}: "
+                                    "a signed URL is never followed from https to plain http")
+            target = following
         else:
             self.close()
             raise DownloadError(f"download from {where(target)} was redirected more than {MAX_REDIRECTS} times")
@@ -110,9 +128,12 @@ class Download:
                                 "bytes were not sent as they are stored")
 
     def _open(self, u: SplitResult) -> None:
+        try:
+            port = u.port or (443 if u.scheme == "https" else 80)
+        except ValueError:
+            raise DownloadError(f"cannot download from {where(u)}: its port is not a number") from None
         if u.scheme not in ("http", "https") or not u.hostname:
             raise DownloadError(f"cannot download from {where(u)}: only http and https URLs are supported")
-        port = u.port or (443 if u.scheme == "https" else 80)
         path = (u.path or "/") + (f"?{u.query}" if u.query else "")
         proxy = _proxy_for(u)
         conn: http.client.HTTPConnection
@@ -132,6 +153,7 @@ class Download:
         else:
             conn = http.client.HTTPConnection(u.hostname, port, timeout=self.connect_timeout)
         self._conn = conn
+        via = f" through proxy {where(proxy)}" if proxy is not None else ""
         try:
             conn.connect()
             if conn.sock is not None:
@@ -140,7 +162,10 @@ class Download:
             self._resp = conn.getresponse()
         except (OSError, http.client.HTTPException) as exc:
             self.close()
-            raise DownloadError(f"download from {where(u)} failed: {_why(exc)}") from None
+            raise DownloadError(f"download from {where(u)}{via} failed: {_why(exc)}") from None
+        except (ValueError, UnicodeError):  # a URL http.client cannot send (control or non-ASCII characters)
+            self.close()
+            raise DownloadError(f"download from {where(u)} failed: the URL cannot be sent as it is") from None
 
     def readinto(self, buf: memoryview | bytearray) -> int:
         """Read up to len(buf) bytes of the body into `buf`; 0 at its end."""

@@ -2,9 +2,9 @@
 
 Layout: `<prefix>/<quoted database>/<backup_id>.dump` (the custom-format dump) and `<backup_id>.json` (the
 record). A dump counts as a backup only when its record exists, says succeeded, and the dump object has the
-recorded size. Dumps go up as multipart uploads (memory stays at about 56 MiB of part buffers for the first
-5,000 parts, however big the dump; see `S3Writer`), each part with S3's SHA-256 checksum, server-side
-encryption on every put; before the record is
+recorded size. Dumps go up as multipart uploads (part buffers take about 56 MiB at the default part size,
+however big the dump, until parts must grow to fit S3's 10,000; see `S3Writer`), each part with S3's SHA-256
+checksum, server-side encryption on every put; before the record is
 written the object is verified with a HEAD (size, checksum present, encryption). Object metadata carries what
 is known when the upload starts (database, backup id, recovery point, origin); the sha256 of the whole dump and
 the tier are known only at the end, so they go into the object's tags and the record (S3 metadata cannot change
@@ -64,9 +64,10 @@ class S3ArchiveStore:
         from botocore.config import Config
 
         timeout = cfg.timeout.total_seconds()
-        # Payload signing off: every put and part carries a SHA-256 checksum header that is itself signed and that
-        # S3 verifies, and every non-loopback endpoint is TLS. On HTTPS botocore already skips hashing streamed
-        # bodies for the signature; on a loopback http endpoint it would hash every part a second time for nothing.
+        # Payload signing off: every put and part carries its SHA-256 checksum (a signed header over http, a
+        # trailer over https) that S3 verifies, and every non-loopback endpoint is TLS. On HTTPS botocore already
+        # skips hashing streamed bodies for the signature; on a loopback http endpoint it would hash every part a
+        # second time for nothing.
         s3: dict[str, Any] = {"payload_signing_enabled": False}
         if cfg.endpoint_url:
             s3["addressing_style"] = "path"
@@ -310,10 +311,11 @@ class S3Writer:
     six in flight and one filling, whatever the dump size, and the download does not stall on each upload.
 
     S3 allows 10,000 parts. A dump whose size is known (`size_hint`, e.g. Heroku's) gets parts big enough for it
-    to fit in the first GROW_AFTER parts. Past those (a stream of unknown size that keeps going), the part size
-    doubles every GROW_EVERY parts, up to 32 times the base: at 8 MiB that is 39 GiB before any growth and about
-    520 GiB in all; fewer parts are then in flight, so memory grows only for such dumps (3 parts of the current
-    size at most). A dump that outgrows even that fails with the setting to raise."""
+    to fit in the first GROW_AFTER parts (parts above 16 MiB for dumps over about 70 GiB). Past those (a stream of
+    unknown size that keeps going), the part size doubles every GROW_EVERY parts, up to 32 times the base: at
+    8 MiB that is 39 GiB before any growth and about 520 GiB in all. Bigger parts mean fewer in flight (at least
+    2), so memory grows only for such dumps, to 3 parts of the current size. A dump that outgrows even that fails
+    with the setting to raise."""
 
     IN_FLIGHT_BYTES = 48 * MIB
     GROW_AFTER, GROW_EVERY, MAX_GROWTH = 5_000, 1_000, 5

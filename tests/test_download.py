@@ -13,6 +13,7 @@ import select
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,6 +84,16 @@ def _handler(served: Served) -> type[http.server.BaseHTTPRequestHandler]:
                     piece = BODY[i:i + 700_001]
                     self.wfile.write(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
                 self.wfile.write(b"0\r\n\r\n")
+            elif path == "/chunked-cut":
+                self.send_response(200)
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                self.wfile.write(f"{len(BODY):x}\r\n".encode() + BODY[:500_000])
+                self.wfile.flush()
+                self.connection.shutdown(socket.SHUT_RDWR)
+                self.close_connection = True
+            elif path == "/downgrade":
+                self._redirect("http://127.0.0.1:9/dump?" + SIGNED)
             elif path == "/gzip":
                 self._send(200, gzip.compress(b"PGDMP" + b"\0" * 1000), {"Content-Encoding": "gzip"})
             else:
@@ -225,15 +236,24 @@ def test_a_body_cut_short_is_an_error_with_the_counts(origin: str) -> None:
     assert f"of {len(BODY)} bytes" in str(err.value) and "Signature" not in str(err.value)
 
 
-def test_a_stalled_body_times_out(origin: str, served: Served) -> None:
-    with Download(f"{origin}/stall?{SIGNED}", timeout=0.5) as d, pytest.raises(DownloadError, match="timed out"):
+def test_a_stalled_body_times_out_on_the_read_timeout(origin: str, served: Served) -> None:
+    started = time.monotonic()
+    with Download(f"{origin}/stall?{SIGNED}", timeout=0.5, connect_timeout=60) as d, \
+            pytest.raises(DownloadError, match="timed out"):
         read_all(d)
+    assert time.monotonic() - started < 20  # the 0.5 s read timeout, not the 60 s connect timeout
     served.release.set()
 
 
 def test_a_chunked_body_is_read_whole(origin: str) -> None:
     with Download(f"{origin}/chunked") as d:
         assert d.length is None and read_all(d) == BODY
+
+
+def test_a_chunked_body_cut_short_is_an_error(origin: str) -> None:
+    with Download(f"{origin}/chunked-cut?{SIGNED}") as d, pytest.raises(DownloadError, match="failed after") as err:
+        read_all(d)
+    assert "Signature" not in str(err.value)
 
 
 def test_a_compressed_transfer_encoding_is_refused(origin: str) -> None:
@@ -287,6 +307,22 @@ def test_no_proxy_bypasses_the_proxy(origin: str, proxy: tuple[str, Served], ser
     with Download(f"{origin}/dump") as d:
         assert read_all(d) == BODY
     assert seen.lines == [] and served.lines == ["GET /dump HTTP/1.1"]
+
+
+def test_all_proxy_is_used_when_no_scheme_proxy_is_set(origin: str, proxy: tuple[str, Served],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    proxy_url, seen = proxy
+    monkeypatch.setenv("ALL_PROXY", proxy_url)
+    with Download(f"{origin}/dump") as d:
+        assert read_all(d) == BODY
+    assert seen.lines == [f"GET {origin}/dump HTTP/1.1"]
+
+
+def test_a_malformed_proxy_url_is_refused_without_repeating_it(origin: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HTTP_PROXY", "http://user:pa/ss@127.0.0.1:3128")  # "/" in the password, not escaped
+    with pytest.raises(DownloadError, match="percent-encode") as err:
+        Download(f"{origin}/dump")
+    assert "pa" not in str(err.value).replace("password", "")
 
 
 def test_an_https_proxy_url_is_refused_in_plain_words(origin: str, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -361,6 +397,21 @@ def test_https_with_an_untrusted_certificate_is_refused(tls_origin: str, monkeyp
     monkeypatch.delenv("SSL_CERT_DIR", raising=False)  # certifi's bundle does not know the throwaway CA
     with pytest.raises(DownloadError, match="TLS certificate not trusted") as err:
         Download(f"{tls_origin}/dump?{SIGNED}")
+    assert "Signature" not in str(err.value)
+
+
+def test_an_unreadable_ssl_cert_file_is_a_download_error(tls_origin: str, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "missing.pem"))
+    with pytest.raises(DownloadError, match="SSL_CERT_FILE"):
+        Download(f"{tls_origin}/dump")
+
+
+def test_a_redirect_from_https_to_http_is_refused(tls_origin: str, pki: Pki, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    monkeypatch.setenv("SSL_CERT_FILE", str(pki.ca_file))
+    with pytest.raises(DownloadError, match="never followed from https to plain http") as err:
+        Download(f"{tls_origin}/downgrade")
     assert "Signature" not in str(err.value)
 
 

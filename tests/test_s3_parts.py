@@ -65,23 +65,36 @@ def test_grown_parts_make_a_whole_object(s3_bucket: tuple[Any, str], moto_server
     writer = QuickGrowth(store, "db", plain.key, plain.upload_id, 5 * MIB)
     plain._pool.shutdown()
     data = os.urandom(45 * MIB + 123)
-    view = memoryview(data)
-    for i in range(0, len(data), 3 * MIB + 7):  # writes that do not line up with parts
-        writer.write(view[i:i + 3 * MIB + 7])
+    step = 3 * MIB + 7  # writes that do not line up with parts, through one reused buffer scribbled over after
+    buf = memoryview(bytearray(step))  # each write: a writer that kept a reference would upload garbage
+    for i in range(0, len(data), step):
+        n = len(data[i:i + step])
+        buf[:n] = data[i:i + step]
+        writer.write(buf[:n])
+        buf[:] = b"\xee" * step
     writer.commit(record(len(data), hashlib.sha256(data).hexdigest()))
     assert [s // MIB for s in writer.part_sizes] == [5, 5, 10, 20, 5] and writer.part_sizes[-1] == 5 * MIB + 123
     body = client.get_object(Bucket=bucket, Key=writer.key)["Body"].read()
     assert hashlib.sha256(body).digest() == hashlib.sha256(data).digest()
 
 
-def test_a_dump_past_s3s_part_limit_fails_in_plain_words_and_leaves_no_upload(
+class NoGrowth(S3Writer):
+    MAX_GROWTH = 0
+
+
+def test_part_10000_goes_up_and_part_10001_fails_in_plain_words_leaving_no_upload(
         s3_bucket: tuple[Any, str], moto_server: MotoServer) -> None:
     client, bucket = s3_bucket
-    writer = store_for(moto_server, bucket, 5).begin("db", "b001")
+    plain = store_for(moto_server, bucket, 5).begin("db", "b001")
+    writer = NoGrowth(plain.store, "db", plain.key, plain.upload_id, 5 * MIB)
+    plain._pool.shutdown()
     writer.write(os.urandom(5 * MIB))  # part 1 goes up
-    writer._next = MAX_PARTS + 1  # as if 10,000 parts had gone up
+    writer._next = MAX_PARTS  # as if 9,999 parts had gone up
+    writer.write(os.urandom(5 * MIB))  # part 10,000: S3's last
     with pytest.raises(CaptureError, match=r"outgrew S3's 10,000 parts.*raise archive\.s3\.part_size_mb"):
-        writer.write(os.urandom(160 * MIB))
+        writer.write(os.urandom(5 * MIB))
+    writer._drain()  # the parts in flight finish: S3 took part 10,000
+    assert sorted(p["PartNumber"] for p in writer.parts) == [1, MAX_PARTS]
     writer.abort()
     assert client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
     assert client.list_objects_v2(Bucket=bucket).get("KeyCount", 0) == 0
