@@ -39,26 +39,32 @@ class Mirror:
     """Copies Heroku backups into an archive store, one at a time."""
 
     def __init__(self, store: ArchiveStore, api: HerokuAPI, timeout: float = 60.0,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 stopping: Callable[[], bool] = lambda: False) -> None:
         self.store = store
         self.api = api
         self.clock = clock
+        self.stopping = stopping  # checked at every block: a shutdown aborts the copy instead of waiting for it
         self.timeout = timeout
         self._lock = threading.Lock()
 
     def close(self) -> None:
         """Nothing to release: every mirror opens and closes its own connection."""
 
-    def mirror(self, database: str, billing_app: str, backup: Backup) -> BackupRecord:
-        """Copy `backup` of `database` (transfers of `billing_app`). Raises CaptureError on any failure."""
+    def mirror(self, database: str, billing_app: str, backup: Backup,
+               progress: Callable[[int, int | None], None] | None = None) -> BackupRecord:
+        """Copy `backup` of `database` (transfers of `billing_app`). Raises CaptureError on any failure, and when
+        the guardian starts shutting down mid-copy (the upload is aborted). `progress(bytes done, total)` is
+        called after every block."""
         if not self._lock.acquire(blocking=False):
             raise CaptureError("a mirror is already running")
         try:
-            return self._mirror(database, billing_app, backup)
+            return self._mirror(database, billing_app, backup, progress)
         finally:
             self._lock.release()
 
-    def _mirror(self, database: str, billing_app: str, backup: Backup) -> BackupRecord:
+    def _mirror(self, database: str, billing_app: str, backup: Backup,
+                progress: Callable[[int, int | None], None] | None) -> BackupRecord:
         num = int(backup.backup_id[1:])
         try:
             url = str(self.api.public_url(billing_app, num)["url"])
@@ -75,12 +81,18 @@ class Mirror:
             with Download(url, timeout=self.timeout) as body:
                 if body.status != 200:
                     raise CaptureError(f"download of {backup.backup_id} failed: HTTP {body.status}")
+                total = body.length or backup.size_bytes or None
                 while n := body.fill(view):
+                    if self.stopping():
+                        raise CaptureError(f"the copy of {backup.backup_id} was stopped after {size} bytes because "
+                                           "the guardian is shutting down")
                     block = view[:n]
                     sha.update(block)
                     size += n
                     writer.write(block)
                     tee.write(block)
+                    if progress is not None:
+                        progress(size, total)
             if size == 0:
                 raise CaptureError(f"download of {backup.backup_id} was empty")
             if backup.size_bytes and backup.size_bytes != size:

@@ -175,8 +175,9 @@ class Guardian:
         self.leader_key = f"pg-backup-guardian:leader:{shards.shard_index}/{shards.shard_count}"
         self._leader: bool | None = None  # unknown until the first try
         self.audit = AuditLog(self.state, clock)
-        self.archive = ArchiveService(config, self.store, self.audit, self.heroku_api, clock, self.count_action)
         self.processes = ProcessRegistry()  # per guardian: stopping one never poisons another in the process
+        self.archive = ArchiveService(config, self.store, self.audit, self.heroku_api, clock, self.count_action,
+                                      stopping=self.processes.closing.is_set)
         self.capturer = Capturer(self.store, self.processes, clock)
         self.drills = DrillRunner(self.store, self.heroku_api, config.state_dir, self.processes, clock)
         self._load_drill_history()
@@ -459,15 +460,18 @@ class Guardian:
         watcher = self.fleet.watchers.get(name) if self.fleet is not None else None
         return watcher.resolved.billing_app if watcher is not None and watcher.resolved is not None else None
 
-    def mirror_pending(self, only: str | None = None) -> int:
-        """Copy every Heroku backup the archive lacks (one at a time); returns how many were copied."""
+    def mirror_pending(self, only: str | None = None,
+                       progress: Callable[[str, int, int | None], None] | None = None) -> int:
+        """Copy every Heroku backup the archive lacks (one at a time); returns how many were copied.
+        `progress(what, bytes done, total)` follows each copy (else the log does, once a minute)."""
         done = 0
         for job in self.archive.mirror_jobs(self.holder.current(), self.databases, self._billing_app):
             if only is not None and job.database != only:
                 continue
             if self.processes.closing.is_set():
                 break
-            if self.archive.run_mirror(job):
+            each = functools.partial(progress, f"{job.database} {job.backup.backup_id}") if progress else None
+            if self.archive.run_mirror(job, each):
                 done += 1
             self.collect_archive_of(job.database)
         return done

@@ -9,6 +9,7 @@ from typing import Any
 
 from daemon.app import Guardian
 from daemon.config import GuardianConfig
+from daemon.drillcli import ProgressLine
 from daemon.errors import GuardianError
 from daemon.status import human_size
 from daemon.tiers import TIERS
@@ -100,7 +101,11 @@ def _mirror(guardian: Guardian, database: str | None) -> int:
     if database is not None and database not in guardian.databases:
         raise GuardianError(f"unknown database {database!r}")
     before = dict(guardian.holder.current().actions)
-    copied = guardian.mirror_pending(only=database)
+    bar = ProgressLine()  # on a terminal; otherwise the log says how a long copy goes, once a minute
+    try:
+        copied = guardian.mirror_pending(only=database, progress=bar if bar.tty else None)
+    finally:
+        bar.done()
     failed = guardian.holder.current().actions.get(("mirror", "failed"), 0) - before.get(("mirror", "failed"), 0)
     sys.stdout.write(f"{copied} backup(s) mirrored, {failed} failed\n")
     return 1 if failed else 0

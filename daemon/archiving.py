@@ -7,6 +7,7 @@ posture cache, the mirror action and the prune plan, and reports every decision 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -22,6 +23,7 @@ from daemon.errors import GuardianError
 from daemon.heroku import HerokuAPI
 from daemon.policy import ArchivePolicy
 from daemon.state import ArchiveFacts, Backup, Snapshot, SourceState
+from daemon.status import human_size
 from daemon.tiers import PruneDecision, plan_prune
 
 POSTURE_EVERY = timedelta(hours=1)
@@ -48,13 +50,13 @@ class ArchiveService:
 
     def __init__(self, config: GuardianConfig, store: ArchiveStore, audit: AuditLog,
                  heroku_api: HerokuAPI | None, clock: Callable[[], datetime],
-                 count: Callable[[str, str], None]) -> None:
+                 count: Callable[[str, str], None], stopping: Callable[[], bool] = lambda: False) -> None:
         self.config = config
         self.store = store
         self.audit = audit
         self.clock = clock
         self.count = count
-        self.mirror = Mirror(store, heroku_api, clock=clock) if heroku_api is not None else None
+        self.mirror = Mirror(store, heroku_api, clock=clock, stopping=stopping) if heroku_api is not None else None
         self._posture: tuple[str, ...] = ()
         self._posture_at: datetime | None = None
         self._lock = threading.Lock()
@@ -104,11 +106,12 @@ class ArchiveService:
                 jobs.append(MirrorJob(name, app, backup))
         return jobs
 
-    def run_mirror(self, job: MirrorJob) -> bool:
+    def run_mirror(self, job: MirrorJob, progress: Callable[[int, int | None], None] | None = None) -> bool:
+        """Copy one backup; progress goes to `progress`, else to the log once a minute."""
         assert self.mirror is not None
         target = f"{job.database}/{job.backup.backup_id}"
         try:
-            record = self.mirror.mirror(job.database, job.billing_app, job.backup)
+            record = self.mirror.mirror(job.database, job.billing_app, job.backup, progress or _logged(target))
         except GuardianError as exc:
             logger.error("mirror of {} failed: {}", target, exc)
             self.audit.record("mirror", target, "failed", str(exc))
@@ -153,3 +156,20 @@ class ArchiveService:
     def close(self) -> None:
         if self.mirror is not None:
             self.mirror.close()
+
+
+def _logged(target: str, every: float = 60.0) -> Callable[[int, int | None], None]:
+    """A progress callback that logs a long copy's progress once every `every` seconds."""
+    started = last = time.monotonic()
+
+    def report(done: int, total: int | None) -> None:
+        nonlocal last
+        now = time.monotonic()
+        if now - last < every:
+            return
+        last = now
+        share = f" of {human_size(total)} ({done / total:.0%})" if total else ""
+        logger.info("mirror of {}: {}{} copied, {:.0f} MiB/s", target, human_size(done), share,
+                    done / (now - started) / 2**20)
+
+    return report

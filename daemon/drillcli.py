@@ -27,13 +27,13 @@ class ProgressLine:
         if phase == self.phase and now - self._last < 0.1:
             return
         self.phase, self._last = phase, now
-        if phase == "download" and total:
+        if total:
             width = 30
             filled = int(width * min(done, total) / total)
             bar = "#" * filled + "-" * (width - filled)
-            text = f"download [{bar}] {human_size(done)} of {human_size(total)}"
-        elif phase == "download":
-            text = f"download {human_size(done)}"
+            text = f"{phase} [{bar}] {human_size(done)} of {human_size(total)}"
+        elif done:
+            text = f"{phase} {human_size(done)}"
         else:
             text = f"{phase} ..."
         sys.stderr.write(f"\r{text:<72}")

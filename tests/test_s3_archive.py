@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import subprocess
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -14,10 +15,13 @@ from typing import Any
 
 import httpx
 import pytest
+from freezegun import freeze_time
+from loguru import logger
 
 from actions.capture import Capturer, CaptureRequest
 from daemon.app import Guardian
 from daemon.archive import BackupRecord
+from daemon.archiving import _logged
 from daemon.config import GuardianConfig, S3Config
 from daemon.heroku import HerokuClient
 from daemon.localpg import LocalCluster
@@ -351,3 +355,59 @@ def test_a_download_cut_short_or_refused_leaves_nothing_that_counts(
         assert [k.rsplit("/", 1)[1] for k in keys] == ["a001.dump", "a001.json"]
     finally:
         g.stop()
+
+
+def test_a_mirror_reports_progress_and_a_shutdown_mid_copy_aborts_it_cleanly(
+    heroku: HerokuDouble, s3_bucket: tuple[Any, str], moto_server: MotoServer, tmp_path: Path,
+) -> None:
+    client, bucket = s3_bucket
+    heroku.add_app(APP)
+    now = datetime.now(UTC)
+    t = heroku.add_transfer(APP, created_at=now - timedelta(hours=1), started_at=now - timedelta(hours=1),
+                            finished_at=now - timedelta(hours=1))
+    dump = tmp_path / "big.dump"
+    dump.write_bytes(os.urandom(40 * 1024 * 1024))  # five 8 MiB blocks
+    heroku.set_dump_file(APP, int(t["num"]), dump)
+    g = guardian_for(heroku, moto_server.endpoint_url, bucket, tmp_path)
+    seen: list[tuple[str, int, int | None]] = []
+
+    def stop_after_first_block(what: str, done: int, total: int | None) -> None:
+        seen.append((what, done, total))
+        g.processes.closing.set()  # as SIGTERM would, while the copy is under way
+
+    try:
+        g.collect_all(one_shot=True)
+        assert g.mirror_pending(progress=stop_after_first_block) == 0
+        assert seen == [(f"{DB} a001", 8 * 1024 * 1024, 40 * 1024 * 1024)]
+        audit = [r for r in g.audit.read() if r["action"] == "mirror"]
+        assert audit[-1]["outcome"] == "failed" and "shutting down" in audit[-1]["reason"]
+        assert client.list_objects_v2(Bucket=bucket).get("KeyCount", 0) == 0
+        assert client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+    finally:
+        g.stop()
+    g = guardian_for(heroku, moto_server.endpoint_url, bucket, tmp_path)  # the next start copies it whole
+    seen.clear()
+    try:
+        g.collect_all(one_shot=True)
+        assert g.mirror_pending(progress=lambda what, done, total: seen.append((what, done, total))) == 1
+    finally:
+        g.stop()
+    assert [done for _, done, _ in seen] == [n * 8 * 1024 * 1024 for n in range(1, 6)]
+    body = client.get_object(Bucket=bucket, Key=f"pg-backup-guardian/{APP}%2FDATABASE/a001.dump")["Body"].read()
+    assert hashlib.sha256(body).digest() == hashlib.sha256(dump.read_bytes()).digest()
+
+
+def test_a_long_copy_is_logged_once_a_minute() -> None:
+    lines: list[str] = []
+    sink = logger.add(lambda m: lines.append(str(m)), level="INFO", format="{message}")
+    try:
+        with freeze_time("2026-11-25 10:00:00") as frozen:
+            report = _logged(f"{DB}/a001")
+            report(8 * 1024 * 1024, 64 * 1024 * 1024)  # within the first minute: quiet
+            frozen.tick(61)
+            report(32 * 1024 * 1024, 64 * 1024 * 1024)
+            frozen.tick(30)
+            report(40 * 1024 * 1024, 64 * 1024 * 1024)  # 30 s after the last line: quiet
+    finally:
+        logger.remove(sink)
+    assert len(lines) == 1 and f"mirror of {DB}/a001" in lines[0] and "(50%)" in lines[0]
