@@ -2,9 +2,9 @@
 
 The dump is read from the provider's signed URL in 8 MiB blocks (`daemon.download`: straight from the socket into
 one reused buffer) and written to the store's writer (an S3 multipart upload or a local temp file), so memory does
-not grow with the dump. The copy counts only once the store has
-verified it and written its record; any failure aborts the writer, so a crash or a retry never leaves a half
-object that counts as a backup, and the next run starts that copy again from the beginning.
+not grow with the dump. The copy counts only once the store has verified it and written its record; any failure
+(or a shutdown mid-copy) aborts the writer, so a crash or a retry never leaves a half object that counts as a
+backup, and the next run starts that copy again from the beginning.
 """
 
 from __future__ import annotations
