@@ -48,12 +48,13 @@ def s3_section(endpoint: str, bucket: str, **extra: Any) -> dict[str, Any]:
             "secret_access_key": "testing", "part_size_mb": 5, "timeout": "5s", **extra}
 
 
-def guardian_for(heroku: HerokuDouble, endpoint: str, bucket: str, tmp_path: Path, **archive: Any) -> Guardian:
+def guardian_for(heroku: HerokuDouble, endpoint: str, bucket: str, tmp_path: Path,
+                 s3: dict[str, Any] | None = None, **archive: Any) -> Guardian:
     config = GuardianConfig.model_validate({
         "state_dir": str(tmp_path / "state"),
         "heroku": {"api_key": TOKEN, "platform_url": heroku.platform_url, "data_url": heroku.data_url,
                    "apps": [APP]},
-        "archive": {"kind": "s3", "s3": s3_section(endpoint, bucket), **archive},
+        "archive": {"kind": "s3", "s3": s3_section(endpoint, bucket, **(s3 or {})), **archive},
     })
     api = HerokuClient(TOKEN, platform_url=heroku.platform_url, data_url=heroku.data_url)
     return Guardian(config, heroku_api=api)
@@ -258,7 +259,7 @@ def test_milestone_command_marks_the_newest_good_copy(moto_server: MotoServer, s
     assert listing.returncode == 0 and all(t in listing.stdout for t in TIERS) and '"v2 launch"' in listing.stdout
 
 
-@pytest.mark.parametrize("fault", ["500", "403"])
+@pytest.mark.parametrize("fault", ["500", "403", "timeout"])
 def test_s3_faults_take_the_archive_collector_down_and_lose_nothing(
     fault: str, heroku: HerokuDouble, fault_proxy: FaultProxy, s3_bucket: tuple[Any, str], tmp_path: Path,
     sample_dump: Path,
@@ -269,15 +270,19 @@ def test_s3_faults_take_the_archive_collector_down_and_lose_nothing(
     t = heroku.add_transfer(APP, created_at=now - timedelta(hours=1), started_at=now - timedelta(hours=1),
                             finished_at=now - timedelta(hours=1))
     heroku.set_dump_file(APP, t["num"], sample_dump)
-    g = guardian_for(heroku, fault_proxy.endpoint_url, bucket, tmp_path)
+    # "timeout": S3 so slow that it answers no listing within the S3 timeout (1 s here), with every retry
+    g = guardian_for(heroku, fault_proxy.endpoint_url, bucket, tmp_path, s3={"timeout": "1s"})
+    expected = {"500": "InternalError", "403": "AccessDenied", "timeout": "timeout"}[fault]
     try:
         g.collect_all(one_shot=True)
         assert g.mirror_pending() == 1
-        fault_proxy.inject(r"^GET /" + bucket, fault)
+        if fault == "timeout":
+            fault_proxy.inject(r"^GET /" + bucket + r"(/|\?)", fault, delay=3.0)
+        else:
+            fault_proxy.inject(r"^GET /" + bucket, fault)
         snap = g.collect_all(one_shot=True)
         status = snap.collectors[("archive", DB)]
-        assert not status.up and ("InternalError" in (status.last_error or "")
-                                  or "AccessDenied" in (status.last_error or ""))
+        assert not status.up and expected.lower() in (status.last_error or "").lower(), status.last_error
         assert {f.check: f for f in snap.databases[DB].findings}["collector_down"].active
         # the last known archive stays: data at risk still has the archived copy and the Heroku one
         assert snap.databases[DB].sources["archive"].newest_good is not None
