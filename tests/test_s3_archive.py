@@ -60,6 +60,13 @@ def guardian_for(heroku: HerokuDouble, endpoint: str, bucket: str, tmp_path: Pat
     return Guardian(config, heroku_api=api)
 
 
+def an_hour_old_backup(heroku: HerokuDouble, **fields: Any) -> dict[str, Any]:
+    """The app with one finished scheduled backup taken an hour ago (its transfer)."""
+    heroku.add_app(APP)
+    hour_ago = datetime.now(UTC) - timedelta(hours=1)
+    return heroku.add_transfer(APP, created_at=hour_ago, started_at=hour_ago, finished_at=hour_ago, **fields)
+
+
 def real_capture(heroku: HerokuDouble, cluster: LocalCluster) -> dict[str, Any]:
     """A real pg_dump capture on the double, followed to its end as the CLI does."""
     info = heroku.add_app(APP, database_url=create_database(cluster))
@@ -265,10 +272,7 @@ def test_s3_faults_take_the_archive_collector_down_and_lose_nothing(
     sample_dump: Path,
 ) -> None:
     _, bucket = s3_bucket
-    heroku.add_app(APP)
-    now = datetime.now(UTC)
-    t = heroku.add_transfer(APP, created_at=now - timedelta(hours=1), started_at=now - timedelta(hours=1),
-                            finished_at=now - timedelta(hours=1))
+    t = an_hour_old_backup(heroku)
     heroku.set_dump_file(APP, t["num"], sample_dump)
     # "timeout": S3 so slow that it answers no listing within the S3 timeout (1 s here), with every retry
     g = guardian_for(heroku, fault_proxy.endpoint_url, bucket, tmp_path, s3={"timeout": "1s"})
@@ -298,10 +302,7 @@ def test_slow_s3_is_waited_for_and_a_mirror_that_cannot_write_is_audited(
     heroku: HerokuDouble, fault_proxy: FaultProxy, s3_bucket: tuple[Any, str], tmp_path: Path,
 ) -> None:
     _, bucket = s3_bucket
-    heroku.add_app(APP)
-    now = datetime.now(UTC)
-    heroku.add_transfer(APP, created_at=now - timedelta(hours=1), started_at=now - timedelta(hours=1),
-                        finished_at=now - timedelta(hours=1))
+    an_hour_old_backup(heroku)
     g = guardian_for(heroku, fault_proxy.endpoint_url, bucket, tmp_path)
     try:
         fault_proxy.inject("", "slow", delay=0.3, times=3)
@@ -338,10 +339,7 @@ def test_a_download_cut_short_or_refused_leaves_nothing_that_counts(
     heroku: HerokuDouble, s3_bucket: tuple[Any, str], moto_server: MotoServer, tmp_path: Path,
 ) -> None:
     client, bucket = s3_bucket
-    heroku.add_app(APP)
-    now = datetime.now(UTC)
-    heroku.add_transfer(APP, created_at=now - timedelta(hours=1), started_at=now - timedelta(hours=1),
-                        finished_at=now - timedelta(hours=1), processed_bytes=12 * 1024 * 1024)
+    an_hour_old_backup(heroku, processed_bytes=12 * 1024 * 1024)
     g = guardian_for(heroku, moto_server.endpoint_url, bucket, tmp_path)
     try:
         g.collect_all(one_shot=True)
@@ -366,10 +364,7 @@ def test_a_mirror_reports_progress_and_a_shutdown_mid_copy_aborts_it_cleanly(
     heroku: HerokuDouble, s3_bucket: tuple[Any, str], moto_server: MotoServer, tmp_path: Path,
 ) -> None:
     client, bucket = s3_bucket
-    heroku.add_app(APP)
-    now = datetime.now(UTC)
-    t = heroku.add_transfer(APP, created_at=now - timedelta(hours=1), started_at=now - timedelta(hours=1),
-                            finished_at=now - timedelta(hours=1))
+    t = an_hour_old_backup(heroku)
     dump = tmp_path / "big.dump"
     dump.write_bytes(os.urandom(40 * 1024 * 1024))  # five 8 MiB blocks
     heroku.set_dump_file(APP, int(t["num"]), dump)
