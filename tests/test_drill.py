@@ -15,11 +15,13 @@ import psycopg
 import pytest
 
 from actions.capture import Capturer, CaptureRequest
+from actions.drill import DrillRun
 from daemon.app import Guardian
 from daemon.archive import LocalDirectoryStore
 from daemon.config import GuardianConfig
 from daemon.localpg import LocalCluster
 from daemon.scratch import PREFIX
+from daemon.state import Snapshot
 from daemon.toc import read_toc
 from tests.conftest import create_database
 
@@ -43,6 +45,16 @@ def databases(cluster: LocalCluster) -> set[str]:
         return {r[0] for r in conn.execute("SELECT datname FROM pg_database")}
 
 
+def drill_once(g: Guardian) -> tuple[DrillRun, Snapshot]:
+    """Collect, run one drill, and stop the guardian: the drill and the snapshot after it."""
+    try:
+        g.collect_all()
+        run = g.drill(DB)
+        return run, g.holder.current()
+    finally:
+        g.stop()
+
+
 def test_full_drill_restores_checks_reports_and_drops_the_scratch_database(
     pg_cluster: LocalCluster, own_cluster: LocalCluster, open_tmp: Path
 ) -> None:
@@ -52,12 +64,7 @@ def test_full_drill_restores_checks_reports_and_drops_the_scratch_database(
                  checks={"min_rows": {"users": 1, "invoices": 100}, "fresh_columns": {"invoices.created_at": "2d"},
                          "sql": {"invoices have users": "SELECT count(*) = 0 FROM invoices i "
                                  "LEFT JOIN users u ON u.id = i.user_id WHERE u.id IS NULL"}})
-    try:
-        g.collect_all()
-        run = g.drill(DB)
-        snap = g.holder.current()
-    finally:
-        g.stop()
+    run, snap = drill_once(g)
     assert run.succeeded, run.reason
     assert {"download", "verify", "restore", "checks", "drop"} <= run.phases.keys()
     assert run.recovery_seconds == pytest.approx(run.phases["download"] + run.phases["restore"]
@@ -99,11 +106,7 @@ def test_embedded_scratch_cluster_is_used_by_default(pg_cluster: LocalCluster, o
     url = create_database(pg_cluster)
     capture(open_tmp, url)
     g = guardian(open_tmp, url)
-    try:
-        g.collect_all()
-        run = g.drill(DB)
-    finally:
-        g.stop()
+    run, _ = drill_once(g)
     assert run.succeeded, run.reason
     assert "differs from production" in run.safety  # the embedded cluster is a different server too
 
@@ -129,12 +132,7 @@ def test_a_broken_dump_fails_the_readability_check_and_the_drill_with_a_clear_re
     toc = read_toc(dump)
     assert not toc.ok and cut in (toc.error or "")
     g = guardian(open_tmp, url, scratch=own_cluster.url("postgres"))
-    try:
-        g.collect_all()
-        run = g.drill(DB)
-        snap = g.holder.current()
-    finally:
-        g.stop()
+    run, snap = drill_once(g)
     assert not run.succeeded and cut in run.reason and "not readable" in run.reason
     assert run.scratch == ""  # refused before any scratch database existed
     assert not [d for d in databases(own_cluster) if d.startswith(PREFIX)]
@@ -154,11 +152,7 @@ def test_scratch_on_the_production_server_is_refused_whatever_the_spelling(
     scratch = spelling.format(pw=pg_cluster.password, port=pg_cluster.port, sock=pg_cluster.socket_dir)
     before = databases(pg_cluster)
     g = guardian(open_tmp, url, scratch=scratch)
-    try:
-        g.collect_all()
-        run = g.drill(DB)
-    finally:
-        g.stop()
+    run, _ = drill_once(g)
     assert not run.succeeded and "IS the production server" in run.reason
     assert "restore" not in run.phases
     assert databases(pg_cluster) == before  # nothing created
@@ -174,12 +168,7 @@ def test_an_emptied_table_fails_its_smoke_check_and_the_report_names_it(
     with psycopg.connect(url, autocommit=True) as conn:  # while production has payments again
         conn.execute("INSERT INTO payments (invoice_id, amount_cents) SELECT id, 100 FROM invoices LIMIT 5")
     g = guardian(open_tmp, url, scratch=own_cluster.url("postgres"))
-    try:
-        g.collect_all()
-        run = g.drill(DB)
-        snap = g.holder.current()
-    finally:
-        g.stop()
+    run, snap = drill_once(g)
     assert not run.succeeded
     [bad] = [c for c in run.checks if not c.ok]
     assert bad.name == "table public.payments has rows" and "production has rows" in bad.detail
