@@ -9,8 +9,8 @@ from typing import Any
 
 from daemon.app import Guardian
 from daemon.config import GuardianConfig
-from daemon.drillcli import ProgressLine
 from daemon.errors import GuardianError
+from daemon.progress import ProgressLine
 from daemon.status import human_size
 from daemon.tiers import TIERS
 
