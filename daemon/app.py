@@ -722,9 +722,9 @@ class Guardian:
             logger.info("removed {} partial dump file(s) left by an earlier crash", swept)
         if serve_http:
             host, port = self.config.listen_host_port
-            self.http = GuardianHTTP(host, port, self.holder, self.exposition, self.clock)
+            self.http = GuardianHTTP(host, port, self.holder, self.exposition, self.clock, self.config.web)
             self.http.start()
-            logger.info("serving /metrics, /healthz, /readyz, /api/status on http://{}:{}", host, self.http.port)
+            logger.info("serving /metrics, /healthz, /readyz, /api/status on {}", self.http.url)
         self.heartbeat()
         self.elect()
         self.remedies.announce()

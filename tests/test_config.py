@@ -4,6 +4,7 @@ generated example, human durations, and the `config` CLI's exit codes."""
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import subprocess
 import sys
@@ -390,7 +391,8 @@ def _assert_lists_every_field(model: type[BaseModel], doc: dict[str, Any], where
 
 
 def test_example_yaml_parses_and_lists_every_field_of_the_model() -> None:
-    doc = yaml.safe_load(example_yaml())
+    # sections that need real files (TLS certificates) are listed commented out with '#: '
+    doc = yaml.safe_load(re.sub(r"^(\s*)#: ", r"\1", example_yaml(), flags=re.MULTILINE))
 
     assert isinstance(doc, dict)
     _assert_lists_every_field(GuardianConfig, doc, "(top level)")
