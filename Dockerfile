@@ -25,6 +25,11 @@ RUN pip install --no-cache-dir . && rm -rf /root/.cache
 
 USER guardian
 WORKDIR /var/lib/guardian
+# The container listens on every interface (a port mapping cannot reach 127.0.0.1), and without authentication
+# anyone who reaches the port reads /metrics and /api/status (database names, errors): the guardian says so in
+# its log, /api/status and status page. Set GUARDIAN_WEB_TOKEN (bearer token) or a web config file
+# (GUARDIAN_WEB_CONFIG_FILE: basic_auth_users with bcrypt hashes, tls_server_config) unless the port stays on a
+# private network. /healthz stays open for the HEALTHCHECK below (with TLS on, make it curl -k https://...).
 ENV GUARDIAN_STATE_DIR=/var/lib/guardian \
     GUARDIAN_LISTEN=0.0.0.0:9729 \
     GUARDIAN_DEMO=false \
