@@ -221,6 +221,11 @@ class DrillConfig(_Model):
             REDACTOR.add_url(url.get_secret_value())
             if not re.match(r"^postgres(ql)?://", url.get_secret_value()):
                 raise ValueError("must be a postgresql:// or postgres:// URL")
+            from daemon.scratch import scratch_url_problem  # the same rule the drill applies
+
+            problem = scratch_url_problem(url.get_secret_value())
+            if problem is not None:
+                raise ValueError(problem)
         return url
 
 
