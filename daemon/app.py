@@ -627,10 +627,12 @@ class Guardian:
             logger.warning("killed the pg_restore of {} that outlived its drill", entry.name)
         for entry, how in report.dropped:
             logger.info("scratch database {} of {} left by an earlier drill: {}", entry.name, entry.database, how)
-            self.audit.record("scratch_sweep", entry.database, "done", how, scratch=entry.name)
+            self.audit.record("scratch_sweep", entry.database, "done", how, scratch=entry.name,
+                              server=entry.server_id)
         for entry, why in report.kept:
             logger.warning("scratch database {} of {} kept: {}", entry.name, entry.database, why)
-            self.audit.record("scratch_sweep", entry.database, "kept", why, scratch=entry.name)
+            self.audit.record("scratch_sweep", entry.database, "kept", why, scratch=entry.name,
+                              server=entry.server_id)
         self._publish_leftovers([(e.database, f"{e.name}: {why}") for e, why in report.kept])
         with self._collect_lock:
             self._publish([])

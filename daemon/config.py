@@ -184,7 +184,8 @@ class DrillConfig(_Model):
     enabled: bool = Field(True, description="Run drills on their schedules.", examples=[True])
     scratch_url: SecretStr | None = Field(
         None, description="PostgreSQL server to restore into (a role allowed to CREATE DATABASE); default: a "
-        "throwaway local cluster the guardian starts for each drill.",
+        "throwaway local cluster the guardian starts for each drill. Exactly one server: several hosts, "
+        "load_balance_hosts, target_session_attrs, service files and URLs without a host are refused.",
         examples=["postgresql://drill:secret@scratch.internal:5432/postgres"])
     full_schedule: str = Field("0 4 1 * *", description="Cron (UTC) of the full drill: monthly by default.",
                                examples=["0 4 1 * *"])
