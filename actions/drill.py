@@ -4,7 +4,9 @@ Scenarios (the seed's RTO table): `database_corruption` is the full drill, `acci
 (only the configured critical tables, with `pg_restore -t`, as the seed's scenario 2 does for invoices).
 Phases are timed: download (streamed to a temp file), verify (sha256 and the readability check), restore,
 checks; the recovery time is download + restore + checks, wall clock, compared with the scenario's RTO.
-One drill at a time; a timeout; killable on shutdown; the scratch database is always dropped.
+One drill at a time; a timeout; killable on shutdown; the scratch database is always dropped. The scratch
+target is proven not to be production on the connections that create and drop (daemon.scratch); pg_restore
+dies with the guardian (daemon.childguard).
 """
 
 from __future__ import annotations
@@ -12,13 +14,12 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
-import os
 import shutil
 import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,17 +29,20 @@ import httpx
 import psycopg
 from loguru import logger
 from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from actions.scratchsweep import SweepReport, sweep
+from daemon import scratch as scratchdb
 from daemon.archive import ArchiveStore
+from daemon.childguard import GroupReaper, describe, die_with_parent
 from daemon.config import DatabaseConfig
 from daemon.download import Download
 from daemon.errors import GuardianError
 from daemon.heroku import HerokuAPI
 from daemon.pgtools import ProcessRegistry, find_tool, kill_group, tool_version
 from daemon.redact import REDACTOR
-from daemon.scratch import DrillRefused, ScratchServer
+from daemon.scratch import DrillRefused, Production, ScratchServer, ScratchTarget
 from daemon.state import Backup, DatabaseState, DrillResult
+from daemon.statestore import ScratchEntry, StateStore
 from daemon.toc import Toc, explain, read_toc
 
 FULL, TABLE = "database_corruption", "accidental_deletion"
@@ -86,11 +90,16 @@ class DrillRunner:
     """Runs drills for the guardian. `run()` never raises for a failed drill: the failure is the result."""
 
     def __init__(self, store: ArchiveStore | None, heroku: HerokuAPI | None, state_dir: Path,
-                 processes: ProcessRegistry, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+                 processes: ProcessRegistry, ledger: StateStore, watched: Sequence[DatabaseConfig],
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        """`ledger` records scratch databases; `watched` are every configured database: those with a url are
+        the production servers no scratch target may be."""
         self.store = store
         self.heroku = heroku
         self.state_dir = state_dir
         self.processes = processes
+        self.ledger = ledger
+        self.watched = list(watched)
         self.clock = clock
         self._lock = threading.Lock()
 
@@ -108,6 +117,27 @@ class DrillRunner:
     def scratch_for(self, db: DatabaseConfig) -> ScratchServer:
         url = db.drill.scratch_url.get_secret_value() if db.drill.scratch_url is not None else None
         return ScratchServer(self.state_dir, url)
+
+    def sweep_scratch(self) -> SweepReport:
+        """Sweep the scratch databases on the ledger (the caller holds the drill lock): every configured scratch
+        server once, then the embedded cluster."""
+        servers: dict[str | None, ScratchServer] = {}
+        for db in self.watched:
+            server = self.scratch_for(db)
+            servers.setdefault(server.url, server)
+        embedded = servers.pop(None, None) or ScratchServer(self.state_dir)
+        configs = {d.name: d for d in self.watched}
+
+        def rules(name: str) -> tuple[bool, bool] | None:
+            db = configs.get(name)
+            return None if db is None else (db.drill.allow_unproven_scratch, db.url is not None)
+
+        return sweep(self.ledger, [*servers.values(), embedded], self.production(), rules)
+
+    def production(self, timeout: float = 10) -> Production:
+        """The identities of every watched production server (read now)."""
+        return Production.read(((d.name, d.url.get_secret_value()) for d in self.watched if d.url is not None),
+                               timeout)
 
     # -- the drill ----------------------------------------------------------------------------------------
     def run(self, db: DatabaseConfig, state: DatabaseState, scenario: str, billing_app: str | None = None,
@@ -157,33 +187,38 @@ class DrillRunner:
             t0 = time.monotonic()
             self._verify(backup, dump, run)
             run.phases["verify"] = time.monotonic() - t0
-            scratch = self.scratch_for(db)
-            production = db.url.get_secret_value() if db.url is not None else None
-            with scratch.session() as admin:
-                run.safety = scratch.prove_not_production(admin, production, db.drill.allow_unproven_scratch)
-                self._version_gate(admin, run)
-                name = scratch.new_name(self.clock())
-                run.scratch = name
-                target = scratch.create(admin, name)
-                try:
-                    t0 = time.monotonic()
-                    progress("restore", 0, None)
-                    self._restore(db, run, dump, target, deadline)
-                    run.phases["restore"] = time.monotonic() - t0
-                    t0 = time.monotonic()
-                    progress("checks", 0, None)
-                    run.checks = run_checks(db, run, target, production)
-                    run.phases["checks"] = time.monotonic() - t0
-                finally:
-                    t0 = time.monotonic()
-                    try:
-                        scratch.drop(admin, name)
-                    except GuardianError as exc:  # never hide the drill's own error behind this one
-                        run.notes.append(f"the scratch database was not dropped ({exc}); the next start sweeps it")
-                    run.phases["drop"] = time.monotonic() - t0
+            self._in_scratch(db, run, dump, deadline, progress)
         failed = [c for c in run.checks if not c.ok]
         run.succeeded = not failed
         run.reason = "all checks passed" if not failed else "failed checks: " + ", ".join(c.name for c in failed)
+
+    def _in_scratch(self, db: DatabaseConfig, run: DrillRun, dump: Path, deadline: float,
+                    progress: Progress) -> None:
+        """Create a proven scratch database, restore and check it, and always drop it (proven again)."""
+        production_url = db.url.get_secret_value() if db.url is not None else None
+        with self.scratch_for(db).session() as target:
+            production = self.production(db.connect_timeout.total_seconds())
+            production.require(target, db.drill.allow_unproven_scratch, has_url=production_url is not None)
+            self._version_gate(target, run)
+            name = ScratchServer.new_name(self.clock())
+            entry, run.safety = scratchdb.create(target, production, self.ledger, db.name, name, self.clock())
+            run.scratch = name
+            try:
+                t0 = time.monotonic()
+                progress("restore", 0, None)
+                self._restore(db, run, dump, target, entry, deadline)
+                run.phases["restore"] = time.monotonic() - t0
+                t0 = time.monotonic()
+                progress("checks", 0, None)
+                run.checks = run_checks(db, run, target.conninfo(name), production_url)
+                run.phases["checks"] = time.monotonic() - t0
+            finally:
+                t0 = time.monotonic()
+                try:
+                    scratchdb.drop(target, production, self.ledger, entry)
+                except GuardianError as exc:  # never hide the drill's own error behind this one
+                    run.notes.append(f"the scratch database was not dropped ({exc}); the next start sweeps it")
+                run.phases["drop"] = time.monotonic() - t0
 
     def _pick(self, state: DatabaseState) -> tuple[Backup, str]:
         """The newest good backup: an archive copy (whose sha256 is known) wins a tie with the provider."""
@@ -243,7 +278,7 @@ class DrillRunner:
         if not run.toc.ok:
             raise GuardianError(f"the dump is not readable: {run.toc.error}")
 
-    def _version_gate(self, admin: str, run: DrillRun) -> None:
+    def _version_gate(self, target: ScratchTarget, run: DrillRun) -> None:
         """Plain words when the dump cannot restore here: a newer dump than pg_restore, or than the server."""
         toc = run.toc
         if toc is None or not toc.dumped_from:
@@ -252,7 +287,7 @@ class DrillRunner:
             dump_major = int(toc.dumped_from.split(".")[0].split()[0])
         except ValueError:
             return
-        with psycopg.connect(admin, connect_timeout=10, autocommit=True) as conn:
+        with target.connect() as conn:
             scratch_major = conn.info.server_version // 10000
         if dump_major > scratch_major:
             run.notes.append(f"the dump comes from PostgreSQL {dump_major}; the scratch server runs "
@@ -266,14 +301,12 @@ class DrillRunner:
             raise DrillRefused(f"the dump comes from PostgreSQL {dump_major} but pg_restore is {tool}: install the "
                                f"PostgreSQL {dump_major} client tools")
 
-    def _restore(self, db: DatabaseConfig, run: DrillRun, dump: Path, target: str, deadline: float) -> None:
-        params = conninfo_to_dict(target)
-        password = params.pop("password", None)
-        env = dict(os.environ)
-        if password:
-            env["PGPASSWORD"] = str(password)
+    def _restore(self, db: DatabaseConfig, run: DrillRun, dump: Path, target: ScratchTarget, entry: ScratchEntry,
+                 deadline: float) -> None:
+        """pg_restore into the scratch database on the pinned target. It runs in its own process group (shutdown
+        kills the group) and dies with the guardian (childguard); its pid is on the ledger for the sweep."""
         args = [find_tool("pg_restore"), f"--jobs={db.drill.jobs}", "--no-owner", "--no-privileges",
-                "--exit-on-error", f"--dbname={make_conninfo(**{k: str(v) for k, v in params.items()})}"]
+                "--exit-on-error", f"--dbname={target.conninfo(entry.name, with_password=False)}"]
         if run.scenario == TABLE:
             for table in db.drill.tables:
                 schema, _, name = table.rpartition(".")
@@ -282,9 +315,12 @@ class DrillRunner:
                 args.append(f"--table={name}")
         args.append(str(dump))
         with tempfile.TemporaryFile() as err:
-            proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=err, env=env, start_new_session=True)
+            proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=err, env=target.restore_env(),
+                                    start_new_session=True, preexec_fn=die_with_parent())
+            reaper = GroupReaper(proc.pid)
             self.processes.add(proc)
             try:
+                self._record_process(entry, describe(proc.pid))
                 proc.wait(timeout=max(1.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 kill_group(proc)
@@ -292,12 +328,22 @@ class DrillRunner:
                 raise GuardianError("the drill ran past its timeout; pg_restore was stopped") from None
             finally:
                 self.processes.discard(proc)
+                reaper.release()
+                self._record_process(entry, None)
             err.seek(0)
             stderr = err.read().decode(errors="replace")
         if proc.returncode != 0:
             if self.processes.closing.is_set():
                 raise GuardianError("the drill was stopped because the guardian is shutting down")
             raise GuardianError(f"pg_restore failed: {explain(stderr)}")
+
+
+    def _record_process(self, entry: ScratchEntry, process: dict[str, Any] | None) -> None:
+        """Note on the ledger which process restores into `entry` (the sweep kills it if it outlives us)."""
+        try:
+            self.ledger.set_scratch_process(entry.server_id, entry.name, process)
+        except GuardianError as exc:  # the restore is still tied to our life (childguard): only log it
+            logger.warning("the restoring process is not on the scratch ledger: {}", exc)
 
 
 class DrillBusy(GuardianError):

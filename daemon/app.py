@@ -106,6 +106,10 @@ def _with_drills(db: DatabaseState, drills: tuple[DrillResult, ...]) -> Database
     return replace(db, drills=drills)
 
 
+def _with_leftovers(db: DatabaseState, leftovers: tuple[str, ...]) -> DatabaseState:
+    return replace(db, scratch_leftovers=leftovers)
+
+
 def result_from_report(doc: dict[str, Any]) -> DrillResult:
     return DrillResult(
         scenario=str(doc["scenario"]), started_at=datetime.fromisoformat(doc["started_at"]),
@@ -179,7 +183,8 @@ class Guardian:
         self.archive = ArchiveService(config, self.store, self.audit, self.heroku_api, clock, self.count_action,
                                       stopping=self.processes.closing.is_set)
         self.capturer = Capturer(self.store, self.processes, clock)
-        self.drills = DrillRunner(self.store, self.heroku_api, config.state_dir, self.processes, clock)
+        self.drills = DrillRunner(self.store, self.heroku_api, config.state_dir, self.processes, self.state,
+                                  config.all_databases, clock)
         self._load_drill_history()
         sentry = config.sentry
         self.notifier = make_notifier(sentry.dsn.get_secret_value() if sentry.dsn else None, config.state_dir,
@@ -586,6 +591,12 @@ class Guardian:
             return replace(s, drills=(*others, *good[-1:], result))
 
         self.holder.update_database(name, apply)
+        try:  # a scratch database the drill could not drop stays on the ledger until a sweep drops it
+            left = [(e.database, f"{e.name}: not dropped after its drill; the next start sweeps it")
+                    for e in self.state.scratch_entries() if e.database == name]
+            self._publish_leftovers(left, only=name)
+        except GuardianError as exc:
+            logger.warning("scratch ledger unreadable: {}", exc)
         with self._collect_lock:  # one evaluation at a time (the notifier tracks state changes)
             self._publish([])
         return run
@@ -602,21 +613,37 @@ class Guardian:
     def _sweep_scratch(self) -> None:
         if self.drills.sweep_downloads():
             logger.info("removed downloads left by an interrupted drill")
-        seen: set[str] = set()
-        for db in self.databases.values():
-            scratch = self.drills.scratch_for(db)
-            key = scratch.url or "embedded"
-            if key in seen or not scratch.ledger.names():
-                continue
-            seen.add(key)
-            try:
-                dropped = scratch.sweep()
-            except GuardianError as exc:
-                logger.warning("could not sweep leftover scratch databases: {}", exc)
-                continue
-            if dropped:
-                logger.info("dropped {} scratch database(s) left by an earlier drill: {}", len(dropped),
-                            ", ".join(dropped))
+        legacy = self.config.state_dir / "drills" / "scratch-ledger.json"
+        if legacy.exists():
+            logger.warning("{} (the scratch ledger of earlier versions) is ignored: its entries name no server and "
+                           "carry no marker, so they cannot be proven to be scratch databases; drop any that still "
+                           "exist by hand", legacy)
+        try:
+            report = self.drills.sweep_scratch()
+        except GuardianError as exc:
+            logger.warning("could not sweep leftover scratch databases: {}", exc)
+            return
+        for entry in report.killed:
+            logger.warning("killed the pg_restore of {} that outlived its drill", entry.name)
+        for entry, how in report.dropped:
+            logger.info("scratch database {} of {} left by an earlier drill: {}", entry.name, entry.database, how)
+            self.audit.record("scratch_sweep", entry.database, "done", how, scratch=entry.name,
+                              server=entry.server_id)
+        for entry, why in report.kept:
+            logger.warning("scratch database {} of {} kept: {}", entry.name, entry.database, why)
+            self.audit.record("scratch_sweep", entry.database, "kept", why, scratch=entry.name,
+                              server=entry.server_id)
+        self._publish_leftovers([(e.database, f"{e.name}: {why}") for e, why in report.kept])
+        with self._collect_lock:
+            self._publish([])
+
+    def _publish_leftovers(self, kept: list[tuple[str, str]], only: str | None = None) -> None:
+        """Publish, per watched database (or only `only`), the scratch databases still on the ledger and why."""
+        by_db: dict[str, tuple[str, ...]] = {}
+        for database, why in kept:
+            by_db[database] = (*by_db.get(database, ()), why)
+        for name in self.databases if only is None else [only]:
+            self.holder.update_database(name, partial(_with_leftovers, leftovers=by_db.get(name, ())))
 
     # -- captures -----------------------------------------------------------------------------------------
     def capture(self, name: str, kind: str = "scheduled", lock: bool = True) -> tuple[bool, str]:

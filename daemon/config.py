@@ -185,7 +185,8 @@ class DrillConfig(_Model):
     enabled: bool = Field(True, description="Run drills on their schedules.", examples=[True])
     scratch_url: SecretStr | None = Field(
         None, description="PostgreSQL server to restore into (a role allowed to CREATE DATABASE); default: a "
-        "throwaway local cluster the guardian starts for each drill.",
+        "throwaway local cluster the guardian starts for each drill. Exactly one server: several hosts, "
+        "load_balance_hosts, target_session_attrs, service files and URLs without a host are refused.",
         examples=["postgresql://drill:secret@scratch.internal:5432/postgres"])
     full_schedule: str = Field("0 4 1 * *", description="Cron (UTC) of the full drill: monthly by default.",
                                examples=["0 4 1 * *"])
@@ -222,6 +223,11 @@ class DrillConfig(_Model):
             REDACTOR.add_url(url.get_secret_value())
             if not re.match(r"^postgres(ql)?://", url.get_secret_value()):
                 raise ValueError("must be a postgresql:// or postgres:// URL")
+            from daemon.scratch import scratch_url_problem  # the same rule the drill applies
+
+            problem = scratch_url_problem(url.get_secret_value())
+            if problem is not None:
+                raise ValueError(problem)
         return url
 
 

@@ -204,7 +204,11 @@ class SnapshotCollector(Collector):
                                    labels=[*ls, "phase"])
         failed = GaugeMetricFamily("pgbackup_drill_checks_failed", "Smoke checks that failed in the last drill.",
                                    labels=ls)
+        leftovers = GaugeMetricFamily("pgbackup_drill_scratch_leftovers",
+                                      "Scratch databases of this database's drills still on the ledger: not dropped "
+                                      "because their server could not be reached or proven.", labels=["database"])
         for name, db in snap.databases.items():
+            leftovers.add_metric([name], len(db.scratch_leftovers))
             by_scenario: dict[str, list[DrillResult]] = {}
             for d in db.drills:
                 by_scenario.setdefault(d.scenario, []).append(d)
@@ -220,7 +224,7 @@ class SnapshotCollector(Collector):
                 failed.add_metric(lv, newest.checks_failed)
                 for phase, seconds in newest.phases.items():
                     phases.add_metric([*lv, phase], seconds)
-        yield from (last, ok, last_ok, recovery, phases, failed)
+        yield from (last, ok, last_ok, recovery, phases, failed, leftovers)
 
     def _actions(self, snap: Snapshot) -> Iterator[Metric]:
         fam = CounterMetricFamily("pgbackup_actions", "Action decisions by outcome since start.",

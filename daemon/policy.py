@@ -17,6 +17,8 @@ Checks (each yields a `Finding`, active or not, so every check has a value in th
   retention            warning   a month of the last twelve (since the archive began) has no monthly copy
   unreadable_backup    critical  the newest good backup failed the readability check (pg_restore --list and a
                                  full read): it would not restore
+  scratch_leftover     warning   a scratch database of this database's drills is still on the ledger: the sweep
+                                 could not reach its server or prove it (it is kept, never guessed at)
 
 The archive checks apply only to databases with an archive (`ArchivePolicy` given).
 """
@@ -51,6 +53,7 @@ CHECKS: dict[str, str] = {
     "drill_failed": "critical",
     "drill_overdue": "warning",
     "recovery_time_over_rto": "critical",
+    "scratch_leftover": "warning",
 }
 #: Tier -> cadence: the newest copy at or above the tier must be younger than this (plus the grace).
 TIER_CADENCE = {"daily": timedelta(days=1), "weekly": timedelta(days=7), "monthly": timedelta(days=31)}
@@ -102,6 +105,7 @@ def evaluate(
         *_archive(db, archive, now),
         _unreadable(db, now),
         *_drills(db, drills, now),
+        _scratch_leftover(db, now),
     ]
     return tuple(findings)
 
@@ -257,6 +261,14 @@ def _drills(db: DatabaseState, policy: DrillPolicy | None, now: datetime) -> lis
         _finding(db, "drill_overdue", bool(overdue), "; ".join(overdue) or "drills on schedule", now),
         _finding(db, "recovery_time_over_rto", bool(slow), "; ".join(slow) or "recovery within the RTO", now),
     ]
+
+
+def _scratch_leftover(db: DatabaseState, now: datetime) -> Finding:
+    left = db.scratch_leftovers
+    if not left:
+        return _finding(db, "scratch_leftover", False, "no scratch database left behind", now)
+    return _finding(db, "scratch_leftover", True, f"{len(left)} scratch database(s) not dropped: " + "; ".join(left),
+                    now, value=float(len(left)))
 
 
 @dataclass(frozen=True)

@@ -213,6 +213,7 @@ class DatabaseState:
     provider: ProviderFacts | None = None
     archive: ArchiveFacts | None = None
     drills: tuple[DrillResult, ...] = ()  # the latest per scenario, newest last
+    scratch_leftovers: tuple[str, ...] = ()  # scratch databases of its drills not dropped yet, and why
     findings: tuple[Finding, ...] = ()
     evaluated_at: datetime | None = None
 

@@ -65,6 +65,20 @@ class ActionRecord:
     details: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class ScratchEntry:
+    """A scratch database a drill created and has not dropped yet, on the scratch server whose
+    `system_identifier` is `server_id`; `token` is the marker written into its `COMMENT ON DATABASE`;
+    `process` describes the pg_restore writing into it ({"pid", "host", "boot", "start"}), when one runs."""
+
+    server_id: str
+    name: str
+    token: str
+    database: str
+    created_at: datetime
+    process: dict[str, Any] | None = None
+
+
 def lock_key(text: str) -> int:
     """A stable signed 64-bit key for PostgreSQL advisory locks: the first 8 bytes of sha256(text)."""
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big", signed=True)
@@ -105,6 +119,10 @@ CREATE TABLE guardian_drills (id {pk}, database_name TEXT NOT NULL, scenario TEX
     started_at TEXT NOT NULL, succeeded {bool} NOT NULL, doc TEXT NOT NULL);
 CREATE INDEX guardian_drills_db ON guardian_drills (database_name, scenario, started_at);
 CREATE TABLE guardian_kv (name TEXT PRIMARY KEY, value TEXT NOT NULL)
+"""
+_SCRATCH_LEDGER = """
+CREATE TABLE guardian_scratch_ledger (server_id TEXT NOT NULL, name TEXT NOT NULL, token TEXT NOT NULL,
+    database_name TEXT NOT NULL, created_at TEXT NOT NULL, process TEXT, PRIMARY KEY (server_id, name))
 """
 _MIGRATIONS_TABLE = ("CREATE TABLE IF NOT EXISTS guardian_schema_migrations (version INTEGER PRIMARY KEY, "
                      "description TEXT NOT NULL, applied_at TEXT NOT NULL)")
@@ -159,6 +177,7 @@ Step = str | Callable[["StateStore", _Tx], None]
 MIGRATIONS: list[tuple[int, str, Step]] = [
     (1, "create the audit, actions, findings, drills and kv tables", _TABLES),
     (2, "import audit.jsonl and findings.json of earlier versions", _import_legacy),
+    (3, "create the scratch database ledger", _SCRATCH_LEDGER),
 ]
 SCHEMA_VERSION: int = MIGRATIONS[-1][0]
 
@@ -358,6 +377,35 @@ class StateStore:
             "SELECT doc FROM guardian_drills WHERE database_name = ? ORDER BY started_at DESC, id DESC LIMIT ?",
             (database, int(limit))))
         return [json.loads(r[0]) for r in reversed(rows)]
+
+    # -- scratch database ledger -----------------------------------------------------------------------------
+    def add_scratch(self, entry: ScratchEntry) -> None:
+        """Record a scratch database before it is created (StateStoreError when the name is recorded already)."""
+        params = (entry.server_id, entry.name, entry.token, entry.database, _utc_text(entry.created_at),
+                  _dumps(entry.process) if entry.process is not None else None)
+        self._run("add scratch database", lambda tx: tx.rows(
+            "INSERT INTO guardian_scratch_ledger (server_id, name, token, database_name, created_at, process) "
+            "VALUES (?, ?, ?, ?, ?, ?)", params))
+
+    def set_scratch_process(self, server_id: str, name: str, process: dict[str, Any] | None) -> None:
+        """Record (or clear) the process restoring into a recorded scratch database."""
+        text = _dumps(process) if process is not None else None
+        self._run("set scratch process", lambda tx: tx.rows(
+            "UPDATE guardian_scratch_ledger SET process = ? WHERE server_id = ? AND name = ?",
+            (text, server_id, name)))
+
+    def remove_scratch(self, server_id: str, name: str) -> None:
+        """Forget a scratch database (after it was dropped, or proven never created)."""
+        self._run("remove scratch database", lambda tx: tx.rows(
+            "DELETE FROM guardian_scratch_ledger WHERE server_id = ? AND name = ?", (server_id, name)))
+
+    def scratch_entries(self) -> list[ScratchEntry]:
+        """Every recorded scratch database, oldest first."""
+        rows = self._run("read scratch ledger", lambda tx: tx.rows(
+            "SELECT server_id, name, token, database_name, created_at, process FROM guardian_scratch_ledger "
+            "ORDER BY created_at, server_id, name"))
+        return [ScratchEntry(r[0], r[1], r[2], r[3], _from_text(r[4]), json.loads(r[5]) if r[5] else None)
+                for r in rows]
 
     # -- key-value -----------------------------------------------------------------------------------------
     def get(self, key: str) -> Any | None:

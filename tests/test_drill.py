@@ -249,9 +249,10 @@ def test_a_drill_while_another_runs_is_skipped_not_failed(
 def test_a_configured_scratch_without_a_production_url_to_compare_is_refused(
     own_cluster: LocalCluster, open_tmp: Path
 ) -> None:
-    from daemon.scratch import DrillRefused, ScratchServer
+    from daemon.scratch import DrillRefused, Production, ScratchTarget
 
-    scratch = ScratchServer(open_tmp, own_cluster.url("postgres"))
+    target = ScratchTarget.from_url(own_cluster.url("postgres"))
+    nothing_known = Production(frozenset(), ())
     with pytest.raises(DrillRefused, match="cannot prove"):
-        scratch.prove_not_production(own_cluster.url("postgres"), None)
-    assert "accepted" in scratch.prove_not_production(own_cluster.url("postgres"), None, allow_unproven=True)
+        nothing_known.require(target, allow_unproven=False, has_url=False)
+    nothing_known.require(target, allow_unproven=True, has_url=False)  # accepted by drill.allow_unproven_scratch

@@ -25,6 +25,7 @@ from daemon.statestore import (
     MIGRATIONS,
     SCHEMA_VERSION,
     LockBusy,
+    ScratchEntry,
     StateStore,
     StateStoreError,
     lock_key,
@@ -279,6 +280,21 @@ def test_kv_holds_json_values_and_overwrites(store: StateStore) -> None:
     assert (store.get("d"), store.get("l"), store.get("i")) == ({"a": [1, 2], "b": None}, ["x", 1.5], 7)
     store.put("i", {"now": "a dict"})
     assert store.get("i") == {"now": "a dict"}
+
+
+def test_scratch_ledger_keys_entries_by_server_and_keeps_token_and_process(backend: Backend) -> None:
+    a, b = backend.open(), backend.open()  # two instances (replicas) see one ledger
+    a.add_scratch(ScratchEntry("7001", "guardian_drill_1", "tok-1", "shop", T0))
+    a.add_scratch(ScratchEntry("7002", "guardian_drill_1", "tok-2", "blog", T0 + timedelta(seconds=1)))
+    with pytest.raises(StateStoreError):  # one name per server, recorded once
+        b.add_scratch(ScratchEntry("7001", "guardian_drill_1", "other", "shop", T0))
+    b.set_scratch_process("7001", "guardian_drill_1", {"pid": 42, "host": "h", "boot": "b", "start": "9"})
+    assert b.scratch_entries() == [
+        ScratchEntry("7001", "guardian_drill_1", "tok-1", "shop", T0, {"pid": 42, "host": "h", "boot": "b",
+                                                                       "start": "9"}),
+        ScratchEntry("7002", "guardian_drill_1", "tok-2", "blog", T0 + timedelta(seconds=1))]
+    a.remove_scratch("7001", "guardian_drill_1")
+    assert [(e.server_id, e.token) for e in b.scratch_entries()] == [("7002", "tok-2")]
 
 
 # -- leadership and exclusive sections ------------------------------------------------------------------------
