@@ -4,6 +4,7 @@ than public. Real PostgreSQL clusters, a real pg_dump of a production database, 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -25,6 +26,7 @@ ODD_TABLES = [  # (schema, table, rows)
     ("public", "has space", 1),
     ("public", "new\nline", 1),
     ("public", "ünï €", 1),
+    ("public", "pipe|bar", 1),
     ("my.schema", "t", 1),
     ("app", "inv", 3),
     ("public", "x", 1),
@@ -62,7 +64,7 @@ def test_full_drill_checks_every_table_whatever_its_name(
     g = guardian(open_tmp, production, scratch=own_cluster.url("postgres"),
                  checks={"min_rows": {'public."we""ird"': 2, '"my.schema".t': 1, '"new\nline"': 1},
                          "fresh_columns": {"app.inv.created_at": "2d", '"my.schema"."t".created_at': "2d"}})
-    run, _ = drill_once(g)
+    run, snap = drill_once(g)
     assert run.succeeded, (run.reason, [c for c in run.checks if not c.ok])
     for schema, table, _ in ODD_TABLES:
         assert restored(run.checks, TableName(schema, table)) == (True, "has rows"), (schema, table, run.checks)
@@ -72,6 +74,9 @@ def test_full_drill_checks_every_table_whatever_its_name(
             'table "my.schema".t restored', 'public."we""ird" has at least 2 rows',
             '"new\\nline" has at least 1 rows', "newest app.inv.created_at is fresh"} <= names
     assert not [n for n in names if "\n" in n]  # a name never breaks a report line
+    md = Path(snap.databases["shop"].drills[-1].report or "").with_suffix(".md").read_text()
+    rows = md.split("## Checks")[1].split("##")[0].strip().splitlines()[2:]
+    assert len(rows) == len(run.checks) and all(len(re.findall(r"(?<!\\)\|", r)) == 4 for r in rows), rows
 
 
 @pytest.mark.parametrize("spelling", ["app.inv", '"my.schema"."t"', 'public."we""ird"', '"new\nline"'])
