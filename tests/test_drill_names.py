@@ -17,7 +17,7 @@ from actions.drill import CheckResult
 from daemon.localpg import LocalCluster
 from daemon.names import TableName, parse_column, parse_table, shown
 from daemon.pgtools import find_tool
-from daemon.toc import explain, read_toc
+from daemon.toc import TocEntry, explain, match_tables, read_toc
 from tests.conftest import create_database
 from tests.test_drill import capture, drill_once, guardian
 
@@ -169,6 +169,14 @@ def test_names_parse_in_sql_syntax_and_show_escaped() -> None:
     assert parse_column('app."inv"."created at"') == (TableName("app", "inv"), "created at")
     assert shown("public", "a\nb\\c") == 'public."a\\nb\\\\c"'
     assert len(shown("s", "x" * 500)) <= 160
+
+
+def test_listing_lines_that_fit_several_names_are_paired_one_to_one() -> None:
+    # Table "a" owned by "b c" and table "a b" owned by "d": the first line also fits "a b" (owner "c").
+    first, second, orphan = TocEntry(1, 10, "s a b c"), TocEntry(2, 11, "s a b d"), TocEntry(3, 12, "s gone x")
+    pairs, unmatched = match_tables((first, second, orphan), [TableName("s", "a b"), TableName("s", "a")])
+    assert pairs == [(first, TableName("s", "a")), (second, TableName("s", "a b"))]
+    assert unmatched == [orphan]
 
 
 def validate(tmp: Path, drill: dict[str, object]) -> subprocess.CompletedProcess[str]:
