@@ -1,7 +1,8 @@
 """Restore drills: restore the newest good backup into a scratch database, check it, time it, report it.
 
 Scenarios (the seed's RTO table): `database_corruption` is the full drill, `accidental_deletion` the table drill
-(only the configured critical tables, with `pg_restore -t`, as the seed's scenario 2 does for invoices).
+(only the configured critical tables, as the seed's scenario 2 does for invoices with `pg_restore -t`: their
+entries chosen by exact name into a `pg_restore --use-list`, their schemas created first).
 Phases are timed: download (streamed to a temp file), verify (sha256 and the readability check), restore,
 checks; the recovery time is download + restore + checks, wall clock, compared with the scenario's RTO.
 One drill at a time; a timeout; killable on shutdown; the scratch database is always dropped. The scratch
@@ -38,12 +39,13 @@ from daemon.config import DatabaseConfig
 from daemon.download import Download
 from daemon.errors import GuardianError
 from daemon.heroku import HerokuAPI
+from daemon.names import TableName, parse_column, parse_table, shown_text
 from daemon.pgtools import ProcessRegistry, find_tool, kill_group, tool_version
 from daemon.redact import REDACTOR
 from daemon.scratch import DrillRefused, Production, ScratchServer, ScratchTarget
 from daemon.state import Backup, DatabaseState, DrillResult
 from daemon.statestore import ScratchEntry, StateStore
-from daemon.toc import Toc, explain, read_toc
+from daemon.toc import Toc, TocEntry, explain, match_tables, read_toc, table_entries
 
 FULL, TABLE = "database_corruption", "accidental_deletion"
 SCENARIOS = {"full": FULL, "table": TABLE}
@@ -80,6 +82,7 @@ class DrillRun:
     safety: str = ""
     rto_seconds: float | None = None
     notes: list[str] = field(default_factory=list)
+    not_in_dump: list[TableName] = field(default_factory=list)  # critical tables the backup does not hold
 
     @property
     def recovery_seconds(self) -> float:
@@ -308,11 +311,7 @@ class DrillRunner:
         args = [find_tool("pg_restore"), f"--jobs={db.drill.jobs}", "--no-owner", "--no-privileges",
                 "--exit-on-error", f"--dbname={target.conninfo(entry.name, with_password=False)}"]
         if run.scenario == TABLE:
-            for table in db.drill.tables:
-                schema, _, name = table.rpartition(".")
-                if schema:
-                    args.append(f"--schema={schema}")
-                args.append(f"--table={name}")
+            args.append(f"--use-list={self._table_list(db, run, dump, target, entry.name, deadline)}")
         args.append(str(dump))
         with tempfile.TemporaryFile() as err:
             proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=err, env=target.restore_env(),
@@ -337,6 +336,24 @@ class DrillRunner:
                 raise GuardianError("the drill was stopped because the guardian is shutting down")
             raise GuardianError(f"pg_restore failed: {explain(stderr)}")
 
+    def _table_list(self, db: DatabaseConfig, run: DrillRun, dump: Path, target: ScratchTarget, dbname: str,
+                    deadline: float) -> Path:
+        """The table drill's restore list (next to the dump): the TABLE and TABLE DATA entries of each critical
+        table, as pg_restore selects them by exact schema and name. The schemas of those tables are created
+        first in the scratch database (pg_restore creates no schema for a table it restores alone), so a table
+        outside public restores like one inside it. Tables the dump lacks go to `run.not_in_dump`."""
+        tables = critical_tables(db)
+        lines, run.not_in_dump = table_entries(dump, tables, timeout=max(1.0, deadline - time.monotonic()))
+        schemas = sorted({t.schema for t in tables if t not in run.not_in_dump})
+        with target.connect(dbname) as conn:  # the pinned scratch server, like every drill connection
+            present = {r[0] for r in conn.execute("SELECT nspname FROM pg_namespace WHERE nspname = ANY(%s)",
+                                                  (schemas,))}
+            for schema in schemas:
+                if schema not in present:
+                    conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+        listfile = dump.with_name("tables.list")
+        listfile.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
+        return listfile
 
     def _record_process(self, entry: ScratchEntry, process: dict[str, Any] | None) -> None:
         """Note on the ledger which process restores into `entry` (the sweep kills it if it outlives us)."""
@@ -371,20 +388,13 @@ def drill_lock(state_dir: Path) -> Iterator[None]:
 def run_checks(db: DatabaseConfig, run: DrillRun, target: str, production: str | None) -> list[CheckResult]:
     """Built-in checks (tables from the dump exist, with rows where production has rows; fresh timestamps) and
     the configured ones (SQL that must be true, minimum rows, HTTP)."""
-    out: list[CheckResult] = []
     checks = db.drill.checks
-    wanted = _tables_in_scope(db, run)
     with psycopg.connect(target, autocommit=True, connect_timeout=10) as conn:
+        wanted, out = _tables_in_scope(db, run, conn)
         prod_rows = _row_presence(production, wanted) if production is not None else {}
         for table in wanted:
-            schema, name = table.split(".", 1)
-            exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL",
-                                  (f'"{schema}"."{name}"',)).fetchone()
-            if not exists or not exists[0]:
-                out.append(CheckResult(f"table {table} restored", False, "missing after restore"))
-                continue
-            has_rows = _has_rows(conn, schema, name)
-            if table in prod_rows and prod_rows[table] and not has_rows:
+            has_rows = _has_rows(conn, table)
+            if prod_rows.get(table) and not has_rows:
                 out.append(CheckResult(f"table {table} has rows", False,
                                        "empty after restore, but production has rows"))
             else:
@@ -393,8 +403,8 @@ def run_checks(db: DatabaseConfig, run: DrillRun, target: str, production: str |
                                        if table in prod_rows else "exists"))
         for column, max_age in checks.fresh_columns.items():
             out.append(_fresh(conn, column, max_age.total_seconds(), run))
-        for table, minimum in checks.min_rows.items():
-            out.append(_min_rows(conn, table, minimum))
+        for key, minimum in checks.min_rows.items():
+            out.append(_min_rows(conn, key, minimum))
         for name, query in checks.sql.items():
             out.append(_sql_check(conn, name, query))
     for http in checks.http:
@@ -402,30 +412,74 @@ def run_checks(db: DatabaseConfig, run: DrillRun, target: str, production: str |
     return out
 
 
-def _tables_in_scope(db: DatabaseConfig, run: DrillRun) -> list[str]:
-    tables = list(run.toc.tables) if run.toc is not None else []
+def _tables_in_scope(db: DatabaseConfig, run: DrillRun, conn: psycopg.Connection[Any]
+                     ) -> tuple[list[TableName], list[CheckResult]]:
+    """The restored tables to check, and a failed check for each table that should be there and is not.
+
+    Full drill: every TABLE entry of the dump, paired with a table of the restored catalog (names come from the
+    catalog, exact; the listing's unquoted text only says which entry is which, see `toc.match_tables`).
+    Table drill: the critical tables, looked up by exact schema and name."""
     if run.scenario == TABLE:
-        names = {t.split(".")[-1] for t in db.drill.tables}
-        tables = [t for t in tables if t.split(".", 1)[1] in names]
-    return tables
+        wanted, missing = [], []
+        for table in critical_tables(db):
+            if table in run.not_in_dump:
+                missing.append(CheckResult(f"table {table} restored", False, "not in the backup"))
+            elif _exists(conn, table):
+                wanted.append(table)
+            else:
+                missing.append(CheckResult(f"table {table} restored", False, "missing after restore"))
+        return wanted, missing
+    entries = run.toc.table_entries if run.toc is not None else ()
+    if run.toc is not None and run.toc.unparsed:
+        run.notes.append(f"{run.toc.unparsed} line(s) of the dump's listing were no entry (a name broken over "
+                         "lines by an older pg_restore?): the tables they belong to may be reported missing")
+    pairs, unmatched = match_tables(entries, _catalog_tables(conn))
+    return [table for _, table in pairs], [_missing_entry(e) for e in unmatched]
 
 
-def _has_rows(conn: psycopg.Connection[Any], schema: str, name: str) -> bool:
-    row = conn.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {}.{})").format(
-        sql.Identifier(schema), sql.Identifier(name))).fetchone()
+def critical_tables(db: DatabaseConfig) -> list[TableName]:
+    """`drill.tables` as exact names, each once (the spellings were checked when the configuration loaded)."""
+    return list(dict.fromkeys(parse_table(t) for t in db.drill.tables))
+
+
+def _missing_entry(entry: TocEntry) -> CheckResult:
+    return CheckResult(f"table of dump entry {entry.dump_id} restored", False,
+                       f"missing after restore (the dump lists it as: TABLE {shown_text(entry.text)})")
+
+
+_RELATION = ("SELECT EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+             "WHERE n.nspname = %s AND c.relname = %s AND c.relkind IN ('r', 'p', 'v', 'm', 'f'))")
+
+
+def _exists(conn: psycopg.Connection[Any], table: TableName) -> bool:
+    """A relation of exactly this schema and name exists (names as parameters: no quoting to get wrong)."""
+    row = conn.execute(_RELATION, (table.schema, table.name)).fetchone()
     return bool(row and row[0])
 
 
-def _row_presence(production: str, tables: list[str]) -> dict[str, bool]:
+def _catalog_tables(conn: psycopg.Connection[Any]) -> list[TableName]:
+    """Every ordinary and partitioned table outside the system schemas, by exact name."""
+    rows = conn.execute("SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                        "WHERE c.relkind IN ('r', 'p') AND n.nspname <> 'information_schema' "
+                        "AND n.nspname NOT LIKE 'pg\\_%'").fetchall()
+    return [TableName(schema, name) for schema, name in rows]
+
+
+def _has_rows(conn: psycopg.Connection[Any], table: TableName) -> bool:
+    row = conn.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(
+        sql.Identifier(table.schema, table.name))).fetchone()
+    return bool(row and row[0])
+
+
+def _row_presence(production: str, tables: list[TableName]) -> dict[TableName, bool]:
     """Which tables have rows in production now (read-only; unreachable production gives nothing)."""
     out = {}
     try:
         with psycopg.connect(production, autocommit=True, connect_timeout=10) as conn:
             conn.execute("SET default_transaction_read_only = on")
             for table in tables:
-                schema, name = table.split(".", 1)
                 try:
-                    out[table] = _has_rows(conn, schema, name)
+                    out[table] = _has_rows(conn, table)
                 except psycopg.Error:
                     continue
     except psycopg.Error:
@@ -434,14 +488,15 @@ def _row_presence(production: str, tables: list[str]) -> dict[str, bool]:
 
 
 def _fresh(conn: psycopg.Connection[Any], column: str, max_age: float, run: DrillRun) -> CheckResult:
-    name = f"newest {column} is fresh"
+    name = f"newest {shown_text(column)} is fresh"
+    table, col = parse_column(column)  # validated with the configuration: cannot fail here
+    if not _exists(conn, table):
+        return CheckResult(name, False, f"table {table} missing after restore")
     try:
-        table, col = column.rsplit(".", 1)
-        parts = table.split(".")
-        ident = sql.SQL(".").join(sql.Identifier(p) for p in parts)
-        row = conn.execute(sql.SQL("SELECT max({}) FROM {}").format(sql.Identifier(col), ident)).fetchone()
-    except (ValueError, psycopg.Error) as exc:
-        return CheckResult(name, False, f"cannot read: {str(exc).strip().splitlines()[0]}")
+        row = conn.execute(sql.SQL("SELECT max({}) FROM {}").format(
+            sql.Identifier(col), sql.Identifier(table.schema, table.name))).fetchone()
+    except psycopg.Error as exc:
+        return CheckResult(name, False, f"cannot read: {shown_text(str(exc).strip().splitlines()[0])}")
     newest = row[0] if row else None
     if newest is None or run.backup is None:
         return CheckResult(name, False, "no rows")
@@ -451,15 +506,16 @@ def _fresh(conn: psycopg.Connection[Any], column: str, max_age: float, run: Dril
                        f"(allowed {max_age / 3600:.1f} h)")
 
 
-def _min_rows(conn: psycopg.Connection[Any], table: str, minimum: int) -> CheckResult:
-    name = f"{table} has at least {minimum} rows"
+def _min_rows(conn: psycopg.Connection[Any], key: str, minimum: int) -> CheckResult:
+    name = f"{shown_text(key)} has at least {minimum} rows"
+    table = parse_table(key)  # validated with the configuration: cannot fail here
+    if not _exists(conn, table):
+        return CheckResult(name, False, f"table {table} missing after restore")
     try:
-        parts = table.split(".")
-        ident = sql.SQL(".").join(sql.Identifier(p) for p in parts)
-        row = conn.execute(sql.SQL("SELECT count(*) FROM (SELECT 1 FROM {} LIMIT %s) t").format(ident),
-                           (minimum,)).fetchone()
+        row = conn.execute(sql.SQL("SELECT count(*) FROM (SELECT 1 FROM {} LIMIT %s) t").format(
+            sql.Identifier(table.schema, table.name)), (minimum,)).fetchone()
     except psycopg.Error as exc:
-        return CheckResult(name, False, f"cannot count: {str(exc).strip().splitlines()[0]}")
+        return CheckResult(name, False, f"cannot count: {shown_text(str(exc).strip().splitlines()[0])}")
     n = int(row[0]) if row else 0
     return CheckResult(name, n >= minimum, f"{n}{'+' if n >= minimum else ''} rows")
 

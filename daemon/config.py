@@ -27,12 +27,14 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
 from daemon.durations import format_duration, parse_duration
 from daemon.errors import ConfigError
+from daemon.names import parse_column, parse_table
 from daemon.redact import REDACTOR, redact_url
 from daemon.webauth import check_bcrypt_hash, server_tls_context
 
@@ -55,6 +57,17 @@ def _register_secret(secret: SecretStr) -> SecretStr:
 
 #: A secret value (token, key, password, DSN): masked by the process-wide redactor from the moment it is read.
 Secret = Annotated[SecretStr, AfterValidator(_register_secret)]
+
+
+def _table_name(text: str) -> str:
+    parse_table(text)  # raises ValueError saying what is wrong with the spelling
+    return text
+
+
+#: A table as `table` (in public), `schema.table`, or with SQL double quotes: `"my.schema"."we""ird"`.
+TableSpec = Annotated[str, AfterValidator(_table_name)]
+_NAME_SYNTAX = ('schema.table, or table for public; a part holding dots, quotes or spaces in SQL double quotes, '
+                'a quote doubled: "my.schema"."we""ird"')
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/@-]{0,127}$")
 
@@ -170,13 +183,25 @@ class DrillChecks(_Model):
         default_factory=dict, description="Named SQL queries that must return true.",
         examples=[{"paid invoices have payments": "SELECT count(*) = 0 FROM invoices i WHERE i.status = 'paid' "
                    "AND NOT EXISTS (SELECT 1 FROM payments p WHERE p.invoice_id = i.id)"}])
-    min_rows: dict[str, int] = Field(default_factory=dict, description="Minimum rows per table.",
-                                     examples=[{"users": 1, "invoices": 1}])
+    min_rows: dict[str, int] = Field(default_factory=dict, description="Minimum rows per table (keys: "
+                                     f"{_NAME_SYNTAX}).", examples=[{"users": 1, "invoices": 1}])
     fresh_columns: dict[str, Duration] = Field(
         default_factory=dict,
-        description="table.column timestamps whose newest value must be at most this older than the recovery point.",
+        description="table.column or schema.table.column timestamps whose newest value must be at most this older "
+        "than the recovery point (names quoted as in drill.tables).",
         examples=[{"invoices.created_at": "2d"}])
     http: list[HttpCheck] = Field(default_factory=list, description="HTTP checks against a staging URL.")
+
+    @field_validator("min_rows", "fresh_columns")
+    @classmethod
+    def _names(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        parse = parse_table if info.field_name == "min_rows" else parse_column
+        for key in value:
+            try:
+                parse(key)
+            except ValueError as exc:
+                raise ValueError(f"key {key!r}: {exc}") from None
+        return value
 
 
 class DrillConfig(_Model):
@@ -192,8 +217,8 @@ class DrillConfig(_Model):
                                examples=["0 4 1 * *"])
     table_schedule: str = Field("0 5 1 1,4,7,10 *", description="Cron (UTC) of the table drill: quarterly.",
                                 examples=["0 5 1 1,4,7,10 *"])
-    tables: list[str] = Field(default_factory=list, description="Critical tables for the table drill (-t).",
-                              examples=[["invoices"]])
+    tables: list[TableSpec] = Field(default_factory=list, description="Critical tables for the table drill: "
+                                    f"{_NAME_SYNTAX}.", examples=[["invoices", "billing.payments"]])
     jobs: int = Field(2, ge=1, le=64, description="pg_restore --jobs.", examples=[2])
     allow_unproven_scratch: bool = Field(
         False, description="Drill into scratch_url even when the production server cannot be reached to compare "

@@ -93,9 +93,9 @@ def markdown(doc: dict[str, Any]) -> str:
         "", "## Phases", "", "| phase | seconds |", "|---|---|",
         *[f"| {k} | {v:.2f} |" for k, v in doc["phases_seconds"].items()],
         "", "## Checks", "", "| check | result | detail |", "|---|---|---|",
-        *[f"| {c['name']} | {'ok' if c['ok'] else 'FAILED'} | {c['detail']} |" for c in doc["checks"]],
+        *[f"| {_cell(c['name'])} | {'ok' if c['ok'] else 'FAILED'} | {_cell(c['detail'])} |" for c in doc["checks"]],
         "", "## The procedure's checklist", "", "| item | status | covered by |", "|---|---|---|",
-        *[f"| {c['item']} | {c['status']} | {c['by']} |" for c in doc["checklist"]],
+        *[f"| {c['item']} | {c['status']} | {_cell(c['by'])} |" for c in doc["checklist"]],
     ]
     if doc["notes"]:
         lines += ["", "## Notes", "", *[f"- {n}" for n in doc["notes"]]]
@@ -138,3 +138,8 @@ def load_latest(state_dir: Path, database: str) -> list[dict[str, Any]]:
 
 def parse_started(doc: dict[str, Any]) -> datetime:
     return datetime.fromisoformat(doc["started_at"])
+
+
+def _cell(text: str) -> str:
+    """Text for a Markdown table cell: a `|` in a check or table name must not end the cell."""
+    return str(text).replace("|", "\\|")
