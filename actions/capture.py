@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from loguru import logger
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from actions.planner import INTERRUPTED_CAPTURE
 from daemon.archive import ArchiveStore, BackupRecord
 from daemon.errors import CaptureError, GuardianError
 from daemon.pgtools import PROCESSES, ProcessRegistry, find_tool, kill_group, tool_version
@@ -94,9 +95,21 @@ class Capturer:
         finally:
             lock.release()
 
+    def record_interrupted(self, database: str, kind: str, started: datetime) -> BackupRecord:
+        """Record, as a failed attempt, a capture of `database` whose process died during it (found later:
+        its action record was still running). The archive then shows a failed last attempt, as it would
+        have had the capture failed; the error says why (`INTERRUPTED_CAPTURE`)."""
+        record = BackupRecord(database=database, backup_id=capture_id(started, kind), kind=kind,
+                              started_at=started, finished_at=self.clock(), outcome="failed",
+                              error=INTERRUPTED_CAPTURE, host=self.host)
+        self._record_failure(record)
+        logger.error("capture of {} started {} was interrupted: recorded as a failed attempt", database,
+                     started.isoformat(timespec="seconds"))
+        return record
+
     def _capture(self, req: CaptureRequest) -> BackupRecord:
         started = self.clock()
-        backup_id = f"{started.strftime('%Y%m%dT%H%M%S')}{started.microsecond // 1000:03d}Z-{req.kind}"
+        backup_id = capture_id(started, req.kind)
         logger.info("capture of {} started ({})", req.database, backup_id)
         try:
             record = self._run_dump(req, backup_id, started)
@@ -213,6 +226,11 @@ class Capturer:
                 self.store.delete(database, record.backup_id)
         if doomed:
             logger.info("keep_last={} removed {} old record(s) of {}", keep_last, len(doomed), database)
+
+
+def capture_id(started: datetime, kind: str) -> str:
+    """The id of a capture that started at `started`: its UTC time to the millisecond, and its kind."""
+    return f"{started.strftime('%Y%m%dT%H%M%S')}{started.microsecond // 1000:03d}Z-{kind}"
 
 
 def _safe_version() -> str | None:

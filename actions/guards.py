@@ -27,9 +27,11 @@ from daemon.durations import format_duration
 
 EXECUTE = "execute"
 DRY_RUN = "dry_run"
+#: An execution whose process died before it ended (closed later by `ActionRunner.close_interrupted`).
+INTERRUPTED = "interrupted"
 #: Every outcome a decision or an execution can have (pre-initialised in pgbackup_actions_total).
-OUTCOMES = ("done", "failed", DRY_RUN, "skipped_disabled", "skipped_paused", "skipped_not_leader", "skipped_running",
-            "skipped_cooldown", "skipped_cap", "skipped_max", "skipped_busy", "skipped_unavailable")
+OUTCOMES = ("done", "failed", INTERRUPTED, DRY_RUN, "skipped_disabled", "skipped_paused", "skipped_not_leader",
+            "skipped_running", "skipped_cooldown", "skipped_cap", "skipped_max", "skipped_busy", "skipped_unavailable")
 
 
 @dataclass(frozen=True)

@@ -12,12 +12,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from actions.guards import Facts, Intent
+from actions.guards import INTERRUPTED, Facts, Intent
 from daemon.config import ActionsConfig, DatabaseConfig
 from daemon.state import DatabaseState
 
 #: Backups a person or the guardian asked for (not made by a schedule).
 ON_REQUEST = ("manual", "emergency")
+#: The error of the failed attempt recorded in the archive for a capture whose process died during it.
+INTERRUPTED_CAPTURE = "interrupted: the guardian stopped during this capture"
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,7 @@ class TakenAction:
     started_at: datetime
     outcome: str
     detail: str = ""
+    kind: str = ""  # a capture's kind when recorded ("scheduled" for one on its schedule)
 
 
 def plan_captures(states: dict[str, DatabaseState], configs: dict[str, DatabaseConfig],
@@ -64,7 +67,13 @@ def capture_facts(db: DatabaseState, cfg: DatabaseConfig, actions: ActionsConfig
 
     `history` is the guardian's own capture executions of this database (any replica). The world adds what it
     knows: a running capture in the capture source, and the newest on-request backup in the source's history,
-    whoever took it."""
+    whoever took it.
+
+    The cooldown and the cap are about captures asked for on top of the schedule, so scheduled ones count for
+    neither. An interrupted capture (its process died; it left no backup) holds no cooldown, neither in the
+    history nor as the failed attempt it left in the archive, so the emergency capture its failure calls for
+    goes at once; it still counts toward the daily cap, which is what stops a crash loop capturing without
+    end."""
     source = capture_source(cfg)
     src = db.sources.get(source)
     running = None
@@ -74,14 +83,16 @@ def capture_facts(db: DatabaseState, cfg: DatabaseConfig, actions: ActionsConfig
         running = f"{src.in_progress} capture(s) in progress at {source}"
     last, what = None, ""
     if src is not None:
-        requested = [b for b in src.backups if b.kind in ON_REQUEST]
+        requested = [b for b in src.backups if b.kind in ON_REQUEST and b.error != INTERRUPTED_CAPTURE]
         if requested:
             newest = max(requested, key=lambda b: b.started_at)
             last = newest.started_at
             state = "succeeded" if newest.succeeded else "failed"
             what = f"on-request backup {newest.backup_id} at {source} ({state})"
-    taken = list(history)
+    taken = [t for t in history if t.kind != "scheduled"]
     for t in taken:
+        if t.outcome == INTERRUPTED:
+            continue
         if last is None or t.started_at > last:
             last, what = t.started_at, f"the guardian's capture ({t.outcome}{': ' + t.detail if t.detail else ''})"
     day_ago = now - timedelta(hours=24)

@@ -1,6 +1,12 @@
 """Carrying out guarded decisions: every decision audited, executions recorded in the action history, one at a
 time per action and target across every process that shares the state store.
 
+Every execution holds `exclusive("{action}:{target}")` from before its history record ("running") until after
+its end is recorded. A "running" record whose lock can be taken therefore belongs to a process that died during
+it: `close_interrupted` ends it as `interrupted` (history, audit, counter, and the `on_interrupted` hook, which
+records a capture's failed attempt in the archive). It runs at start and before every read of the history for
+a decision, so a crash never leaves a record that blocks or misleads the guards.
+
 Decisions not taken are audited when they change (a new outcome or new triggers for the same action and
 target), not on every collection pass, so the audit log reads as a history instead of a heartbeat; the counter
 `pgbackup_actions_total` counts the same audited decisions plus each execution's end.
@@ -8,6 +14,9 @@ target), not on every collection pass, so the audit log reads as a history inste
 
 from __future__ import annotations
 
+import contextlib
+import os
+import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,12 +25,12 @@ from typing import Any
 
 from loguru import logger
 
-from actions.guards import DRY_RUN, EXECUTE, Decision
+from actions.guards import DRY_RUN, EXECUTE, INTERRUPTED, Decision, Intent
 from actions.planner import TakenAction
 from daemon.audit import AuditLog
 from daemon.errors import GuardianError
 from daemon.redact import REDACTOR
-from daemon.statestore import LockBusy, StateStore
+from daemon.statestore import ActionRecord, LockBusy, StateStore
 
 #: A skipped decision that stays the same is audited again after this long (it is still being declined).
 REPEAT_AFTER = timedelta(hours=6)
@@ -29,32 +38,92 @@ REPEAT_AFTER = timedelta(hours=6)
 
 @dataclass(frozen=True)
 class Outcome:
-    """How an execution ended: `done` or `failed`, a one-line detail, and details for the audit record."""
+    """How an execution ended: `done` or `failed` (or `skipped`: it found it had nothing to do, e.g. a drill
+    that another one is running), a one-line detail, and details for the audit record."""
 
     ok: bool
     detail: str
     details: dict[str, Any] = field(default_factory=dict)
+    skipped: bool = False
+
+    @property
+    def outcome(self) -> str:
+        return "skipped" if self.skipped else "done" if self.ok else "failed"
+
+
+@dataclass(frozen=True)
+class _Started:
+    """An execution whose start is recorded: its history id and start time."""
+
+    intent: Intent
+    action_id: int
+    started: datetime
 
 
 class ActionRunner:
     """Audits decisions and runs the executions; `count(action, outcome)` feeds the metrics."""
 
     def __init__(self, store: StateStore, audit: AuditLog, count: Callable[[str, str], None],
-                 clock: Callable[[], datetime]) -> None:
+                 clock: Callable[[], datetime], on_interrupted: Callable[[ActionRecord], None] | None = None
+                 ) -> None:
         self.store = store
         self.audit = audit
         self.count = count
         self.clock = clock
+        self.on_interrupted = on_interrupted
+        self.owner = f"pid {os.getpid()} on {socket.gethostname()}"
         self.last_taken: dict[str, datetime] = {}  # action -> the end of its newest execution (a metric)
         self._said: dict[tuple[str, str], tuple[str, tuple[str, ...], datetime]] = {}
         self._running: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
 
     def history(self, action: str, target: str, within: timedelta) -> list[TakenAction]:
-        """Executions of `action` on `target` that started within `within` (any replica, any restart).
-        Raises StateStoreError: a guard must not decide blind, so callers decline when it is unreadable."""
+        """Executions of `action` on `target` that started within `within` (any replica, any restart), after
+        closing the ones a dead process left "running". Raises StateStoreError: a guard must not decide blind,
+        so callers decline when it is unreadable."""
+        self.close_interrupted(action, target)
         records = self.store.actions(action=action, target=target, since=self.clock() - within)
-        return [TakenAction(r.started_at, r.outcome, str(r.details.get("detail", ""))) for r in records]
+        return [TakenAction(r.started_at, r.outcome, str(r.details.get("detail", "")), str(r.details.get("kind", "")))
+                for r in records]
+
+    def close_interrupted(self, action: str | None = None, target: str | None = None) -> list[ActionRecord]:
+        """End as `interrupted` every "running" execution (of `action` on `target`, or all) whose process is
+        gone; returns them. Decided under the action's lock: when it can be taken no live process runs it (a
+        live one holds it for its whole execution), and the records are read again under it, so one that a
+        live process finished meanwhile is left alone. Store failures are logged; never raises."""
+        try:
+            running = self.store.running_actions(action, target)
+        except GuardianError as exc:
+            logger.warning("could not look for interrupted actions: {}", exc)
+            return []
+        closed: list[ActionRecord] = []
+        for act, tgt in sorted({(r.action, r.target) for r in running}):
+            try:
+                with self.store.exclusive(f"{act}:{tgt}"):
+                    for record in self.store.running_actions(act, tgt):
+                        self._close_interrupted(record)
+                        closed.append(record)
+            except LockBusy:
+                continue  # a live process runs it
+            except GuardianError as exc:
+                logger.warning("could not close interrupted {} of {}: {}", act, tgt, exc)
+        return closed
+
+    def _close_interrupted(self, record: ActionRecord) -> None:
+        who = f" ({record.owner})" if record.owner else ""
+        detail = (f"interrupted: the process{who} stopped during this {record.action}, started "
+                  f"{record.started_at.isoformat(timespec='seconds')}; it did not finish")
+        self.store.finish_action(record.id, self.clock(), INTERRUPTED, {"detail": detail})
+        logger.warning("action {} {}: {}", record.action, record.target, detail)
+        self.audit.record(record.action, record.target, INTERRUPTED, detail, action_id=record.id,
+                          started_at=record.started_at.isoformat())
+        self.count(record.action, INTERRUPTED)
+        if self.on_interrupted is not None:
+            try:
+                self.on_interrupted(record)
+            except Exception as exc:  # the history is closed; what else the hook records must not stop the rest
+                logger.opt(exception=exc).error("recording the interrupted {} of {} failed", record.action,
+                                                record.target)
 
     def running_here(self, action: str, target: str) -> bool:
         with self._lock:
@@ -112,33 +181,73 @@ class ActionRunner:
             with self._lock:
                 self._running.discard(key)
 
+    def run_held(self, intent: Intent, fn: Callable[[int], Outcome]) -> Outcome | None:
+        """Run `fn(action_id)` for work that passes no guards (a capture on its schedule, a drill) the way an
+        execution runs: under `exclusive("{action}:{target}")`, recorded in the history and the audit log, so
+        a crash in the middle leaves a record that `close_interrupted` ends. None when another process holds
+        the lock. A state store that fails around the lock or the record does not stop the work (a backup
+        matters more than its record): it runs unlocked and unrecorded, which is logged."""
+        held = contextlib.ExitStack()
+        try:
+            held.enter_context(self.store.exclusive(f"{intent.action}:{intent.target}"))
+        except LockBusy:
+            return None
+        except GuardianError as exc:
+            logger.warning("{} of {} runs without its cross-process lock and history record: {}", intent.action,
+                           intent.target, exc)
+            return self._call(intent, fn, 0)
+        with held:
+            try:
+                started = self._begin(intent, intent.reason)
+            except GuardianError as exc:
+                logger.warning("{} of {} runs without a history record: {}", intent.action, intent.target, exc)
+                return self._call(intent, fn, 0)
+            logger.info("{} {}: {}", intent.action, intent.target, intent.reason)
+            return self._end(started, self._call(intent, fn, started.action_id))
+
     def _execute(self, decision: Decision, fn: Callable[[int], Outcome]) -> Outcome:
         intent = decision.intent
         self._said.pop((intent.action, intent.target), None)
-        started = self.clock()
         logger.warning("action {} {}: {}", intent.action, intent.target, decision.reason)
-        action_id = self.store.begin_action(intent.action, intent.target, started, REDACTOR(decision.reason),
+        started = self._begin(intent, decision.reason)  # raises before anything is done: no blind act
+        return self._end(started, self._call(intent, fn, started.action_id))
+
+    def _begin(self, intent: Intent, reason: str) -> _Started:
+        """Record the start: history ("running", with this process as owner) and audit. StateStoreError when
+        the history cannot be written."""
+        started = self.clock()
+        action_id = self.store.begin_action(intent.action, intent.target, started, REDACTOR(reason),
                                             {"triggers": list(intent.triggers), "manual": intent.manual,
-                                             **intent.params})  # raises before anything is done: no blind act
-        self.audit.record(intent.action, intent.target, "started", decision.reason,
+                                             **intent.params}, owner=self.owner)
+        self.audit.record(intent.action, intent.target, "started", reason,
                           triggers=list(intent.triggers) or None, manual=intent.manual or None, **intent.params)
+        return _Started(intent, action_id, started)
+
+    @staticmethod
+    def _call(intent: Intent, fn: Callable[[int], Outcome], action_id: int) -> Outcome:
         try:
-            result = fn(action_id)
+            return fn(action_id)
         except GuardianError as exc:
-            result = Outcome(False, REDACTOR(str(exc)))
+            return Outcome(False, REDACTOR(str(exc)))
         except Exception as exc:  # an action's bug must not take the daemon down; it is recorded as failed
             logger.opt(exception=exc).error("action {} {} crashed", intent.action, intent.target)
-            result = Outcome(False, REDACTOR(f"{type(exc).__name__}: {exc}"))
-        outcome = "done" if result.ok else "failed"
+            return Outcome(False, REDACTOR(f"{type(exc).__name__}: {exc}"))
+
+    def _end(self, run: _Started, result: Outcome) -> Outcome:
+        """Record the end: history, log, audit, counter."""
+        intent = run.intent
+        outcome = result.outcome
         ended = self.clock()
         try:
-            self.store.finish_action(action_id, ended, outcome, {"detail": REDACTOR(result.detail), **result.details})
+            self.store.finish_action(run.action_id, ended, outcome, {"detail": REDACTOR(result.detail),
+                                                                     **result.details})
         except GuardianError as exc:
             logger.error("action history not updated: {}", exc)
-        (logger.info if result.ok else logger.error)("action {} {} {}: {}", intent.action, intent.target, outcome,
-                                                     result.detail)
+        (logger.error if outcome == "failed" else logger.info)("action {} {} {}: {}", intent.action, intent.target,
+                                                               outcome, result.detail)
         self.audit.record(intent.action, intent.target, outcome, result.detail,
-                          seconds=round((ended - started).total_seconds(), 1), **result.details)
+                          seconds=round((ended - run.started).total_seconds(), 1), **result.details)
         self.count(intent.action, outcome)
-        self.last_taken[intent.action] = ended
+        if not result.skipped:
+            self.last_taken[intent.action] = ended
         return result

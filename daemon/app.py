@@ -8,7 +8,6 @@ only reads it.
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
 import functools
 import itertools
 import json
@@ -29,7 +28,9 @@ from loguru import logger
 
 from actions.capture import Capturer, CaptureRequest
 from actions.drill import FULL, TABLE, DrillBusy, DrillRun, DrillRunner, Progress, drill_lock, to_result
-from actions.runner import ActionRunner
+from actions.guards import Intent
+from actions.planner import capture_source
+from actions.runner import ActionRunner, Outcome
 from actions.scale import ProbeState
 from collectors.archive import with_unrecorded
 from collectors.database import collect_live
@@ -65,7 +66,7 @@ from daemon.state import (
     StateHolder,
     share_unreadable,
 )
-from daemon.statestore import LockBusy, StateStore, StateStoreError, open_state_store
+from daemon.statestore import ActionRecord, StateStore, open_state_store
 from daemon.tiers import PruneDecision
 from daemon.toc import Toc, read_stream
 
@@ -197,7 +198,8 @@ class Guardian:
         self.http: GuardianHTTP | None = None
         self._pool = concurrent.futures.ThreadPoolExecutor(COLLECT_WORKERS, thread_name_prefix="collect")
         self._collect_lock = threading.Lock()
-        self.runner = ActionRunner(self.state, self.audit, self.count_action, clock)
+        self.runner = ActionRunner(self.state, self.audit, self.count_action, clock,
+                                   on_interrupted=self._record_interrupted)
         self.remedies = Remedies(self, self.runner)
         self.publish_control()
 
@@ -552,7 +554,27 @@ class Guardian:
                 self.holder.update_database(name, partial(_with_drills, drills=tuple(results)))
 
     def drill(self, name: str, scenario: str = FULL, progress: Progress | None = None) -> DrillRun:
-        """Run one drill now (scheduled or requested), report it, and publish its result."""
+        """Run one drill now (scheduled or requested), report it, and publish its result. It runs as a
+        recorded execution (`drill:<name>` held, history and audit), so a drill whose process dies leaves a
+        record that the next start closes as interrupted."""
+        runs: list[DrillRun] = []
+
+        def work(_id: int) -> Outcome:
+            run, report = self._drill(name, scenario, progress)
+            runs.append(run)
+            details = {} if run.skipped else {"scenario": scenario, "report": report,
+                                              "recovery_seconds": round(run.recovery_seconds, 1)}
+            return Outcome(run.succeeded, run.reason, details, skipped=run.skipped)
+
+        intent = Intent("drill", name, f"{scenario} drill", params={"scenario": scenario})
+        if self.runner.run_held(intent, work) is None:  # another process drills this database now
+            self.count_action("drill", "skipped")
+            return DrillRun(database=name, scenario=scenario, started_at=self.clock(), skipped=True,
+                            reason=f"a drill of {name} is running in another process")
+        return runs[0]
+
+    def _drill(self, name: str, scenario: str, progress: Progress | None) -> tuple[DrillRun, str | None]:
+        """The drill itself: run, report, publish. Returns the run and where its report went."""
         db = self.databases[name]
         state = self.holder.current().databases[name]
         cron = self._drill_scenarios(db).get(scenario)
@@ -563,8 +585,7 @@ class Guardian:
         run = self.drills.run(db, state, scenario, self._billing_app(name), progress)
         if run.skipped:  # busy or shutting down: no verdict, no report, no finding
             self.notifier.job_finished(f"drill-{scenario}-{name}", token, True, 0.0)
-            self.count_action("drill", "skipped")
-            return run
+            return run, None
         self.notifier.job_finished(f"drill-{scenario}-{name}", token, run.succeeded, run.recovery_seconds)
         path, doc, text = write_report(run, self.config.state_dir)
         try:
@@ -579,10 +600,6 @@ class Guardian:
             except GuardianError as exc:
                 logger.warning("drill report not copied to the archive: {}", exc)
         result = to_result(run, str(path))
-        outcome = "done" if run.succeeded else "failed"
-        self.audit.record("drill", name, outcome, run.reason, scenario=scenario, report=str(path),
-                          recovery_seconds=round(run.recovery_seconds, 1))
-        self.count_action("drill", outcome)
 
         def apply(s: DatabaseState) -> DatabaseState:
             others = [d for d in s.drills if d.scenario != scenario]
@@ -599,7 +616,7 @@ class Guardian:
             logger.warning("scratch ledger unreadable: {}", exc)
         with self._collect_lock:  # one evaluation at a time (the notifier tracks state changes)
             self._publish([])
-        return run
+        return run, str(path)
 
     def sweep_scratch(self) -> None:
         """Drop scratch databases and downloads a crashed drill left behind (each scratch server once); never
@@ -648,20 +665,26 @@ class Guardian:
     # -- captures -----------------------------------------------------------------------------------------
     def capture(self, name: str, kind: str = "scheduled", lock: bool = True) -> tuple[bool, str]:
         """Capture one database now (scheduled job, emergency or manual request); failures are recorded, not
-        raised. Returns (succeeded, what happened). With `lock`, the capture holds `capture:<name>` in the
-        state store, so no other process (the `capture` command, another replica) dumps the same database at
-        the same time; a busy lock skips this one quietly."""
-        held = contextlib.ExitStack()
-        if lock:
-            try:
-                held.enter_context(self.state.exclusive(f"capture:{name}"))
-            except LockBusy:
-                logger.info("capture of {} skipped: another process is capturing it now", name)
-                return False, f"a capture of {name} is already running in another process"
-            except StateStoreError as exc:  # a backup matters more than the cross-process lock: go on
-                logger.warning("capture of {} runs without its cross-process lock: {}", name, exc)
-        with held:
+        raised. Returns (succeeded, what happened). With `lock`, the capture runs as a recorded execution: it
+        holds `capture:<name>` in the state store, so no other process (the `capture` command, another
+        replica) dumps the same database at the same time (a busy lock skips this one quietly), and its
+        history record lets the next start close it as interrupted should this process die during it."""
+        if not lock:
             return self._capture(name, kind)
+        intent = Intent("capture", name, f"{kind} capture", params={"kind": kind})
+        outcome = self.runner.run_held(intent, lambda _id: Outcome(*self._capture(name, kind)))
+        if outcome is None:
+            logger.info("capture of {} skipped: another process is capturing it now", name)
+            return False, f"a capture of {name} is already running in another process"
+        return outcome.ok, outcome.detail
+
+    def _record_interrupted(self, record: ActionRecord) -> None:
+        """A capture this guardian dumps itself, found interrupted: the archive gets its failed attempt."""
+        cfg = next((d for d in self.config.all_databases if d.name == record.target), None)
+        if record.action != "capture" or cfg is None or not cfg.self_managed or capture_source(cfg) != "archive":
+            return  # a drill, a scale change, or a Heroku capture (Heroku keeps its own record of that one)
+        kind = str(record.details.get("kind") or ("manual" if record.details.get("manual") else "emergency"))
+        self.capturer.record_interrupted(record.target, kind, record.started_at)
 
     def _capture(self, name: str, kind: str) -> tuple[bool, str]:
         db = self.databases[name]
@@ -747,6 +770,7 @@ class Guardian:
         swept = self.store.sweep_partials()
         if swept:
             logger.info("removed {} partial dump file(s) left by an earlier crash", swept)
+        self.runner.close_interrupted()  # what a process that died left "running" (never a live one's)
         if serve_http:
             host, port = self.config.listen_host_port
             self.http = GuardianHTTP(host, port, self.holder, self.exposition, self.clock, self.config.web)

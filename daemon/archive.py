@@ -8,6 +8,7 @@ returned: a crash or failure before that leaves nothing that could be mistaken f
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import tempfile
@@ -172,6 +173,11 @@ class LocalDirectoryStore:
 
     Dumps are written to a hidden `.partial` temp file, fsynced and renamed; the record is written the same
     way afterwards. A dump without a record is an orphan and never counts as a backup.
+
+    Every temp file belongs to the process writing it: the writer holds an exclusive flock on the file from
+    before its first byte until the dump and its record are in place (or the file is gone). The kernel drops
+    the lock when the writer's process dies, so "locked" means "a live process is writing it", and the sweep
+    removes only files whose lock it can take.
     """
 
     def __init__(self, root: Path) -> None:
@@ -234,10 +240,12 @@ class LocalDirectoryStore:
         folder = self._dir(database)
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{backup_id}.", suffix=".partial", dir=folder)
+            fd, tmp = _owned_temp(folder, f".{backup_id}.")
         except OSError as exc:
             raise CaptureError(f"archive directory {folder} is not writable: {exc.strerror}") from None
-        return _LocalWriter(self, database, backup_id, Path(tmp), os.fdopen(fd, "wb"))
+        # the data goes through a second descriptor: closing it at seal keeps the lock, which lives on `fd`
+        # until commit has written the record
+        return _LocalWriter(self, database, backup_id, tmp, os.fdopen(os.dup(fd), "wb"), fd)
 
     def record_failure(self, record: BackupRecord) -> None:
         folder = self._dir(record.database)
@@ -287,22 +295,29 @@ class LocalDirectoryStore:
         return str(path)
 
     def sweep_partials(self) -> int:
-        """At start (no capture running): remove temp files and dumps without a record, left by a crash.
-        Returns how many files were removed."""
+        """Remove temp files and dumps without a record that a dead process left behind; safe at any time,
+        also while other processes (a replica, the `capture` command) write: a file whose writer's lock is
+        held is skipped. Returns how many files were removed."""
         removed = 0
         if not self.root.exists():
             return 0
         orphans = [p for p in self.root.glob("*/*.dump") if not p.with_suffix(".json").exists()]
         for path in [*self.root.glob("*/.*.partial"), *orphans]:
-            with contextlib.suppress(OSError):
-                path.unlink()
-                removed += 1
+            removed += _remove_if_abandoned(path, orphan=path.suffix == ".dump")
         return removed
 
 
 class _LocalWriter:
-    def __init__(self, store: LocalDirectoryStore, database: str, backup_id: str, tmp: Path, fh: Any) -> None:
+    def __init__(self, store: LocalDirectoryStore, database: str, backup_id: str, tmp: Path, fh: Any,
+                 lock_fd: int) -> None:
         self.store, self.database, self.backup_id, self.tmp, self.fh = store, database, backup_id, tmp, fh
+        self.lock_fd: int | None = lock_fd  # holds the flock that marks the files as this process's
+
+    def _release(self) -> None:
+        if self.lock_fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self.lock_fd)
+            self.lock_fd = None
 
     def write(self, chunk: bytes | memoryview) -> None:
         try:
@@ -323,27 +338,33 @@ class _LocalWriter:
 
     def commit(self, record: BackupRecord) -> None:
         final = self.store.dump_path(self.database, self.backup_id)
-        self.seal()
-        if record.tier is None:
-            try:
-                existing = self.store.objects(self.database)
-            except GuardianError:
-                existing = []
-            record = replace(record, tier=assign_tier(record.started_at, existing))
         try:
-            os.replace(self.tmp, final)
-            _atomic_write(final.with_suffix(".json"), _dumps(record))
-        except OSError as exc:
-            self.abort()
-            with contextlib.suppress(OSError):
-                final.unlink()
-            raise CaptureError(f"storing the dump in {final.parent} failed: {exc.strerror}") from None
+            self.seal()
+            if record.tier is None:
+                try:
+                    existing = self.store.objects(self.database)
+                except GuardianError:
+                    existing = []
+                record = replace(record, tier=assign_tier(record.started_at, existing))
+            try:
+                # the lock follows the file through the rename: until the record exists, the dump is an orphan
+                # that the sweep must leave alone
+                os.replace(self.tmp, final)
+                _atomic_write(final.with_suffix(".json"), _dumps(record))
+            except OSError as exc:
+                self.abort()
+                with contextlib.suppress(OSError):
+                    final.unlink()
+                raise CaptureError(f"storing the dump in {final.parent} failed: {exc.strerror}") from None
+        finally:
+            self._release()
 
     def abort(self) -> None:
         with contextlib.suppress(OSError):
             self.fh.close()
         with contextlib.suppress(OSError):
             self.tmp.unlink()
+        self._release()
 
 
 def _dumps(record: BackupRecord) -> bytes:
@@ -351,9 +372,9 @@ def _dumps(record: BackupRecord) -> bytes:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    fd, tmp = _owned_temp(path.parent, f".{path.name}.")
     try:
-        with os.fdopen(fd, "wb") as fh:
+        with os.fdopen(os.dup(fd), "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
@@ -362,7 +383,54 @@ def _atomic_write(path: Path, data: bytes) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+    finally:
+        os.close(fd)  # releases the lock, after the rename
     _fsync_dir(path.parent)
+
+
+def _owned_temp(folder: Path, prefix: str) -> tuple[int, Path]:
+    """A new `<prefix>*.partial` file in `folder` and a descriptor holding its exclusive flock (the caller
+    closes it when the file is in place or gone). Raises OSError.
+
+    The file exists for a moment before the lock is taken, so a sweep may take it first and remove it: the
+    lock is then ours but the name is gone (no links left), and we start again with a new file."""
+    while True:
+        fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".partial", dir=folder)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # waits at most for a sweep's unlink
+            if os.fstat(fd).st_nlink > 0:
+                return fd, Path(tmp)
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+
+
+def _remove_if_abandoned(path: Path, orphan: bool) -> int:
+    """Remove `path` when no live process owns it: 1 when removed, else 0. Takes the owner's flock without
+    waiting and unlinks while holding it; a busy lock means its writer is alive. An orphan dump is checked
+    again under the lock, because its writer may have written the record and let go just before."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return 0  # gone already: its writer finished or aborted
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return 0
+        try:
+            same = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except OSError:
+            return 0
+        if not same or (orphan and path.with_suffix(".json").exists()):
+            return 0  # renamed over or completed since we listed it
+        path.unlink()
+        return 1
+    except OSError:
+        return 0
+    finally:
+        os.close(fd)
 
 
 def _fsync_dir(folder: Path) -> None:

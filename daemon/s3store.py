@@ -16,6 +16,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import json
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -30,7 +31,14 @@ from daemon.config import S3Config
 from daemon.errors import CaptureError, CollectorError, GuardianError
 from daemon.tiers import ArchivedObject, assign_tier
 
-STALE_UPLOAD = timedelta(hours=24)
+#: How long a multipart upload may stay open. The writer itself enforces it (it aborts instead of sending a part
+#: or completing once its upload is older), so an upload older than this has no live writer that will still use
+#: it, whichever process, host or configured timeout started it.
+UPLOAD_MAX_AGE = timedelta(hours=24)
+#: Beyond UPLOAD_MAX_AGE before a sweep aborts someone's upload: covers a clock difference between this host
+#: and S3's `Initiated`, and the one S3 call (bounded by the S3 timeout and retries) a writer may have in flight
+#: when it last checked its age.
+UPLOAD_MARGIN = timedelta(hours=1)
 MIB = 1024 * 1024
 MAX_PARTS = 10_000  # S3's limit per multipart upload
 MAX_PART = 5 * 1024 * MIB  # S3's largest part
@@ -55,6 +63,7 @@ class S3ArchiveStore:
         self.part_size = cfg.part_size_mb * 1024 * 1024
         self.client = client or self._make_client(cfg)
         self.last_skipped = 0
+        self.upload_max_age, self.upload_margin = UPLOAD_MAX_AGE, UPLOAD_MARGIN
         self._records: dict[str, tuple[str, BackupRecord | None]] = {}  # key -> (etag, parsed record)
         self._heads: dict[str, tuple[str, dict[str, Any]]] = {}  # key -> (etag, head facts)
 
@@ -239,7 +248,9 @@ class S3ArchiveStore:
     def begin(self, database: str, backup_id: str, recovery_point: datetime | None = None,
               origin: str = "self", size_hint: int | None = None) -> S3Writer:
         key = self.key(database, backup_id)
-        self._abort_uploads(key)  # a crashed earlier attempt at this very key: restart cleanly
+        # an earlier attempt at this very key is aborted only once provably dead: another process may be writing
+        # the same backup now (two mirrors of one provider backup), and its upload must survive
+        self._abort_uploads(key, older_than=self.stale_after, exact=True)
         meta = {"database": quote(database, safe=""), "backup-id": backup_id, "origin": origin,
                 "guardian-version": __version__}
         if recovery_point is not None:
@@ -249,16 +260,22 @@ class S3ArchiveStore:
                           ContentType="application/octet-stream", **self._sse())
         return S3Writer(self, database, key, resp["UploadId"], S3Writer.base_part_size(self.part_size, size_hint))
 
-    def _abort_uploads(self, key: str, older_than: timedelta | None = None) -> int:
+    @property
+    def stale_after(self) -> timedelta:
+        """The age past which a multipart upload has no live writer (see UPLOAD_MAX_AGE)."""
+        return self.upload_max_age + self.upload_margin
+
+    def _abort_uploads(self, key: str, older_than: timedelta, exact: bool = False) -> int:
+        """Abort the multipart uploads under `key` (only at `key` itself when `exact`) initiated more than
+        `older_than` ago; an upload without a readable start time is left alone."""
         aborted = 0
         now = datetime.now(UTC)
         resp = self._call("list multipart uploads", self.client.list_multipart_uploads, error=CaptureError,
                           Prefix=key)
         for up in resp.get("Uploads", []):
-            if up.get("Key") != key and older_than is None:
+            if exact and up.get("Key") != key:
                 continue
-            started = up.get("Initiated")
-            if older_than is not None and isinstance(started, datetime) and now - started < older_than:
+            if not abandoned(up, now, older_than):
                 continue
             with contextlib.suppress(Exception):
                 self.client.abort_multipart_upload(Bucket=self.bucket, Key=up["Key"], UploadId=up["UploadId"])
@@ -297,12 +314,21 @@ class S3ArchiveStore:
                        Key=self.key(database, backup_id, suffix))
 
     def sweep_partials(self) -> int:
-        """At start: abort multipart uploads under the prefix older than a day (a crashed guardian's)."""
+        """Abort the multipart uploads under the prefix that no live process can still use: older than
+        `stale_after`. Never by owner or by key: a live replica's or `capture` command's upload is younger than
+        UPLOAD_MAX_AGE, or its writer has given it up. Safe at any time."""
         try:
-            return self._abort_uploads(self.prefix + "/", older_than=STALE_UPLOAD)
+            return self._abort_uploads(self.prefix + "/", older_than=self.stale_after)
         except GuardianError as exc:
             logger.warning("could not sweep stale multipart uploads: {}", exc)
             return 0
+
+
+def abandoned(upload: dict[str, Any], now: datetime, older_than: timedelta) -> bool:
+    """Whether a multipart upload (as ListMultipartUploads lists it) was initiated more than `older_than`
+    before `now`; one without a readable start time never is."""
+    started = upload.get("Initiated")
+    return isinstance(started, datetime) and started.tzinfo is not None and now - started >= older_than
 
 
 class S3Writer:
@@ -331,6 +357,13 @@ class S3Writer:
         self._pool = concurrent.futures.ThreadPoolExecutor(self._in_flight(part_size), thread_name_prefix="s3-part")
         self._inflight: list[concurrent.futures.Future[dict[str, Any]]] = []
         self._next = 1
+        self._deadline = time.monotonic() + store.upload_max_age.total_seconds()
+
+    def _check_age(self) -> None:
+        """Refuse to use the upload past UPLOAD_MAX_AGE: from then on a sweep may abort it (see there)."""
+        if time.monotonic() >= self._deadline:
+            raise CaptureError(f"the upload of s3://{self.store.bucket}/{self.key} stayed open longer than "
+                               f"{self.store.upload_max_age}; given up (an upload that old may be swept)")
 
     @classmethod
     def base_part_size(cls, configured: int, size_hint: int | None) -> int:
@@ -364,6 +397,7 @@ class S3Writer:
             self._submit(part)
 
     def _submit(self, data: bytearray | bytes) -> None:
+        self._check_age()
         if self._next > MAX_PARTS:
             raise CaptureError(f"the dump outgrew S3's {MAX_PARTS:,} parts (about {self.size / 2**30:.0f} GiB so "
                                f"far with {self.base // MIB} MiB parts growing to {self._part_size() // MIB} MiB): "
@@ -403,6 +437,7 @@ class S3Writer:
             self._drain()
             parts = [{k: v for k, v in sorted(p.items()) if v is not None}
                      for p in sorted(self.parts, key=lambda p: p["PartNumber"])]
+            self._check_age()
             store._call("complete multipart upload", store.client.complete_multipart_upload, error=CaptureError,
                         Key=self.key, UploadId=self.upload_id, MultipartUpload={"Parts": parts})
             self.done = True

@@ -63,6 +63,7 @@ class ActionRecord:
     outcome: str
     reason: str
     details: dict[str, Any]
+    owner: str | None = None  # the process that ran it ("pid N on host"), for the record; None before v4
 
 
 @dataclass(frozen=True)
@@ -178,6 +179,7 @@ MIGRATIONS: list[tuple[int, str, Step]] = [
     (1, "create the audit, actions, findings, drills and kv tables", _TABLES),
     (2, "import audit.jsonl and findings.json of earlier versions", _import_legacy),
     (3, "create the scratch database ledger", _SCRATCH_LEDGER),
+    (4, "record which process runs each action", "ALTER TABLE guardian_actions ADD COLUMN owner TEXT"),
 ]
 SCHEMA_VERSION: int = MIGRATIONS[-1][0]
 
@@ -291,12 +293,14 @@ class StateStore:
 
     # -- action history ------------------------------------------------------------------------------------
     def begin_action(self, action: str, target: str, started_at: datetime, reason: str,
-                     details: dict[str, Any] | None = None) -> int:
-        """Record an action that starts now, outcome "running"; returns its id."""
-        params = (action, target, _utc_text(started_at), reason, _dumps(details or {}))
+                     details: dict[str, Any] | None = None, owner: str | None = None) -> int:
+        """Record an action that starts now, outcome "running"; returns its id. The caller holds
+        `exclusive(f"{action}:{target}")` until it finishes the action: that lock is how a later reader tells
+        a live execution from one whose process died (see `running_actions`)."""
+        params = (action, target, _utc_text(started_at), reason, _dumps(details or {}), owner)
         rows = self._run("begin action", lambda tx: tx.rows(
-            "INSERT INTO guardian_actions (action, target, started_at, outcome, reason, details) "
-            "VALUES (?, ?, ?, 'running', ?, ?) RETURNING id", params))
+            "INSERT INTO guardian_actions (action, target, started_at, outcome, reason, details, owner) "
+            "VALUES (?, ?, ?, 'running', ?, ?, ?) RETURNING id", params))
         return int(rows[0][0])
 
     def finish_action(self, action_id: int, finished_at: datetime, outcome: str,
@@ -319,11 +323,22 @@ class StateStore:
                 since: datetime | None = None) -> list[ActionRecord]:
         """Executed actions matching the filters (started_at >= since), oldest first."""
         where, params = _filters(action=action, target=target, since=since)
-        rows = self._run("read actions", lambda tx: tx.rows(
-            "SELECT id, action, target, started_at, finished_at, outcome, reason, details FROM guardian_actions"
-            f"{where} ORDER BY started_at, id", params))
+        return self._actions("read actions", where, params)
+
+    def running_actions(self, action: str | None = None, target: str | None = None) -> list[ActionRecord]:
+        """Actions still marked "running" (matching the filters), oldest first: live executions, or ones whose
+        process died. Only `exclusive(f"{action}:{target}")` tells them apart: when it can be taken, no live
+        process runs that action."""
+        where, params = _filters(action=action, target=target)
+        where = (where + " AND " if where else " WHERE ") + "outcome = 'running'"
+        return self._actions("read running actions", where, params)
+
+    def _actions(self, what: str, where: str, params: tuple[Any, ...]) -> list[ActionRecord]:
+        rows = self._run(what, lambda tx: tx.rows(
+            "SELECT id, action, target, started_at, finished_at, outcome, reason, details, owner "
+            f"FROM guardian_actions{where} ORDER BY started_at, id", params))
         return [ActionRecord(int(r[0]), r[1], r[2], _from_text(r[3]), _from_text(r[4]) if r[4] else None, r[5],
-                             r[6], json.loads(r[7])) for r in rows]
+                             r[6], json.loads(r[7]), r[8]) for r in rows]
 
     # -- finding states ------------------------------------------------------------------------------------
     def load_findings(self) -> dict[str, dict[str, str]]:

@@ -176,10 +176,12 @@ def run_daemon(tmp_path: Path) -> Iterator[Callable[..., DaemonProcess]]:
     """Start `python -m daemon run` with a config file; the process is always stopped afterwards."""
     started: list[DaemonProcess] = []
 
-    def start(config_yaml: str, env: dict[str, str] | None = None, listen_host: str = "127.0.0.1") -> DaemonProcess:
-        """`listen_host` 0.0.0.0 binds every interface; the test still talks to it over 127.0.0.1."""
+    def start(config_yaml: str, env: dict[str, str] | None = None, state_dir: Path | None = None,
+              listen_host: str = "127.0.0.1") -> DaemonProcess:
+        """`state_dir` shares one state directory between daemons (replicas, or a restart); default: its own.
+        `listen_host` 0.0.0.0 binds every interface; the test still talks to it over 127.0.0.1."""
         port = free_port()
-        state = tmp_path / f"state-{len(started)}"
+        state = state_dir or tmp_path / f"state-{len(started)}"
         cfg = tmp_path / f"guardian-{len(started)}.yaml"
         cfg.write_text(f"listen: {listen_host}:{port}\nstate_dir: {state}\n" + config_yaml)
         log_path = tmp_path / f"daemon-{len(started)}.log"

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from actions.guards import Facts, Intent, decide
-from actions.planner import TakenAction, capture_facts, plan_captures
+from actions.planner import INTERRUPTED_CAPTURE, TakenAction, capture_facts, plan_captures
 from daemon.config import ActionsConfig, DatabaseConfig
 from daemon.state import Backup, DatabaseState, Finding, SourceState
 
@@ -169,3 +170,20 @@ def test_self_managed_databases_read_their_archive_for_running_and_history() -> 
     facts = capture_facts(db, SELF, ActionsConfig(dry_run=False), [], NOW, leader=True, paused=None)
     assert facts.running is not None
     assert facts.last_taken == NOW - timedelta(minutes=5)
+
+
+def test_an_interrupted_capture_holds_no_cooldown_but_counts_toward_the_cap() -> None:
+    interrupted = backup("c1", "manual", NOW - timedelta(minutes=5), ok=False, source="archive")
+    db = state("local", sources={"archive": SourceState("archive", backups=(
+        replace(interrupted, error=INTERRUPTED_CAPTURE),))})
+    history = [TakenAction(NOW - timedelta(minutes=5), "interrupted", "interrupted: the process stopped")]
+    facts = capture_facts(db, SELF, ActionsConfig(dry_run=False), history, NOW, leader=True, paused=None)
+    assert facts.last_taken is None and facts.taken_24h == 1
+    assert decide(INTENT, facts, NOW).go
+
+
+def test_captures_on_the_schedule_count_for_neither_cooldown_nor_cap() -> None:
+    history = [TakenAction(NOW - timedelta(minutes=i), "done", kind="scheduled") for i in range(1, 5)]
+    facts = capture_facts(heroku_state(), HEROKU, ActionsConfig(dry_run=False), history, NOW, leader=True,
+                          paused=None)
+    assert facts.last_taken is None and facts.taken_24h == 0

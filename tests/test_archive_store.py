@@ -4,6 +4,10 @@ what is really on disk."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -50,7 +54,9 @@ def crashed_capture(store: LocalDirectoryStore, database: str, backup_id: str) -
     """A capture whose process died after writing: neither commit nor abort ran."""
     writer = store.begin(database, backup_id)
     writer.write(DUMP)
-    writer.fh.close()  # the OS closes the file of a dead process; the temp file stays
+    writer.fh.close()  # the OS closes the files of a dead process (and so drops its lock); the temp file stays
+    assert writer.lock_fd is not None
+    os.close(writer.lock_fd)
 
 
 def files_under(root: Path) -> list[str]:
@@ -251,6 +257,56 @@ def test_sweep_partials_removes_leftovers_and_keeps_backups(tmp_path: Path) -> N
     assert files_under(store.root) == ["shop/kept.dump", "shop/kept.json"]
     assert [r.backup_id for r in store.list_records("shop")] == ["kept"]
     assert store.sweep_partials() == 0
+
+
+WRITER = """
+import sys
+from pathlib import Path
+from datetime import UTC, datetime
+from daemon.archive import BackupRecord, LocalDirectoryStore
+store = LocalDirectoryStore(Path(sys.argv[1]))
+writer = store.begin("shop", sys.argv[2])
+writer.write(b"PGDMP" + b"x" * 1000)
+writer.fh.flush()
+print(writer.tmp, flush=True)
+sys.stdin.readline()  # hold the partial open until told to finish
+now = datetime.now(UTC)
+writer.commit(BackupRecord(database="shop", backup_id=sys.argv[2], kind="scheduled", started_at=now,
+                           finished_at=now, outcome="succeeded", size_bytes=1005))
+"""
+
+
+def writer_process(root: Path, backup_id: str) -> tuple[subprocess.Popen[str], Path]:
+    """A real process in the middle of writing a dump: its partial file, held until it reads a line."""
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(root), backup_id], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    return proc, Path(proc.stdout.readline().strip())
+
+
+def test_sweep_keeps_the_partial_of_a_live_writer_and_removes_the_one_of_a_dead_writer(tmp_path: Path) -> None:
+    store = store_in(tmp_path)
+    alive, alive_partial = writer_process(store.root, "alive")
+    dead, dead_partial = writer_process(store.root, "dead")
+    try:
+        assert alive_partial.exists() and dead_partial.exists()
+        dead.send_signal(signal.SIGKILL)  # no abort runs: the kernel closes its files and drops its lock
+        dead.wait(timeout=30)
+
+        assert store.sweep_partials() == 1
+
+        assert alive_partial.exists(), "the sweep removed the partial file of a live writer"
+        assert not dead_partial.exists()
+        alive.communicate("commit\n", timeout=30)
+        assert alive.returncode == 0
+    finally:
+        for proc in (alive, dead):
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    [kept] = store.list_records("shop")
+    assert kept.backup_id == "alive" and kept.outcome == "succeeded"
+    assert files_under(store.root) == ["shop/alive.dump", "shop/alive.json"]
 
 
 def test_sweep_partials_on_a_missing_root_removes_nothing(tmp_path: Path) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -12,7 +12,16 @@ import pytest
 from daemon.archive import BackupRecord
 from daemon.config import S3Config
 from daemon.errors import CaptureError
-from daemon.s3store import MAX_PART, MAX_PARTS, MIB, S3ArchiveStore, S3Writer
+from daemon.s3store import (
+    MAX_PART,
+    MAX_PARTS,
+    MIB,
+    UPLOAD_MARGIN,
+    UPLOAD_MAX_AGE,
+    S3ArchiveStore,
+    S3Writer,
+    abandoned,
+)
 from tests.s3_server import MotoServer
 
 
@@ -98,3 +107,38 @@ def test_part_10000_goes_up_and_part_10001_fails_in_plain_words_leaving_no_uploa
     writer.abort()
     assert client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
     assert client.list_objects_v2(Bucket=bucket).get("KeyCount", 0) == 0
+
+
+def uploads(store: S3ArchiveStore) -> list[str]:
+    return [u["Key"] for u in store.client.list_multipart_uploads(Bucket=store.bucket).get("Uploads", [])]
+
+
+def test_only_an_upload_older_than_any_writer_may_keep_one_counts_as_abandoned() -> None:
+    """What the sweep (and a writer starting at the same key) may abort: never an upload a live process can
+    still use, whoever owns it. (moto lists every upload as initiated in 2010, so the age test is on data.)"""
+    now = datetime.now(UTC)
+    limit = UPLOAD_MAX_AGE + UPLOAD_MARGIN
+    assert not abandoned({"Key": "k", "Initiated": now - timedelta(minutes=1)}, now, limit)  # a live writer's
+    assert not abandoned({"Key": "k", "Initiated": now - UPLOAD_MAX_AGE}, now, limit)  # its writer may still be
+    assert abandoned({"Key": "k", "Initiated": now - limit}, now, limit)  # its writer has given it up
+    assert not abandoned({"Key": "k"}, now, limit)  # no start time: not provably dead
+
+
+def test_a_writer_gives_up_its_upload_past_the_age_limit_and_a_sweep_then_aborts_such_uploads(
+    s3_bucket: tuple[Any, str], moto_server: MotoServer
+) -> None:
+    _, bucket = s3_bucket
+    writer_store, sweeper = store_for(moto_server, bucket), store_for(moto_server, bucket)
+    data = os.urandom(6 * MIB)
+    # a writer gives its upload up rather than use it past its age limit, so a sweep past that limit is safe
+    writer_store.upload_max_age = timedelta(0)
+    old = writer_store.begin("db", "old")
+    with pytest.raises(CaptureError, match="stayed open longer than"):
+        old.write(data)
+    old.abort()
+    assert uploads(sweeper) == []
+    sweeper.client.create_multipart_upload(Bucket=bucket, Key=sweeper.key("db", "crashed"))  # a crash left it
+    assert uploads(sweeper) == [sweeper.key("db", "crashed")]
+    sweeper.upload_max_age, sweeper.upload_margin = timedelta(0), timedelta(0)  # as if a day had passed
+    assert sweeper.sweep_partials() == 1
+    assert uploads(sweeper) == []

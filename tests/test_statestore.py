@@ -222,6 +222,33 @@ def test_actions_filter_by_since_action_and_target(store: StateStore) -> None:
     assert [a.reason for a in store.actions(action="capture", target="blog")] == ["r2"]
 
 
+def test_running_actions_name_their_owner_and_only_a_dead_owners_are_closed_as_interrupted(
+    backend: Backend,
+) -> None:
+    from actions.runner import ActionRunner
+    from daemon.audit import AuditLog
+
+    live, reader = backend.open(), backend.open()  # two processes sharing the store
+    counted: list[tuple[str, str]] = []
+    closed_hook: list[int] = []
+    runner = ActionRunner(reader, AuditLog(reader), lambda a, o: counted.append((a, o)), lambda: T0 + timedelta(1),
+                          on_interrupted=lambda r: closed_hook.append(r.id))
+    with live.exclusive("capture:shop"):  # a live execution holds its action's lock throughout
+        alive = live.begin_action("capture", "shop", T0, "scheduled", {"kind": "scheduled"}, owner="pid 1 on a")
+        dead = reader.begin_action("drill", "shop", T0, "full drill", owner="pid 2 on b")  # its process died
+        assert [(r.id, r.owner) for r in reader.running_actions()] == [(alive, "pid 1 on a"), (dead, "pid 2 on b")]
+        assert [r.id for r in reader.running_actions(action="drill")] == [dead]
+
+        assert [r.id for r in runner.close_interrupted()] == [dead]
+        assert [r.id for r in reader.running_actions()] == [alive]  # the live one is left alone
+    live.finish_action(alive, T0 + timedelta(minutes=1), "done")
+    assert runner.close_interrupted() == []  # finished by its owner: nothing stale under the lock
+    [drill] = reader.actions(action="drill")
+    assert drill.outcome == "interrupted" and "pid 2 on b" in drill.details["detail"]
+    assert [(a["action"], a["outcome"]) for a in reader.audit()] == [("drill", "interrupted")]
+    assert counted == [("drill", "interrupted")] and closed_hook == [dead]
+
+
 def test_naive_datetimes_are_refused(store: StateStore) -> None:
     with pytest.raises(ValueError):
         store.begin_action("capture", "shop", datetime(2024, 5, 1, 12), "naive")
