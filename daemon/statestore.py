@@ -670,8 +670,12 @@ class PostgresStateStore(StateStore):
         return result
 
     def _drop_leader_conn(self) -> None:
-        # closing the session releases its advisory locks at once
+        # Unlock explicitly first: closing the socket alone lets the server end the session (and free the lock)
+        # a moment later, so a successor asking right after this returns could still be refused.
         if self._leader_conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                if not self._leader_conn.closed:
+                    self._leader_conn.execute("SELECT pg_advisory_unlock_all()")
             with contextlib.suppress(psycopg.Error):
                 self._leader_conn.close()
         self._leader_conn, self._leader_key = None, None
