@@ -27,9 +27,10 @@ from daemon.durations import format_duration
 
 EXECUTE = "execute"
 DRY_RUN = "dry_run"
+INTERRUPTED = "interrupted"  # an execution the shutdown stopped (its history record is closed with this)
 #: Every outcome a decision or an execution can have (pre-initialised in pgbackup_actions_total).
 OUTCOMES = ("done", "failed", DRY_RUN, "skipped_disabled", "skipped_paused", "skipped_not_leader", "skipped_running",
-            "skipped_cooldown", "skipped_cap", "skipped_max", "skipped_busy", "skipped_unavailable")
+            "skipped_cooldown", "skipped_cap", "skipped_max", "skipped_busy", "skipped_unavailable", INTERRUPTED)
 
 
 @dataclass(frozen=True)

@@ -16,10 +16,10 @@ from typing import Any
 
 from loguru import logger
 
-from actions.guards import DRY_RUN, EXECUTE, Decision
+from actions.guards import DRY_RUN, EXECUTE, INTERRUPTED, Decision, Intent
 from actions.planner import TakenAction
 from daemon.audit import AuditLog
-from daemon.errors import GuardianError
+from daemon.errors import GuardianError, StoppedByShutdown
 from daemon.redact import REDACTOR
 from daemon.statestore import LockBusy, StateStore
 
@@ -124,6 +124,8 @@ class ActionRunner:
                           triggers=list(intent.triggers) or None, manual=intent.manual or None, **intent.params)
         try:
             result = fn(action_id)
+        except StoppedByShutdown as exc:
+            return self._interrupted(intent, action_id, started, str(exc))
         except GuardianError as exc:
             result = Outcome(False, REDACTOR(str(exc)))
         except Exception as exc:  # an action's bug must not take the daemon down; it is recorded as failed
@@ -142,3 +144,17 @@ class ActionRunner:
         self.count(intent.action, outcome)
         self.last_taken[intent.action] = ended
         return result
+
+    def _interrupted(self, intent: Intent, action_id: int, started: datetime, detail: str) -> Outcome:
+        """Close the history record of an execution the shutdown stopped: "interrupted", not "failed" (an
+        orderly stop, such as a dyno's daily restart, says nothing about the action or its target)."""
+        ended = self.clock()
+        try:
+            self.store.finish_action(action_id, ended, INTERRUPTED, {"detail": REDACTOR(detail)})
+        except GuardianError as exc:
+            logger.error("action history not updated: {}", exc)
+        logger.warning("action {} {} interrupted: {}", intent.action, intent.target, detail)
+        self.audit.record(intent.action, intent.target, INTERRUPTED, detail,
+                          seconds=round((ended - started).total_seconds(), 1))
+        self.count(intent.action, INTERRUPTED)
+        return Outcome(False, detail, {INTERRUPTED: True})
