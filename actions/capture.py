@@ -7,7 +7,6 @@ and is recorded as a failed attempt. The password reaches pg_dump through PGPASS
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import socket
@@ -24,14 +23,14 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from actions.planner import INTERRUPTED_CAPTURE
 from daemon.archive import ArchiveStore, BackupRecord
-from daemon.errors import CaptureError, GuardianError
+from daemon.errors import CaptureError, GuardianError, StoppedByShutdown
 from daemon.pgtools import PROCESSES, ProcessRegistry, find_tool, kill_group, tool_version
 from daemon.redact import REDACTOR
 from daemon.state import SOURCE_ARCHIVE, Backup
+from daemon.tiers import KEEP_FAILED_RECORDS
 from daemon.toc import TocTee
 
 CHUNK = 1 << 20
-KEEP_FAILED_RECORDS = 20
 
 
 @dataclass(frozen=True)
@@ -41,7 +40,6 @@ class CaptureRequest:
     kind: str = "scheduled"
     timeout_seconds: float = 7200
     extra_args: tuple[str, ...] = ()
-    keep_last: int = 0
     server_version: str | None = None
 
 
@@ -86,7 +84,8 @@ class Capturer:
 
     def capture(self, req: CaptureRequest) -> BackupRecord:
         """Capture `req.database` now. Returns the committed record; raises CaptureError on failure
-        (after recording the failed attempt) or when a capture of that database is already running."""
+        (after recording the failed attempt) or when a capture of that database is already running, and
+        StoppedByShutdown (nothing recorded, only logged) when the shutdown came first or stopped pg_dump."""
         lock = self._lock(req.database)
         if not lock.acquire(blocking=False):
             raise CaptureError(f"a capture of {req.database} is already running")
@@ -113,6 +112,9 @@ class Capturer:
         logger.info("capture of {} started ({})", req.database, backup_id)
         try:
             record = self._run_dump(req, backup_id, started)
+        except StoppedByShutdown:
+            logger.info("capture of {} stopped: the guardian is shutting down (not a failed attempt)", req.database)
+            raise
         except GuardianError as exc:
             finished = self.clock()
             error = REDACTOR(str(exc))
@@ -126,12 +128,12 @@ class Capturer:
             raise CaptureError(error) from None
         logger.info("capture of {} succeeded: {} bytes in {:.1f}s, sha256 {}", req.database, record.size_bytes,
                     (record.finished_at - started).total_seconds(), (record.sha256 or "")[:12])
-        if req.keep_last:
-            self._apply_keep_last(req.database, req.keep_last)
         return record
 
     def _run_dump(self, req: CaptureRequest, backup_id: str, started: datetime) -> BackupRecord:
         args, env = pg_dump_command(req.url, req.extra_args)
+        if self.processes.closing.is_set():  # the last moment to not start at all
+            raise StoppedByShutdown(f"capture of {req.database} not started: the guardian is shutting down")
         writer = self.store.begin(req.database, backup_id, recovery_point=started)
         tee = TocTee()
         sha, size = hashlib.sha256(), 0
@@ -178,8 +180,8 @@ class Capturer:
             tee.abort()
             if timed_out.is_set():
                 raise CaptureError(f"pg_dump timed out after {req.timeout_seconds:.0f}s and was killed")
-            if self.processes.closing.is_set():
-                raise CaptureError("pg_dump was stopped because the guardian is shutting down")
+            if self.processes.stopped_by_shutdown(proc):
+                raise StoppedByShutdown(f"pg_dump of {req.database} was stopped: the guardian is shutting down")
             last = stderr.splitlines()[-1] if stderr else f"exit code {rc}"
             raise CaptureError(f"pg_dump failed: {last.removeprefix('pg_dump: error: ')}")
         if size == 0:
@@ -210,22 +212,6 @@ class Capturer:
             logger.error("the failed attempt could not be recorded in the archive: {}", exc)
             queue = self._unrecorded.setdefault(record.database, deque(maxlen=KEEP_FAILED_RECORDS))
             queue.append(record.to_backup(SOURCE_ARCHIVE))
-
-    def _apply_keep_last(self, database: str, keep_last: int) -> None:
-        """Delete the oldest successful captures beyond `keep_last`, and old failure records."""
-        try:
-            records = self.store.list_records(database)
-        except GuardianError as exc:
-            logger.warning("keep_last skipped for {}: {}", database, exc)
-            return
-        good = [r for r in records if r.outcome == "succeeded"]
-        failed = [r for r in records if r.outcome == "failed"]
-        doomed = good[: max(0, len(good) - keep_last)] + failed[: max(0, len(failed) - KEEP_FAILED_RECORDS)]
-        for record in doomed:
-            with contextlib.suppress(OSError):
-                self.store.delete(database, record.backup_id)
-        if doomed:
-            logger.info("keep_last={} removed {} old record(s) of {}", keep_last, len(doomed), database)
 
 
 def capture_id(started: datetime, kind: str) -> str:

@@ -27,7 +27,8 @@ from daemon.durations import format_duration
 
 EXECUTE = "execute"
 DRY_RUN = "dry_run"
-#: An execution whose process died before it ended (closed later by `ActionRunner.close_interrupted`).
+#: An execution that did not end on its own: the shutdown stopped it, or its process died (closed later by
+#: `ActionRunner.close_interrupted`).
 INTERRUPTED = "interrupted"
 #: Every outcome a decision or an execution can have (pre-initialised in pgbackup_actions_total).
 OUTCOMES = ("done", "failed", INTERRUPTED, DRY_RUN, "skipped_disabled", "skipped_paused", "skipped_not_leader",

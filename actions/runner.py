@@ -28,7 +28,7 @@ from loguru import logger
 from actions.guards import DRY_RUN, EXECUTE, INTERRUPTED, Decision, Intent
 from actions.planner import TakenAction
 from daemon.audit import AuditLog
-from daemon.errors import GuardianError
+from daemon.errors import GuardianError, StoppedByShutdown
 from daemon.redact import REDACTOR
 from daemon.statestore import ActionRecord, LockBusy, StateStore
 
@@ -45,9 +45,12 @@ class Outcome:
     detail: str
     details: dict[str, Any] = field(default_factory=dict)
     skipped: bool = False
+    interrupted: bool = False  # stopped by the shutdown: "interrupted", never a failure of the action
 
     @property
     def outcome(self) -> str:
+        if self.interrupted:
+            return INTERRUPTED
         return "skipped" if self.skipped else "done" if self.ok else "failed"
 
 
@@ -227,6 +230,8 @@ class ActionRunner:
     def _call(intent: Intent, fn: Callable[[int], Outcome], action_id: int) -> Outcome:
         try:
             return fn(action_id)
+        except StoppedByShutdown as exc:  # an orderly stop says nothing about the action or its target
+            return Outcome(False, REDACTOR(str(exc)), interrupted=True)
         except GuardianError as exc:
             return Outcome(False, REDACTOR(str(exc)))
         except Exception as exc:  # an action's bug must not take the daemon down; it is recorded as failed
@@ -243,11 +248,12 @@ class ActionRunner:
                                                                      **result.details})
         except GuardianError as exc:
             logger.error("action history not updated: {}", exc)
-        (logger.error if outcome == "failed" else logger.info)("action {} {} {}: {}", intent.action, intent.target,
-                                                               outcome, result.detail)
+        log = logger.error if outcome == "failed" else logger.warning if result.interrupted else logger.info
+        log("action {} {} {}: {}", intent.action, intent.target, outcome, result.detail)
         self.audit.record(intent.action, intent.target, outcome, result.detail,
                           seconds=round((ended - run.started).total_seconds(), 1), **result.details)
         self.count(intent.action, outcome)
-        if not result.skipped:
+        if not (result.skipped or result.interrupted):
             self.last_taken[intent.action] = ended
         return result
+

@@ -21,7 +21,6 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
-from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 from loguru import logger
@@ -41,15 +40,16 @@ from daemon.audit import AuditLog
 from daemon.config import DatabaseConfig, GuardianConfig, HerokuConfig
 from daemon.drillreport import load_latest, write_report
 from daemon.durations import format_duration
-from daemon.errors import GuardianError
+from daemon.errors import GuardianError, StoppedByShutdown
 from daemon.heroku import HerokuAPI, HerokuClient
 from daemon.herokufleet import HerokuFleet
 from daemon.httpserver import GuardianHTTP
+from daemon.jobpool import CancellingThreadPool
 from daemon.metrics import Exposition
 from daemon.notify import make_notifier
 from daemon.pgtools import ProcessRegistry
 from daemon.redact import REDACTOR
-from daemon.remedy import Remedies, in_shard
+from daemon.remedy import Remedies, in_shard, pause_reason
 from daemon.state import (
     SOURCE_ARCHIVE,
     ActionsStatus,
@@ -73,6 +73,8 @@ from daemon.toc import Toc, read_stream
 HEARTBEAT_SECONDS = 5
 COLLECT_WORKERS = 4
 SHUTDOWN_BUDGET = 10.0
+#: Thread names of `concurrent.futures` pool workers (ours and APScheduler's): the interpreter's exit joins them.
+POOL_THREADS = ("ThreadPoolExecutor-", "collect", "action", "s3-part", "toc-result")
 
 
 def _heroku_client(cfg: HerokuConfig) -> HerokuClient:
@@ -182,7 +184,8 @@ class Guardian:
         self.audit = AuditLog(self.state, clock)
         self.processes = ProcessRegistry()  # per guardian: stopping one never poisons another in the process
         self.archive = ArchiveService(config, self.store, self.audit, self.heroku_api, clock, self.count_action,
-                                      stopping=self.processes.closing.is_set)
+                                      stopping=self.processes.closing.is_set,
+                                      paused=partial(pause_reason, self.state))
         self.capturer = Capturer(self.store, self.processes, clock)
         self.drills = DrillRunner(self.store, self.heroku_api, config.state_dir, self.processes, self.state,
                                   config.all_databases, clock)
@@ -342,7 +345,10 @@ class Guardian:
         return results
 
     def collect_archive_of(self, name: str) -> Snapshot:
-        """Re-read one database's archive (after a capture) and re-evaluate."""
+        """Re-read one database's archive (after a capture) and re-evaluate; not while shutting down (nothing
+        reads the state any more, and an evaluation of a large fleet would hold the exit up)."""
+        if self.stopping:
+            return self.holder.current()
         db = self.databases[name]
         with self._collect_lock:  # never interleave with a pass that read the archive before this capture
             return self._publish([self._collect_archive(db, _Collected(db.name, {}, None, []))])
@@ -668,7 +674,13 @@ class Guardian:
         raised. Returns (succeeded, what happened). With `lock`, the capture runs as a recorded execution: it
         holds `capture:<name>` in the state store, so no other process (the `capture` command, another
         replica) dumps the same database at the same time (a busy lock skips this one quietly), and its
-        history record lets the next start close it as interrupted should this process die during it."""
+        history record lets the next start close it as interrupted should this process die during it.
+        Raises StoppedByShutdown when the shutdown came first; a pg_dump the shutdown stops ends the history
+        record as interrupted (without `lock`, the exception reaches the caller's runner): never a failed
+        attempt, no check-in. After a good capture is committed and reported, keep_last applies the archive's
+        deletion plan; its outcome (even a refused delete) never changes the capture's."""
+        if self.stopping:
+            raise StoppedByShutdown(f"capture of {name} not started: the guardian is shutting down")
         if not lock:
             return self._capture(name, kind)
         intent = Intent("capture", name, f"{kind} capture", params={"kind": kind})
@@ -694,7 +706,7 @@ class Guardian:
         req = CaptureRequest(
             database=name, url=db.url.get_secret_value(), kind=kind,
             timeout_seconds=db.capture.timeout.total_seconds(), extra_args=tuple(db.capture.extra_args),
-            keep_last=db.capture.keep_last, server_version=live.server_version if live else None,
+            server_version=live.server_version if live else None,
         )
         self._set_in_progress(name, 1)
         minutes = max(1, int(db.capture_interval.total_seconds() // 60))
@@ -703,16 +715,23 @@ class Guardian:
                     "max_runtime": int(db.capture.timeout.total_seconds() // 60)}
         scheduled = kind != "emergency"  # an emergency capture is off the monitor's schedule: no check-in
         token = self.notifier.job_started(f"capture-{name}", schedule) if scheduled else None
-        t0, ok, detail = time.monotonic(), False, ""
+        t0, ok, detail, stopped = time.monotonic(), False, "", False
         try:
             record = self.capturer.capture(req)
             ok, detail = True, f"capture {record.backup_id} succeeded ({record.size_bytes} bytes)"
+        except StoppedByShutdown:
+            stopped = True  # logged by the capturer; not a failed attempt, so no check-in and nothing to read
+            raise
         except GuardianError as exc:
             detail = str(exc)  # logged and recorded by the capturer; the archive collector shows it
         finally:
             self._set_in_progress(name, 0)
-            if scheduled:
-                self.notifier.job_finished(f"capture-{name}", token, ok, time.monotonic() - t0)
+            if not stopped:
+                if scheduled:
+                    self.notifier.job_finished(f"capture-{name}", token, ok, time.monotonic() - t0)
+                self.collect_archive_of(name)
+        # audits and catches its own failures: a refused delete never turns this capture into a failed one
+        if ok and db.capture.keep_last and not self.stopping and self.archive.keep_last(name, db.capture.keep_last):
             self.collect_archive_of(name)
         return ok, detail
 
@@ -738,11 +757,23 @@ class Guardian:
         return max(due, now)
 
     # -- running ------------------------------------------------------------------------------------------
+    @property
+    def stopping(self) -> bool:
+        """From the start of `stop()` on: no job starts, no child process starts."""
+        return self.processes.closing.is_set()
+
     def _guarded(self, job: str, fn: Callable[..., Any]) -> Callable[..., None]:
         def run(*args: Any) -> None:
+            if self.stopping:
+                return  # queued before the shutdown: it never starts, so it records nothing
             try:
                 fn(*args)
+            except StoppedByShutdown as exc:
+                logger.info("job {} stopped: {}", job, exc)
             except Exception as exc:
+                if self.stopping:  # torn down under it (pools, store): the shutdown's doing, not a failure
+                    logger.info("job {} ended by the shutdown: {}", job, REDACTOR(str(exc)))
+                    return
                 logger.opt(exception=exc).error("job {} failed; the guardian goes on", job)
 
         return run
@@ -781,10 +812,10 @@ class Guardian:
         self.remedies.announce()
         sched = BackgroundScheduler(
             timezone=UTC,
-            executors={"default": ThreadPoolExecutor(2), "captures": ThreadPoolExecutor(2),
-                       "drills": ThreadPoolExecutor(1),  # drills queue behind each other, never beside captures
-                       "heartbeat": ThreadPoolExecutor(1),
-                       "leader": ThreadPoolExecutor(1)},  # a stuck store never starves the heartbeat
+            executors={"default": CancellingThreadPool(2), "captures": CancellingThreadPool(2),
+                       "drills": CancellingThreadPool(1),  # drills queue behind each other, never beside captures
+                       "heartbeat": CancellingThreadPool(1),
+                       "leader": CancellingThreadPool(1)},  # a stuck store never starves the heartbeat
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 60},
         )
         now = self.clock()
@@ -830,10 +861,13 @@ class Guardian:
         sched.start()
 
     def stop(self) -> None:
-        """Ordered shutdown: scheduler (no new jobs), running children, HTTP, worker pools."""
+        """Ordered shutdown: the stopping flag (no queued job or child starts from here on), scheduler and
+        action pools (queued jobs cancelled), running children, HTTP, worker pools."""
         deadline = time.monotonic() + SHUTDOWN_BUDGET
+        self.processes.closing.set()
         if self.scheduler is not None:
             self.scheduler.shutdown(wait=False)
+        self.remedies.cancel_queued()
         self.processes.terminate_all()
         if self.http is not None:
             self.http.stop()
@@ -844,12 +878,18 @@ class Guardian:
         self.drills.close()
         self.remedies.close()
         self.notifier.close()
-        for thread in threading.enumerate():
-            if thread is threading.current_thread() or thread.daemon:
-                continue
+        for thread in self.unfinished_threads():
             thread.join(timeout=max(0.0, deadline - time.monotonic() - 2))
         self.state.release_leadership()  # after the actions ended, so a successor never overlaps them
         self.state.close()
+
+    @staticmethod
+    def unfinished_threads() -> list[threading.Thread]:
+        """Threads still working: non-daemon ones, and every pool worker (a scheduler job's thread inherits
+        the daemon flag of the scheduler's thread, yet the interpreter's exit waits for pool workers)."""
+        main, me = threading.main_thread(), threading.current_thread()
+        return [t for t in threading.enumerate() if t is not main and t is not me and t.is_alive()
+                and (not t.daemon or t.name.startswith(POOL_THREADS))]
 
     def add_job(self, job_id: str, fn: Callable[[], None], every: timedelta) -> None:
         """Schedule an extra periodic job (used by the demo's sample activity)."""

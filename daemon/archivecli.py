@@ -86,8 +86,15 @@ def _milestone(guardian: Guardian, database: str, backup_id: str | None, label: 
 
 
 def _prune(guardian: Guardian, apply: bool) -> int:
-    decisions = guardian.prune(apply=apply)
+    paused = guardian.remedies.paused() if apply else None
+    decisions = guardian.prune(apply=apply)  # paused: deletes nothing and audits skipped_paused
     doomed = [d for d in decisions if d.delete]
+    if paused is not None:
+        for d in doomed:
+            sys.stdout.write(f"not deleted {d.obj.database} {d.obj.backup_id} ({d.obj.tier}): {d.reason}\n")
+        sys.stdout.write(f"nothing deleted: actions are paused ({paused}); {len(doomed)} would go. "
+                         "`backup-guardian actions resume` lets prune run again.\n")
+        return 1
     verb = "deleted" if apply else "would delete"
     for d in doomed:
         sys.stdout.write(f"{verb} {d.obj.database} {d.obj.backup_id} ({d.obj.tier}): {d.reason}\n")

@@ -1,7 +1,8 @@
 """The archive side of the guardian: which store, which databases it covers, mirror and prune runs.
 
 Kept out of the composition root so `app.py` only wires it: `ArchiveService` owns the store, the bucket
-posture cache, the mirror action and the prune plan, and reports every decision to the audit log.
+posture cache, the mirror action and the deletions (prune and keep_last, both from `daemon.tiers.plan_prune`),
+and reports every decision to the audit log.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from daemon.status import human_size
 from daemon.tiers import PruneDecision, plan_prune
 
 POSTURE_EVERY = timedelta(hours=1)
+LISTED = 20  # backup ids named in one skipped_paused audit record (the count says the rest)
 
 
 def make_store(config: GuardianConfig) -> ArchiveStore:
@@ -50,8 +52,12 @@ class ArchiveService:
 
     def __init__(self, config: GuardianConfig, store: ArchiveStore, audit: AuditLog,
                  heroku_api: HerokuAPI | None, clock: Callable[[], datetime],
-                 count: Callable[[str, str], None], stopping: Callable[[], bool] = lambda: False) -> None:
+                 count: Callable[[str, str], None], stopping: Callable[[], bool] = lambda: False,
+                 paused: Callable[[], str | None] = lambda: None) -> None:
+        """`paused()` says why actions are paused (`backup-guardian actions pause`), or None: a paused
+        guardian deletes nothing."""
         self.config = config
+        self.paused = paused
         self.store = store
         self.audit = audit
         self.clock = clock
@@ -122,36 +128,75 @@ class ArchiveService:
         self.count("mirror", "done")
         return True
 
-    # -- prune --------------------------------------------------------------------------------------------
+    # -- deletions: prune and keep_last ---------------------------------------------------------------------
     def prune(self, databases: list[str], apply: bool) -> list[PruneDecision]:
-        """Plan (and with `apply`, carry out) deletions past each tier's keep; every deletion and every
-        refusal is audited. Dry-run logs the exact list it would delete."""
-        keeps = dict(self.config.archive.keeps)
+        """Plan (and with `apply`, carry out) deletions past each tier's keep; every deletion, refusal and
+        pause is audited. Dry-run logs the exact list it would delete. Raises GuardianError when a listing
+        fails (nothing is deleted then)."""
         now = self.clock()
         objects = []
         for name in databases:
             objects += self.store.objects(name)
-        decisions = plan_prune(objects, keeps, now)
+        decisions = plan_prune(objects, dict(self.config.archive.keeps), now)
+        self._carry_out("prune", decisions, apply)
+        return decisions
+
+    def keep_last(self, database: str, count: int) -> int:
+        """After a good capture of `database`: the same plan with `keep_last=count` (milestones, locked or held
+        copies and the newest of each tier stay). Every deletion is audited; returns how many copies went.
+        Never raises: a failed listing or delete is logged and audited, and never touches the capture."""
+        try:
+            decisions = plan_prune(self.store.objects(database), dict(self.config.archive.keeps), self.clock(),
+                                   keep_last=count)
+            return self._carry_out("keep_last", decisions, apply=True)
+        except (GuardianError, OSError) as exc:
+            logger.warning("keep_last of {} not applied: {}", database, exc)
+            self.audit.record("keep_last", database, "failed", f"keep_last={count} not applied: {exc}")
+            self.count("keep_last", "failed")
+            return 0
+
+    def _carry_out(self, action: str, decisions: list[PruneDecision], apply: bool) -> int:
+        """Delete what the plan says may go (dry run: only say so); returns how many copies were deleted."""
         doomed = [d for d in decisions if d.delete]
+        if not doomed:
+            return 0
         if not apply:
             for d in doomed:
-                logger.info("prune (dry run) would delete {} {} ({})", d.obj.database, d.obj.backup_id, d.reason)
-                self.audit.record("prune", f"{d.obj.database}/{d.obj.backup_id}", "dry_run", d.reason)
-            if doomed:
-                self.count("prune", "dry_run")
-            return decisions
+                logger.info("{} (dry run) would delete {} {} ({})", action, d.obj.database, d.obj.backup_id,
+                            d.reason)
+                self.audit.record(action, f"{d.obj.database}/{d.obj.backup_id}", "dry_run", d.reason)
+            self.count(action, "dry_run")
+            return 0
+        paused = self.paused()
+        if paused is not None:
+            self._skip_paused(action, doomed, paused)
+            return 0
+        deleted = 0
         for d in doomed:
             target = f"{d.obj.database}/{d.obj.backup_id}"
             try:
                 self.store.delete(d.obj.database, d.obj.backup_id)
-            except GuardianError as exc:
-                logger.warning("prune could not delete {}: {}", target, exc)
-                self.audit.record("prune", target, "refused", f"{d.reason}; the store refused: {exc}")
-                self.count("prune", "refused")
+            except (GuardianError, OSError) as exc:
+                logger.warning("{} could not delete {}: {}", action, target, exc)
+                self.audit.record(action, target, "refused", f"{d.reason}; the store refused: {exc}")
+                self.count(action, "refused")
                 continue
-            self.audit.record("prune", target, "done", d.reason, tier=d.obj.tier, size_bytes=d.obj.size_bytes)
-            self.count("prune", "done")
-        return decisions
+            self.audit.record(action, target, "done", d.reason, tier=d.obj.tier, size_bytes=d.obj.size_bytes)
+            self.count(action, "done")
+            deleted += 1
+        return deleted
+
+    def _skip_paused(self, action: str, doomed: list[PruneDecision], paused: str) -> None:
+        """Paused: nothing is deleted; one audit record per database says what would have gone and why not."""
+        by_db: dict[str, list[PruneDecision]] = {}
+        for d in doomed:
+            by_db.setdefault(d.obj.database, []).append(d)
+        for database, mine in by_db.items():
+            reason = f"{len(mine)} cop{'y' if len(mine) == 1 else 'ies'} not deleted: actions are paused ({paused})"
+            logger.warning("{} of {}: {}", action, database, reason)
+            self.audit.record(action, database, "skipped_paused", reason,
+                              backups=[d.obj.backup_id for d in mine[:LISTED]])
+        self.count(action, "skipped_paused")
 
     def close(self) -> None:
         if self.mirror is not None:

@@ -176,7 +176,7 @@ def _run(config: GuardianConfig) -> int:
         if demo is not None:
             demo.stop()
         logger.info("stopped")
-    if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
+    if Guardian.unfinished_threads():  # the interpreter's exit would wait for them, without a bound
         logger.warning("some worker threads did not finish within the shutdown budget; exiting anyway")
         sys.stderr.flush()
         os._exit(EXIT_OK)

@@ -135,7 +135,9 @@ class CaptureConfig(_Model):
         examples=["2h"],
     )
     keep_last: int = Field(
-        0, ge=0, description="Keep only this many successful captures in a local archive (0 keeps all).",
+        0, ge=0, description="After each capture, delete good copies beyond this many newest (0 keeps all); "
+        "milestones, Object-Locked copies and the newest copy of each tier are kept regardless, every deletion "
+        "is audited, and nothing is deleted while actions are paused.",
         examples=[30],
     )
     extra_args: list[str] = Field(

@@ -28,3 +28,8 @@ class CaptureError(GuardianError):
 
 class ToolMissingError(GuardianError):
     """A required external program (pg_dump, initdb, ...) is not installed; the message says how to get it."""
+
+
+class StoppedByShutdown(GuardianError):
+    """Work stopped (or never started) because the guardian is shutting down. Not a failure: it is logged,
+    and an action history record it had is closed as "interrupted"; it is never a failed backup attempt."""

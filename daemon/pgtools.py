@@ -76,14 +76,23 @@ class ProcessRegistry:
 
     def __init__(self) -> None:
         self._procs: set[subprocess.Popen[bytes]] = set()
+        self._stopped: set[int] = set()  # pids of children the shutdown signalled
         self._lock = threading.Lock()
         self.closing = threading.Event()
 
     def add(self, proc: subprocess.Popen[bytes]) -> None:
         with self._lock:
             self._procs.add(proc)
-        if self.closing.is_set():
+            late = self.closing.is_set()  # started after terminate_all took its list: stop it here
+            if late:
+                self._stopped.add(proc.pid)
+        if late:
             kill_group(proc)
+
+    def stopped_by_shutdown(self, proc: subprocess.Popen[bytes]) -> bool:
+        """Whether the shutdown signalled `proc` (its failure is then the shutdown's, not the child's)."""
+        with self._lock:
+            return proc.pid in self._stopped
 
     def discard(self, proc: subprocess.Popen[bytes]) -> None:
         with self._lock:
@@ -91,9 +100,10 @@ class ProcessRegistry:
 
     def terminate_all(self) -> None:
         """Ask every child to stop (SIGTERM to its group), then SIGKILL whatever is left after 3 s."""
-        self.closing.set()
         with self._lock:
+            self.closing.set()
             procs = list(self._procs)
+            self._stopped.update(p.pid for p in procs)
         for proc in procs:
             _signal_group(proc, signal.SIGTERM)
         for proc in procs:

@@ -30,6 +30,7 @@ from daemon.state import Snapshot
 
 if TYPE_CHECKING:
     from daemon.app import Guardian
+    from daemon.statestore import StateStore
 
 PAUSE_KEY = "actions.paused"
 
@@ -53,13 +54,7 @@ class Remedies:
     # -- switches -----------------------------------------------------------------------------------------
     def paused(self) -> str | None:
         """The run-time pause (`backup-guardian actions pause`), shared by every replica through the store."""
-        try:
-            doc = self.g.state.get(PAUSE_KEY)
-        except GuardianError as exc:
-            return f"the state store is unreadable ({exc}), so the pause switch cannot be read"
-        if isinstance(doc, dict) and doc.get("paused"):
-            return str(doc.get("reason") or "paused")
-        return None
+        return pause_reason(self.g.state)
 
     def announce(self) -> None:
         """Say loudly, once at start, what mode actions are in."""
@@ -80,6 +75,8 @@ class Remedies:
             return  # the leader decides and audits; a follower would only repeat it
         paused = self.paused()
         for intent in plan_captures(snap.databases, self.g.databases, self.cfg):
+            if self.g.stopping:
+                return  # decided during the shutdown: nothing would carry it out
             decision = self._decide_capture(intent, snap, paused)
             if decision.go:
                 self._submit(decision)
@@ -122,6 +119,10 @@ class Remedies:
 
     def _run_capture(self, decision: Decision) -> Outcome | None:
         key = (decision.intent.action, decision.intent.target)
+        if self.g.stopping:  # queued before the shutdown: it never starts, so it records nothing
+            with self._lock:
+                self._queued.discard(key)
+            return None
         try:
             return self.capture(decision)
         except Exception as exc:  # the pool's future is never read: say it here, in the log and the audit
@@ -234,7 +235,7 @@ class Remedies:
         outcome = self.capture(decision)
         if outcome is None:
             return Decision(intent, "skipped_running", "a capture is already running")
-        return Decision(intent, "done" if outcome.ok else "failed", outcome.detail)
+        return Decision(intent, outcome.outcome, outcome.detail)
 
     # -- health probes and scaling ------------------------------------------------------------------------
     def probe_all(self) -> None:
@@ -326,10 +327,27 @@ class Remedies:
                       cooldown=target.cooldown, daily_cap=taken + 1 if down else target.daily_cap)
         return decide(intent, facts, now)
 
-    def close(self) -> None:
+    def cancel_queued(self) -> None:
+        """At shutdown: cancel the captures waiting for a worker (they never start); running ones go on
+        until the shutdown stops their children."""
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def close(self) -> None:
+        self.cancel_queued()
         if self._http is not None:
             self._http.close()
+
+
+def pause_reason(store: StateStore) -> str | None:
+    """Why actions are paused (`backup-guardian actions pause`, shared by every replica through the state
+    store), or None when they are not. An unreadable store counts as paused: nothing acts blind."""
+    try:
+        doc = store.get(PAUSE_KEY)
+    except GuardianError as exc:
+        return f"the state store is unreadable ({exc}), so the pause switch cannot be read"
+    if isinstance(doc, dict) and doc.get("paused"):
+        return str(doc.get("reason") or "paused")
+    return None
 
 
 def shard_of(name: str, count: int) -> int:

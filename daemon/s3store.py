@@ -308,10 +308,32 @@ class S3ArchiveStore:
 
     def delete(self, database: str, backup_id: str) -> None:
         """Record first, then the dump: an interrupted delete leaves an orphan, never a false backup.
-        Raises GuardianError when S3 refuses (Object Lock, permissions)."""
+        Raises GuardianError when S3 refuses (permissions), and refuses itself a dump under Object Lock
+        (retention running or legal hold, read fresh here, not from the listing's cache): on a versioned
+        bucket a plain DELETE would not fail but hide the locked copy behind a delete marker."""
+        locked = self._lock_of(self.key(database, backup_id))
+        if locked is not None:
+            raise GuardianError(f"S3 delete on {self.bucket} refused: Object Lock {locked} protects {backup_id}")
         for suffix in (".json", ".dump"):
             self._call("delete", self.client.delete_object, error=GuardianError,
                        Key=self.key(database, backup_id, suffix))
+
+    def _lock_of(self, key: str) -> str | None:
+        """What Object Lock holds `key` now ("legal hold", "retention until ..."), or None; a missing object
+        holds nothing. Raises GuardianError when S3 cannot say (a delete must not go ahead blind)."""
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=key)
+        except Exception as exc:
+            code, message = _client_error(exc)
+            if code in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise GuardianError(f"S3 head of {key} failed: {code}: {message}") from None
+        if head.get("ObjectLockLegalHoldStatus") == "ON":
+            return "legal hold"
+        until = head.get("ObjectLockRetainUntilDate")
+        if until is not None and until > datetime.now(UTC):
+            return f"{head.get('ObjectLockMode', '').lower() or 'retention'} retention until {until.isoformat()}"
+        return None
 
     def sweep_partials(self) -> int:
         """Abort the multipart uploads under the prefix that no live process can still use: older than

@@ -7,6 +7,8 @@ Tiers (the seed's retention policy): `daily` copies are kept a week, `weekly` fi
 
 The prune plan deletes copies past their tier's keep, but never a milestone, never the newest copy of any tier,
 never a copy under S3 Object Lock retention or legal hold, and never the newest good copy of the database.
+It is the one decision behind every deletion: the daily prune, `archive prune`, and a database's
+`capture.keep_last` (after each capture), which swaps the tiers' ages for a count and keeps the same rules.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 TIERS = ("daily", "weekly", "monthly", "milestone")
+#: keep_last also trims failed-attempt records (no dump, only the record) to this many per database.
+KEEP_FAILED_RECORDS = 20
 
 
 @dataclass(frozen=True)
@@ -60,9 +64,14 @@ class PruneDecision:
 
 
 def plan_prune(objects: Iterable[ArchivedObject], keeps: dict[str, timedelta | None],
-               now: datetime) -> list[PruneDecision]:
+               now: datetime, keep_last: int | None = None) -> list[PruneDecision]:
     """Decide, for every copy, whether it is past its tier's keep and may go. `keeps[tier]` None is forever.
-    Failed or unknown-tier objects are never deleted by the plan (a person looks at them)."""
+    Failed or unknown-tier objects are never deleted by the plan (a person looks at them).
+
+    With `keep_last` (a count), the count is the keep instead of the tiers' ages: the `keep_last` newest good
+    copies of each database stay and older ones may go, and failed records beyond the newest
+    KEEP_FAILED_RECORDS go; milestones, locked or held copies, the newest copy of each tier and of each
+    database are kept all the same."""
     objs = list(objects)
     good = [o for o in objs if o.succeeded]
     newest_of_tier: dict[tuple[str, str], ArchivedObject] = {}
@@ -75,10 +84,63 @@ def plan_prune(objects: Iterable[ArchivedObject], keeps: dict[str, timedelta | N
         cur = newest_of_db.get(o.database)
         if cur is None or o.recovery_point > cur.recovery_point:
             newest_of_db[o.database] = o
-    out = []
-    for o in sorted(objs, key=lambda x: (x.database, x.recovery_point)):
-        out.append(_decide(o, keeps, now, newest_of_tier, newest_of_db))
-    return out
+    ordered = sorted(objs, key=lambda x: (x.database, x.recovery_point))
+    if keep_last is None:
+        return [_decide(o, keeps, now, newest_of_tier, newest_of_db) for o in ordered]
+    counted = _newest(good, keep_last)
+    failed_kept = _newest([o for o in objs if not o.succeeded], KEEP_FAILED_RECORDS)
+    return [_decide_count(o, keep_last, counted, failed_kept, keeps, now, newest_of_tier, newest_of_db)
+            for o in ordered]
+
+
+def _newest(objs: list[ArchivedObject], count: int) -> set[tuple[str, str]]:
+    """(database, backup id) of the `count` newest of `objs` in each database."""
+    by_db: dict[str, list[ArchivedObject]] = {}
+    for o in objs:
+        by_db.setdefault(o.database, []).append(o)
+    return {(o.database, o.backup_id) for mine in by_db.values()
+            for o in sorted(mine, key=lambda x: x.recovery_point, reverse=True)[:count]}
+
+
+def _protected(o: ArchivedObject, keeps: dict[str, timedelta | None],
+               newest_of_tier: dict[tuple[str, str], ArchivedObject],
+               newest_of_db: dict[str, ArchivedObject]) -> str | None:
+    """Why a good copy is kept whatever its age or rank, or None."""
+    if o.tier == "milestone":
+        return "milestone: kept forever"
+    if o.tier not in keeps:
+        return f"unknown tier {o.tier!r}: kept"
+    if newest_of_tier.get((o.database, o.tier)) is o:
+        return f"newest {o.tier} copy: kept"
+    if newest_of_db.get(o.database) is o:
+        return "newest good copy of the database: kept"
+    return None
+
+
+def _locked(o: ArchivedObject, now: datetime, past: str) -> PruneDecision | None:
+    """A copy `past` its keep that Object Lock (legal hold or running retention) keeps, or None."""
+    if o.legal_hold:
+        return PruneDecision(o, False, f"{past} but under legal hold: kept")
+    if o.lock_until is not None and o.lock_until > now:
+        return PruneDecision(o, False, f"{past} but object-locked until {o.lock_until.isoformat()}: kept")
+    return None
+
+
+def _decide_count(o: ArchivedObject, keep_last: int, counted: set[tuple[str, str]],
+                  failed_kept: set[tuple[str, str]], keeps: dict[str, timedelta | None], now: datetime,
+                  newest_of_tier: dict[tuple[str, str], ArchivedObject],
+                  newest_of_db: dict[str, ArchivedObject]) -> PruneDecision:
+    if not o.succeeded:
+        if (o.database, o.backup_id) in failed_kept:
+            return PruneDecision(o, False, "not a good copy: left for a person to look at")
+        return PruneDecision(o, True, f"failed record beyond the newest {KEEP_FAILED_RECORDS}")
+    kept = _protected(o, keeps, newest_of_tier, newest_of_db)
+    if kept is not None:
+        return PruneDecision(o, False, kept)
+    if (o.database, o.backup_id) in counted:
+        return PruneDecision(o, False, f"one of the {keep_last} newest good copies (keep_last): kept")
+    past = f"beyond the {keep_last} newest good copies (keep_last)"
+    return _locked(o, now, past) or PruneDecision(o, True, f"{o.tier} copy {past}")
 
 
 def _decide(o: ArchivedObject, keeps: dict[str, timedelta | None], now: datetime,
@@ -86,23 +148,15 @@ def _decide(o: ArchivedObject, keeps: dict[str, timedelta | None], now: datetime
             newest_of_db: dict[str, ArchivedObject]) -> PruneDecision:
     if not o.succeeded:
         return PruneDecision(o, False, "not a good copy: left for a person to look at")
-    if o.tier == "milestone":
-        return PruneDecision(o, False, "milestone: kept forever")
-    if o.tier not in keeps:
-        return PruneDecision(o, False, f"unknown tier {o.tier!r}: kept")
-    if newest_of_tier.get((o.database, o.tier)) is o:
-        return PruneDecision(o, False, f"newest {o.tier} copy: kept")
-    if newest_of_db.get(o.database) is o:
-        return PruneDecision(o, False, "newest good copy of the database: kept")
+    kept = _protected(o, keeps, newest_of_tier, newest_of_db)
+    if kept is not None:
+        return PruneDecision(o, False, kept)
     keep = keeps[o.tier]
     age = now - o.recovery_point
     if keep is None or age <= keep:
         return PruneDecision(o, False, f"{o.tier} copy within its keep")
-    if o.legal_hold:
-        return PruneDecision(o, False, "past its keep but under legal hold: kept")
-    if o.lock_until is not None and o.lock_until > now:
-        return PruneDecision(o, False, f"past its keep but object-locked until {o.lock_until.isoformat()}: kept")
-    return PruneDecision(o, True, f"{o.tier} copy is {age.days} days old, past its keep of {keep.days} days")
+    return _locked(o, now, "past its keep") or PruneDecision(
+        o, True, f"{o.tier} copy is {age.days} days old, past its keep of {keep.days} days")
 
 
 def monthly_coverage(objects: Iterable[ArchivedObject], now: datetime, months: int = 12) -> tuple[int, list[str]]:

@@ -127,15 +127,6 @@ def _wait_for_lock_waiter(conn: psycopg.Connection) -> None:  # type: ignore[typ
     raise AssertionError("pg_dump never waited on the lock")
 
 
-def test_keep_last_removes_the_oldest_captures_only(fresh_db: str, tmp_path: Path) -> None:
-    store = LocalDirectoryStore(tmp_path / "archive")
-    capturer = Capturer(store)
-    ids = [capturer.capture(CaptureRequest(database="db", url=fresh_db, keep_last=2)).backup_id for _ in range(4)]
-    kept = [r.backup_id for r in store.list_records("db")]
-    assert kept == ids[-2:]
-    assert sorted(p.stem for p in (tmp_path / "archive" / "db").glob("*.dump")) == sorted(ids[-2:])
-
-
 def test_capture_into_an_unwritable_archive_is_remembered_as_failed(fresh_db: str, tmp_path: Path) -> None:
     blocker = tmp_path / "not-a-directory"
     blocker.write_text("a file where the archive directory should be")

@@ -63,6 +63,22 @@ def test_plan_prune_table() -> None:
     assert not decisions["daily-failed"].delete and not decisions["mystery"].delete
 
 
+def test_keep_last_is_a_count_under_the_same_rules() -> None:
+    objects = [obj("ms", 900 * D, "milestone", label="v1"), obj("m", 40 * D, "monthly"), obj("w", 30 * D, "weekly"),
+               obj("held", 20 * D, "daily", legal_hold=True), obj("locked", 15 * D, "daily", lock_until=NOW + D),
+               *[obj(f"d{n}", n * D, "daily") for n in range(1, 6)],
+               *[obj(f"f{n}", n * S, "daily", succeeded=False) for n in range(1, 23)]]
+    decisions = {d.obj.backup_id: d for d in plan_prune(objects, KEEPS, NOW, keep_last=2)}
+    # d1, d2 are the two newest; age plays no part (d3 is within the daily keep and still goes)
+    assert {b for b, d in decisions.items() if d.delete} == {"d3", "d4", "d5", "f21", "f22"}
+    assert decisions["ms"].reason == "milestone: kept forever"
+    assert decisions["m"].reason == "newest monthly copy: kept"
+    assert decisions["held"].reason.endswith("under legal hold: kept")
+    assert "object-locked until" in decisions["locked"].reason
+    assert decisions["d2"].reason == "one of the 2 newest good copies (keep_last): kept"
+    assert decisions["f21"].reason == "failed record beyond the newest 20"
+
+
 @pytest.mark.parametrize(("recovery_point", "tier"), [
     (datetime(2026, 12, 1, 1, 0, tzinfo=UTC), "monthly"),    # first copy of December
     (datetime(2026, 11, 23, 3, 0, tzinfo=UTC), "weekly"),    # first copy of ISO week 48 (a Monday)
