@@ -832,9 +832,16 @@ def _describe(exc: ValidationError, where: str, origin: dict[tuple[str, ...], st
         if err["type"] not in {"missing", "extra_forbidden"} and not (set(loc) & _SECRET_FIELDS):
             value = err.get("input")
             if isinstance(value, str | int | float | bool):
-                shown = f" (got {shorten(redact_url(repr(value)), 80)})"
+                shown = f" (got {_shown(value)})"
         lines.append(REDACTOR(f"{source}: {field}: {shorten(msg, 300)}{shown}"))
     return lines
+
+
+def _shown(value: str | int | float | bool, limit: int = 80) -> str:
+    """The value as it may be echoed: passwords masked, and a long one cut, saying how long it was in all."""
+    if not isinstance(value, str) or len(value) <= limit:
+        return shorten(redact_url(repr(value)), limit)
+    return f"{redact_url(value)[:limit]!r}... ({len(value):,} characters in all)"  # masked before it is cut
 
 
 def _dotted(loc: tuple[str, ...]) -> str:
