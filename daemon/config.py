@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections import Counter
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -32,10 +33,11 @@ from pydantic import (
     model_validator,
 )
 
+from daemon.configfile import read_config_file
 from daemon.durations import format_duration, parse_duration
 from daemon.errors import ConfigError
 from daemon.names import parse_column, parse_table
-from daemon.redact import REDACTOR, redact_url
+from daemon.redact import REDACTOR, redact_url, shorten
 from daemon.webauth import check_bcrypt_hash, server_tls_context
 
 
@@ -462,6 +464,17 @@ class HerokuConfig(_Model):
     )
 
 
+    @field_validator("apps")
+    @classmethod
+    def _app_names(cls, apps: list[str]) -> list[str]:
+        # Checked here, where the field can be named: each entry becomes a database name in all_databases.
+        for entry in apps:
+            app, _, attachment = entry.partition("::")
+            if not app or not _NAME.match(f"{app}/{attachment or 'DATABASE'}"):
+                raise ValueError(f"{shorten(entry, 40)!r} is not 'app' or 'app::ATTACHMENT' (letters, digits, "
+                                 "_ . - only)")
+        return apps
+
     @field_validator("platform_url", "data_url")
     @classmethod
     def _http_url(cls, url: str) -> str:
@@ -556,7 +569,7 @@ class WebConfig(_Model):
             return data
         path = Path(str(data["config_file"]))
         problems: list[str] = []
-        doc = _read_yaml(path, problems)
+        doc = read_config_file(path, problems)  # the web config file is read as safely as the main one
         if problems:
             raise ValueError(f"config_file {problems[0]}")
         unknown = sorted(set(doc) - {"tls_server_config", "basic_auth_users"})
@@ -666,8 +679,7 @@ class ActionsConfig(_Model):
     @field_validator("scale")
     @classmethod
     def _unique_probes(cls, targets: list[ScaleTarget]) -> list[ScaleTarget]:
-        names = [t.name for t in targets]
-        dupes = sorted({n for n in names if names.count(n) > 1})
+        dupes = sorted(n for n, count in Counter(t.name for t in targets).items() if count > 1)
         if dupes:
             raise ValueError(f"probe names must be unique; repeated: {', '.join(dupes)}")
         return targets
@@ -736,7 +748,8 @@ class GuardianConfig(_Model):
     def _valid_listen(cls, listen: str) -> str:
         host, sep, port = listen.rpartition(":")
         bad_host = ":" in host and not (host.startswith("[") and host.endswith("]"))
-        if not sep or not host or bad_host or not port.isdigit() or not 0 < int(port) < 65536:
+        bad_port = not port.isdigit() or len(port) > 5 or not 0 < int(port) < 65536
+        if not sep or not host or bad_host or bad_port:
             raise ValueError("must be host:port, e.g. 127.0.0.1:9729 or [::1]:9729")
         return listen
 
@@ -784,7 +797,7 @@ class GuardianConfig(_Model):
 
 
 def _check_unique(names: list[str]) -> None:
-    dupes = sorted({n for n in names if names.count(n) > 1})
+    dupes = sorted(n for n, count in Counter(names).items() if count > 1)  # linear: a file may list thousands
     if dupes:
         raise ValueError(f"database names must be unique; repeated: {', '.join(dupes)}")
 
@@ -849,12 +862,13 @@ def load_config(path: str | Path | None = None, environ: dict[str, str] | None =
     problems: list[str] = []
     where = str(path) if path else "environment"
     if path:
-        doc = _read_yaml(Path(path), problems)
+        doc = read_config_file(Path(path), problems)
 
     unknown = sorted(k for k in env if k.startswith("GUARDIAN_") and k not in ENV_VARS
                      and k not in LIST_ENV_VARS and k not in _NOT_SETTINGS)
     for key in unknown:
-        problems.append(f"environment variable {key}: unknown setting (known: {', '.join(sorted(ENV_VARS))})")
+        problems.append(f"environment variable {shorten(key, 80)}: unknown setting (known: "
+                        f"{', '.join(sorted(ENV_VARS))})")
 
     database_url = env.get("DATABASE_URL")
     file_dbs = doc.get("databases")
@@ -888,36 +902,26 @@ def load_config(path: str | Path | None = None, environ: dict[str, str] | None =
             origin[target] = f"environment variable {var}"
 
     if problems and not doc:
-        raise ConfigError(problems)
+        raise ConfigError(_bounded(problems))
     try:
         config = GuardianConfig.model_validate(doc)
     except ValidationError as exc:
         problems.extend(_describe(exc, where, origin))
     if problems:
-        raise ConfigError(list(dict.fromkeys(problems)))  # the raw and the model uniqueness checks may agree
+        raise ConfigError(_bounded(list(dict.fromkeys(problems))))  # the raw and model uniqueness checks may agree
     return config
 
 
-def _read_yaml(path: Path, problems: list[str]) -> dict[str, Any]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        problems.append(f"{path}: cannot read the config file: {exc.strerror or exc}")
-        return {}
-    try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        problems.append(f"{path}{at}: invalid YAML: {problem}")
-        return {}
-    if doc is None:
-        return {}
-    if not isinstance(doc, dict):
-        problems.append(f"{path}: the top level must be a mapping of settings, not {type(doc).__name__}")
-        return {}
-    return doc
+#: At most this many problem lines, each at most MAX_PROBLEM_CHARS long: a file of 10,000 bad entries or one
+#: huge value gives a screenful, not megabytes.
+MAX_PROBLEMS, MAX_PROBLEM_CHARS = 50, 500
+
+
+def _bounded(problems: list[str]) -> list[str]:
+    lines = [shorten(line, MAX_PROBLEM_CHARS) for line in problems[:MAX_PROBLEMS]]
+    if len(problems) > MAX_PROBLEMS:
+        lines.append(f"... and {len(problems) - MAX_PROBLEMS:,} more problems")
+    return lines
 
 
 def _set_path(doc: dict[str, Any], target: tuple[str, ...], value: str) -> None:
@@ -954,16 +958,23 @@ def _describe(exc: ValidationError, where: str, origin: dict[tuple[str, ...], st
             if loc[:n] in origin:
                 source = origin[loc[:n]]
                 break
-        field = _dotted(loc) or "(top level)"
+        field = shorten(_dotted(loc), 80) or "(top level)"
         msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
         msg = msg.removeprefix("Value error, ")
         shown = ""
         if err["type"] not in {"missing", "extra_forbidden"} and not (set(loc) & _SECRET_FIELDS):
             value = err.get("input")
             if isinstance(value, str | int | float | bool):
-                shown = f" (got {redact_url(repr(value))})"
-        lines.append(REDACTOR(f"{source}: {field}: {msg}{shown}"))
+                shown = f" (got {_shown(value)})"
+        lines.append(REDACTOR(f"{source}: {field}: {shorten(msg, 300)}{shown}"))
     return lines
+
+
+def _shown(value: str | int | float | bool, limit: int = 80) -> str:
+    """The value as it may be echoed: passwords masked, and a long one cut, saying how long it was in all."""
+    if not isinstance(value, str) or len(value) <= limit:
+        return shorten(redact_url(repr(value)), limit)
+    return f"{redact_url(value)[:limit]!r}... ({len(value):,} characters in all)"  # masked before it is cut
 
 
 def _dotted(loc: tuple[str, ...]) -> str:

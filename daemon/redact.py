@@ -9,29 +9,80 @@ from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 from urllib.parse import unquote
 
 MASK = "***"
-# scheme://user:password@host  -> scheme://user:***@host   (works for postgres, https, s3 URLs)
-_URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)(?P<pw>[^@\s]*)(?P<tail>@)")
-# key=value conninfo form: password=secret
-_CONNINFO_PASSWORD = re.compile(r"(?P<head>\bpassword\s*=\s*)(?P<pw>'(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
+
+# Both scans below run in time linear in the text: each runs on every log line, and a regular expression that
+# retries a long run of letters from every start position (the obvious `scheme://user:pw@` pattern) takes
+# seconds on 100 KB and minutes on 1 MB, stalling the daemon on one long error message.
+
+# scheme://user:  -- the part of a URL before its password. The look-behind lets a match start only where a run
+# of scheme characters starts, so a long run of letters is read once, not once per letter; the user part holds
+# no "/", so the user parts of two candidates never overlap.
+_URL_HEAD = re.compile(r"(?<![a-zA-Z0-9+.-])[0-9+.-]*[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:")
+# The password runs from the head to the first "@"; a whitespace first means there is no password here.
+_URL_PASSWORD_END = re.compile(r"[@\s]")
+# key=value conninfo form: password=secret, password = 'quoted \' secret'. Linear as it stands: a quoted value that
+# never closes cannot run past another value's opening quote (that quote would close it), so no two scans overlap;
+# the possessive repeats only spare the engine the backtracking that could never find an earlier closing quote.
+_CONNINFO_PASSWORD = re.compile(r"(?P<head>\bpassword\s*=\s*)(?P<pw>'(?:[^'\\]++|\\.)*+'|\S+)", re.IGNORECASE)
+
+
+def _url_password_spans(text: str) -> Iterator[tuple[int, int]]:
+    """(start, end) of the password of each `scheme://user:password@` in `text`, left to right, not overlapping.
+
+    Linear time: a password scan that meets whitespace (or the end) before any "@" proves that no URL starting
+    before that point has a password either (their scans would end at the same place), so the search resumes
+    after it; a scan that meets "@" is a match, and the search resumes after the "@".
+    """
+    pos = 0
+    while (head := _URL_HEAD.search(text, pos)) is not None:
+        end = _URL_PASSWORD_END.search(text, head.end())
+        if end is None:
+            return
+        if end.group() == "@":
+            yield head.end(), end.start()
+        pos = end.end()
+
+
+def _mask_spans(text: str, spans: Iterator[tuple[int, int]]) -> str:
+    """`text` with each (start, end) span, in order and not overlapping, replaced by the mask."""
+    out: list[str] = []
+    last = 0
+    for start, end in spans:
+        out.append(text[last:start])
+        out.append(MASK)
+        last = end
+    if not out:
+        return text
+    out.append(text[last:])
+    return "".join(out)
 
 
 def redact_url(text: str) -> str:
-    """Return `text` with the password of every URL or conninfo in it replaced by `***`."""
-    text = _URL_PASSWORD.sub(lambda m: m.group("head") + MASK + m.group("tail"), text)
+    """Return `text` with the password of every URL or conninfo in it replaced by `***`. Linear in len(text)."""
+    text = _mask_spans(text, _url_password_spans(text))
     return _CONNINFO_PASSWORD.sub(lambda m: m.group("head") + MASK, text)
 
 
 def url_password(url: str) -> str | None:
     """The password embedded in a URL, decoded, or None."""
-    m = _URL_PASSWORD.search(url)
-    if not m or not m.group("pw"):
+    span = next(_url_password_spans(url), None)
+    if span is None or span[0] == span[1]:
         return None
-    return unquote(m.group("pw"))
+    return unquote(url[span[0] : span[1]])
+
+
+def shorten(text: str, limit: int = 80) -> str:
+    """`text` itself when it has at most `limit` characters; otherwise its start, an ellipsis and how long the
+    whole was, so a huge value echoed in an error stays one short line (never more than `limit` + 40 chars)."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text):,} characters in all)"
 
 
 class Redactor:
@@ -51,10 +102,10 @@ class Redactor:
         """Register the password inside a URL (raw and percent-decoded)."""
         if not url:
             return
-        m = _URL_PASSWORD.search(url)
-        if m and m.group("pw"):
-            self.add(m.group("pw"))
-            self.add(unquote(m.group("pw")))
+        span = next(_url_password_spans(url), None)
+        if span is not None and span[0] < span[1]:
+            self.add(url[span[0] : span[1]])
+            self.add(unquote(url[span[0] : span[1]]))
 
     def __call__(self, text: str) -> str:
         # Registered secrets first: a password holding a raw "@" would otherwise be cut by the URL pattern.

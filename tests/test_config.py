@@ -522,3 +522,165 @@ def test_cli_config_example_exits_0_and_its_output_validates(tmp_path: Path) -> 
     assert example.stdout == example_yaml()
     path = write(tmp_path, example.stdout, name="example.yaml")
     assert run_cli("config", "validate", "--config", str(path), cwd=tmp_path).returncode == 0
+
+
+# -- hostile input: every bad file or variable is a config error (exit 2), one bounded line, no traceback -----
+
+def _billion_laughs() -> bytes:
+    """Ten levels of nine aliases each: 20 lines that expand to 9**10 (3.4 billion) values."""
+    lines = ["l0: &l0 [" + ", ".join(["lol"] * 9) + "]"]
+    lines += [f"l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * 9) + "]" for i in range(1, 10)]
+    return ("\n".join(lines) + "\nheroku:\n  apps: *l9\n").encode()
+
+
+#: name -> (file bytes, fragments the one problem line must hold; "<file>" stands for the file's path).
+HOSTILE_FILES: dict[str, tuple[bytes, list[str]]] = {
+    "non-utf8-byte": (b"listen: 127.0.0.1:9729\nlog_level: \xff\xfe\n",
+                      [FILE, "not UTF-8", "byte 0xff at offset 34", "line 2"]),
+    "nested-20000-deep-lists": (b"listen: " + b"[" * 20_000 + b"]" * 20_000 + b"\n",
+                                [FILE + ":1:", "nested more than 64 levels"]),
+    "nested-20000-deep-mappings": (b"{a: " * 20_000 + b"1" + b"}" * 20_000 + b"\n",
+                                   [FILE + ":1:", "nested more than 64 levels"]),
+    "duration-overflowing-timedelta": (b"collect_interval: 999999999999d\n", [FILE, "collect_interval", "too large"]),
+    "duration-1e400s": (b"collect_interval: 1e400s\n", [FILE, "collect_interval", "not a duration"]),
+    "duration-float-infinity": (b"collect_interval: 1.0e+400\n", [FILE, "collect_interval", "finite"]),
+    "duration-huge-integer": (b"collect_interval: " + b"9" * 30 + b"\n", [FILE, "collect_interval", "too large"]),
+    "duration-negative": (b"collect_interval: -5m\n", [FILE, "collect_interval", "negative"]),
+    "duration-200k-characters": (b"collect_interval: " + b"1" * 200_000 + b"s\n",
+                                 [FILE, "collect_interval", "200,001 characters long"]),
+    "integer-of-5000-digits": (b"collect_interval: " + b"9" * 5000 + b"\n", [FILE + ":1:19", "cannot read"]),
+    "impossible-date": (b"state_dir: 2026-02-30\n", [FILE + ":1:12", "cannot read", "day is out of range"]),
+    "billion-laughs": (_billion_laughs(), [FILE, "expands to more than 100,000 values"]),
+    "top-level-list": (b"- listen\n- 127.0.0.1:1\n", [FILE, "top level must be a mapping", "list"]),
+    "top-level-scalar": (b"just some words\n", [FILE, "top level must be a mapping", "str"]),
+    "raw-nul-byte": (b"listen: 127.0.0.1:1\x00\n", [FILE + ":1:20", "#x0000"]),
+    "escaped-nul-character": (b'state_dir: "/var/lib/a\\0b"\n', [FILE, "state_dir", "NUL character"]),
+    "very-long-key": (b"? " + b"k" * 200_000 + b"\n: 1\n", [FILE, "unknown key", "200,000 characters in all"]),
+    "listen-200k-characters": (b"listen: " + b"a" * 200_000 + b"\n",
+                               [FILE, "listen", "host:port", "200,000 characters in all"]),
+    "listen-port-of-5000-digits": (b"listen: 127.0.0.1:" + b"9" * 5000 + b"\n", [FILE, "listen", "host:port"]),
+    "file-too-large": (b"# " + b"x" * 300_000 + b"\n", [FILE, "larger than 262,144 bytes"]),
+}
+
+#: A problem line never needs more than this (a path, a field, a message and a shortened value).
+MAX_LINE = 700
+
+
+def run_cli_within(args: list[str], cwd: Path, env_extra: dict[str, str] | None = None,
+                   deadline: float = 30.0) -> subprocess.CompletedProcess[str]:
+    """The real CLI in a child process, killed at `deadline`: a hang is a failure, not a stuck test run."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GUARDIAN_") and k != "DATABASE_URL"}
+    env["PYTHONPATH"] = str(REPO)
+    env.update(env_extra or {})
+    try:
+        return subprocess.run([sys.executable, "-m", "daemon", *args], capture_output=True, text=True, env=env,
+                              cwd=cwd, timeout=deadline)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"`{' '.join(args)[:200]}` did not finish within {deadline:.0f} s")
+
+
+def assert_one_config_error(result: subprocess.CompletedProcess[str], fragments: list[str]) -> str:
+    """Exit 2, no traceback, bounded output, and exactly one problem line holding every fragment."""
+    output = result.stdout + result.stderr
+    assert "Traceback" not in output, output[-3000:]
+    assert result.returncode == 2, output[-3000:]
+    assert len(output) < 2 * MAX_LINE, f"{len(output):,} characters of output"
+    problems = [line.strip() for line in result.stderr.splitlines()[1:] if line.strip()]
+    assert result.stderr.startswith("configuration error:"), result.stderr
+    assert len(problems) == 1, problems
+    for fragment in fragments:
+        assert fragment in problems[0], problems[0]
+    return problems[0]
+
+
+@pytest.mark.parametrize(("content", "fragments"), list(HOSTILE_FILES.values()), ids=list(HOSTILE_FILES))
+def test_hostile_config_file_is_one_config_error_line(tmp_path: Path, content: bytes, fragments: list[str]) -> None:
+    path = tmp_path / "guardian.yaml"
+    path.write_bytes(content)
+
+    result = run_cli_within(["config", "validate", "--config", str(path)], cwd=tmp_path)
+
+    assert_one_config_error(result, [f.replace(FILE, str(path)) for f in fragments])
+
+
+@pytest.mark.parametrize("command", [["check"], ["run"], ["config", "validate"]])
+@pytest.mark.parametrize("case", ["non-utf8-byte", "nested-20000-deep-lists", "duration-overflowing-timedelta",
+                                  "billion-laughs", "listen-200k-characters"])
+def test_check_and_run_exit_2_on_the_same_hostile_files(tmp_path: Path, command: list[str], case: str) -> None:
+    content, fragments = HOSTILE_FILES[case]
+    path = tmp_path / "guardian.yaml"
+    path.write_bytes(content)
+
+    result = run_cli_within([*command, "--config", str(path)], cwd=tmp_path)
+
+    assert_one_config_error(result, [f.replace(FILE, str(path)) for f in fragments])
+
+
+def test_config_file_that_is_a_directory_is_a_config_error(tmp_path: Path) -> None:
+    result = run_cli_within(["check", "--config", str(tmp_path)], cwd=tmp_path)
+
+    assert_one_config_error(result, [str(tmp_path), "cannot read the config file"])
+
+
+def test_empty_config_file_is_the_defaults_and_check_says_there_is_no_database(tmp_path: Path) -> None:
+    path = tmp_path / "guardian.yaml"
+    path.write_bytes(b"")
+
+    assert run_cli_within(["config", "validate", "--config", str(path)], cwd=tmp_path).returncode == 0
+    assert_one_config_error(run_cli_within(["check", "--config", str(path)], cwd=tmp_path), ["no database to check"])
+
+
+HOSTILE_ENVIRONMENT: dict[str, tuple[dict[str, str], list[str]]] = {
+    "duration-overflowing-timedelta": ({"GUARDIAN_COLLECT_INTERVAL": "999999999999d"},
+                                       ["environment variable GUARDIAN_COLLECT_INTERVAL", "collect_interval",
+                                        "too large"]),
+    "duration-1e400s": ({"DATABASE_URL": "postgresql://u:pw-env@h/app", "GUARDIAN_RPO": "1e400s"},
+                        ["environment variable GUARDIAN_RPO", "databases[0].objectives.rpo", "not a duration"]),
+    "listen-100k-characters": ({"GUARDIAN_LISTEN": "a" * 100_000},
+                               ["environment variable GUARDIAN_LISTEN", "listen", "100,000 characters in all"]),
+    "listen-port-of-5000-digits": ({"GUARDIAN_LISTEN": "127.0.0.1:" + "9" * 5000},
+                                   ["environment variable GUARDIAN_LISTEN", "listen", "host:port"]),
+    "unknown-variable-with-a-long-name": ({"GUARDIAN_" + "X" * 50_000: "1"},
+                                          ["unknown setting", "characters in all"]),
+    "heroku-app-that-is-no-name": ({"HEROKU_API_KEY": "hrku-0123456789abcdef", "GUARDIAN_HEROKU_APPS": "ok,no way"},
+                                   ["environment variable GUARDIAN_HEROKU_APPS", "heroku.apps", "'no way'"]),
+}
+
+
+@pytest.mark.parametrize("command", [["check"], ["config", "validate"]])
+@pytest.mark.parametrize(("environ", "fragments"), list(HOSTILE_ENVIRONMENT.values()), ids=list(HOSTILE_ENVIRONMENT))
+def test_hostile_environment_variable_is_one_config_error_line(
+    tmp_path: Path, command: list[str], environ: dict[str, str], fragments: list[str]
+) -> None:
+    result = run_cli_within(command, cwd=tmp_path, env_extra=environ)
+
+    line = assert_one_config_error(result, fragments)
+    assert "pw-env" not in line
+
+
+def test_thousands_of_bad_entries_give_a_bounded_list_of_problems(tmp_path: Path) -> None:
+    path = tmp_path / "guardian.yaml"
+    path.write_text("databases:\n" + "".join(f"  - {{name: d{i}, url: 'mysql://h/x'}}\n" for i in range(2000)))
+
+    result = run_cli_within(["config", "validate", "--config", str(path)], cwd=tmp_path)
+
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    problems = [line.strip() for line in result.stderr.splitlines()[1:]]
+    assert len(problems) == 51, problems[-3:]
+    assert problems[-1] == "... and 1,950 more problems"
+    assert all(len(line) < MAX_LINE for line in problems)
+
+
+@pytest.mark.parametrize("text", ["999999999999d", "1e400s", "1" * 100_000 + "s"],
+                         ids=["999999999999d", "1e400s", "100k-characters"])
+def test_duration_out_of_range_or_too_long_is_a_value_error(text: str) -> None:
+    with pytest.raises(ValueError, match=r"too large|not a duration"):
+        parse_duration(text)
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("nan"), 10**30, 10**5000],
+                         ids=["infinity", "nan", "10**30", "10**5000"])
+def test_duration_that_is_not_a_finite_number_of_seconds_within_range_is_a_value_error(value: float) -> None:
+    with pytest.raises(ValueError, match=r"finite|too large"):
+        parse_duration(value)

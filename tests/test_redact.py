@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
 import pytest
 
-from daemon.redact import MASK, Redactor, redact_url, url_password
+from daemon.redact import MASK, Redactor, redact_url, shorten, url_password
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize(
@@ -116,3 +123,76 @@ def test_registered_secret_with_an_at_sign_is_masked_whole_inside_a_url() -> Non
     masked = redactor("could not connect: postgresql://app:p@ssword9@db/shop")
 
     assert "ssword9" not in masked
+
+
+# -- linear time on hostile text ---------------------------------------------------------------------------
+
+#: Text shapes that make a backtracking password pattern retry a long run from every start position.
+ADVERSARIAL_SHAPES = {
+    "letters-and-digits": "abc123XYZ789",
+    "scheme-separator-repeated": "a://",
+    "scheme-colon-repeated": "x:",
+    "conninfo-key-repeated": "password=",
+    "unclosed-quoted-conninfo-values": "password='x\\' ",
+    "url-heads-without-at": "a://x:",
+    "many-real-urls": "s3://k:pw-1234@h ",
+}
+
+_TIME_REDACTION = textwrap.dedent("""
+    import sys, time
+    from daemon.redact import REDACTOR, Redactor, url_password
+    unit, size = sys.argv[1], int(sys.argv[2])
+    text = (unit * (size // len(unit) + 1))[:size] if unit != "LONG-USERINFO" else "postgresql://u:" + "p" * size
+    start = time.perf_counter()
+    masked = REDACTOR(text)
+    url_password(text)
+    Redactor().add_url(text)
+    print(time.perf_counter() - start, len(masked))
+""")
+
+
+def redaction_seconds(unit: str, size: int, deadline: float = 30.0) -> float:
+    """Seconds the process-wide redactor, `url_password` and `add_url` take together on `size` characters of
+    `unit` repeated, measured in a child process that is killed at `deadline` (a quadratic scan would take
+    minutes: the test must fail, not hang)."""
+    try:
+        done = subprocess.run([sys.executable, "-c", _TIME_REDACTION, unit, str(size)], capture_output=True,
+                              text=True, timeout=deadline, cwd=REPO, check=True)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"redacting {size:,} characters of {unit!r} did not finish within {deadline:.0f} s")
+    return float(done.stdout.split()[0])
+
+
+@pytest.mark.parametrize("unit", [*ADVERSARIAL_SHAPES.values(), "LONG-USERINFO"],
+                         ids=[*ADVERSARIAL_SHAPES, "long-userinfo-without-at"])
+def test_redaction_of_a_megabyte_of_hostile_text_takes_well_under_a_second(unit: str) -> None:
+    assert redaction_seconds(unit, 1_000_000) < 1.0
+
+
+def test_redaction_still_masks_every_url_in_a_long_text() -> None:
+    text = "s3://k:pw-1234@h " * 10_000 + "postgresql://u:" + "p" * 100_000
+
+    masked = Redactor()(text)
+
+    assert "pw-1234" not in masked
+    assert masked.count(f"s3://k:{MASK}@h") == 10_000
+    assert masked.endswith("p" * 100_000)  # a userinfo without "@" is no password: left alone, as before
+
+
+def test_unclosed_quote_in_a_conninfo_masks_the_bare_value() -> None:
+    assert redact_url("password='abc def") == f"password={MASK} def"
+
+
+# -- shorten: what is echoed back to a person ----------------------------------------------------------------
+
+def test_shorten_keeps_short_text_whole() -> None:
+    assert shorten("127.0.0.1:9729", 80) == "127.0.0.1:9729"
+    assert shorten("x" * 80, 80) == "x" * 80
+
+
+def test_shorten_cuts_long_text_and_says_how_long_it_was() -> None:
+    short = shorten("a" * 300_000, 80)
+
+    assert short.startswith("a" * 80 + "...")
+    assert "300,000 characters" in short
+    assert len(short) <= 120
