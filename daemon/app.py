@@ -648,6 +648,9 @@ class Guardian:
             return
         for entry in report.killed:
             logger.warning("killed the pg_restore of {} that outlived its drill", entry.name)
+        for entry in report.live:
+            logger.info("scratch database {} of {} belongs to a drill running in another process: left alone",
+                        entry.name, entry.database)
         for entry, how in report.dropped:
             logger.info("scratch database {} of {} left by an earlier drill: {}", entry.name, entry.database, how)
             self.audit.record("scratch_sweep", entry.database, "done", how, scratch=entry.name,

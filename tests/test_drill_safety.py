@@ -419,3 +419,34 @@ def test_a_killed_drill_leaves_no_running_pg_restore_and_the_sweep_ends_sessions
     assert record["outcome"] == "done" and "session(s) ended first" in record["reason"]
     assert g.state.scratch_entries() == []
     assert_production_untouched(own_cluster, before)
+
+
+# -- (5) a live drill's scratch database belongs to it -----------------------------------------------------------
+
+def test_a_sweep_sharing_the_state_store_leaves_another_processes_live_drill_alone(
+    own_cluster: LocalCluster, scratch_cluster: LocalCluster, pg_cluster: LocalCluster, open_tmp: Path,
+    sweep: Callable[[Path], Guardian]
+) -> None:
+    url = production_db(own_cluster, slow=True)
+    capture(open_tmp, "shop", url)
+    shared = create_database(pg_cluster, with_schema=False)  # the state store both processes use
+    db = {"name": "shop", "url": url, "drill": {"scratch_url": scratch_cluster.url()}}
+    drilling, starting = open_tmp / "drilling.json", open_tmp / "starting.json"
+    for path, state in ((drilling, "state-a"), (starting, "state-b")):  # e.g. two hosts: two state directories
+        path.write_text(json.dumps({"state_dir": str(open_tmp / state), "state": {"url": shared},
+                                    "archive": {"path": str(open_tmp / "archive")}, "databases": [db]}))
+    proc = cli(drilling, "drill")
+    try:
+        name = wait_for_restore(scratch_cluster, proc)
+        g = sweep(starting)
+        assert name in databases(scratch_cluster)  # neither dropped ...
+        assert restore_processes(name)  # ... nor its restore killed
+        assert [e.name for e in g.state.scratch_entries()] == [name]
+        assert g.state.audit(action="scratch_sweep") == []  # nothing was decided about it
+        assert not finding(g, "shop", "scratch_leftover").active  # and it is no leftover
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    later = sweep(starting)  # its owner is dead now: the same sweep drops it
+    assert name not in databases(scratch_cluster) and later.state.scratch_entries() == []
+    assert [a["outcome"] for a in later.state.audit(action="scratch_sweep")] == ["done"]
