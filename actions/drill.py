@@ -75,6 +75,7 @@ class DrillRun:
     checks: list[CheckResult] = field(default_factory=list)
     succeeded: bool = False
     skipped: bool = False  # did not run (busy, shutting down): not a drill result, never a failure
+    stopped: bool = False  # of the skipped ones: stopped by the shutdown (its history record says interrupted)
     reason: str = ""
     dump_bytes: int = 0
     toc: Toc | None = None
@@ -157,7 +158,7 @@ class DrillRunner:
             run.skipped, run.reason = True, str(exc)
         except GuardianError as exc:
             run.reason = REDACTOR(str(exc))
-            run.skipped = self.processes.closing.is_set()  # stopped by a shutdown: not a verdict on the backup
+            run.skipped = run.stopped = self.processes.closing.is_set()  # not a verdict on the backup
         except Exception as exc:  # a drill must never take the daemon down; the report says what happened
             logger.opt(exception=exc).error("drill of {} crashed", db.name)
             run.reason = REDACTOR(f"{type(exc).__name__}: {exc}")

@@ -19,9 +19,11 @@ import psycopg
 
 from daemon.app import Guardian
 from daemon.config import GuardianConfig
-from daemon.localpg import free_port
+from daemon.localpg import LocalCluster, free_port
+from daemon.scratch import PREFIX
 from daemon.statestore import open_state_store
-from tests.conftest import DaemonProcess
+from tests.conftest import DaemonProcess, throwaway_cluster
+from tests.test_drill_safety import capture, databases, load, production_db, write_config
 
 FLEET = 2000
 EXIT_BUDGET = 10.0
@@ -152,3 +154,34 @@ def test_a_manual_capture_stopped_by_the_shutdown_closes_its_history_as_interrup
     assert audit == ["started", "interrupted"]
     assert decisions and decisions[0].outcome == "interrupted"  # the person is told it did not happen
     assert _records(tmp_path / "state" / "archive") == {}  # and it is no failed backup attempt
+
+
+def test_a_drill_stopped_by_the_shutdown_closes_its_history_as_interrupted(
+    own_cluster: LocalCluster, open_tmp: Path
+) -> None:
+    url = production_db(own_cluster, slow=True)  # its index builds slowly in a scratch database
+    capture(open_tmp, "shop", url)
+    with throwaway_cluster() as scratch:
+        cfg = write_config(open_tmp, [{"name": "shop", "url": url, "drill": {"scratch_url": scratch.url()}}])
+        g = Guardian(load(cfg))
+        g.collect_all(one_shot=True)  # as `backup-guardian drill` does: the drill needs the archive read
+        runs: list[Any] = []
+        drill = threading.Thread(target=lambda: runs.append(g.drill("shop")))
+        drill.start()
+        deadline = time.monotonic() + 120
+        while not any(db.startswith(PREFIX) for db in databases(scratch)):
+            assert drill.is_alive() and time.monotonic() < deadline, "the drill never created its scratch database"
+            time.sleep(0.1)
+        g.stop()  # what SIGTERM does: pg_restore is killed
+        drill.join(timeout=60)
+        assert not [db for db in databases(scratch) if db.startswith(PREFIX)]  # still dropped on the way out
+
+    store = open_state_store(None, open_tmp / "state")
+    try:
+        [history] = store.actions(action="drill", target="shop")
+        audit = [a["outcome"] for a in store.audit(action="drill")]
+    finally:
+        store.close()
+    assert history.outcome == "interrupted" and "shutting down" in history.details["detail"]
+    assert audit == ["started", "interrupted"]
+    assert runs and runs[0].skipped  # no verdict on the backup: no report, no failed drill
