@@ -214,7 +214,7 @@ class DrillRunner:
                 run.phases["restore"] = time.monotonic() - t0
                 t0 = time.monotonic()
                 progress("checks", 0, None)
-                run.checks = run_checks(db, run, target.conninfo(name), production_url)
+                run.checks = run_checks(db, run, target, name, production_url)
                 run.phases["checks"] = time.monotonic() - t0
             finally:
                 t0 = time.monotonic()
@@ -386,11 +386,13 @@ def drill_lock(state_dir: Path) -> Iterator[None]:
 
 # -- smoke checks --------------------------------------------------------------------------------------------
 
-def run_checks(db: DatabaseConfig, run: DrillRun, target: str, production: str | None) -> list[CheckResult]:
+def run_checks(db: DatabaseConfig, run: DrillRun, target: ScratchTarget, dbname: str,
+               production: str | None) -> list[CheckResult]:
     """Built-in checks (tables from the dump exist, with rows where production has rows; fresh timestamps) and
-    the configured ones (SQL that must be true, minimum rows, HTTP)."""
+    the configured ones (SQL that must be true, minimum rows, HTTP), in scratch database `dbname` on the pinned
+    `target` (GuardianError, without the password, when it cannot be reached)."""
     checks = db.drill.checks
-    with psycopg.connect(target, autocommit=True, connect_timeout=10) as conn:
+    with target.connect(dbname) as conn:
         wanted, out = _tables_in_scope(db, run, conn)
         prod_rows = _row_presence(production, wanted) if production is not None else {}
         for table in wanted:
