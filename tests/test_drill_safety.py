@@ -27,7 +27,7 @@ from daemon.config import GuardianConfig
 from daemon.localpg import LocalCluster
 from daemon.scratch import MARKER, PREFIX, DrillRefused, ScratchTarget
 from daemon.statestore import ScratchEntry
-from tests.conftest import create_database, make_cluster, throwaway_cluster
+from tests.conftest import create_database, make_cluster, pids_of, throwaway_cluster
 
 #: A table whose index builds at once in production but slowly wherever a drill restores it (the function
 #: sleeps only inside a scratch database): pg_restore is then reliably caught mid-run, without a big dump.
@@ -122,17 +122,7 @@ def wait_for_restore(scratch: LocalCluster, proc: subprocess.Popen[bytes], timeo
 
 def restore_processes(name: str) -> list[int]:
     """pids of running pg_restore processes (leaders and --jobs workers) writing into scratch database `name`."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if os.path.basename(argv[0]) == b"pg_restore" and any(name.encode() in a for a in argv[1:]):
-            pids.append(int(entry.name))
-    return pids
+    return pids_of("pg_restore", name)
 
 
 def wait_until(what: str, predicate: Any, timeout: float = 20) -> None:

@@ -22,7 +22,7 @@ from daemon.config import GuardianConfig
 from daemon.localpg import LocalCluster, free_port
 from daemon.scratch import PREFIX
 from daemon.statestore import open_state_store
-from tests.conftest import DaemonProcess, throwaway_cluster
+from tests.conftest import DaemonProcess, pids_of, throwaway_cluster
 from tests.test_drill_safety import capture, databases, load, production_db, write_config
 
 FLEET = 2000
@@ -37,21 +37,6 @@ def _records(archive: Path) -> dict[Path, dict[str, Any]]:
         except (OSError, ValueError):
             continue  # being replaced right now: read again on the next pass
     return out
-
-
-def _pg_dumps_of(marker: str) -> list[int]:
-    """PIDs of pg_dump processes whose command line holds `marker` (a port only this test uses)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if argv and argv[0].endswith(b"pg_dump") and any(marker.encode() in a for a in argv):
-            pids.append(int(entry.name))
-    return pids
 
 
 def _stop_and_time(d: DaemonProcess) -> tuple[datetime, float]:
@@ -89,7 +74,7 @@ def test_sigterm_with_2000_due_captures_starts_no_queued_job_and_exits_within_10
     assert len(new) <= 2, f"{len(new)} failed attempts recorded after SIGTERM (2 capture workers)"
     assert not [r for r in after.values() if "shutting down" in (r.get("error") or "")]
     assert len(after) < FLEET // 2  # the queue was not worked through on the way out
-    assert not _pg_dumps_of(f"port={closed}")
+    assert not pids_of("pg_dump", f"port={closed}")
     assert "stopped" in log
 
 
@@ -104,7 +89,7 @@ def test_sigterm_stops_a_long_capture_without_recording_a_failure(run_daemon: An
                 "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pg_dump' "
                 "AND wait_event_type = 'Lock'").fetchone() == (1,))
         dbname = fresh_db.rsplit("/", 1)[1]
-        assert _pg_dumps_of(dbname)
+        assert pids_of("pg_dump", dbname)
 
         _signalled, took = _stop_and_time(d)
         blocker.rollback()
@@ -112,7 +97,7 @@ def test_sigterm_stops_a_long_capture_without_recording_a_failure(run_daemon: An
     log = d.log()
     assert d.proc.returncode == 0, log[-3000:]
     assert took < EXIT_BUDGET, f"exit took {took:.1f}s"
-    assert not _pg_dumps_of(dbname)
+    assert not pids_of("pg_dump", dbname)
     assert _records(d.state_dir / "archive") == {}  # stopped by the shutdown: not a failed attempt
     assert not list((d.state_dir / "archive").glob("*/*.dump")) and not list(
         (d.state_dir / "archive").glob("*/.*.partial"))
