@@ -75,6 +75,7 @@ class DrillRun:
     checks: list[CheckResult] = field(default_factory=list)
     succeeded: bool = False
     skipped: bool = False  # did not run (busy, shutting down): not a drill result, never a failure
+    stopped: bool = False  # of the skipped ones: stopped by the shutdown (its history record says interrupted)
     reason: str = ""
     dump_bytes: int = 0
     toc: Toc | None = None
@@ -157,7 +158,7 @@ class DrillRunner:
             run.skipped, run.reason = True, str(exc)
         except GuardianError as exc:
             run.reason = REDACTOR(str(exc))
-            run.skipped = self.processes.closing.is_set()  # stopped by a shutdown: not a verdict on the backup
+            run.skipped = run.stopped = self.processes.closing.is_set()  # not a verdict on the backup
         except Exception as exc:  # a drill must never take the daemon down; the report says what happened
             logger.opt(exception=exc).error("drill of {} crashed", db.name)
             run.reason = REDACTOR(f"{type(exc).__name__}: {exc}")
@@ -213,7 +214,7 @@ class DrillRunner:
                 run.phases["restore"] = time.monotonic() - t0
                 t0 = time.monotonic()
                 progress("checks", 0, None)
-                run.checks = run_checks(db, run, target.conninfo(name), production_url)
+                run.checks = run_checks(db, run, target, name, production_url)
                 run.phases["checks"] = time.monotonic() - t0
             finally:
                 t0 = time.monotonic()
@@ -385,11 +386,13 @@ def drill_lock(state_dir: Path) -> Iterator[None]:
 
 # -- smoke checks --------------------------------------------------------------------------------------------
 
-def run_checks(db: DatabaseConfig, run: DrillRun, target: str, production: str | None) -> list[CheckResult]:
+def run_checks(db: DatabaseConfig, run: DrillRun, target: ScratchTarget, dbname: str,
+               production: str | None) -> list[CheckResult]:
     """Built-in checks (tables from the dump exist, with rows where production has rows; fresh timestamps) and
-    the configured ones (SQL that must be true, minimum rows, HTTP)."""
+    the configured ones (SQL that must be true, minimum rows, HTTP), in scratch database `dbname` on the pinned
+    `target` (GuardianError, without the password, when it cannot be reached)."""
     checks = db.drill.checks
-    with psycopg.connect(target, autocommit=True, connect_timeout=10) as conn:
+    with target.connect(dbname) as conn:
         wanted, out = _tables_in_scope(db, run, conn)
         prod_rows = _row_presence(production, wanted) if production is not None else {}
         for table in wanted:

@@ -19,7 +19,7 @@ from typing import Any
 from loguru import logger
 
 from collectors.heroku import STUCK_AFTER, is_backup, parse_timestamp, transfer_name
-from daemon.errors import CaptureError
+from daemon.errors import CaptureError, StoppedByShutdown
 from daemon.heroku import HerokuAPI, HerokuError
 
 #: The CLI stops following after this many failed polls (cumulative, not consecutive; reference 1.4).
@@ -83,7 +83,8 @@ class HerokuCapture:
     def follow(self, app: str, transfer: dict[str, Any],
                progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
         """Poll `GET /apps/{app}/transfers/{uuid}` until `finished_at`; returns the final transfer (with `logs`
-        when it failed). Raises CaptureError on timeout, shutdown, or after 21 failed polls."""
+        when it failed). Raises CaptureError on timeout or after 21 failed polls, StoppedByShutdown when the
+        shutdown comes first."""
         uuid = str(transfer["uuid"])
         deadline = self.clock() + self.timeout
         failures = 0
@@ -92,9 +93,9 @@ class HerokuCapture:
             if self.clock() >= deadline:
                 raise CaptureError(f"capture {transfer_name(current)} still running after "
                                    f"{self.timeout}; stopped following it (Heroku may still finish it)")
-            if self.closing.wait(self.poll_interval):
-                raise CaptureError(f"shutting down while capture {transfer_name(current)} runs; it goes on "
-                                   "at Heroku and the next collection sees its end")
+            if self.closing.wait(self.poll_interval):  # not a failed capture: it goes on at Heroku
+                raise StoppedByShutdown(f"shutting down while capture {transfer_name(current)} runs; it goes on "
+                                        "at Heroku and the next collection sees its end")
             try:
                 current = self.api.transfer_info(app, uuid)
             except HerokuError as exc:

@@ -8,11 +8,15 @@ state directory, identifies each by reading its identity, and for the entries re
 2. drops the database through `daemon.scratch.drop` (proven not production on the dropping connection,
    recorded server, recorded marker, sessions ended first); the entry goes only after the drop.
 Whatever it cannot reach or prove stays on the ledger and is reported (`kept`); nothing is guessed.
-Runs under the drill lock (the caller holds it), so no drill of this guardian is writing meanwhile.
+Runs under the drill lock (the caller holds it), so no drill of this state directory is writing meanwhile. The
+ledger is shared by every process using the state store (replicas, a `backup-guardian drill` elsewhere): an
+entry is touched only while the sweep holds its database's `drill:<database>` lock, which a live drill holds
+for its whole run (`ActionRunner.run_held`); a live drill's entry is kept, its restore and database left alone.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -22,7 +26,7 @@ from daemon import scratch as scratchdb
 from daemon.childguard import kill_proven
 from daemon.errors import GuardianError
 from daemon.scratch import Production, ScratchServer, ScratchTarget
-from daemon.statestore import ScratchEntry, StateStore
+from daemon.statestore import LockBusy, ScratchEntry, StateStore
 
 #: (allow_unproven_scratch, has a production url) of a database name; None for a database no longer configured.
 Rules = Callable[[str], tuple[bool, bool] | None]
@@ -30,11 +34,13 @@ Rules = Callable[[str], tuple[bool, bool] | None]
 
 @dataclass
 class SweepReport:
-    """What one sweep did: dropped entries (with how), kept ones (with why), and killed orphan restores."""
+    """What one sweep did: dropped entries (with how), kept ones (with why), killed orphan restores, and the
+    entries of drills running in another process (`live`: not leftovers, left alone)."""
 
     dropped: list[tuple[ScratchEntry, str]] = field(default_factory=list)
     kept: list[tuple[ScratchEntry, str]] = field(default_factory=list)
     killed: list[ScratchEntry] = field(default_factory=list)
+    live: list[ScratchEntry] = field(default_factory=list)
 
 
 def sweep(ledger: StateStore, servers: Iterable[ScratchServer], production: Production, rules: Rules) -> SweepReport:
@@ -42,8 +48,35 @@ def sweep(ledger: StateStore, servers: Iterable[ScratchServer], production: Prod
     candidate scratch servers (configured ones first, the embedded one last); the embedded cluster is started
     only when entries remain that no configured server claimed. StateStoreError when the ledger is unreadable."""
     report = SweepReport()
+    with contextlib.ExitStack() as held:
+        entries = _not_live(ledger, ledger.scratch_entries(), held, report)
+        _sweep_dead(ledger, entries, servers, production, rules, report)
+    return report
+
+
+def _not_live(ledger: StateStore, entries: list[ScratchEntry], held: contextlib.ExitStack,
+              report: SweepReport) -> list[ScratchEntry]:
+    """The entries whose database no live process drills: `held` keeps each such database's drill lock (the
+    one a drill holds for its whole run) until the sweep ends. The others go to `report.live` (a drill runs)
+    or `report.kept` (the lock could not be asked for)."""
+    busy: set[str] = set()
+    unknown: dict[str, str] = {}
+    for database in dict.fromkeys(e.database for e in entries):
+        try:
+            held.enter_context(ledger.exclusive(f"drill:{database}"))  # as ActionRunner.run_held names it
+        except LockBusy:
+            busy.add(database)
+        except GuardianError as exc:
+            unknown[database] = f"cannot tell whether a drill of {database} runs in another process ({exc})"
+    report.live.extend(e for e in entries if e.database in busy)
+    report.kept.extend((e, unknown[e.database]) for e in entries if e.database in unknown)
+    return [e for e in entries if e.database not in busy and e.database not in unknown]
+
+
+def _sweep_dead(ledger: StateStore, entries: list[ScratchEntry], servers: Iterable[ScratchServer],
+                production: Production, rules: Rules, report: SweepReport) -> None:
     pending: dict[str, list[ScratchEntry]] = {}
-    for entry in ledger.scratch_entries():
+    for entry in entries:
         pending.setdefault(entry.server_id, []).append(entry)
         if entry.process and kill_proven(entry.process, "pg_restore", entry.name):
             report.killed.append(entry)
@@ -65,7 +98,6 @@ def sweep(ledger: StateStore, servers: Iterable[ScratchServer], production: Prod
         why = "no configured scratch server has this identity now" + (
             f" ({'; '.join(unreached)})" if unreached else "")
         report.kept.extend((e, why) for e in entries)
-    return report
 
 
 def _drop_one(target: ScratchTarget, production: Production, ledger: StateStore, entry: ScratchEntry,

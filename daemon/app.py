@@ -570,7 +570,7 @@ class Guardian:
             runs.append(run)
             details = {} if run.skipped else {"scenario": scenario, "report": report,
                                               "recovery_seconds": round(run.recovery_seconds, 1)}
-            return Outcome(run.succeeded, run.reason, details, skipped=run.skipped)
+            return Outcome(run.succeeded, run.reason, details, skipped=run.skipped, interrupted=run.stopped)
 
         intent = Intent("drill", name, f"{scenario} drill", params={"scenario": scenario})
         if self.runner.run_held(intent, work) is None:  # another process drills this database now
@@ -590,7 +590,8 @@ class Guardian:
         token = self.notifier.job_started(f"drill-{scenario}-{name}", schedule)
         run = self.drills.run(db, state, scenario, self._billing_app(name), progress)
         if run.skipped:  # busy or shutting down: no verdict, no report, no finding
-            self.notifier.job_finished(f"drill-{scenario}-{name}", token, True, 0.0)
+            if not run.stopped:  # like a capture the shutdown stops: no check-in saying it went well
+                self.notifier.job_finished(f"drill-{scenario}-{name}", token, True, 0.0)
             return run, None
         self.notifier.job_finished(f"drill-{scenario}-{name}", token, run.succeeded, run.recovery_seconds)
         path, doc, text = write_report(run, self.config.state_dir)
@@ -648,6 +649,9 @@ class Guardian:
             return
         for entry in report.killed:
             logger.warning("killed the pg_restore of {} that outlived its drill", entry.name)
+        for entry in report.live:
+            logger.info("scratch database {} of {} belongs to a drill running in another process: left alone",
+                        entry.name, entry.database)
         for entry, how in report.dropped:
             logger.info("scratch database {} of {} left by an earlier drill: {}", entry.name, entry.database, how)
             self.audit.record("scratch_sweep", entry.database, "done", how, scratch=entry.name,

@@ -167,12 +167,12 @@ class ArchiveService:
                 self.audit.record(action, f"{d.obj.database}/{d.obj.backup_id}", "dry_run", d.reason)
             self.count(action, "dry_run")
             return 0
-        paused = self.paused()
-        if paused is not None:
-            self._skip_paused(action, doomed, paused)
-            return 0
         deleted = 0
-        for d in doomed:
+        for i, d in enumerate(doomed):
+            paused = self.paused()  # read before every delete: a pause that comes during a long run stops it
+            if paused is not None:
+                self._skip_paused(action, doomed[i:], paused)
+                return deleted
             target = f"{d.obj.database}/{d.obj.backup_id}"
             try:
                 self.store.delete(d.obj.database, d.obj.backup_id)

@@ -75,8 +75,10 @@ class _Channel(HTTPChannel):
 class _TlsChannel(_Channel):
     """A waitress connection over TLS, driven by the same event loop (non-blocking handshake, reads, writes).
 
-    All TLS I/O stays on the event-loop thread: waitress only writes from a worker for answers over its 16 MB
-    high-water mark, far above anything served here.
+    Threads: waitress writes an answer from the worker thread that produced it (`write_soon` flushes at once,
+    its `send_bytes` being 1) and from the event loop, both under the channel's `outbuf_lock`. An SSL object
+    must never read and write in two threads at once, so reads take the same lock; the handshake happens
+    before any request exists, on the event loop alone.
     """
 
     handshaken = False
@@ -107,9 +109,10 @@ class _TlsChannel(_Channel):
             return
         chunks: list[bytes] = []
         try:
-            chunks.append(self.socket.recv(self.adj.recv_bytes))
-            while chunks[-1] and self.socket.pending():  # decrypted bytes select() cannot see
+            with self.outbuf_lock:  # never beside a worker's write (a 100 Continue after a pipelined request)
                 chunks.append(self.socket.recv(self.adj.recv_bytes))
+                while chunks[-1] and self.socket.pending():  # decrypted bytes select() cannot see
+                    chunks.append(self.socket.recv(self.adj.recv_bytes))
         except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
             pass
         except OSError:  # ssl.SSLError included: a broken or refused TLS session

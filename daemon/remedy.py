@@ -25,7 +25,7 @@ from actions.runner import ActionRunner, Outcome
 from actions.scale import HerokuScaler, ProbeState, ScaleMemory, advance, plan_scale, probe, remember
 from collectors.heroku import SOURCE_HEROKU, transfer_name
 from daemon.config import DatabaseConfig, ScaleTarget
-from daemon.errors import CaptureError, GuardianError
+from daemon.errors import CaptureError, GuardianError, StoppedByShutdown
 from daemon.state import Snapshot
 
 if TYPE_CHECKING:
@@ -191,6 +191,8 @@ class Remedies:
         logger.info("capture {} of {} started at Heroku; following it", backup_id, name)
         try:
             final = follower.follow(db.billing_app, transfer)
+        except StoppedByShutdown as exc:  # the capture goes on at Heroku: this execution did not end
+            return Outcome(False, str(exc), details, interrupted=True)
         except CaptureError as exc:
             return Outcome(False, str(exc), details)
         finally:

@@ -201,3 +201,18 @@ def run_daemon(tmp_path: Path) -> Iterator[Callable[..., DaemonProcess]]:
         if d.proc.poll() is None:
             d.proc.kill()
             d.proc.wait()
+
+
+def pids_of(program: str, needle: str) -> list[int]:
+    """PIDs of running `program` processes (by the name they were started as) with `needle` in an argument."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if os.path.basename(argv[0]) == program.encode() and any(needle.encode() in a for a in argv[1:]):
+            pids.append(int(entry.name))
+    return pids

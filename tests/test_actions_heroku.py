@@ -4,12 +4,14 @@ real pg_dump behind the double's captures, the real SQLite state store."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 
 from actions.guards import Intent
@@ -19,6 +21,7 @@ from daemon.heroku import HerokuClient
 from daemon.metrics import SnapshotCollector
 from daemon.remedy import PAUSE_KEY
 from daemon.state import Finding, Snapshot
+from daemon.statestore import open_state_store
 from daemon.status import status_document
 from tests.heroku_double import HerokuDouble
 from tests.test_heroku_client import FakeClock
@@ -314,3 +317,33 @@ def test_a_queued_capture_is_decided_again_under_its_lock_so_a_pause_or_another_
         assert g.audit.read(action="capture")[-1]["outcome"] == "skipped_cooldown"
     finally:
         g.stop()
+
+
+def test_a_capture_followed_when_the_shutdown_comes_is_interrupted_not_failed(
+    heroku: HerokuDouble, clock: FakeClock, tmp_path: Path, fresh_db: str
+) -> None:
+    missed_schedule(heroku, clock, fresh_db)
+    g = make_guardian(heroku, clock, tmp_path / "state")
+    with psycopg.connect(fresh_db) as blocker:
+        blocker.execute("LOCK TABLE invoices IN ACCESS EXCLUSIVE MODE")  # the double's pg_dump waits on it
+        try:
+            deadline = time.monotonic() + 60
+            while not [r for r in heroku.requests if r.method == "GET" and "/transfers/" in r.path]:
+                assert time.monotonic() < deadline, "the capture was never posted and followed"
+                g.collect_all()
+                clock.now += timedelta(seconds=30)
+            assert captures_posted(heroku) == 1
+        finally:
+            g.stop()  # what SIGTERM does, while the capture runs at Heroku
+            blocker.rollback()
+
+    store = open_state_store(None, tmp_path / "state")
+    try:
+        [history] = store.actions(action="capture", target=DB)
+        audit = [a["outcome"] for a in store.audit(action="capture")]
+    finally:
+        store.close()
+    assert history.outcome == "interrupted" and "goes on at Heroku" in history.details["detail"]
+    assert history.details["backup_id"] == "b002"
+    # not a failed capture: it may well succeed at Heroku (later passes saw it running there)
+    assert [o for o in audit if o != "skipped_running"] == ["started", "interrupted"]

@@ -27,7 +27,7 @@ from daemon.config import GuardianConfig
 from daemon.localpg import LocalCluster
 from daemon.scratch import MARKER, PREFIX, DrillRefused, ScratchTarget
 from daemon.statestore import ScratchEntry
-from tests.conftest import create_database, make_cluster, throwaway_cluster
+from tests.conftest import create_database, make_cluster, pids_of, throwaway_cluster
 
 #: A table whose index builds at once in production but slowly wherever a drill restores it (the function
 #: sleeps only inside a scratch database): pg_restore is then reliably caught mid-run, without a big dump.
@@ -122,17 +122,7 @@ def wait_for_restore(scratch: LocalCluster, proc: subprocess.Popen[bytes], timeo
 
 def restore_processes(name: str) -> list[int]:
     """pids of running pg_restore processes (leaders and --jobs workers) writing into scratch database `name`."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if os.path.basename(argv[0]) == b"pg_restore" and any(name.encode() in a for a in argv[1:]):
-            pids.append(int(entry.name))
-    return pids
+    return pids_of("pg_restore", name)
 
 
 def wait_until(what: str, predicate: Any, timeout: float = 20) -> None:
@@ -419,3 +409,34 @@ def test_a_killed_drill_leaves_no_running_pg_restore_and_the_sweep_ends_sessions
     assert record["outcome"] == "done" and "session(s) ended first" in record["reason"]
     assert g.state.scratch_entries() == []
     assert_production_untouched(own_cluster, before)
+
+
+# -- (5) a live drill's scratch database belongs to it -----------------------------------------------------------
+
+def test_a_sweep_sharing_the_state_store_leaves_another_processes_live_drill_alone(
+    own_cluster: LocalCluster, scratch_cluster: LocalCluster, pg_cluster: LocalCluster, open_tmp: Path,
+    sweep: Callable[[Path], Guardian]
+) -> None:
+    url = production_db(own_cluster, slow=True)
+    capture(open_tmp, "shop", url)
+    shared = create_database(pg_cluster, with_schema=False)  # the state store both processes use
+    db = {"name": "shop", "url": url, "drill": {"scratch_url": scratch_cluster.url()}}
+    drilling, starting = open_tmp / "drilling.json", open_tmp / "starting.json"
+    for path, state in ((drilling, "state-a"), (starting, "state-b")):  # e.g. two hosts: two state directories
+        path.write_text(json.dumps({"state_dir": str(open_tmp / state), "state": {"url": shared},
+                                    "archive": {"path": str(open_tmp / "archive")}, "databases": [db]}))
+    proc = cli(drilling, "drill")
+    try:
+        name = wait_for_restore(scratch_cluster, proc)
+        g = sweep(starting)
+        assert name in databases(scratch_cluster)  # neither dropped ...
+        assert restore_processes(name)  # ... nor its restore killed
+        assert [e.name for e in g.state.scratch_entries()] == [name]
+        assert g.state.audit(action="scratch_sweep") == []  # nothing was decided about it
+        assert not finding(g, "shop", "scratch_leftover").active  # and it is no leftover
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    later = sweep(starting)  # its owner is dead now: the same sweep drops it
+    assert name not in databases(scratch_cluster) and later.state.scratch_entries() == []
+    assert [a["outcome"] for a in later.state.audit(action="scratch_sweep")] == ["done"]

@@ -17,8 +17,11 @@ from typing import Any
 
 from daemon.app import Guardian
 from daemon.archive import ArchiveStore, BackupRecord, LocalDirectoryStore
+from daemon.archiving import ArchiveService
+from daemon.audit import AuditLog
 from daemon.config import GuardianConfig
 from daemon.s3store import S3ArchiveStore
+from daemon.statestore import open_state_store
 from tests.s3_server import MotoServer, s3_client
 from tests.test_s3_archive import s3_section
 
@@ -161,3 +164,27 @@ def test_an_object_locked_copy_refused_during_keep_last_leaves_the_capture_succe
     assert outcomes["db/locked"]["outcome"] == "refused"
     assert "Object Lock" in outcomes["db/locked"]["reason"]
     assert outcomes["db/old"]["outcome"] == "done"
+
+
+def test_a_pause_that_comes_during_a_prune_stops_the_deletions_still_to_come(tmp_path: Path) -> None:
+    store = LocalDirectoryStore(tmp_path / "archive")
+    now = datetime.now(UTC)
+    for age in (30, 31, 32, 33):
+        seed(store, f"old-{age}", now - age * D, "daily")  # all four past the daily keep
+    seed(store, "recent", now - D, "daily")
+    config = GuardianConfig.model_validate(config_doc(tmp_path, "postgresql://unused@127.0.0.1/db", keep_last=0))
+    state = open_state_store(None, tmp_path / "state")
+    answers = iter([None])  # not paused when the first copy goes; the operator pauses right after it
+
+    def paused() -> str | None:
+        return next(answers, "paused by hand during the prune")
+
+    try:
+        service = ArchiveService(config, store, AuditLog(state, lambda: now), None, lambda: now,
+                                 lambda action, outcome: None, paused=paused)
+        service.prune(["db"], apply=True)
+        audit = [(a["outcome"], a.get("backups")) for a in state.audit(action="prune")]
+    finally:
+        state.close()
+    assert ids(store) == {"old-30", "old-31", "old-32", "recent"}  # only the oldest went
+    assert audit == [("done", None), ("skipped_paused", ["old-32", "old-31", "old-30"])]

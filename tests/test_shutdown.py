@@ -19,9 +19,11 @@ import psycopg
 
 from daemon.app import Guardian
 from daemon.config import GuardianConfig
-from daemon.localpg import free_port
+from daemon.localpg import LocalCluster, free_port
+from daemon.scratch import PREFIX
 from daemon.statestore import open_state_store
-from tests.conftest import DaemonProcess
+from tests.conftest import DaemonProcess, pids_of, throwaway_cluster
+from tests.test_drill_safety import capture, databases, load, production_db, write_config
 
 FLEET = 2000
 EXIT_BUDGET = 10.0
@@ -35,21 +37,6 @@ def _records(archive: Path) -> dict[Path, dict[str, Any]]:
         except (OSError, ValueError):
             continue  # being replaced right now: read again on the next pass
     return out
-
-
-def _pg_dumps_of(marker: str) -> list[int]:
-    """PIDs of pg_dump processes whose command line holds `marker` (a port only this test uses)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if argv and argv[0].endswith(b"pg_dump") and any(marker.encode() in a for a in argv):
-            pids.append(int(entry.name))
-    return pids
 
 
 def _stop_and_time(d: DaemonProcess) -> tuple[datetime, float]:
@@ -87,7 +74,7 @@ def test_sigterm_with_2000_due_captures_starts_no_queued_job_and_exits_within_10
     assert len(new) <= 2, f"{len(new)} failed attempts recorded after SIGTERM (2 capture workers)"
     assert not [r for r in after.values() if "shutting down" in (r.get("error") or "")]
     assert len(after) < FLEET // 2  # the queue was not worked through on the way out
-    assert not _pg_dumps_of(f"port={closed}")
+    assert not pids_of("pg_dump", f"port={closed}")
     assert "stopped" in log
 
 
@@ -102,7 +89,7 @@ def test_sigterm_stops_a_long_capture_without_recording_a_failure(run_daemon: An
                 "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pg_dump' "
                 "AND wait_event_type = 'Lock'").fetchone() == (1,))
         dbname = fresh_db.rsplit("/", 1)[1]
-        assert _pg_dumps_of(dbname)
+        assert pids_of("pg_dump", dbname)
 
         _signalled, took = _stop_and_time(d)
         blocker.rollback()
@@ -110,7 +97,7 @@ def test_sigterm_stops_a_long_capture_without_recording_a_failure(run_daemon: An
     log = d.log()
     assert d.proc.returncode == 0, log[-3000:]
     assert took < EXIT_BUDGET, f"exit took {took:.1f}s"
-    assert not _pg_dumps_of(dbname)
+    assert not pids_of("pg_dump", dbname)
     assert _records(d.state_dir / "archive") == {}  # stopped by the shutdown: not a failed attempt
     assert not list((d.state_dir / "archive").glob("*/*.dump")) and not list(
         (d.state_dir / "archive").glob("*/.*.partial"))
@@ -152,3 +139,34 @@ def test_a_manual_capture_stopped_by_the_shutdown_closes_its_history_as_interrup
     assert audit == ["started", "interrupted"]
     assert decisions and decisions[0].outcome == "interrupted"  # the person is told it did not happen
     assert _records(tmp_path / "state" / "archive") == {}  # and it is no failed backup attempt
+
+
+def test_a_drill_stopped_by_the_shutdown_closes_its_history_as_interrupted(
+    own_cluster: LocalCluster, open_tmp: Path
+) -> None:
+    url = production_db(own_cluster, slow=True)  # its index builds slowly in a scratch database
+    capture(open_tmp, "shop", url)
+    with throwaway_cluster() as scratch:
+        cfg = write_config(open_tmp, [{"name": "shop", "url": url, "drill": {"scratch_url": scratch.url()}}])
+        g = Guardian(load(cfg))
+        g.collect_all(one_shot=True)  # as `backup-guardian drill` does: the drill needs the archive read
+        runs: list[Any] = []
+        drill = threading.Thread(target=lambda: runs.append(g.drill("shop")))
+        drill.start()
+        deadline = time.monotonic() + 120
+        while not any(db.startswith(PREFIX) for db in databases(scratch)):
+            assert drill.is_alive() and time.monotonic() < deadline, "the drill never created its scratch database"
+            time.sleep(0.1)
+        g.stop()  # what SIGTERM does: pg_restore is killed
+        drill.join(timeout=60)
+        assert not [db for db in databases(scratch) if db.startswith(PREFIX)]  # still dropped on the way out
+
+    store = open_state_store(None, open_tmp / "state")
+    try:
+        [history] = store.actions(action="drill", target="shop")
+        audit = [a["outcome"] for a in store.audit(action="drill")]
+    finally:
+        store.close()
+    assert history.outcome == "interrupted" and "shutting down" in history.details["detail"]
+    assert audit == ["started", "interrupted"]
+    assert runs and runs[0].skipped  # no verdict on the backup: no report, no failed drill
