@@ -184,18 +184,23 @@ class ActionRunner:
             with self._lock:
                 self._running.discard(key)
 
-    def run_held(self, intent: Intent, fn: Callable[[int], Outcome]) -> Outcome | None:
+    def run_held(self, intent: Intent, fn: Callable[[int], Outcome], unlocked_ok: bool = True) -> Outcome | None:
         """Run `fn(action_id)` for work that passes no guards (a capture on its schedule, a drill) the way an
         execution runs: under `exclusive("{action}:{target}")`, recorded in the history and the audit log, so
         a crash in the middle leaves a record that `close_interrupted` ends. None when another process holds
         the lock. A state store that fails around the lock or the record does not stop the work (a backup
-        matters more than its record): it runs unlocked and unrecorded, which is logged."""
+        matters more than its record): it runs unlocked and unrecorded, which is logged; with `unlocked_ok`
+        False (a drill, whose lock also keeps other processes' scratch sweeps away) it is skipped instead."""
         held = contextlib.ExitStack()
         try:
             held.enter_context(self.store.exclusive(f"{intent.action}:{intent.target}"))
         except LockBusy:
             return None
         except GuardianError as exc:
+            if not unlocked_ok:
+                detail = f"{intent.action} of {intent.target} not run: its cross-process lock is unavailable ({exc})"
+                logger.warning("{}", detail)
+                return Outcome(False, REDACTOR(detail), skipped=True)
             logger.warning("{} of {} runs without its cross-process lock and history record: {}", intent.action,
                            intent.target, exc)
             return self._call(intent, fn, 0)

@@ -573,10 +573,12 @@ class Guardian:
             return Outcome(run.succeeded, run.reason, details, skipped=run.skipped, interrupted=run.stopped)
 
         intent = Intent("drill", name, f"{scenario} drill", params={"scenario": scenario})
-        if self.runner.run_held(intent, work) is None:  # another process drills this database now
+        outcome = self.runner.run_held(intent, work, unlocked_ok=False)
+        if outcome is None or not runs:  # another process drills this database now, or its lock is unavailable
             self.count_action("drill", "skipped")
             return DrillRun(database=name, scenario=scenario, started_at=self.clock(), skipped=True,
-                            reason=f"a drill of {name} is running in another process")
+                            reason=outcome.detail if outcome is not None else
+                            f"a drill of {name} is running in another process")
         return runs[0]
 
     def _drill(self, name: str, scenario: str, progress: Progress | None) -> tuple[DrillRun, str | None]:

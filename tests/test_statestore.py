@@ -465,3 +465,26 @@ def test_describe_names_the_place_never_the_credentials(backend: Backend, store:
 def test_unsupported_url_is_refused(tmp_path: Path) -> None:
     with pytest.raises(StateStoreError, match="postgresql://"):
         open_state_store("mysql://u:secretpw@h/d", tmp_path)
+
+
+def test_a_drill_is_not_run_without_its_lock_but_a_capture_is(own_cluster: LocalCluster, tmp_path: Path) -> None:
+    """A store that cannot lock: a capture runs anyway (a backup matters more than its record); a drill is
+    skipped, because its lock is also what keeps other processes' scratch sweeps away from it."""
+    from actions.guards import Intent
+    from actions.runner import ActionRunner, Outcome
+    from daemon.audit import AuditLog
+
+    store = open_state_store(own_cluster.url("postgres"), tmp_path)
+    runner = ActionRunner(store, AuditLog(store), lambda a, o: None, lambda: T0)
+    own_cluster.stop()  # the store's server goes away: no lock can be asked for
+    ran: list[str] = []
+
+    def work(action: str) -> Callable[[int], Outcome]:
+        return lambda _id: (ran.append(action), Outcome(True, "ran"))[1]
+
+    drill = runner.run_held(Intent("drill", "shop", "full drill"), work("drill"), unlocked_ok=False)
+    capture = runner.run_held(Intent("capture", "shop", "scheduled capture"), work("capture"))
+    assert ran == ["capture"]
+    assert drill is not None and drill.skipped and "lock is unavailable" in drill.detail
+    assert capture is not None and capture.ok
+    store.close()
