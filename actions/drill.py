@@ -1,8 +1,9 @@
 """Restore drills: restore the newest good backup into a scratch database, check it, time it, report it.
 
-Scenarios (the seed's RTO table): `database_corruption` is the full drill, `accidental_deletion` the table drill
-(only the configured critical tables, as the seed's scenario 2 does for invoices with `pg_restore -t`: their
-entries chosen by exact name into a `pg_restore --use-list`, their schemas created first).
+Scenarios (the RTO table of the SuoOps backup and recovery procedures): `database_corruption` is the full
+drill, `accidental_deletion` the table drill (only the configured critical tables, as scenario 2 of those
+procedures does for invoices with `pg_restore -t`: their entries chosen by exact name into a
+`pg_restore --use-list`, their schemas created first).
 Phases are timed: download (streamed to a temp file), verify (sha256 and the readability check), restore,
 checks; the recovery time is download + restore + checks, wall clock, compared with the scenario's RTO.
 One drill at a time; a timeout; killable on shutdown; the scratch database is always dropped. The scratch

@@ -79,7 +79,7 @@ class _Model(BaseModel):
 
 
 class RtoObjectives(_Model):
-    """Recovery time objective per scenario (the seed's RTO column)."""
+    """Recovery time objective per scenario (the RTO column of the SuoOps backup and recovery procedures)."""
 
     database_corruption: Duration = Field(
         timedelta(minutes=60), description="Full restore (rehearsed by the full drill).", examples=["60m"]
@@ -94,7 +94,8 @@ class RtoObjectives(_Model):
 
 
 class Objectives(_Model):
-    """Recovery objectives of one database (defaults: the seed's RTO/RPO table)."""
+    """Recovery objectives of one database (defaults: the RTO/RPO table of the SuoOps backup and recovery
+    procedures)."""
 
     rpo: Duration = Field(
         timedelta(hours=24), description="Maximum acceptable data loss (recovery point objective).", examples=["24h"]
@@ -376,7 +377,8 @@ class S3Config(_Model):
 
 
 class TierKeeps(_Model):
-    """How long each tier is kept in the archive (the seed's policy; `null` keeps forever)."""
+    """How long each tier is kept in the archive (the retention policy of the SuoOps backup and recovery
+    procedures; `null` keeps forever)."""
 
     daily: Duration | None = Field(timedelta(days=7), description="Copies that are neither first of week nor month.",
                                    examples=["7d"])
@@ -630,7 +632,8 @@ class EmergencyCapture(_Model):
 
 
 class ScaleTarget(_Model):
-    """One app health probe and the formation it may scale up (the seed's scenario 3)."""
+    """One app health probe and the formation it may scale up (scenario 3 of the SuoOps backup and recovery
+    procedures)."""
 
     name: str = Field(description="Stable name of the probe (a metric label).", examples=["api"])
     url: str = Field(description="URL to GET; healthy means an expected status within max_latency.",

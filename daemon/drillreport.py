@@ -1,6 +1,6 @@
 """Drill reports: JSON for machines, Markdown for people, both in `<state_dir>/drills/<database>/` (and in the
-archive bucket when it is S3). The seed's monthly checklist maps to report lines: each item says which check
-covered it, or that none did (configure one)."""
+archive bucket when it is S3). The monthly checklist of the SuoOps backup and recovery procedures maps to
+report lines: each item says which check covered it, or that none did (configure one)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from actions.drill import DrillRun
 from daemon import __version__
 from daemon.pgtools import tool_version
 
-#: The seed's "Test Checklist" and what in a drill answers each item.
+#: The "Test Checklist" of the SuoOps backup and recovery procedures and what in a drill answers each item.
 SEED_CHECKLIST = [
     ("Backup downloads successfully", "download"),
     ("Restore completes without errors", "restore"),

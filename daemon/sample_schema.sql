@@ -1,4 +1,4 @@
--- A small invoicing schema for the embedded demo (users, invoices, payments), like the first user's product.
+-- A small invoicing schema for the embedded demo (users, invoices, payments), like the SuoOps invoicing product.
 CREATE TABLE IF NOT EXISTS users (
     id          bigserial PRIMARY KEY,
     email       text NOT NULL UNIQUE,

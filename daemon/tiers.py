@@ -1,9 +1,9 @@
 """Retention tiers of archived backups and the prune plan (pure: `now` is an argument).
 
-Tiers (the seed's retention policy): `daily` copies are kept a week, `weekly` five weeks, `monthly` a year,
-`milestone` forever. A copy's tier is decided when it is archived: the first copy of a calendar month (UTC) is
-`monthly`, else the first of an ISO week is `weekly`, else `daily`; a person can promote any copy to
-`milestone` (`backup-guardian archive milestone`).
+Tiers (the retention policy of the SuoOps backup and recovery procedures): `daily` copies are kept a week,
+`weekly` five weeks, `monthly` a year, `milestone` forever. A copy's tier is decided when it is archived: the
+first copy of a calendar month (UTC) is `monthly`, else the first of an ISO week is `weekly`, else `daily`; a
+person can promote any copy to `milestone` (`backup-guardian archive milestone`).
 
 The prune plan deletes copies past their tier's keep, but never a milestone, never the newest copy of any tier,
 never a copy under S3 Object Lock retention or legal hold, and never the newest good copy of the database.
