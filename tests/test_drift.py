@@ -69,8 +69,8 @@ def scrape(pg_cluster: LocalCluster, moto_server: MotoServer, sample_dump: Path)
     try:
         with HerokuDouble(token=TOKEN) as heroku:
             heroku.add_app(APP)
-            heroku.add_schedule(APP, hour=2)
             start = datetime.now(UTC) - timedelta(hours=3)
+            heroku.add_schedule(APP, hour=start.hour)  # met by the backup below, at any time of day
             t = heroku.add_transfer(APP, created_at=start, started_at=start,
                                     finished_at=start + timedelta(minutes=4))
             heroku.set_dump_file(APP, t["num"], sample_dump)  # a restorable dump: unreadable copies are not good

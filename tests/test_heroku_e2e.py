@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -41,8 +42,10 @@ def test_daemon_watches_heroku_backups_and_reports_a_failed_one_within_an_interv
     heroku: HerokuDouble, run_daemon: Any
 ) -> None:
     heroku.add_app("suoops-backend")
-    heroku.add_schedule("suoops-backend", hour=2, timezone="UTC")
     start = datetime.now(UTC) - timedelta(hours=2)
+    # The daemon reads the wall clock: the schedule is due at the hour this backup started, so it is met at
+    # whatever time of day the test runs (a fixed 02:00 would be missed in the morning).
+    heroku.add_schedule("suoops-backend", hour=start.hour, timezone="UTC")
     heroku.add_transfer("suoops-backend", created_at=start, started_at=start, finished_at=start + timedelta(minutes=3),
                         processed_bytes=123456)
     d: DaemonProcess = run_daemon(_config(heroku), env={"HEROKU_API_KEY": TOKEN})
@@ -55,7 +58,8 @@ def test_daemon_watches_heroku_backups_and_reports_a_failed_one_within_an_interv
     assert m[("pgbackup_heroku_ratelimit_remaining", ())] > 0
     assert m[("pgbackup_schedule_configured", L_HEROKU)] == 1
     next_at = m[("pgbackup_schedule_next_timestamp_seconds", L_HEROKU)]
-    assert datetime.fromtimestamp(next_at, UTC).hour == 2 and 0 < next_at - datetime.now(UTC).timestamp() <= 86400
+    assert datetime.fromtimestamp(next_at, UTC).hour == start.hour
+    assert 0 < next_at - datetime.now(UTC).timestamp() <= 86400
     assert m[("pgbackup_pitr_enabled", (("database", DB),))] == 1
     newest = d.status()["databases"][0]["newest_good_backup"]
     assert newest["id"] == "a001" and newest["source"] == "heroku"
@@ -83,8 +87,10 @@ def test_check_lists_heroku_backups_like_pg_backups(heroku: HerokuDouble, tmp_pa
                                                     pg_cluster: LocalCluster) -> None:
     url = create_database(pg_cluster)
     heroku.add_app("suoops-backend", database_url=url)
-    heroku.add_schedule("suoops-backend", hour=2, timezone="UTC")
     t0 = datetime.now(UTC) - timedelta(hours=30)
+    # `check` reads the wall clock: the schedule is due at the hour the newest scheduled backup (t0 + 20 h) started,
+    # so it is met at whatever time of day the test runs.
+    heroku.add_schedule("suoops-backend", hour=(t0 + timedelta(hours=20)).hour, timezone="UTC")
     for i in range(3):
         s = t0 + timedelta(hours=10 * i)
         heroku.add_transfer("suoops-backend", created_at=s, started_at=s, finished_at=s + timedelta(minutes=2))
@@ -92,8 +98,11 @@ def test_check_lists_heroku_backups_like_pg_backups(heroku: HerokuDouble, tmp_pa
                         finished_at=t0 + timedelta(minutes=1))
     cfg = tmp_path / "g.yaml"
     cfg.write_text(_config(heroku))
+    # The environment passes through (less the guardian's own settings): `check` reads the same clock as this
+    # test, also when the clock is shifted for the whole process tree (faketime, see README: Development).
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GUARDIAN_", "DATABASE_URL", "HEROKU_"))}
     out = subprocess.run([sys.executable, "-m", "daemon", "check", "--config", str(cfg)], capture_output=True,
-                         text=True, timeout=60, env={"HEROKU_API_KEY": TOKEN, "PATH": "/usr/bin:/bin"}, check=False)
+                         text=True, timeout=60, env={**env, "HEROKU_API_KEY": TOKEN}, check=False)
     assert out.returncode == 0, out.stdout + out.stderr
     assert DB in out.stdout and "a003 (heroku)" in out.stdout
     for name in ("a001", "a002", "a003", "b004"):

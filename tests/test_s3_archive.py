@@ -70,7 +70,7 @@ def an_hour_old_backup(heroku: HerokuDouble, **fields: Any) -> dict[str, Any]:
 def real_capture(heroku: HerokuDouble, cluster: LocalCluster) -> dict[str, Any]:
     """A real pg_dump capture on the double, followed to its end as the CLI does."""
     info = heroku.add_app(APP, database_url=create_database(cluster))
-    heroku.add_schedule(APP, hour=2)
+    heroku.add_schedule(APP, hour=datetime.now(UTC).hour)  # the capture below starts now: the schedule is met
     api = HerokuClient(TOKEN, platform_url=heroku.platform_url, data_url=heroku.data_url)
     transfer = api.capture(info.addon_id)
     for _ in range(600):
@@ -125,8 +125,8 @@ def test_archive_collector_reports_tiers_copy_lag_and_posture(
 ) -> None:
     client, bucket = s3_bucket
     heroku.add_app(APP)
-    heroku.add_schedule(APP, hour=2)
     now = datetime.now(UTC)
+    heroku.add_schedule(APP, hour=(now - timedelta(hours=3)).hour)  # met by the backup below, at any time of day
     heroku.add_transfer(APP, created_at=now - timedelta(hours=3), started_at=now - timedelta(hours=3),
                         finished_at=now - timedelta(hours=3), processed_bytes=6 * 1024 * 1024 + 3)
     g = guardian_for(heroku, moto_server.endpoint_url, bucket, tmp_path)
