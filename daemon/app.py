@@ -34,7 +34,7 @@ from actions.scale import ProbeState
 from collectors.archive import with_unrecorded
 from collectors.database import collect_live
 from collectors.heroku import SOURCE_HEROKU, HerokuWatcher
-from daemon import policy
+from daemon import policy, risk
 from daemon.archiving import ArchiveService, make_store
 from daemon.audit import AuditLog
 from daemon.config import DatabaseConfig, GuardianConfig, HerokuConfig
@@ -419,7 +419,9 @@ class Guardian:
                 db = replace(db, sources=share_unreadable(self._with_readability(name, db.sources)))
                 findings = policy.evaluate(db, cfg.objectives, cols.values(), now, self.archive.policy(cfg),
                                            self._drill_policy(cfg, snap.started_at))
-                dbs[name] = replace(db, findings=findings, evaluated_at=now)
+                dbs[name] = replace(db, findings=findings, evaluated_at=now,
+                                    rpo_tolerance_seconds=risk.tolerance_seconds(db, cfg.objectives, now),
+                                    next_expected=risk.next_expected(db, cfg.objectives, now))
             heroku = snap.heroku
             if self.fleet is not None and self.heroku_api is not None:
                 rep = self.fleet.last_report

@@ -121,6 +121,25 @@ class Objectives(_Model):
         "(for interval schedules at most half the interval).",
         examples=["1h"],
     )
+    rpo_breach_tolerance_min: Duration = Field(
+        timedelta(minutes=15),
+        description="Least breach tolerance of a scheduled database, and the tolerance while its history is too "
+        "short to learn from: data at risk may pass the RPO by this much before it is a breach (a schedule's "
+        "backups start a little later some days).",
+        examples=["15m"],
+    )
+    rpo_breach_tolerance_max: Duration = Field(
+        timedelta(hours=1),
+        description="Most breach tolerance a schedule can learn from its start jitter and capture time.",
+        examples=["1h"],
+    )
+
+    @model_validator(mode="after")
+    def _tolerance_bounds(self) -> Objectives:
+        if self.rpo_breach_tolerance_min > self.rpo_breach_tolerance_max:
+            raise ValueError(f"rpo_breach_tolerance_min ({format_duration(self.rpo_breach_tolerance_min)}) must not "
+                             f"exceed rpo_breach_tolerance_max ({format_duration(self.rpo_breach_tolerance_max)})")
+        return self
 
 
 class CaptureConfig(_Model):

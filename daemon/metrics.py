@@ -83,6 +83,10 @@ class SnapshotCollector(Collector):
                                        labels=DB_SOURCE),
             "next": GaugeMetricFamily("pgbackup_schedule_next_timestamp_seconds",
                                       "When the next scheduled backup is due.", labels=DB_SOURCE),
+            "expected": GaugeMetricFamily("pgbackup_next_expected_backup_timestamp_seconds",
+                                          "Expected start (recovery point) of the next good backup: a capture "
+                                          "running now, else the due time plus the schedule's usual start delay.",
+                                          labels=DB_SOURCE),
         }
         for name, db in snap.databases.items():
             for src_name, src in db.sources.items():
@@ -105,6 +109,8 @@ class SnapshotCollector(Collector):
                 g["sched"].add_metric(labels, 1 if src.has_schedule else 0)
                 if src.schedule_next_at is not None:
                     g["next"].add_metric(labels, _ts(src.schedule_next_at))
+                if src_name in db.next_expected:
+                    g["expected"].add_metric(labels, _ts(db.next_expected[src_name]))
         yield from g.values()
 
     def _objectives(self, snap: Snapshot) -> Iterator[Metric]:
@@ -113,12 +119,18 @@ class SnapshotCollector(Collector):
                                   "Share of the RPO at which data is reported at risk.", labels=["database"])
         rto = GaugeMetricFamily("pgbackup_rto_seconds", "Recovery time objective per scenario.",
                                 labels=["database", "scenario"])
+        tolerance = GaugeMetricFamily("pgbackup_rpo_tolerance_seconds",
+                                      "How far past the RPO data at risk may go before it is a breach: the "
+                                      "schedule's normal start jitter and capture time (0 without a schedule).",
+                                      labels=["database"])
         for name, db in snap.databases.items():
             rpo.add_metric([name], db.rpo_seconds)
+            if db.evaluated_at is not None:
+                tolerance.add_metric([name], db.rpo_tolerance_seconds)
             ratio.add_metric([name], db.rpo_warning_ratio)
             for scenario, seconds in db.rto_seconds.items():
                 rto.add_metric([name, scenario], seconds)
-        yield from (rpo, ratio, rto)
+        yield from (rpo, ratio, rto, tolerance)
 
     def _live(self, snap: Snapshot) -> Iterator[Metric]:
         size = GaugeMetricFamily("pgbackup_database_size_bytes", "Live database size (pg_database_size).",

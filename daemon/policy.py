@@ -1,8 +1,13 @@
 """Pure evaluation of one database against its objectives. No I/O, no clock: `now` is an argument.
 
 Checks (each yields a `Finding`, active or not, so every check has a value in the metrics):
-  rpo_breach           critical  data at risk > RPO, or no good backup at all
-  rpo_at_risk          warning   data at risk >= rpo_at_risk_ratio * RPO (and not yet breached)
+  rpo_breach           critical  data at risk > RPO + tolerance (the schedule's normal start jitter and capture
+                                 time, learned, bounded; 0 without a schedule), or no good backup at all
+  rpo_at_risk          warning   with a schedule: the next expected good backup (next due time plus the usual
+                                 start delay) would come too late for the RPO, or the schedule was missed;
+                                 without one: data at risk >= rpo_at_risk_ratio * RPO (and not yet breached)
+  rpo_unachievable     warning   every schedule's interval + start jitter + capture time exceeds the RPO: it
+                                 cannot be met by construction (one finding that stays open, never a page)
   last_attempt_failed  critical  the newest backup attempt of any source failed
   size_anomaly         warning   newest good backup < size_anomaly_ratio * median of the previous ones
   collector_down       warning   a collector for this database failed its last run
@@ -32,12 +37,14 @@ from datetime import datetime, timedelta
 
 from daemon.config import Objectives
 from daemon.durations import format_duration
+from daemon.risk import cadences, next_expected, tolerance_seconds
 from daemon.schedules import last_due
 from daemon.state import Backup, CollectorStatus, DatabaseState, Finding
 
 CHECKS: dict[str, str] = {
     "rpo_breach": "critical",
     "rpo_at_risk": "warning",
+    "rpo_unachievable": "warning",
     "last_attempt_failed": "critical",
     "size_anomaly": "warning",
     "collector_down": "warning",
@@ -93,13 +100,14 @@ def evaluate(
     """All findings for one database at `now`. `now` must be timezone-aware."""
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
-    rpo = objectives.rpo.total_seconds()
+    missed = _missed_schedule(db, objectives.schedule_grace.total_seconds(), now)
     findings = [
-        *_rpo(db, rpo, objectives.rpo_at_risk_ratio, now),
+        *_rpo(db, objectives, missed.active, now),
+        _unachievable(db, objectives, now),
         _last_attempt(db, now),
         _size_anomaly(db, objectives, now),
         _collectors(db, collectors, now),
-        _missed_schedule(db, objectives.schedule_grace.total_seconds(), now),
+        missed,
         _no_schedule(db, now),
         _continuous_protection(db, now),
         *_archive(db, archive, now),
@@ -115,7 +123,11 @@ def _finding(db: DatabaseState, check: str, active: bool, hint: str, now: dateti
                    observed_at=now, **kw)
 
 
-def _rpo(db: DatabaseState, rpo: float, ratio: float, now: datetime) -> list[Finding]:
+def _rpo(db: DatabaseState, objectives: Objectives, missed: bool, now: datetime) -> list[Finding]:
+    """Breach: data at risk beyond the RPO plus the schedule's tolerance. At risk, where a schedule exists: it was
+    missed, or the next expected good backup comes too late for the RPO while the data at risk has reached the
+    at-risk share of it; without a schedule, the age rule (the at-risk share of the RPO)."""
+    rpo, ratio = objectives.rpo.total_seconds(), objectives.rpo_at_risk_ratio
     risk = data_at_risk_seconds(db, now)
     objective = format_duration_s(rpo)
     if not db.sources:  # never read yet (a large fleet is read gradually): unknown, not a breach
@@ -126,16 +138,59 @@ def _rpo(db: DatabaseState, rpo: float, ratio: float, now: datetime) -> list[Fin
         hint = "no good backup exists: all data is at risk"
         return [_finding(db, "rpo_breach", True, hint, now, value=None, threshold=rpo),
                 _finding(db, "rpo_at_risk", False, hint, now, value=None, threshold=rpo * ratio)]
-    breach = risk > rpo
-    at_risk = not breach and risk >= rpo * ratio
+    tolerance = tolerance_seconds(db, objectives, now)
+    limit = rpo + tolerance
+    breach = risk > limit
     age = format_duration_s(risk)
-    return [
-        _finding(db, "rpo_breach", breach,
-                 f"newest good backup captured {age} ago; RPO is {objective}", now, value=risk, threshold=rpo),
-        _finding(db, "rpo_at_risk", at_risk,
-                 f"data at risk {age} is {risk / rpo:.0%} of the {objective} RPO", now,
-                 value=risk, threshold=rpo * ratio),
-    ]
+    within = (f" (+ {format_duration_s(tolerance)} tolerance: the schedule's normal start jitter and capture time)"
+              if tolerance else "")
+    breach_finding = _finding(db, "rpo_breach", breach, f"newest good backup captured {age} ago; RPO is "
+                              f"{objective}{within}", now, value=risk, threshold=limit)
+    expected = next_expected(db, objectives, now)
+    if not expected:  # no schedule to project from: the age rule
+        return [breach_finding, _finding(db, "rpo_at_risk", not breach and risk >= rpo * ratio,
+                                         f"data at risk {age} is {risk / rpo:.0%} of the {objective} RPO", now,
+                                         value=risk, threshold=rpo * ratio)]
+    source, start = min(expected.items(), key=lambda kv: kv[1])
+    newest = newest_good_backup(db)
+    assert newest is not None  # risk is not None
+    projected = (start - newest.recovery_point).total_seconds()
+    # Too late, and the data at risk already at the at-risk share: an emergency capture now is timely (not one
+    # right after each backup of a schedule too sparse for the RPO, which rpo_unachievable reports).
+    late = projected > limit and risk >= rpo * ratio
+    if missed:
+        hint = "the backup schedule was missed (see missed_schedule)"
+    else:
+        hint = (f"next good backup expected from {source} at {start:%Y-%m-%d %H:%M} UTC: data at risk would reach "
+                f"{format_duration_s(projected)} against the {objective} RPO{within}")
+    return [breach_finding, _finding(db, "rpo_at_risk", not breach and (missed or late), hint, now,
+                                     value=projected, threshold=limit)]
+
+
+def _unachievable(db: DatabaseState, objectives: Objectives, now: datetime) -> Finding:
+    """Every schedule of the database overshoots the RPO on a normal day (interval + start jitter + capture
+    time > RPO): the RPO cannot be met by construction. Continuous protection (PITR) meets it regardless."""
+    rpo = objectives.rpo.total_seconds()
+    found = cadences(db, objectives, now)
+    if not found:
+        return _finding(db, "rpo_unachievable", False, "no schedule to judge", now, threshold=rpo)
+    if db.provider is not None and db.provider.continuous_protection:
+        return _finding(db, "rpo_unachievable", False, "continuous protection (PITR) covers the RPO", now,
+                        threshold=rpo)
+    best = min(found, key=lambda c: c.worst_exposure)
+    worst = best.worst_exposure
+    objective = format_duration_s(rpo)
+    if worst <= rpo:
+        return _finding(db, "rpo_unachievable", False, f"{best.source} schedule ({best.what}) meets the {objective} "
+                        f"RPO: at most {format_duration_s(worst)} of data at risk", now, value=worst, threshold=rpo)
+    honest = -(-worst // 900) * 900  # rounded up to a quarter hour
+    hint = (f"{best.source} schedule ({best.what}): interval {format_duration_s(best.interval)} + start jitter "
+            f"{format_duration_s(best.jitter)} + capture time {format_duration_s(best.duration)} = "
+            f"{format_duration_s(worst)} of data at risk before the next backup completes, more than the "
+            f"{objective} RPO. To meet it: add a second scheduled backup between the existing ones, schedule "
+            f"backups more often, turn on continuous protection (PITR), or set an honest RPO of at least "
+            f"{format_duration_s(honest)}")
+    return _finding(db, "rpo_unachievable", True, hint, now, value=worst, threshold=rpo)
 
 
 def _last_attempt(db: DatabaseState, now: datetime) -> Finding:

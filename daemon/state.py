@@ -216,6 +216,8 @@ class DatabaseState:
     scratch_leftovers: tuple[str, ...] = ()  # scratch databases of its drills not dropped yet, and why
     findings: tuple[Finding, ...] = ()
     evaluated_at: datetime | None = None
+    rpo_tolerance_seconds: float = 0.0  # how far past the RPO data at risk may go before a breach (daemon.risk)
+    next_expected: dict[str, datetime] = field(default_factory=dict)  # source -> next good backup's expected start
 
 
 @dataclass(frozen=True)

@@ -357,8 +357,8 @@ def test_every_check_yields_a_finding_for_the_database_at_now() -> None:
     result = evaluate(database(backup(timedelta(hours=1))), objectives(), [], NOW)
 
     assert sorted(f.check for f in result) == sorted(
-        ["rpo_breach", "rpo_at_risk", "last_attempt_failed", "size_anomaly", "collector_down", "missed_schedule",
-         "no_schedule", "continuous_protection_off", "archive_gap", "copy_lag", "unencrypted_object",
+        ["rpo_breach", "rpo_at_risk", "rpo_unachievable", "last_attempt_failed", "size_anomaly", "collector_down",
+         "missed_schedule", "no_schedule", "continuous_protection_off", "archive_gap", "copy_lag", "unencrypted_object",
          "bucket_posture", "retention", "unreadable_backup", "drill_failed", "drill_overdue",
          "recovery_time_over_rto", "scratch_leftover"])
     assert {f.database for f in result} == {"shop"}
