@@ -9,8 +9,9 @@ import pytest
 
 from actions.guards import Facts, Intent, decide
 from actions.planner import INTERRUPTED_CAPTURE, TakenAction, capture_facts, plan_captures
-from daemon.config import ActionsConfig, DatabaseConfig
-from daemon.state import Backup, DatabaseState, Finding, SourceState
+from daemon.config import ActionsConfig, DatabaseConfig, Objectives
+from daemon.policy import evaluate
+from daemon.state import Backup, DatabaseState, Finding, Schedule, SourceState
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 HEROKU = DatabaseConfig(name="shop/DATABASE", heroku={"app": "shop"})
@@ -187,3 +188,49 @@ def test_captures_on_the_schedule_count_for_neither_cooldown_nor_cap() -> None:
     facts = capture_facts(heroku_state(), HEROKU, ActionsConfig(dry_run=False), history, NOW, leader=True,
                           paused=None)
     assert facts.last_taken is None and facts.taken_24h == 0
+
+
+# -- captures against the schedule: findings evaluated by the policy from a daily 02:00 UTC schedule -------------
+
+DUE = datetime(2026, 11, 20, 2, 0, tzinfo=UTC)  # a due time of the schedule; history is the week before it
+
+
+def scheduled_db(now: datetime, delays: list[int], failed_last: bool = False,
+                 objectives: Objectives | None = None) -> DatabaseState:
+    """shop/DATABASE on Heroku with a daily 02:00 UTC schedule, one scheduled start a day from a week before
+    DUE (`delays` minutes after the due time), its findings evaluated by the policy at `now`."""
+
+    starts = [DUE - timedelta(days=7) + timedelta(days=i, minutes=d) for i, d in enumerate(delays)]
+    done = [s for s in starts if s + timedelta(minutes=1) <= now]
+    backups = tuple(replace(backup(f"b{i}", "scheduled", s), succeeded=not (failed_last and s == done[-1]))
+                    for i, s in enumerate(done))
+    running = tuple(s for s in starts if s <= now < s + timedelta(minutes=1))
+    src = SourceState(source="heroku", backups=backups, in_progress=len(running), running_started=running,
+                      schedules=(Schedule(hour=2, timezone="UTC"),), schedules_known=True, observed_at=now)
+    db = state("shop/DATABASE", sources={"heroku": src})
+    return replace(db, findings=evaluate(db, objectives or HEROKU.objectives, [], now))
+
+
+HEALTHY_DAYS = [3, 5, 2, 4, 3, 5, 2, 4, 3, 5, 2]  # a week of history, then today and three more days on time
+
+
+@pytest.mark.parametrize("hours", range(0, 72), ids=lambda h: f"due+{h}h")
+def test_a_healthy_schedule_never_calls_for_an_emergency_capture(hours: int) -> None:
+    for minutes in (0, 3, 4, 30):
+        now = DUE + timedelta(hours=hours, minutes=minutes)
+        assert plan_captures({"shop/DATABASE": scheduled_db(now, HEALTHY_DAYS)}, CONFIGS, ActionsConfig()) == []
+
+
+@pytest.mark.parametrize(("delays", "failed_last", "objectives", "offset", "trigger"), [
+    pytest.param([3] * 7, False, {}, timedelta(minutes=61), "missed_schedule", id="missed"),
+    pytest.param([3] * 8, True, {}, timedelta(hours=1), "last_attempt_failed", id="last-attempt-failed"),
+    pytest.param([3] * 8, False, {"rpo": "12h"}, timedelta(hours=10), "rpo_at_risk",
+                 id="projected-breach-next-backup-too-late"),
+    pytest.param([3] * 7, False, {}, timedelta(minutes=30), "rpo_breach", id="breach-past-tolerance"),
+])
+def test_a_capture_when_the_schedule_cannot_save_the_rpo(delays: list[int], failed_last: bool,
+                                                         objectives: dict[str, str], offset: timedelta,
+                                                         trigger: str) -> None:
+    db = scheduled_db(DUE + offset, delays, failed_last, Objectives.model_validate(objectives))
+    [intent] = plan_captures({"shop/DATABASE": db}, CONFIGS, ActionsConfig())
+    assert trigger in intent.triggers
