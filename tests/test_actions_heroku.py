@@ -99,7 +99,9 @@ def test_a_missed_schedule_makes_one_capture_followed_to_success_and_the_finding
         snap = run_pass(g, clock)
         assert captures_posted(heroku) == 1
         started = g.audit.read(action="capture")[0]
-        assert started["triggers"] == ["missed_schedule"] and "no backup started since" in started["reason"]
+        # a missed schedule is also "at risk" (the schedule can no longer bring the next backup in time)
+        assert started["triggers"] == ["rpo_at_risk", "missed_schedule"]
+        assert "no backup started since" in started["reason"]
         # followed as the CLI does: GET /apps/{app}/transfers/{uuid} until finished_at
         follows = [r for r in heroku.requests if r.method == "GET" and "/transfers/" in r.path]
         assert follows and all(r.status == 200 for r in follows)
@@ -188,7 +190,9 @@ def test_dry_run_makes_none_and_says_what_it_would_have_done(heroku: HerokuDoubl
         assert captures_posted(heroku) == 0
         records = g.audit.read(action="capture")
         assert [r["outcome"] for r in records] == ["dry_run"]  # said once, not on every pass
-        assert records[0]["reason"].startswith(f"dry run: would capture a backup of {DB} because missed_schedule")
+        assert records[0]["reason"].startswith(f"dry run: would capture a backup of {DB} because rpo_at_risk: the "
+                                               "backup schedule was missed")
+        assert "missed_schedule: heroku schedule" in records[0]["reason"]
         doc = status_document(g.holder.current(), clock.now)
         assert doc["actions"]["dry_run"] is True and doc["actions"]["mode"].startswith("DRY RUN")
     finally:
