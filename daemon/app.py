@@ -192,7 +192,8 @@ class Guardian:
         self._load_drill_history()
         sentry = config.sentry
         self.notifier = make_notifier(sentry.dsn.get_secret_value() if sentry.dsn else None, config.state_dir,
-                                      sentry.reminder, sentry.environment, clock, quiet, store=self.state)
+                                      sentry.reminder, sentry.environment, clock, quiet, store=self.state,
+                                      flap_window=sentry.flap_window)
         self.notifier.tracker.scope = set(self.databases)
         self._push_ok: bool | None = None
         self._readability: dict[tuple[str, str], Toc] = {}  # (database, Heroku backup id) -> its read-through
