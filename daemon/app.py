@@ -41,6 +41,7 @@ from daemon.config import DatabaseConfig, GuardianConfig, HerokuConfig
 from daemon.drillreport import load_latest, write_report
 from daemon.durations import format_duration
 from daemon.errors import GuardianError, StoppedByShutdown
+from daemon.freshness import load_successes, save_successes, stale_after
 from daemon.heroku import HerokuAPI, HerokuClient
 from daemon.herokufleet import HerokuFleet
 from daemon.httpserver import GuardianHTTP
@@ -180,6 +181,7 @@ class Guardian:
         self.state: StateStore = open_state_store(
             config.state.url.get_secret_value() if config.state.url is not None else None, config.state_dir)
         self.leader_key = f"pg-backup-guardian:leader:{shards.shard_index}/{shards.shard_count}"
+        self._successes = load_successes(self.state, shards.shard_index, shards.shard_count)  # across restarts
         self._leader: bool | None = None  # unknown until the first try
         self.audit = AuditLog(self.state, clock)
         self.processes = ProcessRegistry()  # per guardian: stopping one never poisons another in the process
@@ -192,7 +194,8 @@ class Guardian:
         self._load_drill_history()
         sentry = config.sentry
         self.notifier = make_notifier(sentry.dsn.get_secret_value() if sentry.dsn else None, config.state_dir,
-                                      sentry.reminder, sentry.environment, clock, quiet, store=self.state)
+                                      sentry.reminder, sentry.environment, clock, quiet, store=self.state,
+                                      flap_window=sentry.flap_window)
         self.notifier.tracker.scope = set(self.databases)
         self._push_ok: bool | None = None
         self._readability: dict[tuple[str, str], Toc] = {}  # (database, Heroku backup id) -> its read-through
@@ -262,6 +265,8 @@ class Guardian:
             if self.fleet is not None:
                 results += self._collect_heroku(one_shot)
             snap = self._publish(results, first_pass_done=True)
+            save_successes(self.state, self.config.state.shard_index, self.config.state.shard_count,
+                           snap.collectors.values())
         if not one_shot:
             try:
                 self.remedies.after_evaluation(snap)
@@ -374,7 +379,9 @@ class Guardian:
 
     def _run_collector(self, collector: str, database: str, fn: Callable[[], Any]) -> tuple[Any, CollectorStatus]:
         """Run one collector behind the error boundary; the failure becomes data, never an exception."""
-        prev = self.holder.current().collectors.get((collector, database)) or CollectorStatus(collector, database)
+        prev = self.holder.current().collectors.get((collector, database)) or CollectorStatus(
+            collector, database, last_success_at=self._successes.get((collector, database)))
+        prev = replace(prev, stale_after_seconds=stale_after(self.config, collector).total_seconds())
         t0 = time.monotonic()
         try:
             result = fn()

@@ -1,7 +1,8 @@
 """Command line: `backup-guardian run | check | config validate | config example | archive | drill | actions |
 capture`.
 
-Exit codes: 0 healthy / done, 1 breach or failure, 2 configuration error.
+Exit codes: 0 healthy / done, 1 breach or failure, 2 configuration error; `check` also 3 unknown (Nagios): no
+breach seen, but a collector failed or its facts are stale, so OK cannot be claimed.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import sys
 import threading
 from datetime import UTC, datetime, timedelta
 from types import FrameType
+from typing import TYPE_CHECKING, TextIO
 
 from loguru import logger
 
@@ -23,7 +25,10 @@ from daemon.errors import ConfigError, GuardianError
 from daemon.logs import configure_logging
 from daemon.redact import REDACTOR
 
-EXIT_OK, EXIT_FAIL, EXIT_CONFIG = 0, 1, 2
+if TYPE_CHECKING:
+    from daemon.state import Snapshot
+
+EXIT_OK, EXIT_FAIL, EXIT_CONFIG, EXIT_UNKNOWN = 0, 1, 2, 3
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -36,7 +41,7 @@ def _parser() -> argparse.ArgumentParser:
         return sp
 
     with_config(sub.add_parser("run", help="run the daemon (embedded demo when nothing is configured)"))
-    chk = with_config(sub.add_parser("check", help="collect once, evaluate, print a table; exit 0/1/2"))
+    chk = with_config(sub.add_parser("check", help="collect once, evaluate, print a table; exit 0/1/2/3"))
     chk.add_argument("--json", action="store_true", help="print the status document as JSON")
     cfg = sub.add_parser("config", help="configuration helpers")
     cfg_sub = cfg.add_subparsers(dest="config_command", required=True)
@@ -99,7 +104,6 @@ def _validate(config: GuardianConfig) -> int:
 
 def _check(config: GuardianConfig, as_json: bool) -> int:
     from daemon.app import Guardian
-    from daemon.policy import is_healthy
     from daemon.status import status_document, status_table
 
     if not config.all_databases:
@@ -116,8 +120,23 @@ def _check(config: GuardianConfig, as_json: bool) -> int:
         sys.stdout.write(json.dumps(status_document(snap, now), indent=2) + "\n")
     else:
         sys.stdout.write(status_table(snap, now) + "\n")
+    return _check_verdict(snap, now, out=sys.stderr if as_json else sys.stdout)
+
+
+def _check_verdict(snap: Snapshot, now: datetime, out: TextIO) -> int:
+    """1 when a critical finding is active (a breach seen is reported even if other facts are missing), else
+    3 (UNKNOWN) when any collector failed or is stale, naming each and since when, else 0."""
     findings = [f for db in snap.databases.values() for f in db.findings]
-    return EXIT_OK if is_healthy(findings) else EXIT_FAIL
+    if any(f.active and f.severity == "critical" for f in findings):
+        return EXIT_FAIL
+    unknown = [c for c in snap.collectors.values() if not c.up or c.stale(now)]
+    for c in sorted(unknown, key=lambda c: (c.database, c.collector)):
+        state = "down" if not c.up else "late"
+        since = c.last_success_at.isoformat(timespec="seconds") if c.last_success_at else "ever (never succeeded)"
+        why = f": {c.last_error}" if c.last_error else ""
+        out.write(f"UNKNOWN: collector {c.collector} of {c.database} is {state}; its facts are stale since {since}"
+                  f"{why}\n")
+    return EXIT_UNKNOWN if unknown else EXIT_OK
 
 
 def _check_listen(config: GuardianConfig) -> None:

@@ -512,6 +512,10 @@ class SentryConfig(_Model):
     environment: str = Field("production", description="Sentry environment.", examples=["production"])
     reminder: Duration = Field(timedelta(hours=24), description="Re-send an open finding this often.",
                                examples=["24h"])
+    flap_window: Duration = Field(
+        timedelta(minutes=15), description="A finding that closes and opens again within this window is the same "
+        "incident (no new event); a close is announced (check-in ok, log) only after it stayed closed this long.",
+        examples=["15m"])
 
 
 

@@ -317,14 +317,26 @@ class SnapshotCollector(Collector):
                                  "When the collector last succeeded.", labels=labels)
         errors = CounterMetricFamily("pgbackup_collector_errors", "Failed collector runs since start.",
                                      labels=labels)
+        stale = GaugeMetricFamily("pgbackup_collector_stale",
+                                  "1 when the collector had not succeeded within its expected interval at the last "
+                                  "evaluation: the facts it provides for the database are the last known, not fresh.",
+                                  labels=labels)
+        stale_after = GaugeMetricFamily("pgbackup_collector_stale_after_seconds",
+                                        "Age after which the collector's facts count as stale (its pacing).",
+                                        labels=labels)
         for (collector, database), st in sorted(snap.collectors.items()):
             lv = [collector, database]
+            db = snap.databases.get(database)
+            if st.stale_after_seconds is not None:
+                stale_after.add_metric(lv, st.stale_after_seconds)
+                if db is not None and db.evaluated_at is not None:
+                    stale.add_metric(lv, 1 if st.stale(db.evaluated_at) else 0)
             up.add_metric(lv, 1 if st.up else 0)
             dur.add_metric(lv, st.last_duration_seconds)
             if st.last_success_at is not None:
                 last.add_metric(lv, _ts(st.last_success_at))
             errors.add_metric(lv, st.errors_total)
-        yield from (up, dur, last, errors)
+        yield from (up, dur, last, errors, stale, stale_after)
 
 
 class Exposition:

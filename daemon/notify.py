@@ -61,13 +61,20 @@ class Notifier(Protocol):
 
 class FindingTracker:
     """Which findings are open, since when, and when they were last told (persisted, so a restart does not
-    repeat every open finding)."""
+    repeat every open finding).
 
-    def __init__(self, path: Path | None, reminder: timedelta, store: StateStore | None = None) -> None:
+    Hysteresis against flapping: a finding that stops being active is *closing*, not closed, for `flap_window`.
+    If it comes back within the window it is the same incident (no new open, its reminder clock goes on); only
+    after it stayed inactive for the whole window is it closed (and announced as such). A zero window closes at
+    once."""
+
+    def __init__(self, path: Path | None, reminder: timedelta, store: StateStore | None = None,
+                 flap_window: timedelta = timedelta(0)) -> None:
         self.path = path
         self.store = store  # the state store, when there is one (the file is the older way)
         self.scope: set[str] | None = None  # the databases this guardian owns (shard groups share a store)
         self.reminder = reminder
+        self.flap_window = flap_window
         self.open: dict[str, dict[str, str]] = self._load()
         self._lock = threading.Lock()
 
@@ -115,6 +122,7 @@ class FindingTracker:
 
     def _changes(self, findings: list[Finding], now: datetime) -> tuple[list[Finding], list[Finding], list[str]]:
         opened, remind, active = [], [], set()
+        changed = False
         for f in findings:
             if not f.active:
                 continue
@@ -124,16 +132,32 @@ class FindingTracker:
             if state is None:
                 self.open[key] = {"opened_at": now.isoformat(), "told_at": now.isoformat()}
                 opened.append(f)
+            elif "closed_at" in state:  # back within the flap window: the same incident, told already
+                del state["closed_at"]
+                changed = True
             elif now - datetime.fromisoformat(state["told_at"]) >= self.reminder:
                 state["told_at"] = now.isoformat()
                 remind.append(f)
         databases = {f.database for f in findings}
-        closed = [k for k in self.open if k.split("\x1f")[0] in databases and k not in active]
-        for key in closed:
-            del self.open[key]
-        if opened or remind or closed:
+        closed = []
+        for key, state in list(self.open.items()):
+            if key.split("\x1f")[0] not in databases or key in active:
+                continue
+            if "closed_at" not in state:
+                state["closed_at"] = now.isoformat()
+                changed = True
+            if now - datetime.fromisoformat(state["closed_at"]) >= self.flap_window:
+                del self.open[key]
+                closed.append(key)
+        if opened or remind or closed or changed:
             self.save()
         return opened, remind, closed
+
+    def holds(self, database: str, check: str) -> bool:
+        """True while the finding is open or closing (inactive for less than the flap window): what a
+        monitor check-in must still call an error, so a flap never closes and reopens an incident."""
+        with self._lock:
+            return f"{database}\x1f{check}" in self.open
 
 
 class LogNotifier:
@@ -210,7 +234,7 @@ class SentryNotifier(LogNotifier):
             database, check = key.split("\x1f")
             logger.info("resolved: {} on {}", check, database)
         for name, db in databases.items():
-            breached = any(f.check == "rpo_breach" and f.active for f in db.findings)
+            breached = self.tracker.holds(name, "rpo_breach")  # open, or closed for less than the flap window
             if db.evaluated_at is not None and db.sources:
                 self._checkin(f"pgbackup-rpo-{slug(name)}", "error" if breached else "ok", now,
                               {"schedule": {"type": "interval", "value": 5, "unit": "minute"},
@@ -301,10 +325,12 @@ def _scrub_crumb(crumb: dict[str, Any], hint: dict[str, Any]) -> dict[str, Any]:
 
 
 def make_notifier(dsn: str | None, state_dir: Path, reminder: timedelta, environment: str,
-                  clock: Callable[[], datetime], quiet: bool = False, store: StateStore | None = None) -> LogNotifier:
+                  clock: Callable[[], datetime], quiet: bool = False, store: StateStore | None = None,
+                  flap_window: timedelta = timedelta(0)) -> LogNotifier:
     if quiet:
         return LogNotifier(FindingTracker(None, reminder), quiet=True)
-    tracker = FindingTracker(None if store is not None else state_dir / "findings.json", reminder, store)
+    tracker = FindingTracker(None if store is not None else state_dir / "findings.json", reminder, store,
+                             flap_window)
     if dsn:
         return SentryNotifier(dsn, tracker, environment, clock)
     return LogNotifier(tracker)

@@ -10,7 +10,8 @@ Checks (each yields a `Finding`, active or not, so every check has a value in th
                                  cannot be met by construction (one finding that stays open, never a page)
   last_attempt_failed  critical  the newest backup attempt of any source failed
   size_anomaly         warning   newest good backup < size_anomaly_ratio * median of the previous ones
-  collector_down       warning   a collector for this database failed its last run
+  collector_down       warning   a collector for this database failed its last run, or has not succeeded
+                                 within its expected interval (its facts are stale)
   missed_schedule      critical  a schedule's time (in its own timezone) passed by more than the grace and no
                                  backup started since (fires hours before an RPO breach)
   no_schedule          warning   no source has any backup schedule
@@ -225,10 +226,21 @@ def _size_anomaly(db: DatabaseState, objectives: Objectives, now: datetime) -> F
 
 
 def _collectors(db: DatabaseState, collectors: Iterable[CollectorStatus], now: datetime) -> Finding:
-    down = sorted(c.collector for c in collectors if c.database == db.name and not c.up)
-    if down:
-        return _finding(db, "collector_down", True, f"collector down: {', '.join(down)}", now)
+    """Active when a collector failed its last run or has not succeeded within its expected interval: the
+    facts it provides are not fresh, so no check may pass for OK on them unflagged."""
+    mine = sorted((c for c in collectors if c.database == db.name), key=lambda c: c.collector)
+    down = [c.collector for c in mine if not c.up]
+    stale = [stale_since(c) for c in mine if c.stale(now)]
+    parts = ([f"collector down: {', '.join(down)}"] if down else []) + ([f"stale: {', '.join(stale)}"] if stale else [])
+    if parts:
+        return _finding(db, "collector_down", True, "; ".join(parts), now)
     return _finding(db, "collector_down", False, "all collectors up", now)
+
+
+def stale_since(c: CollectorStatus) -> str:
+    """"<collector> since <last success>" (or "never succeeded"), for hints and the check command."""
+    since = c.last_success_at.isoformat(timespec="seconds") if c.last_success_at else "never succeeded"
+    return f"{c.collector} since {since}" if c.last_success_at else f"{c.collector} ({since})"
 
 
 def _missed_schedule(db: DatabaseState, grace: float, now: datetime) -> Finding:

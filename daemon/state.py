@@ -168,6 +168,14 @@ class CollectorStatus:
     last_duration_seconds: float = 0.0
     errors_total: int = 0
     last_error: str | None = None
+    stale_after_seconds: float | None = None  # how long its facts stay fresh (its pacing); None: unknown
+
+    def stale(self, now: datetime) -> bool:
+        """True when the collector has not succeeded within its expected interval (or never did): the facts it
+        provides are the last known ones, not fresh. Unknown pacing is never called stale."""
+        if self.stale_after_seconds is None:
+            return False
+        return self.last_success_at is None or (now - self.last_success_at).total_seconds() > self.stale_after_seconds
 
 
 @dataclass(frozen=True)

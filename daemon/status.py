@@ -31,15 +31,16 @@ STALE_AFTER = timedelta(hours=1)
 
 
 def _stale(db: DatabaseState, source: str, snap: Snapshot | None, now: datetime) -> bool:
-    """A source is stale while its collector is down, or when it was last read over an hour ago (a deferred
-    or rate-limited poll): its numbers are the last ones known."""
+    """A source is stale while its collector is down or has not succeeded within its expected interval, or
+    when it was last read over an hour ago (a deferred or rate-limited poll): its numbers are the last ones
+    known."""
     src = db.sources.get(source)
     if src is not None and src.observed_at is not None and now - src.observed_at > STALE_AFTER:
         return True
     if snap is None:
         return False
     status = snap.collectors.get((source, db.name))
-    return status is not None and not status.up
+    return status is not None and (not status.up or status.stale(now))
 
 
 def database_status(db: DatabaseState, now: datetime, snap: Snapshot | None = None) -> dict[str, Any]:
@@ -97,7 +98,7 @@ def status_document(snap: Snapshot, now: datetime) -> dict[str, Any]:
         "actions": actions_status(snap),
         "databases": [database_status(db, now, snap) for db in snap.databases.values()],
         "collectors": [
-            {"collector": c.collector, "database": c.database, "up": c.up,
+            {"collector": c.collector, "database": c.database, "up": c.up, "stale": c.stale(now),
              "last_success_at": _iso(c.last_success_at), "errors_total": c.errors_total,
              "last_error": c.last_error}
             for c in snap.collectors.values()
@@ -139,7 +140,8 @@ def status_table(snap: Snapshot, now: datetime, backups: int = 5) -> str:
         lines.append(f"{db.name:<28} {doc['status'].upper():<9} {newest_s:<30} "
                      f"{doc['data_at_risk'] or '-':>12} {format_duration_s(db.rpo_seconds):>6}")
         for name, src in db.sources.items():
-            stale = " (STALE: last known values, the collector is down)" if doc["sources"][name]["stale"] else ""
+            stale = " (STALE: last known values, its collector is down or late)" if doc["sources"][name]["stale"] \
+                else ""
             lines.append(f"    {name} backups{stale}:")
             lines.extend(f"      {_backup_line(b)}" for b in reversed(src.backups[-backups:]))
             if src.in_progress:

@@ -1,5 +1,6 @@
 """`backup-guardian check`: one collection and evaluation, a table, exit 0 healthy / 1 breach or failure /
-2 config error; and bad input that must give a clear, secret-free message."""
+2 config error / 3 unknown (a collector failed or its facts are stale); and bad input that must give a clear,
+secret-free message."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 from actions.capture import Capturer, CaptureRequest
@@ -102,3 +104,26 @@ def test_captures_off_still_watches_the_archive_and_reports_no_backup(tmp_path: 
                    "    capture: {enabled: false}\n")
     out = _check(cfg)
     assert out.returncode == 1 and "rpo_breach" in out.stdout and "no good backup" in out.stdout
+
+
+def test_check_says_unknown_naming_the_stale_collector_and_since_when(pg_cluster: LocalCluster,
+                                                                       tmp_path: Path) -> None:
+    url = create_database(pg_cluster)
+    archive = tmp_path / "archive"
+    Capturer(LocalDirectoryStore(archive)).capture(CaptureRequest(database="shop", url=url))
+    state = f"state_dir: {tmp_path / 'state'}\n"
+    cfg = _write(tmp_path, url, archive)
+    cfg.write_text(state + cfg.read_text())
+    before = datetime.now(UTC).replace(microsecond=0)
+    assert _check(cfg).returncode == 0  # every collector succeeds: remembered in the state store
+    after = datetime.now(UTC)
+
+    # the live database can no longer be read; the fresh backup alone must not make this OK
+    cfg.write_text(state + _write(tmp_path, f"postgresql://app:pw@127.0.0.1:{free_port()}/shop", archive).read_text())
+    out = _check(cfg)
+    assert out.returncode == 3, out.stdout + out.stderr
+    [line] = [line for line in out.stdout.splitlines() if line.startswith("UNKNOWN:")]
+    assert "collector database of shop" in line and "stale since " in line
+    since = datetime.fromisoformat(line.split("stale since ")[1][:len("2026-01-01T00:00:00+00:00")])
+    assert before <= since <= after
+    assert "collector_down" in out.stdout
