@@ -28,6 +28,7 @@ RUNBOOK_BASE = "https://github.com/pg-backup-guardian/pg-backup-guardian/blob/ma
 SEVERITIES = {
     "PgBackupRpoBreach": "page",
     "PgBackupRpoAtRisk": "ticket",
+    "PgBackupRpoUnachievable": "ticket",
     "PgBackupMissedSchedule": "page",
     "PgBackupLastAttemptFailed": "page",
     "PgBackupSizeAnomaly": "ticket",
