@@ -28,6 +28,7 @@ RUNBOOK_BASE = "https://github.com/pg-backup-guardian/pg-backup-guardian/blob/ma
 SEVERITIES = {
     "PgBackupRpoBreach": "page",
     "PgBackupRpoAtRisk": "ticket",
+    "PgBackupRpoUnachievable": "ticket",
     "PgBackupMissedSchedule": "page",
     "PgBackupLastAttemptFailed": "page",
     "PgBackupSizeAnomaly": "ticket",
@@ -94,6 +95,7 @@ def test_alertmanager_example_config_is_valid() -> None:
      "technical-lead,devops-engineer"),
     (["severity=page", "alertname=PgBackupGuardianAbsent"], "technical-lead,devops-engineer"),
     (["severity=ticket", "alertname=PgBackupCopyLag", "database=suoops-backend/DATABASE"], "tickets"),
+    (["severity=ticket", "alertname=PgBackupRpoUnachievable", "database=suoops-backend/DATABASE"], "tickets"),
 ])
 def test_alertmanager_pages_the_lead_then_devops_and_files_tickets(labels: list[str], receivers: str) -> None:
     proc = run(tool("amtool"), "config", "routes", "test", f"--config.file={ALERTMANAGER}", *labels)
@@ -104,6 +106,13 @@ def test_alertmanager_pages_the_lead_then_devops_and_files_tickets(labels: list[
 def test_alertmanager_groups_by_alert_and_database() -> None:
     route = yaml.safe_load(ALERTMANAGER.read_text())["route"]
     assert route["group_by"] == ["alertname", "database"]
+
+
+def test_an_unachievable_rpo_is_one_ticket_not_a_daily_one() -> None:
+    routes = yaml.safe_load(ALERTMANAGER.read_text())["route"]["routes"]
+    route = next(r for r in routes if r["matchers"] == ['alertname="PgBackupRpoUnachievable"'])
+    assert route["receiver"] == "tickets"
+    assert route["repeat_interval"] == "720h"
 
 
 def test_every_alert_is_shipped_with_its_severity() -> None:
