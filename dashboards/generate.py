@@ -195,20 +195,23 @@ def overview() -> JSON:
         timeseries("Data at risk vs RPO", targets(
             (RISK, "{{database}} data at risk"),
             (f"max by (database) (pgbackup_rpo_seconds{{{DB}}})", "{{database}} RPO"),
-            (f"max by (database) (pgbackup_rpo_seconds{{{DB}}} * pgbackup_rpo_warning_ratio{{{DB}}})",
-             "{{database}} at risk from"),
+            (f"max by (database) (pgbackup_rpo_seconds{{{DB}}}) + on (database) "
+             f"max by (database) (pgbackup_rpo_tolerance_seconds{{{DB}}})", "{{database}} breach from"),
         ), unit="s", size=(16, 9),
             description="Data at risk = now - recovery point (pg_dump start) of the newest good backup, any source. "
-                        "The dashed line is the RPO objective, the dotted one the 'at risk' threshold.",
+                        "The dashed line is the RPO objective, the dotted one where a breach begins: the RPO plus "
+                        "the schedule's learned tolerance (its usual start jitter and capture time). 'At risk' is "
+                        "projected from the next expected backup, not read off this chart: see the findings.",
             overrides=[override_by_name(".* RPO$", **{"custom.lineStyle": {"fill": "dash", "dash": [10, 10]},
                                                       "color": {"mode": "fixed", "fixedColor": RED}}),
-                       override_by_name(".* at risk from$", **{"custom.lineStyle": {"fill": "dot", "dash": [0, 10]},
+                       override_by_name(".* breach from$", **{"custom.lineStyle": {"fill": "dot", "dash": [0, 10]},
                                                                "color": {"mode": "fixed", "fixedColor": YELLOW}})]),
         bargauge("Data at risk, share of RPO", targets(
             (f"({RISK}) / on (database) max by (database) (pgbackup_rpo_seconds{{{DB}}})", "{{database}}"),
             instant=True), unit="percentunit", size=(8, 9),
             steps=thresholds((None, GREEN), (0.8, YELLOW), (1, RED)),
-            description="100 % = the RPO is breached; yellow from the default 80 % 'at risk' ratio."),
+            description="100 % = the RPO itself; a breach begins past it by the schedule's tolerance. Yellow from "
+                        "80 %, the 'at risk' share used for databases without a schedule."),
         table("Newest backup per database and source", targets(
             (f"pgbackup_last_success_timestamp_seconds{{{DB}}} * 1000", ""),
             (f"pgbackup_last_attempt_timestamp_seconds{{{DB}}} * 1000", ""),
