@@ -28,7 +28,8 @@ from daemon.schedules import last_due, next_due
 from daemon.state import Schedule, SourceState
 
 BUCKET = 4500
-#: A schedule's window before its database has any scheduled backup to learn from.
+#: A schedule's window before its database has any scheduled backup to learn from (`polling.window` in the
+#: daemon, whose default this is).
 DEFAULT_WINDOW = timedelta(minutes=30)
 #: Bounds of a learned window: a backup is never expected before a minute, and one that usually takes hours
 #: still gets a look within three.
@@ -39,12 +40,12 @@ WINDOW_SAMPLES = 7
 FOLLOW_UP = timedelta(hours=2)
 
 
-def usual_window(src: SourceState | None) -> timedelta:
+def usual_window(src: SourceState | None, default: timedelta = DEFAULT_WINDOW) -> timedelta:
     """How long after its due time a scheduled backup of this database has usually finished (pure): the median
     of `finished_at - due` over its last `WINDOW_SAMPLES` scheduled backups, within [MIN_WINDOW, MAX_WINDOW];
-    `DEFAULT_WINDOW` without schedule or history. A backup is matched to the latest due at or before its start."""
+    `default` without schedule or history. A backup is matched to the latest due at or before its start."""
     if src is None or not src.schedules:
-        return DEFAULT_WINDOW
+        return default
     spans: list[timedelta] = []
     for b in reversed(src.backups):  # newest first (the list is oldest first)
         if b.kind != "scheduled" or b.finished_at is None:
@@ -56,7 +57,7 @@ def usual_window(src: SourceState | None) -> timedelta:
             if len(spans) == WINDOW_SAMPLES:
                 break
     if not spans:
-        return DEFAULT_WINDOW
+        return default
     return min(max(statistics.median_low(spans), MIN_WINDOW), MAX_WINDOW)
 
 
@@ -80,7 +81,7 @@ def _outcome_overdue(src: SourceState, window: timedelta, now: datetime) -> date
 def desired_interval(src: SourceState | None, polling: HerokuPolling, failures: int, now: datetime,
                      window: timedelta | None = None) -> timedelta:
     """How soon this database should be polled again (pure). Failures back off from `fast` to `slow`. An
-    outcome overdue after its window (`window`: `usual_window(src)` unless given), or a capture running
+    outcome overdue after its window (`window`: learned by `usual_window` unless given), or a capture running
     outside its schedule's window, is followed up at a quarter of how long it has been overdue or running,
     between `fast` and `slow`: a few minutes' lateness is seen within a minute, an hours-long run costs a few
     polls. Otherwise `slow`: the planner polls right after each window closes, whatever this says."""
@@ -89,7 +90,7 @@ def desired_interval(src: SourceState | None, polling: HerokuPolling, failures: 
         return min(max(backoff, polling.fast), polling.slow)
     if src is None:
         return polling.fast
-    window = usual_window(src) if window is None else window
+    window = usual_window(src, polling.window) if window is None else window
     since = _outcome_overdue(src, window, now)
     if since is None and src.in_progress:
         in_window = any(now < last_due(s, now) + window and r >= last_due(s, now)
@@ -208,7 +209,7 @@ class HerokuFleet:
         database's window and when its next one closes (a failed one leaves the closed window pending)."""
         self.failures[name] = 0 if ok else self.failures.get(name, 0) + 1
         if ok and src is not None:
-            self.windows[name] = window = usual_window(src)
+            self.windows[name] = window = usual_window(src, self.polling.window)
             closes = window_close_after(src.schedules, window, now)
             if closes is None:
                 self.window_close.pop(name, None)
