@@ -1,26 +1,29 @@
 """Benchmark of the guardian polling a fleet of Heroku databases (1,000 apps) within its rate budget.
 
-Run as ``python bench/bench_heroku_fleet.py [APPS] [SHARE] [--no-tracemalloc] [--keep-nagle]`` from the
-repository root (defaults: 1000 apps, ``rate_budget_share`` 0.5); it prints its figures and exits 0 (it is a
+Run as ``python bench/bench_heroku_fleet.py [APPS] [SHARE] [--hours=H] [--no-tracemalloc] [--keep-nagle]`` from
+the repository root (defaults: 1000 apps, ``rate_budget_share`` 0.5, 8 simulated hours after the first cycle);
+it prints its figures and exits 0 (it is a
 measurement, not a test: missed targets are reported, not raised).
 
 Setup. The in-process Heroku double (``tests/heroku_double.py``: real HTTP on loopback, the 4,500-token bucket
 refilled at 75/min) holds APPS apps, each with one Postgres add-on, a daily backup schedule (hour ``i % 24`` in
 one of four timezones) and three finished scheduled backups taken at the schedule's last three occurrences;
 while the benchmark runs, the script plays Heroku's scheduler (the double has none), so each app gets its
-next daily backup when its hour comes and the fleet stays healthy (a finished backup appears once it has
-finished; captures in progress are not shown). The notifier's log lines (findings opened, no Sentry DSN) are
+next daily backup when its hour comes (a finished backup appears once it has finished; captures in progress
+are not shown). About one scheduled backup in twenty is injected as failed and as many are missed (no
+transfer at all), chosen by app and day. The notifier's log lines (findings opened, no Sentry DSN) are
 counted, not printed.
 A real `Guardian` (``collect_interval`` 30 s, ``heroku.apps`` = every app, ``rate_budget_share`` SHARE) talks
 to it through a real `HerokuClient`. Time is simulated: one `FakeClock` drives the double's bucket refill, the
 guardian's clock and the client's sleep (sleeping advances the fake clock, never the wall clock); it is
 advanced 30 s after each pass. Passes run until every database has been polled at least once (the first
-full cycle: a first poll also resolves the attachment and reads schedules and info) and then 30 more passes.
+full cycle: a first poll also resolves the attachment and reads schedules and info) and then H simulated hours
+more (at least 30 passes).
 
 What it reports:
 
 1. **Requests per pass** (counted by the double, checked against `PassReport.requests`): median, p95 and max,
-   for all passes and for the 30 passes after the first cycle; the median allowance (`PassReport.allowance`);
+   for all passes and for the passes after the first cycle; the median allowance (`PassReport.allowance`);
    the requests, passes and simulated time the first full cycle took; after it, requests per poll by kind
    and how often each database is then polled.
 2. **Wall-clock pass duration**, measured with ``perf_counter`` around ``Guardian.collect_all()`` (the HTTP
@@ -38,7 +41,13 @@ What it reports:
    still traced at the end and per database, the largest holders by file; the process's max RSS
    (``resource.getrusage``) before the Guardian was built and at the end (their difference is the run's share,
    tracemalloc's own bookkeeping included, which is printed too).
-4. **Rate budget**: the most requests in any sliding 60 simulated minutes (requests are attributed to the
+4. **Detection delay**: for every scheduled backup whose window ended after the first cycle (window end = due
+   + the app's start delay + duration: when a finished or failed backup appears on the double, or when a
+   missed one would have), the delay from the window end to the first poll of that app's transfers at or
+   after it (that poll sees the outcome); median and max, by outcome, beside the requests per hour, with a
+   verdict against the 5-minute target. A window no poll reached by the end of the run counts with the delay
+   it had then, and is reported.
+5. **Rate budget**: the most requests in any sliding 60 simulated minutes (requests are attributed to the
    simulated time their pass started) against ``SHARE * 4,500`` per hour (PASS/MISS), and against that plus
    the one minute of refill the fleet's bucket may hold (the burst ``daemon/herokufleet.py`` allows by
    design); the number of 429s the double answered (must be 0); the final ``snap.heroku.stretch`` and
@@ -47,6 +56,7 @@ What it reports:
 
 from __future__ import annotations
 
+import bisect
 import gc
 import os
 import re
@@ -87,11 +97,15 @@ DEFAULT_APPS = 1_000
 DEFAULT_SHARE = 0.5
 COLLECT_INTERVAL = timedelta(seconds=30)
 EXTRA_PASSES = 30
+DEFAULT_HOURS = 8.0  # about a third of the schedules; a 1,000-app run of 8 h takes ~20 min of wall clock
+DETECTION_TARGET = timedelta(minutes=5)
+INJECT_EVERY = 20  # one scheduled backup in INJECT_EVERY fails, as many are missed
 TRANSFERS_PER_APP = 3
 TIMEZONES = ("UTC", "America/New_York", "Europe/Berlin", "Asia/Tokyo")
 WINDOW = timedelta(minutes=60)
 TOKEN = "hrku-bench-token-0123456789abcdef"
 MB = 1024 * 1024
+TRANSFERS_OF = re.compile(r"/apps/([^/]+)/transfers$")
 ROUTE_KINDS = (  # what each request of a poll is for (`HerokuWatcher._poll`)
     ("resolve", re.compile(r"/actions/addon-attachments/resolve$")),
     ("attachments", re.compile(r"/apps/[^/]+/addon-attachments$")),
@@ -123,22 +137,29 @@ class Args:
     share: float
     trace: bool
     nodelay: bool
+    hours: float = DEFAULT_HOURS
 
 
 FLAGS = ("--no-tracemalloc", "--keep-nagle")
 
 
 def parse_args(argv: Sequence[str]) -> Args:
-    """``[APPS] [SHARE] [--no-tracemalloc] [--keep-nagle]``."""
-    flags = [a for a in argv if a.startswith("--")]
+    """``[APPS] [SHARE] [--hours=H] [--no-tracemalloc] [--keep-nagle]``."""
+    hours_flags = [a for a in argv if a.startswith("--hours=")]
+    flags = [a for a in argv if a.startswith("--") and not a.startswith("--hours=")]
     positional = [a for a in argv if not a.startswith("--")]
-    if any(f not in FLAGS for f in flags) or len(positional) > 2:
-        raise SystemExit(f"usage: {Path(__file__).name} [APPS] [SHARE] [{'] ['.join(FLAGS)}]")
+    if any(f not in FLAGS for f in flags) or len(positional) > 2 or len(hours_flags) > 1:
+        raise SystemExit(f"usage: {Path(__file__).name} [APPS] [SHARE] [--hours=H] [{'] ['.join(FLAGS)}]")
     apps = int(positional[0]) if positional else DEFAULT_APPS
     share = float(positional[1]) if len(positional) > 1 else DEFAULT_SHARE
-    if apps < 1 or not 0 < share <= 1:
-        raise SystemExit("APPS must be >= 1 and SHARE in (0, 1]")
-    return Args(apps, share, trace="--no-tracemalloc" not in flags, nodelay="--keep-nagle" not in flags)
+    try:
+        hours = float(hours_flags[0].split("=", 1)[1]) if hours_flags else DEFAULT_HOURS
+    except ValueError:
+        raise SystemExit(f"--hours must be a number of hours, not {hours_flags[0].split('=', 1)[1]!r}") from None
+    if apps < 1 or not 0 < share <= 1 or hours < 0:
+        raise SystemExit("APPS must be >= 1, SHARE in (0, 1] and --hours >= 0")
+    return Args(apps, share, trace="--no-tracemalloc" not in flags, nodelay="--keep-nagle" not in flags,
+                hours=hours)
 
 
 def quantile(values: Sequence[float], q: int) -> float:
@@ -209,11 +230,33 @@ class ScheduledApp:
     def duration(self) -> timedelta:
         return timedelta(minutes=2 + self.index % 7)
 
-    def add_backup(self, heroku: HerokuDouble, due: datetime) -> None:
+    def window_end(self, due: datetime) -> datetime:
+        """When the backup due at `due` has finished (and its outcome is on the double), or would have."""
+        return due + self.start_delay + self.duration
+
+    def outcome(self, due: datetime) -> str:
+        """What Heroku's scheduler does at `due`: "ok" mostly, "failed" or "missed" once in INJECT_EVERY each
+        (by app and day, so the injected ones spread over the fleet and the day)."""
+        slot = (self.index * 7 + due.toordinal()) % INJECT_EVERY
+        return {0: "failed", 1: "missed"}.get(slot, "ok") if INJECT_EVERY > 1 else "ok"
+
+    def add_backup(self, heroku: HerokuDouble, due: datetime, outcome: str = "ok") -> None:
+        if outcome == "missed":
+            return
         started = due + self.start_delay
         heroku.add_transfer(self.name, created_at=started - timedelta(seconds=5), started_at=started,
                             finished_at=started + self.duration, processed_bytes=10_000_000 + self.index * 1_000,
-                            source_bytes=50_000_000 + self.index * 5_000)
+                            source_bytes=50_000_000 + self.index * 5_000,
+                            state="failed" if outcome == "failed" else "finished")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A scheduled backup's outcome as the scheduler produced it: which app, when its window ended, what."""
+
+    app: str
+    window_end: datetime
+    kind: str  # ok | failed | missed
 
 
 def populate(heroku: HerokuDouble, apps: list[str], now: datetime) -> list[ScheduledApp]:
@@ -236,16 +279,38 @@ def populate(heroku: HerokuDouble, apps: list[str], now: datetime) -> list[Sched
     return out
 
 
-def run_scheduler(heroku: HerokuDouble, apps: list[ScheduledApp], now: datetime) -> int:
+def run_scheduler(heroku: HerokuDouble, apps: list[ScheduledApp], now: datetime) -> list[Outcome]:
     """Play Heroku's scheduler up to `now`: every scheduled backup that has finished by now appears on the
-    double as a finished transfer (it is not shown while it runs). Returns how many were added."""
-    added = 0
+    double as a finished (or failed) transfer (it is not shown while it runs); a missed one never appears.
+    Returns the outcomes whose window ended by now."""
+    added = []
     for app in apps:
-        while app.next_at + app.start_delay + app.duration <= now:
-            app.add_backup(heroku, app.next_at)
+        while app.window_end(app.next_at) <= now:
+            kind = app.outcome(app.next_at)
+            app.add_backup(heroku, app.next_at, kind)
+            added.append(Outcome(app.name, app.window_end(app.next_at), kind))
             app.next_at = next_due(app.schedule, app.next_at)
-            added += 1
     return added
+
+
+def detection_delays(outcomes: Sequence[Outcome], polls: dict[str, list[datetime]], since: datetime,
+                     end: datetime) -> tuple[dict[str, list[float]], int]:
+    """Minutes from each outcome's window end (at or after `since`) to the first poll of its app at or after
+    it, by outcome kind; a window no poll reached by `end` counts with `end - window_end`. Returns the delays
+    and how many windows no poll reached."""
+    delays: dict[str, list[float]] = {}
+    unseen = 0
+    for o in outcomes:
+        if o.window_end < since:
+            continue
+        times = polls.get(o.app, [])
+        i = bisect.bisect_left(times, o.window_end)
+        if i < len(times):
+            seen = times[i]
+        else:
+            seen, unseen = end, unseen + 1
+        delays.setdefault(o.kind, []).append((seen - o.window_end).total_seconds() / 60)
+    return delays, unseen
 
 
 def build_guardian(heroku: HerokuDouble, clock: FakeClock, apps: list[str], share: float, state_dir: str) -> Guardian:
@@ -310,18 +375,27 @@ def main(argv: Sequence[str]) -> int:
         first_cycle_at: datetime | None = None
         first_cycle_requests = 0  # index into the double's request log where the first cycle ends
         backups_added = 0
+        outcomes: list[Outcome] = []
+        poll_times: dict[str, list[datetime]] = {}  # each app's transfers reads, by simulated pass time
+        passes_after = max(EXTRA_PASSES, int(args.hours * 3600 / COLLECT_INTERVAL.total_seconds()))
         max_passes = 20 * (4 * n_apps / max(share * REFILL_PER_MINUTE / 2, 1e-9)) + 100  # far beyond expected
         snap: Snapshot | None = None
         extra = 0
         t_run, load_before = time.perf_counter(), os.getloadavg()
-        while extra < EXTRA_PASSES and len(samples) < max_passes:
+        while extra < passes_after and len(samples) < max_passes + passes_after:
             at = clock.now
-            backups_added += run_scheduler(heroku, scheduled, at)
+            added = run_scheduler(heroku, scheduled, at)
+            backups_added += sum(1 for o in added if o.kind != "missed")
+            outcomes += added
             before = heroku.request_count()
             c1, t1 = time.thread_time(), time.perf_counter()
             snap = g.collect_all()
             seconds, cpu = time.perf_counter() - t1, time.thread_time() - c1
             spent = heroku.request_count() - before
+            for r in heroku.requests[before:]:
+                m = TRANSFERS_OF.search(r.path)
+                if m:
+                    poll_times.setdefault(m.group(1), []).append(at)
             report = fleet.last_report
             if spent != report.requests:
                 mismatches += 1
@@ -398,7 +472,7 @@ def main(argv: Sequence[str]) -> int:
               f"{spent_after / max(polls, 1):.2f} requests per poll ({breakdown})")
         if polls:
             print(f"  at that rate each database is polled every {n_apps / (polls / minutes):.0f} simulated min "
-                  f"(desired: 1 min near its schedule or during a capture, 15 min otherwise)")
+                  f"(on average: right after each schedule's window, then at the baseline cadence)")
 
     print("\nwall-clock pass duration (collect_all)")
     print(line("all passes", durations_ms, " ms"))
@@ -432,11 +506,35 @@ def main(argv: Sequence[str]) -> int:
           f"run's share {rss_after_max - rss_before_max:.1f} MB")
 
     hour_budget = share * BUCKET
+    end = samples[-1].at
+    delays, unseen = detection_delays(outcomes, poll_times, first_cycle_at or end, end)
+    all_delays = [d for ds in delays.values() for d in ds]
+    after_hours = len(after) * COLLECT_INTERVAL.total_seconds() / 3600
+    per_hour = sum(s.requests for s in after) / after_hours if after_hours else 0.0
+    target_min = DETECTION_TARGET.total_seconds() / 60
+    print(f"\ndetection delay (window end -> first poll that saw the outcome), {after_hours:.1f} simulated h after "
+          f"the first cycle, {len(all_delays)} scheduled windows, {unseen} not yet polled at the end")
+    for kind in ("ok", "failed", "missed"):
+        if delays.get(kind):
+            ds = delays[kind]
+            print(f"  {kind:<7} {len(ds):5d}  median {statistics.median(ds):.1f} min  "
+                  f"p95 {quantile(ds, 95):.1f} min  max {max(ds):.1f} min")
     burst = share * REFILL_PER_MINUTE
     worst, worst_at = max_in_window(samples, WINDOW)
     span = samples[-1].at - samples[0].at + COLLECT_INTERVAL
     heroku_status = snap.heroku
     print("\nsummary")
+    if all_delays:
+        bad = [d for d in delays.get("failed", []) + delays.get("missed", [])]
+        ok_target = max(all_delays) <= target_min and unseen == 0
+        print(f"  after the first cycle: {per_hour:.0f} requests/h (share {hour_budget:.0f}/h) | detection delay "
+              f"median {statistics.median(all_delays):.1f} min max {max(all_delays):.1f} min "
+              f"(failed/missed: median {statistics.median(bad) if bad else float('nan'):.1f} "
+              f"max {max(bad) if bad else float('nan'):.1f} min) vs target {target_min:.0f} min "
+              f"{verdict(ok_target)}")
+    else:
+        print(f"  after the first cycle: {per_hour:.0f} requests/h | no scheduled window ended after the first "
+              f"cycle (run longer with --hours): detection delay NOT MEASURED")
     print(f"  requests/pass median {statistics.median(per_pass):.0f} p95 {quantile(per_pass, 95):.0f} "
           f"max {max(per_pass):.0f} | allowance median {statistics.median(s.allowance for s in samples):.2f} | "
           f"first cycle {sum(s.requests for s in cycle)} requests, {len(cycle)} passes, "

@@ -40,6 +40,16 @@ def guardian(heroku: HerokuDouble, clock: FakeClock, apps: list[str], share: flo
     return Guardian(config, heroku_api=api, clock=clock)
 
 
+def due_now_with_a_one_minute_window(heroku: HerokuDouble, clock: FakeClock) -> None:
+    """Yesterday's scheduled backup of "shop" finished a minute after its hour, today's is due now: the
+    planner polls right after today's window (a minute from now) and follows up every minute or so while
+    the backup stays unseen."""
+    heroku.add_schedule("shop", hour=clock.now.hour, timezone="UTC")
+    yesterday = clock.now - timedelta(days=1)
+    heroku.add_transfer("shop", created_at=yesterday, started_at=yesterday + timedelta(seconds=10),
+                        finished_at=yesterday + timedelta(minutes=1))
+
+
 def first_poll(g: Guardian, clock: FakeClock) -> Snapshot:
     """Passes until every Heroku database has been read once (the fleet's credit starts empty and accrues)."""
     for _ in range(20):
@@ -54,10 +64,10 @@ def test_ten_minutes_of_500s_and_429s_keep_the_last_known_good_backup_and_no_req
     heroku: HerokuDouble, clock: FakeClock
 ) -> None:
     heroku.add_app("shop")
-    heroku.add_schedule("shop", hour=clock.now.hour, timezone="UTC")  # due now: polled every minute
     good_start = clock.now - timedelta(hours=3)
     heroku.add_transfer("shop", created_at=good_start, started_at=good_start,
                         finished_at=good_start + timedelta(minutes=4))
+    due_now_with_a_one_minute_window(heroku, clock)
     g = guardian(heroku, clock, ["shop"])
     db = "shop/DATABASE"
 
@@ -173,7 +183,7 @@ def test_two_databases_on_one_app_never_borrow_each_others_backups(heroku: Herok
 
 def test_polling_resumes_after_the_account_bucket_ran_dry(heroku: HerokuDouble, clock: FakeClock) -> None:
     heroku.add_app("shop")
-    heroku.add_schedule("shop", hour=clock.now.hour, timezone="UTC")  # due now: polled every minute
+    due_now_with_a_one_minute_window(heroku, clock)
     g = guardian(heroku, clock, ["shop"])
     first_poll(g, clock)
     clock.now += timedelta(minutes=1)  # the next poll is due now

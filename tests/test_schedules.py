@@ -123,15 +123,18 @@ def test_self_managed_interval_schedule_missed_after_half_the_interval() -> None
 POLL = HerokuPolling()
 
 
-def test_polling_is_fast_near_the_schedule_hour_and_while_capturing_slow_otherwise() -> None:
+def test_polling_follows_up_an_overdue_outcome_and_a_capture_slow_otherwise() -> None:
     sched = Schedule(hour=2, timezone=NY)
-    done_today = [utc(2026, 11, 25, 7, 1)]
-    assert desired_interval(db_with(sched, done_today).sources["heroku"], POLL, 0,
-                            utc(2026, 11, 25, 12, 0)) == POLL.slow
-    near = utc(2026, 11, 26, 6, 45)  # 15 minutes before 02:00 EST
-    assert desired_interval(db_with(sched, done_today).sources["heroku"], POLL, 0, near) == POLL.fast
-    waiting = utc(2026, 11, 26, 7, 20)  # the hour passed and the backup has not started yet
-    assert desired_interval(db_with(sched, done_today).sources["heroku"], POLL, 0, waiting) == POLL.fast
+    done_today = [utc(2026, 11, 25, 7, 1)]  # 02:00 EST = 07:00 UTC; it finished 6 minutes after its hour
+    src = db_with(sched, done_today).sources["heroku"]
+    assert desired_interval(src, POLL, 0, utc(2026, 11, 25, 12, 0)) == POLL.slow
+    # before the hour and inside the window nothing is news yet: the planner polls as the window closes
+    assert desired_interval(src, POLL, 0, utc(2026, 11, 26, 6, 45)) == POLL.slow
+    assert desired_interval(src, POLL, 0, utc(2026, 11, 26, 7, 5)) == POLL.slow
+    # the window closed at 07:06 and tomorrow's backup is not there: followed up, less often as it stays late
+    assert desired_interval(src, POLL, 0, utc(2026, 11, 26, 7, 7)) == POLL.fast
+    assert desired_interval(src, POLL, 0, utc(2026, 11, 26, 7, 26)) == timedelta(minutes=5)
+    assert desired_interval(src, POLL, 0, utc(2026, 11, 26, 9, 7)) == POLL.slow  # long overdue: baseline
     running = db_with(sched, done_today, in_progress=1).sources["heroku"]
     assert desired_interval(running, POLL, 0, utc(2026, 11, 25, 12, 0)) == POLL.fast
 
