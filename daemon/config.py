@@ -450,13 +450,15 @@ class DemoConfig(_Model):
 
 
 class HerokuPolling(_Model):
-    """How often Heroku databases are polled (faster near the scheduled hour and while a capture runs)."""
+    """How often Heroku databases are polled: right after each schedule's window closes (its due time plus the
+    usual time to finish, learned from that database's own backups), followed up while the outcome is late or a
+    capture runs, and at the slow cadence otherwise."""
 
-    fast: Duration = Field(timedelta(minutes=1), description="Interval near the schedule hour or during a capture.",
-                           examples=["1m"])
+    fast: Duration = Field(timedelta(minutes=1), description="Shortest follow-up interval while a scheduled "
+                           "backup's outcome is late or a capture runs.", examples=["1m"])
     slow: Duration = Field(timedelta(minutes=15), description="Interval otherwise.", examples=["15m"])
-    window: Duration = Field(timedelta(minutes=30),
-                             description="How close to the scheduled hour polling is fast.", examples=["30m"])
+    window: Duration = Field(timedelta(minutes=30), description="A schedule's window (due time to expected "
+                             "outcome) before the database has backup history to learn it from.", examples=["30m"])
 
 
 class HerokuConfig(_Model):
