@@ -59,6 +59,11 @@ class Notifier(Protocol):
     def close(self) -> None: ...
 
 
+#: Checks that describe a standing condition of the configuration, not an incident: said once when they
+#: open, then reminded at most this often (an RPO the schedule cannot meet is one ticket, not a daily alarm).
+STANDING_REMINDER: dict[str, timedelta] = {"rpo_unachievable": timedelta(days=30)}
+
+
 class FindingTracker:
     """Which findings are open, since when, and when they were last told (persisted, so a restart does not
     repeat every open finding).
@@ -135,7 +140,8 @@ class FindingTracker:
             elif "closed_at" in state:  # back within the flap window: the same incident, told already
                 del state["closed_at"]
                 changed = True
-            elif now - datetime.fromisoformat(state["told_at"]) >= self.reminder:
+            elif now - datetime.fromisoformat(state["told_at"]) >= max(self.reminder,
+                                                                       STANDING_REMINDER.get(f.check, self.reminder)):
                 state["told_at"] = now.isoformat()
                 remind.append(f)
         databases = {f.database for f in findings}

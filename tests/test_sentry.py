@@ -7,7 +7,7 @@ import json
 import threading
 import zlib
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -227,3 +227,26 @@ def test_without_a_dsn_findings_go_to_the_log_once(pg_cluster: LocalCluster, tmp
     finally:
         logger.remove(sink)
     assert len([line for line in lines if line.startswith("rpo_breach on shop")]) == 1
+
+
+def test_an_unachievable_rpo_is_said_once_and_not_reminded_daily() -> None:
+    """A standing condition of the configuration (rpo_unachievable) opens once and is reminded monthly, while an
+    incident (rpo_breach) is reminded at the configured interval."""
+    from daemon.notify import FindingTracker
+    from daemon.state import Finding
+
+    t0 = datetime(2026, 3, 1, 2, 0, tzinfo=UTC)
+    tracker = FindingTracker(None, timedelta(hours=24))
+
+    def findings(at: datetime) -> list[Finding]:
+        return [Finding("shop", "rpo_unachievable", "warning", True, "daily schedule, 24h RPO", at),
+                Finding("shop", "rpo_breach", "critical", True, "data at risk 25h", at)]
+
+    opened, _, _ = tracker.changes(findings(t0), t0)
+    assert sorted(f.check for f in opened) == ["rpo_breach", "rpo_unachievable"]
+    reminded: dict[str, int] = {}
+    for day in range(1, 31):
+        _, remind, _ = tracker.changes(findings(t0 + timedelta(days=day)), t0 + timedelta(days=day))
+        for f in remind:
+            reminded[f.check] = reminded.get(f.check, 0) + 1
+    assert reminded == {"rpo_breach": 30, "rpo_unachievable": 1}  # the standing one: once, on day 30
