@@ -204,6 +204,9 @@ def main(argv: Sequence[str]) -> int:
     days = int(argv[1]) if len(argv) > 1 else 30
     if len(argv) > 2:
         INTERVAL = timedelta(minutes=int(argv[2]))
+    if n_apps < 2 * len(KINDS) * PER_KIND or days < 1 or INTERVAL.total_seconds() <= 0:
+        raise SystemExit(f"APPS must be >= {2 * len(KINDS) * PER_KIND} (each fault on its own app, and healthy "
+                         "ones beside them), DAYS >= 1, MINUTES >= 1")
     # The double writes headers and body apart: without TCP_NODELAY each request waits ~40 ms for a delayed
     # ACK, the double's cost, not the guardian's (as in bench_heroku_fleet.py).
     heroku_double._Handler.disable_nagle_algorithm = True
