@@ -94,6 +94,21 @@ def create_database(cluster: LocalCluster, with_schema: bool = True) -> str:
     return url
 
 
+def allow_connections(cluster: LocalCluster, url: str, allow: bool) -> None:
+    """Open or shut the watched database for new connections: its live collector succeeds or fails for real."""
+    name = url.rsplit("/", 1)[1].split("?")[0]
+    with psycopg.connect(cluster.url("postgres"), autocommit=True) as conn:
+        conn.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {"true" if allow else "false"}')
+
+
+def shop_config(tmp_path: Path, url: str, **settings: Any) -> dict[str, Any]:
+    """A guardian watching one self-managed database `shop` (hourly captures) with a local archive, plus
+    `settings` (e.g. sentry, collect_interval)."""
+    (tmp_path / "archive").mkdir(exist_ok=True)
+    return {"state_dir": str(tmp_path / "state"), "archive": {"path": str(tmp_path / "archive")}, **settings,
+            "databases": [{"name": "shop", "url": url, "capture": {"interval": "1h"}}]}
+
+
 @pytest.fixture
 def open_tmp() -> Iterator[Path]:
     """A temporary directory the `postgres` user can reach (pytest's tmp_path is private to root)."""

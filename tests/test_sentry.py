@@ -12,7 +12,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 from loguru import logger
 
@@ -22,7 +21,7 @@ from daemon.archive import LocalDirectoryStore
 from daemon.config import GuardianConfig
 from daemon.localpg import LocalCluster
 from daemon.redact import url_password
-from tests.conftest import create_database
+from tests.conftest import allow_connections, create_database, shop_config
 from tests.test_heroku_client import FakeClock
 
 
@@ -95,13 +94,8 @@ def test_findings_open_once_remind_later_and_check_ins_close_the_breach(
     sentry: EnvelopeServer, pg_cluster: LocalCluster, tmp_path: Path
 ) -> None:
     url = create_database(pg_cluster)
-    (tmp_path / "archive").mkdir()
     clock = FakeClock()
-    config = GuardianConfig.model_validate({
-        "state_dir": str(tmp_path / "state"), "archive": {"path": str(tmp_path / "archive")},
-        "sentry": {"dsn": sentry.dsn, "reminder": "6h"},
-        "databases": [{"name": "shop", "url": url, "capture": {"interval": "1h"}}],
-    })
+    config = GuardianConfig.model_validate(shop_config(tmp_path, url, sentry={"dsn": sentry.dsn, "reminder": "6h"}))
     g = Guardian(config, clock=clock)
     try:
         g.collect_all()  # no backup at all: rpo_breach opens
@@ -153,13 +147,6 @@ def test_findings_open_once_remind_later_and_check_ins_close_the_breach(
         g.stop()
 
 
-def _allow_connections(cluster: LocalCluster, url: str, allow: bool) -> None:
-    """Open or shut the watched database for new connections: its live collector succeeds or fails for real."""
-    name = url.rsplit("/", 1)[1].split("?")[0]
-    with psycopg.connect(cluster.url("postgres"), autocommit=True) as conn:
-        conn.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {"true" if allow else "false"}')
-
-
 def _collector_down_events(sentry: EnvelopeServer) -> list[dict[str, Any]]:
     flush()
     return [e for e in sentry.events() if e["tags"]["check"] == "collector_down"]
@@ -169,36 +156,31 @@ def test_a_finding_flapping_within_the_window_pages_once_and_again_after_it(
     sentry: EnvelopeServer, pg_cluster: LocalCluster, tmp_path: Path
 ) -> None:
     url = create_database(pg_cluster)
-    (tmp_path / "archive").mkdir()
     clock = FakeClock()
-    config = GuardianConfig.model_validate({
-        "state_dir": str(tmp_path / "state"), "archive": {"path": str(tmp_path / "archive")},
-        "sentry": {"dsn": sentry.dsn, "flap_window": "15m"},
-        "databases": [{"name": "shop", "url": url, "capture": {"interval": "1h"}}],
-    })
+    config = GuardianConfig.model_validate(shop_config(tmp_path, url, sentry={"dsn": sentry.dsn, "flap_window": "15m"}))
     g = Guardian(config, clock=clock)
     try:
         g.collect_all()
         assert _collector_down_events(sentry) == []
-        _allow_connections(pg_cluster, url, False)
+        allow_connections(pg_cluster, url, False)
         g.collect_all()  # opens: one event
         assert len(_collector_down_events(sentry)) == 1
         for _ in range(2):  # closes and opens again, twice, minutes apart: the same incident
-            _allow_connections(pg_cluster, url, True)
+            allow_connections(pg_cluster, url, True)
             clock.now += timedelta(minutes=3)
             g.collect_all()
-            _allow_connections(pg_cluster, url, False)
+            allow_connections(pg_cluster, url, False)
             clock.now += timedelta(minutes=3)
             g.collect_all()
         events = _collector_down_events(sentry)
         assert len(events) == 1
 
         # closed for longer than the window: the next open is a new incident, told again, same fingerprint
-        _allow_connections(pg_cluster, url, True)
+        allow_connections(pg_cluster, url, True)
         g.collect_all()
         clock.now += timedelta(minutes=15)
         g.collect_all()
-        _allow_connections(pg_cluster, url, False)
+        allow_connections(pg_cluster, url, False)
         clock.now += timedelta(minutes=1)
         g.collect_all()
         events = _collector_down_events(sentry)
@@ -206,7 +188,7 @@ def test_a_finding_flapping_within_the_window_pages_once_and_again_after_it(
         assert events[0]["fingerprint"] == events[1]["fingerprint"] == ["pg-backup-guardian", "shop", "collector_down"]
         assert events[1]["tags"]["reminder"] == "no"
     finally:
-        _allow_connections(pg_cluster, url, True)
+        allow_connections(pg_cluster, url, True)
         g.stop()
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
-import psycopg
 from prometheus_client.parser import text_string_to_metric_families
 
 from daemon.app import Guardian
@@ -15,7 +14,7 @@ from daemon.config import GuardianConfig
 from daemon.freshness import stale_after
 from daemon.localpg import LocalCluster
 from daemon.status import status_document
-from tests.conftest import create_database
+from tests.conftest import allow_connections, create_database, shop_config
 from tests.test_heroku_client import FakeClock
 
 
@@ -26,23 +25,12 @@ def _samples(g: Guardian) -> dict[tuple[str, str], float]:
             for s in fam.samples if s.name.startswith("pgbackup_collector_") and s.labels.get("database") == "shop"}
 
 
-def _allow_connections(cluster: LocalCluster, url: str, allow: bool) -> None:
-    name = url.rsplit("/", 1)[1].split("?")[0]
-    with psycopg.connect(cluster.url("postgres"), autocommit=True) as conn:
-        conn.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {"true" if allow else "false"}')
-
-
 def test_a_collector_late_beyond_its_interval_is_exported_stale_and_keeps_collector_down(
     pg_cluster: LocalCluster, tmp_path: Path
 ) -> None:
     url = create_database(pg_cluster)
-    (tmp_path / "archive").mkdir()
     clock = FakeClock()
-    config = GuardianConfig.model_validate({
-        "state_dir": str(tmp_path / "state"), "archive": {"path": str(tmp_path / "archive")},
-        "collect_interval": "1m",
-        "databases": [{"name": "shop", "url": url, "capture": {"interval": "1h"}}],
-    })
+    config = GuardianConfig.model_validate(shop_config(tmp_path, url, collect_interval="1m"))
     g = Guardian(config, clock=clock)
     try:
         g.collect_all(one_shot=True)
@@ -51,7 +39,7 @@ def test_a_collector_late_beyond_its_interval_is_exported_stale_and_keeps_collec
         assert m[("pgbackup_collector_stale_after_seconds", "database")] == 300  # 3 x 1m, at least 5m
         succeeded = clock.now
 
-        _allow_connections(pg_cluster, url, False)
+        allow_connections(pg_cluster, url, False)
         clock.now += timedelta(minutes=2)
         g.collect_all(one_shot=True)  # down, but its facts are still within the interval
         assert _samples(g)[("pgbackup_collector_stale", "database")] == 0
@@ -68,12 +56,12 @@ def test_a_collector_late_beyond_its_interval_is_exported_stale_and_keeps_collec
         [db] = doc["databases"]
         assert db["status"] != "ok"
 
-        _allow_connections(pg_cluster, url, True)
+        allow_connections(pg_cluster, url, True)
         snap = g.collect_all(one_shot=True)  # fresh again
         assert _samples(g)[("pgbackup_collector_stale", "database")] == 0
         assert not {f.check: f for f in snap.databases["shop"].findings}["collector_down"].active
     finally:
-        _allow_connections(pg_cluster, url, True)
+        allow_connections(pg_cluster, url, True)
         g.stop()
 
 
