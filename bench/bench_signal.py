@@ -31,12 +31,13 @@ late_small.
 
 from __future__ import annotations
 
+import hashlib
 import statistics
 import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -46,12 +47,16 @@ for p in (ROOT, ROOT / "bench"):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 
+import bench_heroku_fleet  # noqa: E402
+import psycopg  # noqa: E402
 from bench_heroku_fleet import FakeClock, ScheduledApp, populate, run_scheduler  # noqa: E402
 from loguru import logger  # noqa: E402
 
 from daemon.app import Guardian  # noqa: E402
+from daemon.archive import BackupRecord, LocalDirectoryStore  # noqa: E402
 from daemon.config import GuardianConfig  # noqa: E402
 from daemon.heroku import HerokuClient  # noqa: E402
+from daemon.localpg import LocalCluster, cluster_in  # noqa: E402
 from daemon.schedules import last_due, next_due  # noqa: E402
 from tests import heroku_double  # noqa: E402
 from tests.heroku_double import HerokuDouble  # noqa: E402
@@ -80,12 +85,21 @@ EXPECTED = {
 KINDS = tuple(EXPECTED)
 PER_KIND = 3
 LATE = {"late_small": timedelta(minutes=10), "late_big": timedelta(hours=3)}
+#: Self-managed databases: one in SELF_SHARE of the fleet; hourly captures (RPO 2 h) and daily ones (RPO 26 h),
+#: alternately. The faults they get (a hung pg_dump is killed at capture.timeout and recorded as a failed
+#: attempt, so "failed" covers it; its running state lives in the capturer, which the benchmark does not run).
+SELF_SHARE = 5
+SELF_KINDS = ("missed", "failed", "small", "unreachable", "late_small", "late_big")
+HOURLY, DAILY = (timedelta(hours=1), timedelta(hours=2)), (timedelta(hours=24), timedelta(hours=26))
+LATE_HOURLY = timedelta(minutes=50)  # an hourly capture's "far too late" (the next one is due in 10 min)
+OUTAGE = timedelta(hours=1)
+KEEP_SELF = 30
 
 
 @dataclass
 class Fault:
     kind: str
-    app: ScheduledApp
+    app: ScheduledApp | SelfManaged
     due: datetime  # the scheduled instant the fault hits (unreachable: its start)
     knowable: dict[str, datetime] = field(default_factory=dict)  # check -> when it could first be known
     end: datetime | None = None  # when the database is healthy again (None: not yet)
@@ -97,6 +111,94 @@ class Fault:
 
     def in_window(self, at: datetime) -> bool:
         return self.due <= at <= self.window_end
+
+
+@dataclass
+class SelfManaged:
+    """A self-managed database: the guardian's own capture job, every `interval`, played by the benchmark.
+
+    The job's captures land in the local archive as the capturer leaves them (a dump file and its record, or
+    a failed attempt's record) once they have finished; the newest KEEP_SELF daily copies are kept, as the
+    archive's keeps would (weekly and monthly copies stay). Its live database is a real one on the benchmark's
+    PostgreSQL cluster."""
+
+    name: str
+    index: int
+    interval: timedelta
+    rpo: timedelta
+    next_at: datetime  # the next capture due whose outcome is not in the archive yet
+    fault: Fault | None = None
+    failed_in_outage: bool = False
+
+    @property
+    def dbname(self) -> str:
+        return self.name.replace("-", "_")
+
+    def start_delay(self, due: datetime) -> timedelta:
+        base = timedelta(seconds=1 + self.index % 5)  # the scheduler fires, pg_dump connects
+        f = self.fault
+        if f is not None and due == f.due and f.kind in ("late_small", "late_big"):
+            return base + (LATE_HOURLY if f.kind == "late_big" and self.hourly else LATE[f.kind])
+        return base
+
+    @property
+    def hourly(self) -> bool:
+        return self.interval <= timedelta(hours=1)
+
+    @property
+    def duration(self) -> timedelta:
+        return timedelta(seconds=20 + self.index % 40)
+
+    def size(self, due: datetime) -> int:
+        usual = 40_000 + self.index * 10
+        f = self.fault
+        return usual // 50 if f is not None and f.kind == "small" and due == f.due else usual
+
+    def outcome(self, due: datetime) -> str:
+        """ok, failed or missed."""
+        f = self.fault
+        if f is not None and f.kind == "unreachable" and f.due <= due + self.start_delay(due) < f.due + OUTAGE:
+            return "failed"  # pg_dump cannot connect either
+        if f is not None and due == f.due:
+            return {"missed": "missed", "failed": "failed"}.get(f.kind, "ok")
+        return "ok"
+
+    def run(self, store: LocalDirectoryStore, now: datetime) -> None:
+        """Write every capture whose window ended by `now` (a missed one writes nothing)."""
+        while self.next_at + self.start_delay(self.next_at) + self.duration <= now:
+            due = self.next_at
+            self.write(store, due, self.outcome(due))
+            self.next_at = due + self.interval
+
+    def write(self, store: LocalDirectoryStore, due: datetime, outcome: str) -> None:
+        started = due + self.start_delay(due)
+        finished = started + self.duration
+        f = self.fault
+        if outcome == "missed":
+            return
+        backup_id = f"{started.strftime('%Y%m%dT%H%M%S')}000Z-scheduled"
+        if outcome == "failed":
+            error = ("pg_dump: error: connection to server failed: FATAL: database does not allow connections"
+                     if f is not None and f.kind == "unreachable" else "pg_dump: error: query failed")
+            store.record_failure(BackupRecord(self.name, backup_id, "scheduled", started, finished, "failed",
+                                              error=error))
+            if f is not None and f.kind == "unreachable":
+                self.failed_in_outage = True
+            return
+        data = bytes(self.size(due))
+        writer = store.begin(self.name, backup_id, recovery_point=started)
+        writer.write(data)
+        writer.commit(BackupRecord(self.name, backup_id, "scheduled", started, finished, "succeeded",
+                                   size_bytes=len(data), sha256=hashlib.sha256(data).hexdigest()))
+        daily = [r for r in store.list_records(self.name) if r.tier == "daily"]
+        for old in daily[:-KEEP_SELF]:  # the weekly and monthly copies stay, as the retention tiers keep them
+            store.delete(self.name, old.backup_id)
+        ended = f.kind in ("missed", "failed", "small") or (f.kind == "unreachable" and self.failed_in_outage) \
+            if f is not None else False
+        if f is not None and f.end is None and due > f.due and ended:
+            f.end = finished
+        if f is not None and f.end is None and due == f.due and f.kind in ("late_small", "late_big"):
+            f.end = finished
 
 
 class FaultyApp(ScheduledApp):
@@ -114,10 +216,10 @@ class FaultyApp(ScheduledApp):
         base = timedelta(minutes=2 + self.index % 7)
         return HUNG_FOR if self.next_at == self.fault.due and self.fault.kind == "hung" else base
 
-    def add_backup(self, heroku: HerokuDouble, due: datetime) -> None:
+    def add_backup(self, heroku: HerokuDouble, due: datetime, outcome: str = "ok") -> None:
         kind, started = self.fault.kind, due + self.start_delay
         if due != self.fault.due or kind in ("unreachable",):
-            super().add_backup(heroku, due)
+            super().add_backup(heroku, due, outcome)
             self._recovered(due, started)
             return
         if kind == "missed":
@@ -163,8 +265,42 @@ def choose_faults(apps: list[ScheduledApp], days: int) -> list[Fault]:
     return faults
 
 
+def self_managed(n: int, now: datetime) -> list[SelfManaged]:
+    """n self-managed databases, hourly and daily alternately, their captures spread over the interval; the
+    archive already holds the last three of each (written by the first `run`)."""
+    out = []
+    for i in range(n):
+        interval, rpo = HOURLY if i % 2 == 0 else DAILY
+        offset = timedelta(seconds=(i * 1237) % int(interval.total_seconds()))
+        out.append(SelfManaged(f"sm-{i:03d}", i, interval, rpo, now - 3 * interval + offset))
+    return out
+
+
+def choose_self_faults(sms: list[SelfManaged], days: int) -> list[Fault]:
+    """Each kind of SELF_KINDS once on an hourly and once on a daily database, days spread over the run."""
+    faults = []
+    span = max(days - 6, 1)
+    hourly = [sm for sm in sms if sm.hourly]
+    daily = [sm for sm in sms if not sm.hourly]
+    for k, kind in enumerate(SELF_KINDS):
+        for j, pool in enumerate((hourly, daily)):
+            sm = pool[(3 + k * 5) % len(pool)]
+            while sm.fault is not None:
+                sm = pool[(pool.index(sm) + 1) % len(pool)]
+            day = START + timedelta(days=3 + (k * 2 + j) * span // (len(SELF_KINDS) * 2), hours=5 + 3 * k)
+            due = sm.next_at + sm.interval * -(-(day - sm.next_at) // sm.interval)  # first capture due at or after
+            if kind == "unreachable":  # hourly: one capture falls into the hour; daily: none does
+                due = day + timedelta(minutes=7) if sm.hourly else due + timedelta(hours=6)
+            sm.fault = Fault(kind, sm, due)
+            faults.append(sm.fault)
+    return faults
+
+
 def set_knowable(f: Fault) -> None:
     """When each expected check could first know of the fault (see the module docstring)."""
+    if isinstance(f.app, SelfManaged):
+        set_knowable_self(f, f.app)
+        return
     base = timedelta(seconds=30 + f.app.index % 90)  # the app's usual start delay and capture time
     duration = timedelta(minutes=2 + f.app.index % 7)
     previous_start = last_due(f.app.schedule, f.due - timedelta(seconds=1)) + base
@@ -173,16 +309,41 @@ def set_knowable(f: Fault) -> None:
         f.knowable["rpo_at_risk"] = f.due + GRACE
     if f.kind in ("missed", "late_big", "hung"):
         f.knowable["rpo_breach"] = previous_start + RPO
+        if f.knowable.get("rpo_at_risk", f.knowable["rpo_breach"]) >= f.knowable["rpo_breach"]:
+            f.knowable.pop("rpo_at_risk", None)  # a breach first: "at risk" gives way to it
     if f.kind in ("failed", "small"):
         f.knowable[EXPECTED[f.kind][0]] = f.due + base + duration
     if f.kind == "unreachable":
         f.knowable["collector_down"] = f.due
 
 
-def build_guardian(heroku: HerokuDouble, clock: FakeClock, apps: list[str], state_dir: str) -> Guardian:
+def set_knowable_self(f: Fault, sm: SelfManaged) -> None:
+    """The same for a self-managed database: an interval schedule is missed half an interval (at most the
+    grace) after the capture was due; with an hourly capture and a 2 h RPO a single miss or a 50 min late start
+    never reaches the RPO (the next capture comes first)."""
+    previous_start = f.due - sm.interval + sm.start_delay(f.due - sm.interval)
+    finish = f.due + sm.start_delay(f.due) + sm.duration
+    if f.kind in ("missed", "late_big"):
+        f.knowable["missed_schedule"] = previous_start + sm.interval + min(GRACE, sm.interval / 2)
+        if not sm.hourly:
+            f.knowable["rpo_at_risk"] = f.knowable["missed_schedule"]
+            f.knowable["rpo_breach"] = previous_start + sm.rpo
+    if f.kind in ("failed", "small"):
+        f.knowable[EXPECTED[f.kind][0]] = finish
+    if f.kind == "unreachable":
+        f.knowable["collector_down"] = f.due
+
+
+def build_guardian(heroku: HerokuDouble, clock: FakeClock, apps: list[str], state_dir: str,
+                   sms: list[SelfManaged], cluster: LocalCluster, archive: Path) -> Guardian:
+    databases = [{"name": sm.name, "url": cluster.url(sm.dbname),
+                  "capture": {"interval": f"{int(sm.interval.total_seconds())}s"},
+                  "objectives": {"rpo": f"{int(sm.rpo.total_seconds())}s"}} for sm in sms]
     config = GuardianConfig.model_validate({
         "collect_interval": f"{int(INTERVAL.total_seconds())}s",
         "state_dir": state_dir,
+        "databases": databases,
+        "archive": {"kind": "local", "path": str(archive)},
         "heroku": {"api_key": heroku.token, "platform_url": heroku.platform_url, "data_url": heroku.data_url,
                    "apps": apps},
         "actions": {"enabled": True, "dry_run": True},
@@ -203,16 +364,20 @@ class Tally:
 
 def main(argv: Sequence[str]) -> int:
     global INTERVAL
-    n_apps = int(argv[0]) if argv else 200
+    n_total = int(argv[0]) if argv else 200
     days = int(argv[1]) if len(argv) > 1 else 30
     if len(argv) > 2:
         INTERVAL = timedelta(minutes=int(argv[2]))
-    if n_apps < 2 * len(KINDS) * PER_KIND or days < 1 or INTERVAL.total_seconds() <= 0:
-        raise SystemExit(f"APPS must be >= {2 * len(KINDS) * PER_KIND} (each fault on its own app, and healthy "
-                         "ones beside them), DAYS >= 1, MINUTES >= 1")
+    n_self = n_total // SELF_SHARE
+    n_apps = n_total - n_self
+    if n_self < 4 * len(SELF_KINDS) or days < 1 or INTERVAL.total_seconds() <= 0:
+        raise SystemExit(f"DATABASES must be >= {4 * len(SELF_KINDS) * SELF_SHARE} (each fault on its own "
+                         "database, and healthy ones beside them), DAYS >= 1, MINUTES >= 1")
     # The double writes headers and body apart: without TCP_NODELAY each request waits ~40 ms for a delayed
     # ACK, the double's cost, not the guardian's (as in bench_heroku_fleet.py).
     heroku_double._Handler.disable_nagle_algorithm = True
+    # The fleet benchmark's scheduler fails and misses some backups on its own; here every fault is injected.
+    bench_heroku_fleet.INJECT_EVERY = 1
     logger.remove()
     # The notifier logs every finding it opens (no Sentry DSN here): the benchmark counts them instead.
     logger.add(sys.stderr, level="ERROR", filter=lambda r: not (r["name"] or "").startswith("daemon.notify"))
@@ -224,9 +389,26 @@ def main(argv: Sequence[str]) -> int:
     passes = 0
     with HerokuDouble(clock=clock, token=TOKEN) as heroku, tempfile.TemporaryDirectory() as state_dir:
         apps = populate(heroku, names, clock.now)
-        faults = choose_faults(apps, days)
+        sms = self_managed(n_self, clock.now)
+        faults = choose_faults(apps, days) + choose_self_faults(sms, days)
+        for f in faults:
+            set_knowable(f)
         by_app = {f.app.name: f for f in faults}
-        g = build_guardian(heroku, clock, names, state_dir)
+        cluster = cluster_in(Path(state_dir), "bench-pg")
+        cluster.init()
+        cluster.start()
+        admin_conn = psycopg.connect(cluster.url(), autocommit=True)
+
+        def admin(sql: str) -> None:
+            admin_conn.execute(sql)
+
+        for sm in sms:
+            admin_conn.execute(f"CREATE DATABASE {sm.dbname}")
+        store = LocalDirectoryStore(Path(state_dir) / "archive")
+        store.root.mkdir()
+        for sm in sms:
+            sm.run(store, clock.now)
+        g = build_guardian(heroku, clock, names, state_dir, sms, cluster, store.root)
         db_app = {name: name.split("/", 1)[0] for name in g.databases}
         end = START + timedelta(days=days)
         hung_state: dict[str, str] = {}
@@ -234,8 +416,10 @@ def main(argv: Sequence[str]) -> int:
         while clock.now < end:
             now = clock.now
             for f in faults:
-                drive_fault(heroku, f, now, hung_state)
+                drive_fault(heroku, f, now, hung_state, admin)
             run_scheduler(heroku, apps, now)
+            for sm in sms:
+                sm.run(store, now)
             snap = g.collect_all()
             passes += 1
             for db_name, db in snap.databases.items():
@@ -248,7 +432,7 @@ def main(argv: Sequence[str]) -> int:
                     if not finding.active:
                         continue
                     if fault is not None and fault.in_window(now):
-                        if finding.check in EXPECTED[fault.kind] and finding.check not in fault.caught:
+                        if finding.check in fault.knowable and finding.check not in fault.caught:
                             fault.caught[finding.check] = now
                         if fault.kind != "late_small" or finding.check not in PAGING:
                             continue
@@ -260,14 +444,27 @@ def main(argv: Sequence[str]) -> int:
         wall = time.perf_counter() - t0
         captures = [r for r in g.audit.read() if r.get("action") == "capture"]
         g.stop()
-    report(n_apps, days, passes, wall, faults, tally, captures, db_app, by_app)
+        admin_conn.close()
+        cluster.destroy()
+    report(n_apps, n_self, days, passes, wall, faults, tally, captures, db_app, by_app)
     return 0
 
 
-def drive_fault(heroku: HerokuDouble, f: Fault, now: datetime, hung_state: dict[str, str]) -> None:
-    """Do what the fault needs at `now` beyond the scheduler: 503s on and off, a hung capture shown and ended."""
-    if not f.knowable:
-        set_knowable(f)
+def drive_fault(heroku: HerokuDouble, f: Fault, now: datetime, hung_state: dict[str, str],
+                admin: Callable[[str], None]) -> None:
+    """Do what the fault needs at `now` beyond the scheduler: 503s on and off, a database refusing connections
+    for an hour, a hung capture shown and ended."""
+    if f.kind == "unreachable" and isinstance(f.app, SelfManaged):
+        sm = f.app
+        if now >= f.due and sm.name not in hung_state:
+            admin(f"ALTER DATABASE {sm.dbname} ALLOW_CONNECTIONS false")
+            hung_state[sm.name] = "on"
+        elif now >= f.due + OUTAGE and hung_state.get(sm.name) == "on":
+            admin(f"ALTER DATABASE {sm.dbname} ALLOW_CONNECTIONS true")
+            hung_state[sm.name] = "done"
+            if not sm.hourly:  # no capture fell into the hour; an hourly one ends with the next good capture
+                f.end = now
+        return
     if f.kind == "unreachable":
         if now >= f.due and "on" not in hung_state.get(f.app.name, ""):
             heroku.inject(rf"/apps/{f.app.name}/", "503")
@@ -288,13 +485,17 @@ def drive_fault(heroku: HerokuDouble, f: Fault, now: datetime, hung_state: dict[
             f.end = now
 
 
-def report(n_apps: int, days: int, passes: int, wall: float, faults: list[Fault], tally: Tally,
+def where(f: Fault) -> str:
+    return f"self {'hourly' if f.app.hourly else 'daily'}" if isinstance(f.app, SelfManaged) else "heroku"
+
+
+def report(n_apps: int, n_self: int, days: int, passes: int, wall: float, faults: list[Fault], tally: Tally,
            captures: list[dict[str, object]], db_app: dict[str, str], by_app: dict[str, Fault]) -> None:
-    print(f"fleet: {n_apps} Heroku apps, daily schedules in UTC, America/New_York, Europe/Berlin, Asia/Tokyo; "
-          f"{days} simulated days from {START:%Y-%m-%d} (Berlin leaves DST 2026-10-25, New York 2026-11-01); "
+    print(f"fleet: {n_apps + n_self} databases: {n_apps} Heroku apps, daily schedules in UTC, America/New_York, "
+          f"Europe/Berlin, Asia/Tokyo; {n_self} self-managed, captured hourly (RPO 2 h) or daily (RPO 26 h)")
+    print(f"{days} simulated days from {START:%Y-%m-%d} (Berlin leaves DST 2026-10-25, New York 2026-11-01); "
           f"collect interval {INTERVAL.total_seconds() / 60:.0f} min; {passes} passes in {wall:.0f} s wall clock")
-    print(f"faults: {len(faults)} ({PER_KIND} of each kind) on {len(by_app)} apps; "
-          f"{n_apps - len(by_app)} apps healthy throughout")
+    print(f"faults: {len(faults)} on {len(by_app)} databases; {n_apps + n_self - len(by_app)} healthy throughout")
     checks = ("rpo_breach", "rpo_at_risk", "missed_schedule", "last_attempt_failed", "size_anomaly",
               "collector_down", "rpo_unachievable", "no_schedule")
     extra = sorted(set(tally.false_open) - set(checks))
@@ -302,27 +503,29 @@ def report(n_apps: int, days: int, passes: int, wall: float, faults: list[Fault]
     print(f"  {'check':<22}{'injected':>9}{'caught':>8}{'delay med':>11}{'delay max':>11}"
           f"{'false open':>12}{'false dbs':>10}{'false pages':>12}")
     for check in (*checks, *extra):
-        mine = [f for f in faults if check in EXPECTED[f.kind]]
+        mine = [f for f in faults if check in f.knowable]
         caught = [f for f in mine if check in f.caught]
-        delays = [(f.caught[check] - f.knowable[check]).total_seconds() / 60 for f in caught if check in f.knowable]
+        delays = [(f.caught[check] - f.knowable[check]).total_seconds() / 60 for f in caught]
         med = f"{statistics.median(delays):+.0f} min" if delays else "-"
         mx = f"{max(delays):+.0f} min" if delays else "-"
         pages = tally.false_open[check] if check in PAGING else 0
         print(f"  {check:<22}{len(mine):>9}{len(caught):>8}{med:>11}{mx:>11}{tally.false_open[check]:>12}"
               f"{len(tally.false_dbs[check]):>10}{pages:>12}")
-    print("\nper fault kind (caught = any expected check active inside the window)")
-    for kind in KINDS:
-        mine = [f for f in faults if f.kind == kind]
-        got = [f for f in mine if f.caught] if EXPECTED[kind] else []
-        firsts = [min((t - f.knowable.get(c, f.due)).total_seconds() / 60 for c, t in f.caught.items())
-                  for f in got]
-        delay = f", first detection median {statistics.median(firsts):+.0f} min max {max(firsts):+.0f} min" \
-            if firsts else ""
-        expect = "/".join(EXPECTED[kind]) or "no page"
-        print(f"  {kind:<12} {len(mine)} injected, {len(got) if EXPECTED[kind] else '-'} caught ({expect}){delay}")
+    print("\nper fault (caught = any expected check active inside the window; first = its first detection)")
+    groups: dict[tuple[str, str], list[Fault]] = defaultdict(list)
+    for f in faults:
+        groups[(f.kind, where(f))].append(f)
+    for (kind, place), mine in sorted(groups.items(), key=lambda kv: (KINDS.index(kv[0][0]), kv[0][1])):
+        expect = "/".join(sorted(mine[0].knowable)) or "no page"
+        got = [f for f in mine if f.caught]
+        firsts = [min((t - f.knowable[c]).total_seconds() / 60 for c, t in f.caught.items()) for f in got]
+        delay = f", first {statistics.median(firsts):+.0f} min median, {max(firsts):+.0f} max" if firsts else ""
+        told = f"{len(got)} caught" if mine[0].knowable else "must not page"
+        print(f"  {kind:<12}{place:<13}{len(mine)} injected, {told} ({expect}){delay}")
     late_pages = sum(tally.false_open[c] for c in PAGING)
     needed = unneeded = 0
     unneeded_dbs: set[str] = set()
+    unneeded_lines: list[str] = []
     why: Counter[str] = Counter()
     for rec in captures:
         if rec.get("outcome") != "dry_run":
@@ -335,16 +538,21 @@ def report(n_apps: int, days: int, passes: int, wall: float, faults: list[Fault]
         else:
             unneeded += 1
             unneeded_dbs.add(target)
+            span = f"fault {fault.kind} window {fault.due:%m-%d %H:%M}..{fault.window_end:%m-%d %H:%M}" \
+                if fault is not None else "healthy"
+            unneeded_lines.append(f"{target} at {at:%m-%d %H:%M} ({span}): {rec.get('reason')}")
             triggers = rec.get("triggers")
             for t in triggers if isinstance(triggers, list) else []:
                 why[str(t)] += 1
+    for line in unneeded_lines[:10]:
+        print(f"  unneeded: {line}")
     outcomes = Counter(str(r.get("outcome")) for r in captures)
     print(f"\nemergency captures (audit, action capture): {dict(outcomes)}")
     print(f"  planned in dry run: {needed + unneeded}; needed (inside a fault window) {needed}; unneeded "
           f"{unneeded} on {len(unneeded_dbs)} databases (triggers: {dict(why) or 'none'})")
-    faulty_needing = [f for f in faults if EXPECTED[f.kind]]
+    faulty_needing = [f for f in faults if f.knowable]
     missed_faults = [f"{f.kind}@{f.app.name}" for f in faulty_needing if not f.caught]
-    firsts_all = [min((t - f.knowable.get(c, f.due)).total_seconds() for c, t in f.caught.items())
+    firsts_all = [min((t - f.knowable[c]).total_seconds() for c, t in f.caught.items())
                   for f in faulty_needing if f.caught]
     med_first = statistics.median(firsts_all) if firsts_all else float("inf")
     ok_pages, ok_caps = late_pages == 0, unneeded == 0
