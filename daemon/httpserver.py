@@ -337,6 +337,11 @@ def _is_loopback(host: str) -> bool:
         return False  # a host name: it may resolve to anything
 
 
+def _minute(iso: str | None) -> str:
+    """An ISO time from the status document to the minute, in UTC ('-' when there is none)."""
+    return f"{iso[:16].replace('T', ' ')} UTC" if iso else "-"
+
+
 def _page(doc: dict[str, Any]) -> str:
     rows = []
     for db in doc["databases"]:
@@ -347,7 +352,9 @@ def _page(doc: dict[str, Any]) -> str:
             f"<tr><td>{html.escape(db['name'])}</td><td class='{db['status']}'>{db['status']}</td>"
             f"<td>{html.escape(newest['id'] if newest else 'none')}</td>"
             f"<td>{html.escape(newest['recovery_point'] if newest else '-')}</td>"
-            f"<td>{html.escape(db['data_at_risk'] or '-')}</td><td>{active}</td></tr>"
+            f"<td>{html.escape(db['data_at_risk'] or '-')}</td>"
+            f"<td>{html.escape(_minute(db.get('next_expected_backup')))}</td>"
+            f"<td>{html.escape(_minute(db.get('breach_at')))}</td><td>{active}</td></tr>"
         )
     demo = "<p><b>Demo mode</b>: watching a throwaway local database. Set DATABASE_URL to watch yours.</p>" \
         if doc["demo"] else ""
@@ -363,6 +370,7 @@ def _page(doc: dict[str, Any]) -> str:
         ".critical{color:#b00}.warning{color:#b60}.ok{color:#070}</style></head><body>"
         f"<h1>pg-backup-guardian {html.escape(doc['version'])}</h1>{demo}"
         "<table><tr><th>database</th><th>status</th><th>newest good backup</th><th>recovery point</th>"
-        f"<th>data at risk</th><th>findings</th></tr>{''.join(rows)}</table>"
+        f"<th>data at risk</th><th>next backup expected</th><th>breach after</th><th>findings</th></tr>"
+        f"{''.join(rows)}</table>"
         "<p><a href='/metrics'>/metrics</a> · <a href='/api/status'>/api/status</a></p></body></html>"
     )

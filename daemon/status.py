@@ -49,6 +49,10 @@ def database_status(db: DatabaseState, now: datetime, snap: Snapshot | None = No
     worst = "critical" if any(f.severity == "critical" for f in active) else ("warning" if active else "ok")
     if db.evaluated_at is None or not db.sources:
         worst = "unknown"
+    newest = newest_good_backup(db)
+    breach_at = (newest.recovery_point + timedelta(seconds=db.rpo_seconds + db.rpo_tolerance_seconds)
+                 if newest is not None and db.rpo_seconds else None)
+    expected = min(db.next_expected.values()) if db.next_expected else None
     return {
         "name": db.name,
         "status": worst,
@@ -56,7 +60,13 @@ def database_status(db: DatabaseState, now: datetime, snap: Snapshot | None = No
         "data_at_risk": format_duration_s(risk) if risk is not None else None,
         "rpo_seconds": db.rpo_seconds,
         "rto_seconds": db.rto_seconds,
-        "newest_good_backup": backup_doc(newest_good_backup(db)),
+        # a breach begins past the RPO plus the schedule's normal start jitter and capture time
+        "rpo_tolerance_seconds": db.rpo_tolerance_seconds,
+        "breach_at": _iso(breach_at),
+        # when the next good backup is expected to start (its recovery point), per scheduled source
+        "next_expected_backup": _iso(expected),
+        "next_expected_by_source": {name: _iso(at) for name, at in sorted(db.next_expected.items())},
+        "newest_good_backup": backup_doc(newest),
         "sources": {
             name: {
                 "stale": _stale(db, name, snap, now),
@@ -139,6 +149,12 @@ def status_table(snap: Snapshot, now: datetime, backups: int = 5) -> str:
         newest_s = f"{newest['id']} ({newest['source']})" if newest else "none"
         lines.append(f"{db.name:<28} {doc['status'].upper():<9} {newest_s:<30} "
                      f"{doc['data_at_risk'] or '-':>12} {format_duration_s(db.rpo_seconds):>6}")
+        if doc["next_expected_backup"] or doc["breach_at"]:
+            parts = ([f"next good backup expected {_when(db.next_expected, now)}"] if db.next_expected else []) + (
+                [f"breach after {doc['breach_at'][:16].replace('T', ' ')} UTC (RPO "
+                 f"{format_duration_s(db.rpo_seconds)} + {format_duration_s(db.rpo_tolerance_seconds)} tolerance)"]
+                if doc["breach_at"] else [])
+            lines.append(f"    {'; '.join(parts)}")
         for name, src in db.sources.items():
             stale = " (STALE: last known values, its collector is down or late)" if doc["sources"][name]["stale"] \
                 else ""
@@ -150,6 +166,13 @@ def status_table(snap: Snapshot, now: datetime, backups: int = 5) -> str:
             if f.active:
                 lines.append(f"    {f.severity.upper():<8} {f.check}: {f.hint}")
     return "\n".join(lines)
+
+
+def _when(expected: dict[str, datetime], now: datetime) -> str:
+    source, at = min(expected.items(), key=lambda kv: kv[1])
+    ahead = (at - now).total_seconds()
+    return (f"from {source} at {at:%Y-%m-%d %H:%M} UTC" + (f" (in {format_duration_s(ahead)})" if ahead > 0 else
+                                                          " (due now)"))
 
 
 def _backup_line(b: Backup) -> str:

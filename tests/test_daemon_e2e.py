@@ -6,7 +6,7 @@ import hashlib
 import json
 import shutil
 import subprocess
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -70,6 +70,14 @@ def test_daemon_captures_serves_metrics_survives_a_database_outage_and_recovers(
     assert m[("pgbackup_database_tables", (("database", DB),))] == 3
     assert m[("pgbackup_rpo_seconds", (("database", DB),))] == 86400
     assert _finding(m, "rpo_breach") == 0
+    # the status says when the next capture is expected and when a breach would begin, the page shows both
+    status = d.status()["databases"][0]
+    assert set(status["next_expected_by_source"]) == {"archive"}
+    point = datetime.fromisoformat(status["newest_good_backup"]["recovery_point"])
+    assert datetime.fromisoformat(status["breach_at"]) == point + timedelta(
+        seconds=status["rpo_seconds"] + status["rpo_tolerance_seconds"])
+    assert datetime.fromisoformat(status["next_expected_backup"]) > point
+    assert "<th>next backup expected</th><th>breach after</th>" in d.get("/")[1].decode()
 
     # 2. promtool has nothing to say about the live exposition
     code, body, _ = d.get("/metrics")

@@ -18,6 +18,7 @@ from daemon.metrics import SnapshotCollector
 from daemon.policy import evaluate, is_healthy
 from daemon.risk import next_expected, tolerance_seconds
 from daemon.state import Backup, DatabaseState, Finding, ProviderFacts, Schedule, Snapshot, SourceState, StateHolder
+from daemon.status import database_status, status_table
 
 DUE = datetime(2024, 6, 10, 2, 0, tzinfo=UTC)  # a due time of the schedule; history is the week before it
 DAILY = Schedule(hour=2, timezone="UTC")
@@ -267,3 +268,31 @@ def test_next_expected_backup_and_tolerance_are_exported() -> None:
     assert registry.get_sample_value("pgbackup_next_expected_backup_timestamp_seconds", labels) == (
         DUE + DAY + 3 * MIN).timestamp()
     assert registry.get_sample_value("pgbackup_rpo_tolerance_seconds", {"database": "shop"}) == 900.0
+
+
+def test_the_status_document_and_table_say_when_the_next_backup_is_expected_and_when_a_breach_would_begin() -> None:
+    now = DUE + HOUR
+    db = world(now, starts((*JITTERY, 3)))
+    objs = objectives()
+    db = DatabaseState(**{**db.__dict__, "evaluated_at": now, "findings": evaluate(db, objs, [], now),
+                          "rpo_tolerance_seconds": tolerance_seconds(db, objs, now),
+                          "next_expected": next_expected(db, objs, now)})
+    doc = database_status(db, now)
+    newest = DUE + 3 * MIN  # today's backup, started 3 minutes after 02:00
+    assert doc["next_expected_backup"] == (DUE + DAY + 3 * MIN).isoformat()
+    assert doc["next_expected_by_source"] == {"heroku": (DUE + DAY + 3 * MIN).isoformat()}
+    assert doc["rpo_tolerance_seconds"] == db.rpo_tolerance_seconds > 0
+    assert doc["breach_at"] == (newest + DAY + timedelta(seconds=db.rpo_tolerance_seconds)).isoformat()
+    table = status_table(Snapshot(databases={"shop": db}), now)
+    assert "next good backup expected from heroku at 2024-06-11 02:03 UTC (in 23h3m)" in table
+    assert f"breach after 2024-06-11 02:{3 + int(db.rpo_tolerance_seconds // 60):02d} UTC (RPO 1d + " in table
+
+
+def test_without_a_schedule_the_status_has_no_next_backup_but_still_the_breach_time() -> None:
+    now = DUE + HOUR
+    db = world(now, [DUE], schedules=())
+    db = DatabaseState(**{**db.__dict__, "evaluated_at": now})
+    doc = database_status(db, now)
+    assert doc["next_expected_backup"] is None and doc["next_expected_by_source"] == {}
+    assert doc["breach_at"] == (DUE + DAY).isoformat()
+    assert "next good backup expected" not in status_table(Snapshot(databases={"shop": db}), now)
