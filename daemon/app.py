@@ -415,7 +415,7 @@ class Guardian:
                 sources = {**db.sources, **r.sources}
                 cfg = self.databases[r.name]
                 if cfg.self_managed:
-                    archive = sources.get(SOURCE_ARCHIVE) or SourceState(SOURCE_ARCHIVE)
+                    archive = sources.get(SOURCE_ARCHIVE) or SourceState(SOURCE_ARCHIVE, listed=False)
                     archive = with_unrecorded(archive, self.capturer.unrecorded(r.name))
                     sources[SOURCE_ARCHIVE] = self._with_schedule(r.name, archive)
                 dbs[r.name] = replace(db, sources=sources, live=r.live if r.live is not None else db.live,
@@ -462,10 +462,11 @@ class Guardian:
         if self.scheduler is not None and self.databases[name].self_managed:
             job = self.scheduler.get_job(f"capture:{name}")
             next_at = job.next_run_time if job is not None else None
+        # observed_at stays the archive's last successful read: a failed read must not make old facts look fresh
         return replace(src, in_progress=1 if self.capturer.running(name) else 0,
                        schedule_interval_seconds=cfg.capture_interval.total_seconds()
                        if self.databases[name].self_managed else None,
-                       schedule_next_at=next_at, observed_at=self.clock())
+                       schedule_next_at=next_at)
 
     # -- archive: mirror and prune -------------------------------------------------------------------------
     def count_action(self, action: str, outcome: str) -> None:
@@ -752,7 +753,7 @@ class Guardian:
 
     def _set_in_progress(self, name: str, n: int) -> None:
         def apply(db: DatabaseState) -> DatabaseState:
-            src = db.sources.get(SOURCE_ARCHIVE) or SourceState(SOURCE_ARCHIVE)
+            src = db.sources.get(SOURCE_ARCHIVE) or SourceState(SOURCE_ARCHIVE, listed=False)
             return replace(db, sources={**db.sources, SOURCE_ARCHIVE: replace(src, in_progress=n)})
 
         self.holder.update_database(name, apply)

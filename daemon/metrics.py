@@ -103,7 +103,8 @@ class SnapshotCollector(Collector):
                 kinds: dict[str, int] = {"scheduled": 0, "manual": 0, "emergency": 0}
                 for b in src.good:
                     kinds[b.kind] = kinds.get(b.kind, 0) + 1
-                for kind, n in kinds.items():
+                # a source never read has no count: 0 would say "no good backup" (a page) where it is unknown
+                for kind, n in kinds.items() if src.listed else ():
                     g["count"].add_metric([*labels, kind], n)
                 g["running"].add_metric(labels, src.in_progress)
                 g["sched"].add_metric(labels, 1 if src.has_schedule else 0)

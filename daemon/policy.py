@@ -2,7 +2,8 @@
 
 Checks (each yields a `Finding`, active or not, so every check has a value in the metrics):
   rpo_breach           critical  data at risk > RPO + tolerance (the schedule's normal start jitter and capture
-                                 time, learned, bounded; 0 without a schedule), or no good backup at all
+                                 time, learned, bounded; 0 without a schedule), or no good backup at all (unknown,
+                                 not a breach, while a source that may hold one was never read)
   rpo_at_risk          warning   with a schedule: the next expected good backup (next due time plus the usual
                                  start delay) would come too late for the RPO, or the schedule was missed;
                                  without one: data at risk >= rpo_at_risk_ratio * RPO (and not yet breached)
@@ -133,6 +134,11 @@ def _rpo(db: DatabaseState, objectives: Objectives, missed: bool, now: datetime)
     objective = format_duration_s(rpo)
     if not db.sources:  # never read yet (a large fleet is read gradually): unknown, not a breach
         hint = "not observed yet"
+        return [_finding(db, "rpo_breach", False, hint, now, value=None, threshold=rpo),
+                _finding(db, "rpo_at_risk", False, hint, now, value=None, threshold=rpo * ratio)]
+    unread = sorted(s.source for s in db.sources.values() if not s.listed)
+    if risk is None and unread:  # a source never read may well hold good backups: unknown, not a breach
+        hint = f"not known: {', '.join(unread)} not read yet (see collector_down)"
         return [_finding(db, "rpo_breach", False, hint, now, value=None, threshold=rpo),
                 _finding(db, "rpo_at_risk", False, hint, now, value=None, threshold=rpo * ratio)]
     if risk is None:

@@ -76,6 +76,9 @@ class SourceState:
     schedules_known: bool = False
     observed_at: datetime | None = None
     running_started: tuple[datetime, ...] = ()  # start times of captures in progress, when the source knows
+    # False while the source's backups were never listed (the guardian knows only its own captures running or
+    # unrecorded): "no good backup" is then unknown, not a breach
+    listed: bool = True
 
     @property
     def has_schedule(self) -> bool:

@@ -47,7 +47,8 @@ def database_status(db: DatabaseState, now: datetime, snap: Snapshot | None = No
     risk = data_at_risk_seconds(db, now)
     active = [f for f in db.findings if f.active]
     worst = "critical" if any(f.severity == "critical" for f in active) else ("warning" if active else "ok")
-    if db.evaluated_at is None or not db.sources:
+    if db.evaluated_at is None or not db.sources or (risk is None and any(
+            not s.listed for s in db.sources.values())):
         worst = "unknown"
     newest = newest_good_backup(db)
     breach_at = (newest.recovery_point + timedelta(seconds=db.rpo_seconds + db.rpo_tolerance_seconds)

@@ -11,8 +11,12 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from actions.capture import Capturer, CaptureRequest
+from daemon.app import Guardian
 from daemon.archive import LocalDirectoryStore
+from daemon.config import GuardianConfig
 from daemon.localpg import LocalCluster, free_port
 from tests.conftest import create_database
 
@@ -42,6 +46,7 @@ def test_check_is_healthy_after_a_fresh_capture(pg_cluster: LocalCluster, tmp_pa
 
 def test_check_exits_1_when_no_backup_exists(pg_cluster: LocalCluster, tmp_path: Path) -> None:
     url = create_database(pg_cluster)
+    (tmp_path / "archive").mkdir()  # read, and empty (an archive that cannot be read is unknown: exit 3)
     out = _check(_write(tmp_path, url, tmp_path / "archive"))
     assert out.returncode == 1
     assert "rpo_breach" in out.stdout and "no good backup" in out.stdout
@@ -62,6 +67,7 @@ def test_check_json_reports_data_at_risk(pg_cluster: LocalCluster, tmp_path: Pat
 def test_unreachable_database_is_a_clear_failure_without_secret(tmp_path: Path) -> None:
     secret = "Sup3r-Secret-Pw"
     url = f"postgresql://app:{secret}@127.0.0.1:{free_port()}/shop"
+    (tmp_path / "archive").mkdir()
     out = _check(_write(tmp_path, url, tmp_path / "archive"))
     assert out.returncode == 1
     text = out.stdout + out.stderr
@@ -127,3 +133,30 @@ def test_check_says_unknown_naming_the_stale_collector_and_since_when(pg_cluster
     since = datetime.fromisoformat(line.split("stale since ")[1][:len("2026-01-01T00:00:00+00:00")])
     assert before <= since <= after
     assert "collector_down" in out.stdout
+
+
+def test_an_archive_that_cannot_be_read_is_unknown_not_a_breach(pg_cluster: LocalCluster, tmp_path: Path) -> None:
+    """The self-managed database's archive is where its backups are: while it cannot be read, whether a good
+    backup exists is not known. Exit 3 naming the collector, no page for 'no good backup', and no backup
+    count of 0 in the metrics (which the breach rule would read as 'none')."""
+    url = create_database(pg_cluster)
+    (tmp_path / "file").write_text("not a directory")
+    cfg = _write(tmp_path, url, tmp_path / "file" / "archive")
+    out = _check(cfg, "--json")
+    assert out.returncode == 3, out.stdout + out.stderr
+    [db] = json.loads(out.stdout)["databases"]
+    assert db["status"] == "unknown"
+    findings = {f["check"]: f for f in db["findings"]}
+    assert not findings["rpo_breach"]["active"] and "archive not read yet" in findings["rpo_breach"]["hint"]
+    assert findings["collector_down"]["active"] and "archive" in findings["collector_down"]["hint"]
+
+    g = Guardian(GuardianConfig.model_validate({
+        "state_dir": str(tmp_path / "state"), "archive": {"path": str(tmp_path / "file" / "archive")},
+        "databases": [{"name": "shop", "url": url}]}))
+    try:
+        g.collect_all(one_shot=True)
+        samples = {s.name for fam in text_string_to_metric_families(g.exposition.render()[0].decode())
+                   for s in fam.samples if s.labels.get("database") == "shop"}
+        assert "pgbackup_rpo_seconds" in samples and "pgbackup_backups" not in samples
+    finally:
+        g.stop()

@@ -194,6 +194,7 @@ def test_a_finding_flapping_within_the_window_pages_once_and_again_after_it(
 
 def test_without_a_dsn_findings_go_to_the_log_once(pg_cluster: LocalCluster, tmp_path: Path) -> None:
     url = create_database(pg_cluster)
+    (tmp_path / "archive").mkdir()  # read and empty: no good backup, a breach
     lines: list[str] = []
     sink = logger.add(lambda m: lines.append(str(m)), level="INFO", format="{message}")
     try:
