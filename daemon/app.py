@@ -27,7 +27,8 @@ from loguru import logger
 
 from actions.capture import Capturer, CaptureRequest
 from actions.drill import FULL, TABLE, DrillBusy, DrillRun, DrillRunner, Progress, drill_lock, to_result
-from actions.guards import Intent
+from actions.guards import Decision, Intent
+from actions.pipeline import DRILL, SCHEDULED_CAPTURE, SCRATCH_SWEEP, ActionKind, Gate, Pipeline, Switches
 from actions.planner import capture_source
 from actions.runner import ActionRunner, Outcome
 from actions.scale import ProbeState
@@ -185,9 +186,13 @@ class Guardian:
         self._leader: bool | None = None  # unknown until the first try
         self.audit = AuditLog(self.state, clock)
         self.processes = ProcessRegistry()  # per guardian: stopping one never poisons another in the process
+        # every change to the world is decided by the guards its kind declares (actions.pipeline)
+        self.gate = Gate(Switches(enabled=lambda: config.actions.enabled, paused=partial(pause_reason, self.state),
+                                  leader=self.is_leader, dry_run=self._dry_run), clock)
+        self.pipeline: Pipeline | None = None  # with the runner, below
         self.archive = ArchiveService(config, self.store, self.audit, self.heroku_api, clock, self.count_action,
-                                      stopping=self.processes.closing.is_set,
-                                      paused=partial(pause_reason, self.state))
+                                      stopping=self.processes.closing.is_set, gate=self.gate,
+                                      pipeline=lambda: self.pipeline)
         self.capturer = Capturer(self.store, self.processes, clock)
         self.drills = DrillRunner(self.store, self.heroku_api, config.state_dir, self.processes, self.state,
                                   config.all_databases, clock)
@@ -206,10 +211,17 @@ class Guardian:
         self._collect_lock = threading.Lock()
         self.runner = ActionRunner(self.state, self.audit, self.count_action, clock,
                                    on_interrupted=self._record_interrupted)
+        self.pipeline = Pipeline(self.runner, self.gate)
         self.remedies = Remedies(self, self.runner)
         self.publish_control()
 
     # -- leadership and switches --------------------------------------------------------------------------
+    def _dry_run(self, kind: ActionKind) -> bool:
+        """The dry-run switch a kind declares: actions.dry_run for remedies, archive.prune_apply for the prune."""
+        if kind.dry_run_switch == "archive.prune_apply":
+            return not self.config.archive.prune_apply
+        return self.config.actions.dry_run
+
     def is_leader(self) -> bool:
         """Whether this replica acts and drills (tried once on first use, then by the `leader` job)."""
         if self._leader is None:
@@ -569,7 +581,8 @@ class Guardian:
             if results:
                 self.holder.update_database(name, partial(_with_drills, drills=tuple(results)))
 
-    def drill(self, name: str, scenario: str = FULL, progress: Progress | None = None) -> DrillRun:
+    def drill(self, name: str, scenario: str = FULL, progress: Progress | None = None,
+              manual: bool = False) -> DrillRun:
         """Run one drill now (scheduled or requested), report it, and publish its result. It runs as a
         recorded execution (`drill:<name>` held, history and audit), so a drill whose process dies leaves a
         record that the next start closes as interrupted."""
@@ -582,8 +595,12 @@ class Guardian:
                                               "recovery_seconds": round(run.recovery_seconds, 1)}
             return Outcome(run.succeeded, run.reason, details, skipped=run.skipped, interrupted=run.stopped)
 
-        intent = Intent("drill", name, f"{scenario} drill", params={"scenario": scenario})
-        outcome = self.runner.run_held(intent, work, unlocked_ok=False)
+        intent = Intent("drill", name, f"{scenario} drill", params={"scenario": scenario}, manual=manual)
+        assert self.pipeline is not None
+        outcome = self.pipeline.run_held(DRILL, intent, work, unlocked_ok=False)
+        if isinstance(outcome, Decision):  # paused, or not the leader: audited by the pipeline
+            return DrillRun(database=name, scenario=scenario, started_at=self.clock(), skipped=True,
+                            reason=outcome.reason)
         if outcome is None or not runs:  # another process drills this database now, or its lock is unavailable
             self.count_action("drill", "skipped")
             return DrillRun(database=name, scenario=scenario, started_at=self.clock(), skipped=True,
@@ -637,9 +654,15 @@ class Guardian:
             self._publish([])
         return run, str(path)
 
-    def sweep_scratch(self) -> None:
+    def sweep_scratch(self, manual: bool = False) -> None:
         """Drop scratch databases and downloads a crashed drill left behind (each scratch server once); never
-        while a drill runs, in this process or another."""
+        while a drill runs, in this process or another, nor while actions are paused or on a follower."""
+        assert self.pipeline is not None
+        decision = self.pipeline.decide(SCRATCH_SWEEP, Intent(
+            "scratch_sweep", "scratch servers", "drop scratch databases a crashed drill left behind", manual=manual))
+        if not decision.go:
+            self.pipeline.note(decision)
+            return
         try:
             with drill_lock(self.config.state_dir):
                 self._sweep_scratch()
@@ -700,10 +723,13 @@ class Guardian:
         if not lock:
             return self._capture(name, kind)
         intent = Intent("capture", name, f"{kind} capture", params={"kind": kind})
-        outcome = self.runner.run_held(intent, lambda _id: Outcome(*self._capture(name, kind)))
+        assert self.pipeline is not None
+        outcome = self.pipeline.run_held(SCHEDULED_CAPTURE, intent, lambda _id: Outcome(*self._capture(name, kind)))
         if outcome is None:
             logger.info("capture of {} skipped: another process is capturing it now", name)
             return False, f"a capture of {name} is already running in another process"
+        if isinstance(outcome, Decision):  # paused, or not the leader: audited by the pipeline
+            return False, outcome.reason
         return outcome.ok, outcome.detail
 
     def _record_interrupted(self, record: ActionRecord) -> None:

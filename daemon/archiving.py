@@ -15,7 +15,10 @@ from datetime import datetime, timedelta
 
 from loguru import logger
 
+from actions.guards import Decision, Intent
 from actions.mirror import Mirror, backup_to_mirror
+from actions.pipeline import KEEP_LAST, MIRROR, PRUNE, Gate, Pipeline, Switches
+from actions.runner import Outcome
 from collectors.archive import collect_archive_facts
 from daemon.archive import ArchiveStore, LocalDirectoryStore
 from daemon.audit import AuditLog
@@ -53,11 +56,14 @@ class ArchiveService:
     def __init__(self, config: GuardianConfig, store: ArchiveStore, audit: AuditLog,
                  heroku_api: HerokuAPI | None, clock: Callable[[], datetime],
                  count: Callable[[str, str], None], stopping: Callable[[], bool] = lambda: False,
-                 paused: Callable[[], str | None] = lambda: None) -> None:
-        """`paused()` says why actions are paused (`backup-guardian actions pause`), or None: a paused
-        guardian deletes nothing."""
+                 gate: Gate | None = None, pipeline: Callable[[], Pipeline | None] = lambda: None) -> None:
+        """`gate` decides each deletion with the guards of its kind (a paused, killed or follower guardian
+        deletes nothing; default: every switch open); `pipeline()` carries out the mirror copies (None: copied
+        without a history record, as the CLI's own process does)."""
         self.config = config
-        self.paused = paused
+        self.gate = gate or Gate(Switches(enabled=lambda: True, paused=lambda: None, leader=lambda: True,
+                                          dry_run=lambda _kind: False), clock)
+        self.pipeline = pipeline
         self.store = store
         self.audit = audit
         self.clock = clock
@@ -113,20 +119,36 @@ class ArchiveService:
         return jobs
 
     def run_mirror(self, job: MirrorJob, progress: Callable[[int, int | None], None] | None = None) -> bool:
-        """Copy one backup; progress goes to `progress`, else to the log once a minute."""
+        """Copy one backup through the guarded path (pause, leader, single flight, audit); progress goes to
+        `progress`, else to the log once a minute. True when it was copied."""
         assert self.mirror is not None
         target = f"{job.database}/{job.backup.backup_id}"
+        intent = Intent("mirror", target, "newest good provider backup was not archived")
+        pipeline = self.pipeline()
+        if pipeline is None:  # no runner (a bare service): decided by the gate, audited here
+            decision = self.gate.decide(MIRROR, intent)
+            if not decision.go:
+                self.audit.record("mirror", target, decision.outcome, decision.reason)
+                return False
+            try:
+                result = self._copy(job, target, progress)
+            except GuardianError as exc:
+                result = Outcome(False, str(exc))
+            self.audit.record("mirror", target, result.outcome, result.detail, **result.details)
+            self.count("mirror", result.outcome)
+            return result.ok
+        outcome = pipeline.run(MIRROR, intent, lambda _id: self._copy(job, target, progress))
+        return outcome is not None and outcome.ok
+
+    def _copy(self, job: MirrorJob, target: str, progress: Callable[[int, int | None], None] | None) -> Outcome:
+        assert self.mirror is not None
         try:
             record = self.mirror.mirror(job.database, job.billing_app, job.backup, progress or _logged(target))
         except GuardianError as exc:
             logger.error("mirror of {} failed: {}", target, exc)
-            self.audit.record("mirror", target, "failed", str(exc))
-            self.count("mirror", "failed")
-            return False
-        self.audit.record("mirror", target, "done", "newest good provider backup was not archived",
-                          size_bytes=record.size_bytes, sha256=record.sha256, store=self.store.describe())
-        self.count("mirror", "done")
-        return True
+            raise
+        return Outcome(True, "newest good provider backup was not archived",
+                       {"size_bytes": record.size_bytes, "sha256": record.sha256, "store": self.store.describe()})
 
     # -- deletions: prune and keep_last ---------------------------------------------------------------------
     def prune(self, databases: list[str], apply: bool) -> list[PruneDecision]:
@@ -156,24 +178,26 @@ class ArchiveService:
             return 0
 
     def _carry_out(self, action: str, decisions: list[PruneDecision], apply: bool) -> int:
-        """Delete what the plan says may go (dry run: only say so); returns how many copies were deleted."""
+        """Delete what the plan says may go, each copy decided by the guards of its kind right before it goes
+        (dry run: only say so; paused, killed or not the leader: one record per database says what stays and
+        why); returns how many copies were deleted."""
+        kind = PRUNE if action == "prune" else KEEP_LAST
         doomed = [d for d in decisions if d.delete]
         if not doomed:
             return 0
-        if not apply:
-            for d in doomed:
-                logger.info("{} (dry run) would delete {} {} ({})", action, d.obj.database, d.obj.backup_id,
-                            d.reason)
-                self.audit.record(action, f"{d.obj.database}/{d.obj.backup_id}", "dry_run", d.reason)
-            self.count(action, "dry_run")
-            return 0
         deleted = 0
         for i, d in enumerate(doomed):
-            paused = self.paused()  # read before every delete: a pause that comes during a long run stops it
-            if paused is not None:
-                self._skip_paused(action, doomed[i:], paused)
-                return deleted
             target = f"{d.obj.database}/{d.obj.backup_id}"
+            decision = self.gate.decide(kind, Intent(action, target, d.reason), dry_run=not apply)
+            if decision.outcome == "dry_run":
+                logger.info("{} (dry run) would delete {} {} ({})", action, d.obj.database, d.obj.backup_id,
+                            d.reason)
+                self.audit.record(action, target, "dry_run", d.reason)
+                self.count(action, "dry_run")
+                continue
+            if not decision.go:  # read before every delete: a pause that comes during a long run stops it
+                self._skip(action, doomed[i:], decision)
+                return deleted
             try:
                 self.store.delete(d.obj.database, d.obj.backup_id)
             except (GuardianError, OSError) as exc:
@@ -186,17 +210,20 @@ class ArchiveService:
             deleted += 1
         return deleted
 
-    def _skip_paused(self, action: str, doomed: list[PruneDecision], paused: str) -> None:
-        """Paused: nothing is deleted; one audit record per database says what would have gone and why not."""
+    def _skip(self, action: str, doomed: list[PruneDecision], decision: Decision) -> None:
+        """Declined (paused, kill switch, not the leader): nothing is deleted; one audit record per database
+        says what would have gone and why not (a follower's only in the log)."""
         by_db: dict[str, list[PruneDecision]] = {}
         for d in doomed:
             by_db.setdefault(d.obj.database, []).append(d)
+        why = decision.reason.split(" (wanted to ", 1)[0]
         for database, mine in by_db.items():
-            reason = f"{len(mine)} cop{'y' if len(mine) == 1 else 'ies'} not deleted: actions are paused ({paused})"
+            reason = f"{len(mine)} cop{'y' if len(mine) == 1 else 'ies'} not deleted: {why}"
             logger.warning("{} of {}: {}", action, database, reason)
-            self.audit.record(action, database, "skipped_paused", reason,
-                              backups=[d.obj.backup_id for d in mine[:LISTED]])
-        self.count(action, "skipped_paused")
+            if decision.outcome != "skipped_not_leader":
+                self.audit.record(action, database, decision.outcome, reason,
+                                  backups=[d.obj.backup_id for d in mine[:LISTED]])
+        self.count(action, decision.outcome)
 
     def close(self) -> None:
         if self.mirror is not None:

@@ -19,7 +19,8 @@ import httpx
 from loguru import logger
 
 from actions.emergency import HerokuCapture, expiring_backup, failure_text, running_capture
-from actions.guards import Decision, Facts, Intent, decide
+from actions.guards import Decision, Facts, Intent
+from actions.pipeline import EMERGENCY_CAPTURE, MANUAL_CAPTURE, SCALE
 from actions.planner import capture_facts, capture_source, plan_captures
 from actions.runner import ActionRunner, Outcome
 from actions.scale import HerokuScaler, ProbeState, ScaleMemory, advance, plan_scale, probe, remember
@@ -98,7 +99,7 @@ class Remedies:
             self.runner.running_here("capture", name) or ("capture", name) in self._queued))
         facts = capture_facts(snap.databases[name], cfg, self.cfg, history, self.g.clock(), leader=leader,
                               paused=paused, running_here=running_here)
-        return decide(intent, facts, self.g.clock())
+        return self.g.gate.decide(MANUAL_CAPTURE if intent.manual else EMERGENCY_CAPTURE, intent, base=facts)
 
     def _submit(self, decision: Decision) -> None:
         key = (decision.intent.action, decision.intent.target)
@@ -327,7 +328,7 @@ class Remedies:
         facts = Facts(enabled=self.cfg.enabled, paused=self.paused(), dry_run=self.cfg.dry_run, leader=leader,
                       running=None, last_taken=last, last_taken_what="the last scale change", taken_24h=taken,
                       cooldown=target.cooldown, daily_cap=taken + 1 if down else target.daily_cap)
-        return decide(intent, facts, now)
+        return self.g.gate.decide(SCALE, intent, base=facts)
 
     def cancel_queued(self) -> None:
         """At shutdown: cancel the captures waiting for a worker (they never start); running ones go on

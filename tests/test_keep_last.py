@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from actions.pipeline import Gate, Switches
 from daemon.app import Guardian
 from daemon.archive import ArchiveStore, BackupRecord, LocalDirectoryStore
 from daemon.archiving import ArchiveService
@@ -105,8 +106,9 @@ def test_a_paused_guardian_deletes_nothing_by_keep_last_the_prune_job_or_the_cli
 
     g = Guardian(GuardianConfig.model_validate(doc))
     try:
-        ok, detail = g.capture("db", "manual")  # keep_last after the capture
-        assert ok, detail
+        ok, detail = g.capture("db", "manual")  # the pause stops the capture itself too
+        assert not ok and "actions are paused: restoring by hand" in detail
+        assert g.archive.keep_last("db", 1) == 0  # what runs after each good capture
         g.prune()  # what the daily prune job runs (prune_apply: true)
     finally:
         g.stop()
@@ -121,8 +123,8 @@ def test_a_paused_guardian_deletes_nothing_by_keep_last_the_prune_job_or_the_cli
     finally:
         g.stop()
     skipped = [(a["action"], a["target"]) for a in audit if a["outcome"] == "skipped_paused"]
-    assert skipped == [("keep_last", "db"), ("prune", "db"), ("prune", "db")]
-    assert all("actions are paused (restoring by hand)" in a["reason"] for a in audit
+    assert skipped == [("capture", "db"), ("keep_last", "db"), ("prune", "db"), ("prune", "db")]
+    assert all("actions are paused: restoring by hand" in a["reason"] for a in audit
                if a["outcome"] == "skipped_paused")
     assert not [a for a in audit if a["action"] in ("keep_last", "prune") and a["outcome"] == "done"]
 
@@ -180,8 +182,10 @@ def test_a_pause_that_comes_during_a_prune_stops_the_deletions_still_to_come(tmp
         return next(answers, "paused by hand during the prune")
 
     try:
+        gate = Gate(Switches(enabled=lambda: True, paused=paused, leader=lambda: True,
+                             dry_run=lambda _kind: False), lambda: now)
         service = ArchiveService(config, store, AuditLog(state, lambda: now), None, lambda: now,
-                                 lambda action, outcome: None, paused=paused)
+                                 lambda action, outcome: None, gate=gate)
         service.prune(["db"], apply=True)
         audit = [(a["outcome"], a.get("backups")) for a in state.audit(action="prune")]
     finally:
