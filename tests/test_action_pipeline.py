@@ -9,6 +9,7 @@ drill's scratch server, the Heroku double and S3 on moto.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,11 +23,18 @@ from daemon.app import Guardian
 from daemon.config import GuardianConfig
 from daemon.localpg import LocalCluster
 from daemon.remedy import PAUSE_KEY
+from tests.heroku_double import HerokuDouble
 from tests.s3_server import MotoServer
-from tests.test_s3_archive import an_hour_old_backup, guardian_for, heroku  # noqa: F401 (fixture)
+from tests.test_s3_archive import TOKEN, an_hour_old_backup, guardian_for
 
 ROOT = Path(__file__).resolve().parent.parent
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def heroku() -> Iterator[HerokuDouble]:
+    with HerokuDouble(token=TOKEN) as double:
+        yield double
 
 
 def gate(paused: str | None = None, leader: bool = True, dry_run: bool = False, enabled: bool = True) -> Gate:
@@ -149,7 +157,7 @@ def test_a_follower_changes_nothing_and_leaves_the_record_to_the_leader(fresh_db
     assert audit == []  # a follower's declines are logged, not audited
 
 
-def test_a_paused_guardian_mirrors_nothing(heroku: Any, moto_server: MotoServer, s3_bucket: tuple[Any, str],
+def test_a_paused_guardian_mirrors_nothing(heroku: HerokuDouble, moto_server: MotoServer, s3_bucket: tuple[Any, str],
                                            tmp_path: Path) -> None:
     client, bucket = s3_bucket
     an_hour_old_backup(heroku)
