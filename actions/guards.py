@@ -37,15 +37,45 @@ OUTCOMES = ("done", "failed", INTERRUPTED, DRY_RUN, "skipped_disabled", "skipped
 
 @dataclass(frozen=True)
 class Intent:
-    """A planner's wish: do `action` to `target` because of `reason` (triggered by `triggers`)."""
+    """A planner's wish: do `action` to `target` because of `reason` (triggered by `triggers`).
 
-    action: str  # capture | scale
-    target: str  # a database name, or app/process_type
+    Plain data: `to_json` / `from_json` carry it whole (to another process, a queue, the audit), with params
+    limited to JSON values."""
+
+    action: str  # capture | scale | mirror | prune | keep_last | drill | scratch_sweep
+    target: str  # a database name, database/backup id, or app/process_type
     reason: str
     triggers: tuple[str, ...] = ()
     params: dict[str, Any] = field(default_factory=dict)
-    manual: bool = False  # a person asked for it (the `capture` command)
+    manual: bool = False  # a person asked for it (the `capture` and `drill` commands)
     blocked: str | None = None  # the planner found a reason of its own not to act (e.g. "max")
+    requested_by: str | None = None  # who asked, for a person's request (user@host); None: the guardian itself
+
+    def to_json(self) -> dict[str, Any]:
+        return {"action": self.action, "target": self.target, "reason": self.reason,
+                "triggers": list(self.triggers), "params": dict(self.params), "manual": self.manual,
+                "blocked": self.blocked, "requested_by": self.requested_by}
+
+    @classmethod
+    def from_json(cls, doc: Any) -> Intent:
+        """Parse what `to_json` wrote; ValueError naming the field when something is missing or mistyped."""
+        if not isinstance(doc, dict):
+            raise ValueError("an intent must be an object")
+        for key in ("action", "target", "reason"):
+            if not isinstance(doc.get(key), str) or not doc[key]:
+                raise ValueError(f"intent field {key!r} must be a non-empty string")
+        triggers, params = doc.get("triggers", []), doc.get("params", {})
+        if not isinstance(triggers, list) or not all(isinstance(t, str) for t in triggers):
+            raise ValueError("intent field 'triggers' must be a list of strings")
+        if not isinstance(params, dict) or not all(isinstance(k, str) for k in params):
+            raise ValueError("intent field 'params' must be an object")
+        for key in ("blocked", "requested_by"):
+            if doc.get(key) is not None and not isinstance(doc[key], str):
+                raise ValueError(f"intent field {key!r} must be a string or null")
+        if not isinstance(doc.get("manual", False), bool):
+            raise ValueError("intent field 'manual' must be true or false")
+        return cls(doc["action"], doc["target"], doc["reason"], tuple(triggers), dict(params),
+                   bool(doc.get("manual", False)), doc.get("blocked"), doc.get("requested_by"))
 
     @property
     def describe(self) -> str:

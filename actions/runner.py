@@ -147,7 +147,8 @@ class ActionRunner:
         log = logger.warning if decision.outcome == DRY_RUN else logger.info
         log("action {} {}: {}", intent.action, intent.target, decision.reason)
         self.audit.record(intent.action, intent.target, decision.outcome, decision.reason,
-                          triggers=list(intent.triggers) or None, manual=intent.manual or None, **intent.params)
+                          triggers=list(intent.triggers) or None, manual=intent.manual or None,
+                          requested_by=intent.requested_by, **intent.params)
         self.count(intent.action, decision.outcome)
 
     def execute(self, decision: Decision, fn: Callable[[int], Outcome],
@@ -228,7 +229,8 @@ class ActionRunner:
                                             {"triggers": list(intent.triggers), "manual": intent.manual,
                                              **intent.params}, owner=self.owner)
         self.audit.record(intent.action, intent.target, "started", reason,
-                          triggers=list(intent.triggers) or None, manual=intent.manual or None, **intent.params)
+                          triggers=list(intent.triggers) or None, manual=intent.manual or None,
+                          requested_by=intent.requested_by, **intent.params)
         return _Started(intent, action_id, started)
 
     @staticmethod

@@ -51,7 +51,7 @@ from daemon.metrics import Exposition
 from daemon.notify import make_notifier
 from daemon.pgtools import ProcessRegistry
 from daemon.redact import REDACTOR
-from daemon.remedy import Remedies, in_shard, pause_reason
+from daemon.remedy import Remedies, in_shard, pause_reason, person
 from daemon.state import (
     SOURCE_ARCHIVE,
     ActionsStatus,
@@ -595,7 +595,8 @@ class Guardian:
                                               "recovery_seconds": round(run.recovery_seconds, 1)}
             return Outcome(run.succeeded, run.reason, details, skipped=run.skipped, interrupted=run.stopped)
 
-        intent = Intent("drill", name, f"{scenario} drill", params={"scenario": scenario}, manual=manual)
+        intent = Intent("drill", name, f"{scenario} drill", params={"scenario": scenario}, manual=manual,
+                        requested_by=person() if manual else None)
         assert self.pipeline is not None
         outcome = self.pipeline.run_held(DRILL, intent, work, unlocked_ok=False)
         if isinstance(outcome, Decision):  # paused, or not the leader: audited by the pipeline

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import concurrent.futures
 import hashlib
+import os
+import socket
 import threading
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -34,6 +36,11 @@ if TYPE_CHECKING:
     from daemon.statestore import StateStore
 
 PAUSE_KEY = "actions.paused"
+
+
+def person() -> str:
+    """Who runs this process, for a person's request: user@host."""
+    return f"{os.environ.get('USER') or 'someone'}@{socket.gethostname()}"
 
 
 class Remedies:
@@ -230,7 +237,7 @@ class Remedies:
     def request_capture(self, name: str, reason: str) -> Decision:
         """A person's capture request (the CLI): the same guards, run now in this thread."""
         snap = self.g.holder.current()
-        intent = Intent("capture", name, reason, triggers=("manual",), manual=True)
+        intent = Intent("capture", name, reason, triggers=("manual",), manual=True, requested_by=person())
         decision = self._decide_capture(intent, snap, self.paused(), leader=True)
         if not decision.go:
             self.runner.note(decision)

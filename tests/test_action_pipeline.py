@@ -22,7 +22,7 @@ from actions.pipeline import DRY_RUN, GUARDS, KINDS, LEADER, ActionKind, Gate, S
 from daemon.app import Guardian
 from daemon.config import GuardianConfig
 from daemon.localpg import LocalCluster
-from daemon.remedy import PAUSE_KEY
+from daemon.remedy import PAUSE_KEY, person
 from tests.heroku_double import HerokuDouble
 from tests.s3_server import MotoServer
 from tests.test_s3_archive import TOKEN, an_hour_old_backup, guardian_for
@@ -122,14 +122,17 @@ def test_a_paused_guardian_neither_captures_nor_drills_nor_sweeps(fresh_db: str,
         ok, detail = g.capture("shop")
         run = g.drill("shop")
         g.sweep_scratch()
-        audit = [(a["action"], a["outcome"], a["reason"]) for a in g.audit.read() if a["outcome"] == "skipped_paused"]
+        asked = g.remedies.request_capture("shop", "before the restore")  # a person's request: paused too
+        records = g.audit.read()
+        audit = [(a["action"], a["outcome"], a["reason"]) for a in records if a["outcome"] == "skipped_paused"]
     finally:
         g.stop()
     assert not ok and "actions are paused: restoring by hand" in detail
     assert run.skipped and "actions are paused: restoring by hand" in run.reason
     assert _archived(open_tmp) == before and not _scratch_databases(own_cluster)
     assert [(a, o) for a, o, _ in audit] == [("capture", "skipped_paused"), ("drill", "skipped_paused"),
-                                            ("scratch_sweep", "skipped_paused")]
+                                            ("scratch_sweep", "skipped_paused"), ("capture", "skipped_paused")]
+    assert asked.outcome == "skipped_paused" and records[-1]["requested_by"] == person()
     assert all("restoring by hand" in r for _, _, r in audit)
     g = _guardian(open_tmp, fresh_db, own_cluster.url("postgres"))
     try:
@@ -176,3 +179,30 @@ def test_a_paused_guardian_mirrors_nothing(heroku: HerokuDouble, moto_server: Mo
     assert len(mirror) == 1 and mirror[0][0] == "skipped_paused" and "bucket migration" in mirror[0][1]
     assert after == ["skipped_paused", "started", "done"]
     assert re.search(r"^\w", mirror[0][1])
+
+
+# -- actions as data ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", KINDS, ids=label)
+def test_an_intent_is_plain_data_that_survives_json(kind: ActionKind) -> None:
+    import json
+
+    original = Intent(kind.name, "shop", "why", triggers=("rpo_at_risk",), params={"kind": "manual", "n": 2},
+                      manual=True, requested_by="ops@host")
+    again = Intent.from_json(json.loads(json.dumps(original.to_json())))
+    assert again == original
+    assert gate().decide(kind, again).outcome == gate().decide(kind, original).outcome
+
+
+@pytest.mark.parametrize(("doc", "field"), [
+    ({"target": "shop", "reason": "r"}, "'action'"),
+    ({"action": "capture", "target": "", "reason": "r"}, "'target'"),
+    ({"action": "capture", "target": "shop", "reason": "r", "triggers": "rpo"}, "'triggers'"),
+    ({"action": "capture", "target": "shop", "reason": "r", "params": []}, "'params'"),
+    ({"action": "capture", "target": "shop", "reason": "r", "manual": "yes"}, "'manual'"),
+    ({"action": "capture", "target": "shop", "reason": "r", "requested_by": 7}, "'requested_by'"),
+    ([], "object"),
+])
+def test_a_malformed_intent_is_refused_naming_the_field(doc: Any, field: str) -> None:
+    with pytest.raises(ValueError, match=field):
+        Intent.from_json(doc)
