@@ -24,6 +24,7 @@ from prometheus_client.registry import Collector
 from actions.guards import OUTCOMES
 from daemon import __version__
 from daemon.policy import CHECKS, copy_lag_seconds
+from daemon.redact import REDACTOR
 from daemon.state import DrillResult, Snapshot, StateHolder
 
 DB_SOURCE = ["database", "source"]
@@ -446,7 +447,7 @@ class Exposition:
             except RenderCancelled:
                 return
             except Exception as exc:
-                self._failure = f"{type(exc).__name__}: {exc}"
+                self._failure = REDACTOR(f"{type(exc).__name__}: {exc}")  # an error may quote a URL
                 logger.opt(exception=exc).error("rendering /metrics for snapshot version {} failed: {}",
                                                 snap.version, self._failure)
                 continue
