@@ -440,8 +440,9 @@ class Exposition:
             snap = self.holder.current()
             with self._lock:
                 cached, wanted = self._rendering, dict(self._wanted) or {_DEFAULT: generate_latest}
-            if cached is not None and cached.version == snap.version and wanted.keys() <= cached.bodies.keys():
-                continue  # woken without a new version, and every variant is there already
+            if (self._failure is None and cached is not None and cached.version == snap.version
+                    and wanted.keys() <= cached.bodies.keys()):
+                continue  # nothing new, every variant there (after a failure it renders again, to recover)
             try:
                 bodies = self._render_all(snap, wanted)
             except RenderCancelled:
