@@ -207,6 +207,7 @@ class GuardianHTTP:
     def start(self) -> None:
         for warning in self.security["warnings"]:
             logger.warning("{}", warning)
+        self.exposition.start()  # keeps /metrics rendered off the request path while this serves
         self._thread.start()
 
     def stop(self) -> None:
@@ -220,6 +221,7 @@ class GuardianHTTP:
             self._thread.join(timeout=2)
         wasyncore.close_all(self.server._map)
         self.server.task_dispatcher.shutdown(cancel_pending=True, timeout=1)
+        self.exposition.stop()
 
     def _serve(self) -> None:
         sockets = self.server._map

@@ -286,13 +286,20 @@ class StateHolder:
     """Thread-safe owner of the current snapshot.
 
     `update(fn)` runs `fn(old) -> new` under a lock and publishes the result with a bumped version; readers
-    call `current()` without locking (reading one attribute is atomic in CPython).
+    call `current()` without locking (reading one attribute is atomic in CPython). Listeners registered with
+    `on_update` are called after every publish, outside the lock, on the publishing thread: they must be quick
+    and must not raise (the exposition's renderer only sets an event).
     """
 
     def __init__(self, initial: Snapshot | None = None) -> None:
         self._lock = threading.Lock()
         self._snapshot = initial or Snapshot()
+        self._listeners: list[Callable[[], None]] = []
         self.heartbeat_at: datetime | None = None
+
+    def on_update(self, listener: Callable[[], None]) -> None:
+        """Call `listener()` after every new snapshot version is published."""
+        self._listeners.append(listener)
 
     def current(self) -> Snapshot:
         return self._snapshot
@@ -302,6 +309,8 @@ class StateHolder:
             new = fn(self._snapshot)
             new = replace(new, version=self._snapshot.version + 1)
             self._snapshot = new
+        for listener in self._listeners:
+            listener()
         return new
 
     def update_database(self, name: str, fn: Callable[[DatabaseState], DatabaseState]) -> Snapshot:

@@ -207,7 +207,8 @@ def test_many_open_connections_never_grow_the_thread_count_past_the_worker_pool(
                 keep_alive.append(conn)
             assert get(server.port, "/healthz")[0] == 200  # every connection above has been accepted by now
             during = threading.active_count()
-            assert during <= before + 3 + 1, f"{during - before} server threads for 80 open connections"
+            # the workers, the event loop and the /metrics renderer: fixed, whatever the number of connections
+            assert during <= before + 3 + 2, f"{during - before} server threads for 80 open connections"
         finally:
             for s in slow:
                 s.close()
