@@ -409,9 +409,6 @@ def main(argv: Sequence[str]) -> int:
         for sm in sms:
             sm.run(store, clock.now)
         g = build_guardian(heroku, clock, names, state_dir, sms, cluster, store.root)
-        # Nothing scrapes here, and no finding or decision depends on the rendered exposition: rendering it
-        # after every pass would only cost the benchmark about a quarter of its time.
-        g.exposition.prewarm = lambda: None  # type: ignore[method-assign]
         db_app = {name: name.split("/", 1)[0] for name in g.databases}
         end = START + timedelta(days=days)
         hung_state: dict[str, str] = {}
