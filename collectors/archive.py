@@ -23,8 +23,8 @@ def collect_archive(store: ArchiveStore, database: str) -> SourceState:
 def collect_archive_facts(store: ArchiveStore, database: str, kind: str, posture: tuple[str, ...],
                           now: datetime) -> tuple[SourceState, ArchiveFacts]:
     """The archive source and its tier facts from one listing of the store. Raises CollectorError."""
-    objects = store.objects(database)
-    backups = tuple(r.to_backup(SOURCE_ARCHIVE) for r in store.list_records(database))
+    records, objects = store.inventory(database)
+    backups = tuple(r.to_backup(SOURCE_ARCHIVE) for r in records)
     good = [o for o in objects if o.succeeded]
     tiers = {}
     for tier in TIERS:

@@ -135,6 +135,7 @@ class ArchiveStore(Protocol):
     - `record_failure(record)` stores a failed attempt (no dump); raises CaptureError.
     - `delete(database, backup_id)` removes a dump and its record (raises GuardianError when refused).
     - `objects(database)` lists the copies with tier, encryption and lock state (for tiers and prune).
+    - `inventory(database)` is `(list_records(database), objects(database))` from one read of the store.
     - `set_tier(database, backup_id, tier, label)` moves a good copy to another tier.
     - `posture()` lists problems of the store's setup in plain words.
     A record committed without a tier gets one from `daemon.tiers.assign_tier`.
@@ -156,6 +157,8 @@ class ArchiveStore(Protocol):
     def sweep_partials(self) -> int: ...
 
     def objects(self, database: str) -> list[ArchivedObject]: ...
+
+    def inventory(self, database: str) -> tuple[list[BackupRecord], list[ArchivedObject]]: ...
 
     def set_tier(self, database: str, backup_id: str, tier: str, label: str | None = None) -> BackupRecord: ...
 
@@ -263,11 +266,16 @@ class LocalDirectoryStore:
                 (folder / f"{backup_id}{suffix}").unlink()
 
     def objects(self, database: str) -> list[ArchivedObject]:
-        return [ArchivedObject(database=database, backup_id=r.backup_id,
-                               key=str(self.dump_path(database, r.backup_id)), recovery_point=r.started_at,
-                               size_bytes=r.size_bytes, tier=r.tier or "daily", succeeded=r.outcome == "succeeded",
-                               source=r.origin, sha256=r.sha256, encrypted=None, label=r.label)
-                for r in self.list_records(database)]
+        return self.inventory(database)[1]
+
+    def inventory(self, database: str) -> tuple[list[BackupRecord], list[ArchivedObject]]:
+        records = self.list_records(database)
+        return records, [ArchivedObject(database=database, backup_id=r.backup_id,
+                                        key=str(self.dump_path(database, r.backup_id)), recovery_point=r.started_at,
+                                        size_bytes=r.size_bytes, tier=r.tier or "daily",
+                                        succeeded=r.outcome == "succeeded", source=r.origin, sha256=r.sha256,
+                                        encrypted=None, label=r.label)
+                         for r in records]
 
     def set_tier(self, database: str, backup_id: str, tier: str, label: str | None = None) -> BackupRecord:
         record = next((r for r in self.list_records(database) if r.backup_id == backup_id), None)

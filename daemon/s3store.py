@@ -9,6 +9,9 @@ written the object is verified with a HEAD (size, checksum present, encryption).
 is known when the upload starts (database, backup id, recovery point, origin); the sha256 of the whole dump and
 the tier are known only at the end, so they go into the object's tags and the record (S3 metadata cannot change
 after CreateMultipartUpload without copying the object).
+
+Reading costs one LIST per database a pass; records and dump HEADs are read again only when the listing shows
+them new or changed, and HEAD facts at least hourly (daemon.s3cache says why).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 from urllib.parse import quote
 
@@ -29,6 +33,7 @@ from daemon import __version__
 from daemon.archive import BackupRecord
 from daemon.config import S3Config
 from daemon.errors import CaptureError, CollectorError, GuardianError
+from daemon.s3cache import HeadFacts, ListingCache, version_of
 from daemon.tiers import ArchivedObject, assign_tier
 
 #: How long a multipart upload may stay open. The writer itself enforces it (it aborts instead of sending a part
@@ -56,7 +61,8 @@ def _client_error(exc: Exception) -> tuple[str, str]:
 class S3ArchiveStore:
     """`ArchiveStore` over an S3-compatible bucket. Thread-safe (boto3 clients are)."""
 
-    def __init__(self, cfg: S3Config, client: Any = None) -> None:
+    def __init__(self, cfg: S3Config, client: Any = None, cache: ListingCache | None = None) -> None:
+        """`cache` (tests: one with its own clock) keeps what collection passes read; a new one by default."""
         self.cfg = cfg
         self.bucket = cfg.bucket
         self.prefix = cfg.prefix.strip("/")
@@ -64,8 +70,7 @@ class S3ArchiveStore:
         self.client = client or self._make_client(cfg)
         self.last_skipped = 0
         self.upload_max_age, self.upload_margin = UPLOAD_MAX_AGE, UPLOAD_MARGIN
-        self._records: dict[str, tuple[str, BackupRecord | None]] = {}  # key -> (etag, parsed record)
-        self._heads: dict[str, tuple[str, dict[str, Any]]] = {}  # key -> (etag, head facts)
+        self.cache = cache or ListingCache()  # what earlier passes read: GET and HEAD only what changed
 
     @staticmethod
     def _make_client(cfg: S3Config) -> Any:
@@ -129,12 +134,18 @@ class S3ArchiveStore:
             token = page.get("NextContinuationToken")
 
     def list_records(self, database: str) -> list[BackupRecord]:
+        return self._scan(database)[0]
+
+    def _scan(self, database: str) -> tuple[list[BackupRecord], dict[str, dict[str, Any]]]:
+        """One LIST of the database's prefix: its records, oldest first (a GET only for a record that is new or
+        changed, see daemon.s3cache), and the listing by key. The cache forgets what is no longer listed."""
         listing = {o["Key"]: o for o in self._list(self._folder(database))}
+        self.cache.retain(database, listing)
         records, skipped = [], 0
         for key, obj in listing.items():
             if not key.endswith(".json"):
                 continue
-            record = self._record(key, str(obj.get("ETag")))
+            record = self.cache.record(database, key, version_of(obj), partial(self._read_record, key))
             if record is None:
                 skipped += 1
                 continue
@@ -147,54 +158,44 @@ class S3ArchiveStore:
             records.append(record)
         self.last_skipped = skipped
         records.sort(key=lambda r: r.started_at)
-        return records
+        return records, listing
 
-    def _record(self, key: str, etag: str) -> BackupRecord | None:
-        cached = self._records.get(key)
-        if cached and cached[0] == etag:
-            return cached[1]
+    def _read_record(self, key: str) -> BackupRecord | None:
         body = self._call("get", self.client.get_object, Key=key)["Body"].read()
         try:
-            record: BackupRecord | None = BackupRecord.from_json(json.loads(body))
+            return BackupRecord.from_json(json.loads(body))
         except ValueError as exc:
             logger.warning("skipping unreadable backup record s3://{}/{}: {}", self.bucket, key, exc)
-            record = None
-        self._records[key] = (etag, record)
-        return record
+            return None
 
     def objects(self, database: str) -> list[ArchivedObject]:
-        """Every dump with its record, tier, encryption and Object Lock state (HEADs cached per ETag)."""
+        """Every dump with its record, tier, encryption and Object Lock state (see `inventory`)."""
+        return self.inventory(database)[1]
+
+    def inventory(self, database: str) -> tuple[list[BackupRecord], list[ArchivedObject]]:
+        """Records and copies from one LIST; a good copy is HEADed only when new, changed in the listing, or
+        due for its periodic re-read (daemon.s3cache.REFRESH_EVERY). Raises CollectorError."""
+        records, listing = self._scan(database)
         out = []
-        for r in self.list_records(database):
+        for r in records:
             key = self.key(database, r.backup_id)
-            head = self._head(key) if r.outcome == "succeeded" else {}
+            head = (self.cache.facts(database, key, version_of(listing[key]), partial(self._head, key))
+                    if r.outcome == "succeeded" else None)
             out.append(ArchivedObject(
                 database=database, backup_id=r.backup_id, key=key, recovery_point=r.started_at,
                 size_bytes=r.size_bytes, tier=r.tier or "daily", succeeded=r.outcome == "succeeded",
-                source=r.origin, sha256=r.sha256, encrypted=head.get("encrypted"), label=r.label,
-                lock_until=head.get("lock_until"), legal_hold=bool(head.get("legal_hold")),
+                source=r.origin, sha256=r.sha256, encrypted=None if head is None else head.encrypted,
+                label=r.label, lock_until=None if head is None else head.lock_until,
+                legal_hold=head is not None and head.legal_hold,
             ))
-        return out
+        return records, out
 
-    def _head(self, key: str) -> dict[str, Any]:
+    def _head(self, key: str) -> HeadFacts:
         try:
-            resp = self.client.head_object(Bucket=self.bucket, Key=key)
+            return HeadFacts.from_head(self.client.head_object(Bucket=self.bucket, Key=key))
         except Exception as exc:
             code, message = _client_error(exc)
             raise CollectorError(f"S3 head of {key} failed: {code}: {message}") from None
-        etag = str(resp.get("ETag"))
-        cached = self._heads.get(key)
-        if cached and cached[0] == etag:
-            return cached[1]
-        facts = {
-            "encrypted": bool(resp.get("ServerSideEncryption")),
-            "sse": resp.get("ServerSideEncryption"),
-            "lock_until": resp.get("ObjectLockRetainUntilDate"),
-            "legal_hold": resp.get("ObjectLockLegalHoldStatus") == "ON",
-            "size": resp.get("ContentLength"),
-        }
-        self._heads[key] = (etag, facts)
-        return facts
 
     def posture(self) -> list[str]:
         """Bucket posture problems in plain words (empty when the bucket is set up as recommended)."""
