@@ -657,7 +657,7 @@ def main(argv: Sequence[str]) -> int:
     # Time first, in a process where tracemalloc has never run (its RSS figures carry no bookkeeping); memory
     # after, on a fresh double and clock (the same simulated fleet), its timings not reported.
     timed = run_fleet(args, args.hours, trace=False, notices=notices)
-    traced = run_fleet(args, args.memory_hours, trace=True, notices=Counter()) if args.trace else None
+    traced = run_fleet(args, args.memory_hours, trace=True, notices=notices) if args.trace else None
 
     samples = timed.samples
     print(f"\ntime run: {len(samples)} passes ({(timed.end - timed.start).total_seconds() / 60:.1f} simulated min) "
