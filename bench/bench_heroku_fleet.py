@@ -4,7 +4,7 @@ Run as ``python bench/bench_heroku_fleet.py [APPS] [SHARE] [--hours=H] [--memory
 [--keep-nagle]`` from the repository root (defaults: 1000 apps, ``rate_budget_share`` 0.5, 8 simulated hours
 after the first cycle in the time run, 1 in the memory run); it prints its figures and exits 0 (it is a
 measurement, not a test: missed targets are reported, not raised). With the defaults it takes about 20 minutes
-of wall clock on 2 busy CPUs (the time run ~0.4 s per pass, the memory run ~4x that per pass).
+of wall clock (the time run ~1,200 passes at ~0.4 s, the memory run ~400 at ~1.7 s; more on busy CPUs).
 
 Two runs, one after the other, each on a fresh double and fake clock (the same simulated fleet): a **time
 run** with tracemalloc off, which gives every figure below but memory, and a **memory run** with tracemalloc
