@@ -66,7 +66,7 @@ timing) and reports it as JSON.
    of the reading. The child's ``VmHWM`` from /proc (which exec resets) and its peak after the imports are
    printed as a cross-check. Before the large run moto is reset and MemAvailable must be at least 8 GiB (else
    the run is skipped with a message). Reported: both peaks and the ratio large/small (target <= 1.2).
-3. A summary block with PASS/MISS.
+3. A summary block with PASS/MISS, each computed from the ratio printed beside it, as printed (`judged`).
 
 The machine matters: on 2 CPUs, the mirror (child), the double (this process) and moto compete for cores,
 while boto3's run has only itself and moto.
@@ -321,8 +321,14 @@ def med(values: Sequence[float]) -> float:
     return statistics.median(values)
 
 
-def verdict(ok: bool) -> str:
-    return "PASS" if ok else "MISS"
+def judged(value: float, fmt: str, op: str, target: float, unit: str = "") -> str:
+    """``<value> (target <op> <target>) PASS|MISS``: the value as printed (format `fmt`, then `unit`) and the
+    verdict computed from that printed figure, so the two can never disagree (in rounding or in unit); the
+    target is printed unrounded. `op` is ``<=`` or ``>=``; NaN (nothing measured) is a MISS."""
+    shown = f"{value:{fmt}}"
+    figure = float(shown.replace(",", ""))
+    ok = figure <= target if op == "<=" else figure >= target
+    return f"{shown}{unit} (target {op} {target:,g}{unit}) {'PASS' if ok else 'MISS'}"
 
 
 class Bench:
@@ -702,16 +708,14 @@ def main(argv: Sequence[str]) -> int:
     print(f"  load average at start {load_start:.2f}, at end {load_average():.2f} ({os.cpu_count()} CPUs; the mirror "
           "child, the double and moto share them)")
     print(f"  throughput {args.size_mb} MiB: ours median {ours_med:.1f} MiB/s | boto3 upload_file median "
-          f"{theirs_med:.1f} MiB/s | ratio {ratio:.2f} (target >= {TARGET_THROUGHPUT_RATIO}) "
-          f"{verdict(ratio >= TARGET_THROUGHPUT_RATIO)}")
+          f"{theirs_med:.1f} MiB/s | ratio {judged(ratio, '.2f', '>=', TARGET_THROUGHPUT_RATIO)}")
     if real_ratio is not None:
         print(f"  real compressed dump (readability check reading every block): ratio {real_ratio:.2f} (no target)")
     if rss_ratio is None or large_kb is None:
         print(f"  peak RSS: {args.size_mb} MiB {small_kb / 1024:.1f} MiB | {args.large_mb} MiB skipped | ratio n/a")
     else:
         print(f"  peak RSS: {args.size_mb} MiB dump {small_kb / 1024:.1f} MiB | {args.large_mb} MiB dump "
-              f"{large_kb / 1024:.1f} MiB | ratio {rss_ratio:.2f} (target <= {TARGET_RSS_RATIO}) "
-              f"{verdict(rss_ratio <= TARGET_RSS_RATIO)}")
+              f"{large_kb / 1024:.1f} MiB | ratio {judged(rss_ratio, '.2f', '<=', TARGET_RSS_RATIO)}")
     return 0
 
 
