@@ -33,6 +33,7 @@ from loguru import logger
 from psycopg import sql
 
 from actions.scratchsweep import SweepReport, sweep
+from collectors.heroku import require_transfer_num
 from daemon import scratch as scratchdb
 from daemon.archive import ArchiveStore
 from daemon.childguard import GroupReaper, describe, die_with_parent
@@ -245,7 +246,7 @@ class DrillRunner:
             total = backup.size_bytes or None
         else:
             assert self.heroku is not None and billing_app is not None
-            url = str(self.heroku.public_url(billing_app, int(backup.backup_id[1:]))["url"])
+            url = str(self.heroku.public_url(billing_app, require_transfer_num(backup.backup_id))["url"])
             chunks = self._download(url)
             total = backup.size_bytes or None
         done = 0

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 
 from loguru import logger
 
+from collectors.heroku import require_transfer_num, transfer_num
 from daemon.archive import ArchiveStore, BackupRecord
 from daemon.download import BLOCK, Download, DownloadError
 from daemon.errors import CaptureError, GuardianError
@@ -28,7 +29,7 @@ def backup_to_mirror(db: DatabaseState, provider: str = "heroku") -> Backup | No
     """The provider's newest good backup when the archive does not hold a good copy of it yet."""
     src = db.sources.get(provider)
     newest = src.newest_good if src is not None else None
-    if newest is None or newest.backup_id[:1] not in ("a", "b"):
+    if newest is None or transfer_num(newest.backup_id) is None:
         return None  # legacy o-names carry no transfer number to ask a URL for
     archive = db.sources.get("archive")
     held = {b.backup_id for b in archive.backups if b.succeeded} if archive is not None else set()
@@ -65,7 +66,7 @@ class Mirror:
 
     def _mirror(self, database: str, billing_app: str, backup: Backup,
                 progress: Callable[[int, int | None], None] | None) -> BackupRecord:
-        num = int(backup.backup_id[1:])
+        num = require_transfer_num(backup.backup_id)
         try:
             url = str(self.api.public_url(billing_app, num)["url"])
         except (GuardianError, KeyError) as exc:

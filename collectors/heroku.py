@@ -14,6 +14,7 @@ from typing import Any
 
 from loguru import logger
 
+from daemon.errors import CaptureError
 from daemon.heroku import HerokuAPI, HerokuNotFound, ResolvedDatabase
 from daemon.schedules import next_due
 from daemon.state import Backup, LiveFacts, ProviderFacts, Schedule, SourceState
@@ -42,6 +43,23 @@ def parse_timestamp(value: Any) -> datetime | None:
 def is_backup(t: dict[str, Any]) -> bool:
     """Reference 1.3: a backup is pg_dump -> gof3r."""
     return t.get("from_type") == "pg_dump" and t.get("to_type") == "gof3r"
+
+
+def transfer_num(backup_id: str) -> int | None:
+    """The transfer number behind a backup name as the CLI shows it (a012: scheduled, b003: on request), the one
+    home of that parsing; None for a name that carries none (a legacy `o` name, a restore, an archive id)."""
+    if len(backup_id) < 2 or backup_id[0] not in ("a", "b") or not backup_id[1:].isascii() \
+            or not backup_id[1:].isdigit():
+        return None
+    return int(backup_id[1:])
+
+
+def require_transfer_num(backup_id: str) -> int:
+    """`transfer_num`, for a backup that must have one: CaptureError naming the backup otherwise."""
+    num = transfer_num(backup_id)
+    if num is None:
+        raise CaptureError(f"{backup_id} is not a Heroku backup name with a transfer number (a012, b003)")
+    return num
 
 
 def transfer_name(t: dict[str, Any]) -> str:

@@ -34,7 +34,7 @@ from actions.runner import ActionRunner, Outcome
 from actions.scale import ProbeState
 from collectors.archive import with_unrecorded
 from collectors.database import collect_live
-from collectors.heroku import SOURCE_HEROKU, HerokuWatcher
+from collectors.heroku import SOURCE_HEROKU, HerokuWatcher, require_transfer_num, transfer_num
 from daemon import policy, risk
 from daemon.archiving import ArchiveService, make_store
 from daemon.audit import AuditLog
@@ -522,12 +522,12 @@ class Guardian:
             newest = src.newest_good if src is not None else None
             app = self._billing_app(name)
             if (cfg is None or newest is None or app is None or self.archive.covers(cfg)
-                    or (name, newest.backup_id) in self._readability or newest.backup_id[:1] not in ("a", "b")):
+                    or (name, newest.backup_id) in self._readability or transfer_num(newest.backup_id) is None):
                 continue
             if self.processes.closing.is_set():
                 break
             try:
-                url = str(self.heroku_api.public_url(app, int(newest.backup_id[1:]))["url"])
+                url = str(self.heroku_api.public_url(app, require_transfer_num(newest.backup_id))["url"])
                 toc = read_stream(self.drills.stream(url))
             except GuardianError as exc:
                 logger.warning("readability check of {} {} not done: {}", name, newest.backup_id, exc)

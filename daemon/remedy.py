@@ -26,7 +26,7 @@ from actions.pipeline import EMERGENCY_CAPTURE, MANUAL_CAPTURE, SCALE
 from actions.planner import capture_facts, capture_source, plan_captures
 from actions.runner import ActionRunner, Outcome
 from actions.scale import HerokuScaler, ProbeState, ScaleMemory, advance, plan_scale, probe, remember
-from collectors.heroku import SOURCE_HEROKU, transfer_name
+from collectors.heroku import SOURCE_HEROKU, transfer_name, transfer_num
 from daemon.config import DatabaseConfig, ScaleTarget
 from daemon.errors import CaptureError, GuardianError, StoppedByShutdown
 from daemon.state import Snapshot
@@ -223,7 +223,7 @@ class Remedies:
         backup = next((b for b in (src.backups if src else ()) if b.backup_id == backup_id), None)
         if backup is None:
             return f"{backup_id} will expire at Heroku and could not be archived first: not in the last poll"
-        if backup_id[:1] not in ("a", "b"):
+        if transfer_num(backup_id) is None:
             return (f"{backup_id} will expire at Heroku and could not be archived first: a legacy name carries no "
                     "transfer number to download it by")
         try:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,10 +14,13 @@ from collectors.heroku import (
     parse_database_info,
     parse_schedules,
     parse_timestamp,
+    require_transfer_num,
     to_backups,
     transfer_name,
+    transfer_num,
     transfer_status,
 )
+from daemon.errors import CaptureError
 
 
 def transfer(**kw: Any) -> dict[str, Any]:
@@ -172,3 +176,18 @@ def test_empty_info_gives_unknowns_not_errors() -> None:
     provider, live = parse_database_info({})
     assert provider.plan == "unknown" and provider.continuous_protection is None
     assert provider.rollback_earliest is None and live is None
+
+
+@pytest.mark.parametrize(("name", "num"), [
+    ("a012", 12), ("b003", 3), ("b1234", 1234), ("a0", 0),
+    ("c005", None), ("r010", None), ("ofoo", None), ("a", None), ("", None), ("b12x", None), ("b-1", None),
+    ("a\u0661\u0662", None),  # Unicode (Arabic-Indic) digits are no transfer number
+    ("20260301T020000000Z-scheduled", None),  # an archive id
+])
+def test_a_backup_name_gives_its_transfer_number_only_when_it_has_one(name: str, num: int | None) -> None:
+    assert transfer_num(name) == num
+    if num is None:
+        with pytest.raises(CaptureError, match=f"^{re.escape(name)} is not a Heroku backup name"):
+            require_transfer_num(name)
+    else:
+        assert require_transfer_num(name) == num
