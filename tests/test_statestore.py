@@ -488,3 +488,33 @@ def test_a_drill_is_not_run_without_its_lock_but_a_capture_is(own_cluster: Local
     assert drill is not None and drill.skipped and "lock is unavailable" in drill.detail
     assert capture is not None and capture.ok
     store.close()
+
+
+def test_a_locked_postgresql_store_answers_with_an_error_instead_of_stalling(pg_url: str, tmp_path: Path) -> None:
+    """Another session holds the audit table (a migration, a stuck transaction): the guardian's write fails
+    within the store's statement timeout, naming the store, instead of waiting behind it. The blocker lets go
+    after 20 s, so a store without the timeout would wait and then succeed (and fail this test)."""
+    from daemon.statestore import PostgresStateStore
+
+    store = PostgresStateStore(pg_url, tmp_path, statement_timeout=1.0)
+    blocker = psycopg.connect(pg_url)
+    release = threading.Timer(20, blocker.rollback)
+    try:
+        blocker.execute("LOCK TABLE guardian_audit IN ACCESS EXCLUSIVE MODE")
+        release.start()
+        with pytest.raises(StateStoreError, match="statement timeout") as err:
+            store.add_audit({"time": "2026-01-01T00:00:00+00:00", "action": "capture", "target": "shop",
+                             "outcome": "done", "reason": "r"})
+        assert "postgresql" in str(err.value)
+    finally:
+        release.cancel()
+        blocker.rollback()
+        blocker.close()
+        store.close()
+    again = open_state_store(pg_url, tmp_path)
+    try:  # the lock gone, the same store works
+        again.add_audit({"time": "2026-01-01T00:00:00+00:00", "action": "capture", "target": "shop",
+                         "outcome": "done", "reason": "r"})
+        assert [a["target"] for a in again.audit()] == ["shop"]
+    finally:
+        again.close()
