@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from daemon.config import S3Config
-from daemon.s3store import S3ArchiveStore
+from daemon.s3store import S3ArchiveStore, S3Writer
 from tests.heroku_double import HerokuDouble
 from tests.s3_server import MotoServer
 
@@ -84,7 +84,13 @@ def test_peak_memory_of_a_mirror_does_not_grow_with_the_dump(
     assert sorted(r.size_bytes for r in store.list_records(DB)) == [small_size, big_size]
     small, big = peaks[small_size], peaks[big_size]
     print(f"peak RSS: 16 MB dump {small / MB:.1f} MB, 320 MB dump {big / MB:.1f} MB, ratio {big / small:.2f}")
-    assert big <= small * 1.2, (small, big)  # twenty times the data, the same memory
+    # Twenty times the data, the same memory: what may differ is the upload window, which a 16 MB dump never
+    # fills (two parts) and a 320 MB one fills whenever S3 is slower than the download (a loaded machine):
+    # at most IN_FLIGHT_BYTES of parts in flight, plus the part being filled, its copy and the few blocks the
+    # readability check holds (a part's worth of slack). A copy that held the dump, or a window that grew with
+    # it, would be far above this.
+    part = 8 * MB
+    assert big <= small + S3Writer.IN_FLIGHT_BYTES + 3 * part, (small, big)
 
 
 def measured_mirror(cfg: Path) -> int:
