@@ -451,7 +451,8 @@ class Guardian:
             return replace(snap, databases=dbs, collectors=cols, heroku=heroku,
                            first_collection_done=snap.first_collection_done or first_pass_done)
 
-        snap = self.holder.update(apply)  # wakes the /metrics renderer (off this thread)
+        # evaluated without the snapshot lock (other writers never wait for it); wakes the /metrics renderer
+        snap = self.holder.update_outside(apply)
         if self._leader is not False:  # followers stay quiet: the leader tells (one event, not one per replica)
             self.notifier.on_evaluation(snap.databases, now)
         return snap

@@ -313,6 +313,25 @@ class StateHolder:
             listener()
         return new
 
+    def update_outside(self, fn: Callable[[Snapshot], Snapshot], tries: int = 3) -> Snapshot:
+        """`update(fn)` for an expensive, pure `fn` (the policy evaluation of the whole fleet): `fn` runs on the
+        current snapshot without the lock, and its result is published only if no other update came meanwhile;
+        otherwise it runs again on the newer snapshot (after `tries` attempts, under the lock). Other writers
+        (a capture's progress, a drill's result, leadership) never wait for an evaluation."""
+        for _ in range(tries):
+            base = self._snapshot
+            new = fn(base)
+            with self._lock:
+                if self._snapshot is base:
+                    new = replace(new, version=base.version + 1)
+                    self._snapshot = new
+                    break
+        else:
+            return self.update(fn)
+        for listener in self._listeners:
+            listener()
+        return new
+
     def update_database(self, name: str, fn: Callable[[DatabaseState], DatabaseState]) -> Snapshot:
         """Replace one database's state; unknown names are ignored (the database was removed)."""
 

@@ -296,3 +296,38 @@ def test_without_a_schedule_the_status_has_no_next_backup_but_still_the_breach_t
     assert doc["next_expected_backup"] is None and doc["next_expected_by_source"] == {}
     assert doc["breach_at"] == (DUE + DAY).isoformat()
     assert "next good backup expected" not in status_table(Snapshot(databases={"shop": db}), now)
+
+
+def test_an_evaluation_runs_outside_the_snapshot_lock_and_keeps_what_others_wrote_meanwhile() -> None:
+    """A slow evaluation (a large fleet) must not hold up a capture's progress or a drill's result: the other
+    writer finishes while the evaluation is still running, and the evaluation, run again on the newer snapshot,
+    keeps what it wrote."""
+    import threading
+
+    holder = StateHolder(Snapshot(databases={"shop": DatabaseState(name="shop", rpo_seconds=86400, rto_seconds={})}))
+    evaluating, go, written = threading.Event(), threading.Event(), threading.Event()
+    calls: list[int] = []
+
+    def evaluate_all(snap: Snapshot) -> Snapshot:
+        calls.append(snap.version)
+        if len(calls) == 1:
+            evaluating.set()
+            assert go.wait(30), "the other writer never finished"
+        return Snapshot(databases={n: DatabaseState(**{**db.__dict__, "evaluated_at": DUE})
+                                   for n, db in snap.databases.items()}, version=snap.version)
+
+    evaluation = threading.Thread(target=holder.update_outside, args=(evaluate_all,))
+    evaluation.start()
+    assert evaluating.wait(30)
+
+    def other_writer() -> None:  # e.g. a capture starting: its progress on the database
+        holder.update_database("shop", lambda db: DatabaseState(**{**db.__dict__, "rpo_seconds": 3600}))
+        written.set()
+
+    threading.Thread(target=other_writer).start()
+    assert written.wait(10), "the other writer waited for the evaluation (it ran under the snapshot lock)"
+    go.set()
+    evaluation.join(30)
+    final = holder.current().databases["shop"]
+    assert final.rpo_seconds == 3600 and final.evaluated_at == DUE  # both writes kept
+    assert len(calls) == 2 and holder.current().version == 2
