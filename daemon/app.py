@@ -533,7 +533,11 @@ class Guardian:
             except GuardianError as exc:
                 logger.warning("readability check of {} {} not done: {}", name, newest.backup_id, exc)
                 continue
-            self._readability[(name, newest.backup_id)] = toc
+            # bounded: only verdicts of backups the source still lists stay; replaced whole, never mutated, since
+            # the collection thread reads it while this job writes
+            listed = {b.backup_id for b in src.backups} if src is not None else set()
+            kept = {k: v for k, v in self._readability.items() if k[0] != name or k[1] in listed}
+            self._readability = {**kept, (name, newest.backup_id): toc}
             if not toc.ok:
                 logger.error("{} {} from Heroku is not a readable dump: {}", name, newest.backup_id, toc.error)
             done += 1

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
+import httpx
 import pytest
 
 from daemon.app import Guardian
@@ -222,6 +223,17 @@ def test_new_heroku_backups_are_read_through_when_no_archive_copies_them(
         assert g.check_readability() == 2
         assert g.check_readability() == 0  # each backup is read once
         snap = g.holder.current()
+        # a newer backup is read in turn; the verdict of one the source no longer lists is forgotten (bounded)
+        newer = clock.now - timedelta(minutes=30)
+        second = heroku.add_transfer("shop", created_at=newer, started_at=newer, finished_at=newer)
+        heroku.set_dump_file("shop", second["num"], sample_dump)
+        gone = httpx.delete(f"{heroku.data_url}/client/v11/apps/shop/transfers/{good['num']}",
+                            headers={"Authorization": f"Bearer {heroku.token}"}, timeout=10)
+        assert gone.status_code == 200  # deleted: the guardian's list leaves it out
+        g.collect_all(one_shot=True)
+        assert g.check_readability() == 1
+        assert sorted(k for k in g._readability if k[0] == "shop/DATABASE") == [
+            ("shop/DATABASE", f"a{second['num']:03d}")]  # a scheduled backup
     finally:
         g.stop()
     shop, bad = snap.databases["shop/DATABASE"], snap.databases["bad/DATABASE"]
