@@ -859,7 +859,9 @@ class Guardian:
         self.remedies.announce()
         sched = BackgroundScheduler(
             timezone=UTC,
+            # captures have their own workers: a long mirror, read-through or prune never delays a backup
             executors={"default": CancellingThreadPool(2), "captures": CancellingThreadPool(2),
+                       "archive": CancellingThreadPool(1),
                        "drills": CancellingThreadPool(1),  # drills queue behind each other, never beside captures
                        "heartbeat": CancellingThreadPool(1),
                        "leader": CancellingThreadPool(1)},  # a stuck store never starves the heartbeat
@@ -878,18 +880,18 @@ class Guardian:
                           seconds=every.total_seconds(), next_run_time=now)
         if any(self.archive.covers(db) and db.heroku is not None for db in self.databases.values()):
             sched.add_job(self._leader_only("mirror", self.mirror_pending), "interval", id="mirror",
-                          executor="captures",
+                          executor="archive",
                           seconds=max(60.0, self.config.collect_interval.total_seconds()),
                           next_run_time=now + self.config.collect_interval)
         if any(db.heroku is not None and not self.archive.covers(db) for db in self.databases.values()):
             sched.add_job(self._leader_only("readability", self.check_readability), "interval", id="readability",
-                          executor="captures", seconds=max(60.0, self.config.collect_interval.total_seconds()),
+                          executor="archive", seconds=max(60.0, self.config.collect_interval.total_seconds()),
                           next_run_time=now + self.config.collect_interval)
         if any(self.archive.covers(db) for db in self.databases.values()):
-            sched.add_job(self._leader_only("prune", self.prune), "interval", id="prune", executor="captures",
+            sched.add_job(self._leader_only("prune", self.prune), "interval", id="prune", executor="archive",
                           hours=24, next_run_time=now + timedelta(minutes=10))
         sched.add_job(self._leader_only("sweep-scratch", self.sweep_scratch), "date", id="sweep-scratch",
-                      executor="captures", run_date=now)
+                      executor="archive", run_date=now)
         for db in self.databases.values():
             for scenario, cron in self._drill_scenarios(db).items():
                 sched.add_job(self._leader_only(f"drill:{db.name}:{scenario}", self.drill), CronTrigger.from_crontab(

@@ -22,7 +22,7 @@ from daemon.config import GuardianConfig
 from daemon.localpg import LocalCluster, free_port
 from daemon.scratch import PREFIX
 from daemon.statestore import open_state_store
-from tests.conftest import DaemonProcess, pids_of, throwaway_cluster
+from tests.conftest import DaemonProcess, create_database, pids_of, shop_config, throwaway_cluster
 from tests.test_drill_safety import capture, databases, load, production_db, write_config
 
 FLEET = 2000
@@ -170,3 +170,20 @@ def test_a_drill_stopped_by_the_shutdown_closes_its_history_as_interrupted(
     assert history.outcome == "interrupted" and "shutting down" in history.details["detail"]
     assert audit == ["started", "interrupted"]
     assert runs and runs[0].skipped  # no verdict on the backup: no report, no failed drill
+
+
+def test_backups_have_workers_of_their_own(pg_cluster: LocalCluster, tmp_path: Path) -> None:
+    """Scheduled captures run on the `captures` workers and nothing else does: a long mirror, read-through,
+    prune or sweep (the `archive` worker) never holds a backup up."""
+    config = GuardianConfig.model_validate(shop_config(tmp_path, create_database(pg_cluster)))
+    g = Guardian(config)
+    try:
+        g.start(serve_http=False)
+        assert g.scheduler is not None
+        by_executor: dict[str, set[str]] = {}
+        for job in g.scheduler.get_jobs():
+            by_executor.setdefault(job.executor, set()).add(job.id.split(":")[0])
+    finally:
+        g.stop()
+    assert by_executor["captures"] == {"capture"}
+    assert "prune" in by_executor["archive"]  # (the start-up sweep has run and left the list)
