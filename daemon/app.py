@@ -21,7 +21,9 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
+from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.schedulers.base import STATE_STOPPED
 from apscheduler.triggers.cron import CronTrigger
 from loguru import logger
 
@@ -92,6 +94,19 @@ def _poll(watcher: HerokuWatcher, clock: Callable[[], datetime]) -> SourceState:
 
 
 @functools.lru_cache(maxsize=64)
+class _Scheduler(BackgroundScheduler):
+    """APScheduler's background scheduler, quiet about a one-shot job it finds gone during the shutdown: its
+    thread may still be processing a just-run job (the start-up sweep) when `shutdown(wait=False)` has emptied
+    the job store, and its JobLookupError would end the thread with a traceback at every such SIGTERM."""
+
+    def remove_job(self, job_id: str, jobstore: str | None = None) -> None:
+        try:
+            super().remove_job(job_id, jobstore)
+        except JobLookupError:
+            if self.state != STATE_STOPPED:
+                raise
+
+
 def cron_interval(expr: str) -> timedelta:
     """The longest gap between the next few firings of a cron expression (its drill's interval)."""
     trigger = CronTrigger.from_crontab(expr, timezone=UTC)
@@ -857,7 +872,7 @@ class Guardian:
         self.heartbeat()
         self.elect()
         self.remedies.announce()
-        sched = BackgroundScheduler(
+        sched = _Scheduler(
             timezone=UTC,
             # captures have their own workers: a long mirror, read-through or prune never delays a backup
             executors={"default": CancellingThreadPool(2), "captures": CancellingThreadPool(2),
