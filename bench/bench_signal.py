@@ -94,6 +94,8 @@ HOURLY, DAILY = (timedelta(hours=1), timedelta(hours=2)), (timedelta(hours=24), 
 LATE_HOURLY = timedelta(minutes=50)  # an hourly capture's "far too late" (the next one is due in 10 min)
 OUTAGE = timedelta(hours=1)
 KEEP_SELF = 30
+#: Every this many simulated days the figures so far are printed (a long run cut short still says something).
+REPORT_EVERY = 5
 
 
 @dataclass
@@ -442,8 +444,15 @@ def main(argv: Sequence[str]) -> int:
                         tally.false_open[finding.check] += 1
             clock.now += INTERVAL
             if (clock.now - START) % timedelta(days=1) < INTERVAL:
-                print(f"day {(clock.now - START).days} of {days} done after {time.perf_counter() - t0:.0f} s",
-                      file=sys.stderr, flush=True)
+                done = (clock.now - START).days
+                print(f"day {done} of {days} done after {time.perf_counter() - t0:.0f} s", file=sys.stderr,
+                      flush=True)
+                if done % REPORT_EVERY == 0 and done < days:  # a run cut short still leaves its figures
+                    print(f"===== interim report after {done} of {days} simulated days =====", flush=True)
+                    report(n_apps, n_self, done, passes, time.perf_counter() - t0,
+                           [f for f in faults if f.due < clock.now], tally,  # the faults injected so far
+                           [r for r in g.audit.read() if r.get("action") == "capture"], db_app, by_app)
+                    print(flush=True)
         wall = time.perf_counter() - t0
         captures = [r for r in g.audit.read() if r.get("action") == "capture"]
         g.stop()
