@@ -93,7 +93,6 @@ def _poll(watcher: HerokuWatcher, clock: Callable[[], datetime]) -> SourceState:
     return watcher.poll(clock())
 
 
-@functools.lru_cache(maxsize=64)
 class _Scheduler(BackgroundScheduler):
     """APScheduler's background scheduler, quiet about a one-shot job it finds gone during the shutdown: its
     thread may still be processing a just-run job (the start-up sweep) when `shutdown(wait=False)` has emptied
@@ -107,6 +106,7 @@ class _Scheduler(BackgroundScheduler):
                 raise
 
 
+@functools.lru_cache(maxsize=64)
 def cron_interval(expr: str) -> timedelta:
     """The longest gap between the next few firings of a cron expression (its drill's interval)."""
     trigger = CronTrigger.from_crontab(expr, timezone=UTC)

@@ -198,7 +198,7 @@ def test_a_job_gone_during_the_shutdown_is_no_traceback() -> None:
 
     from daemon.app import _Scheduler
 
-    sched = _Scheduler()
+    sched = _Scheduler(timezone=UTC)  # built as the daemon builds it
     sched.start()
     with pytest.raises(JobLookupError):
         sched.remove_job("never-there")
