@@ -71,6 +71,7 @@ import psycopg
 from loguru import logger
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from verdict import judged
 
 from actions.capture import Capturer, CaptureRequest
 from actions.drill import DrillRun
@@ -190,16 +191,6 @@ def spread(values: list[float]) -> str:
         return ""
     lo, hi = min(values), max(values)
     return f"  min {lo:7.2f}  max {hi:7.2f}  spread {100 * (hi - lo) / statistics.median(values):4.1f} %"
-
-
-def judged(value: float, fmt: str, op: str, target: float, unit: str = "") -> str:
-    """``<value> (target <op> <target>) PASS|MISS``: the value as printed (format `fmt`, then `unit`) and the
-    verdict computed from that printed figure, so the two can never disagree (in rounding or in unit); the
-    target is printed unrounded. `op` is ``<=`` or ``>=``; NaN (nothing measured) is a MISS."""
-    shown = f"{value:{fmt}}"
-    figure = float(shown.replace(",", ""))
-    ok = figure <= target if op == "<=" else figure >= target
-    return f"{shown}{unit} (target {op} {target:,g}{unit}) {'PASS' if ok else 'MISS'}"
 
 
 # -- the two contestants ------------------------------------------------------------------------------------

@@ -89,6 +89,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from loguru import logger  # noqa: E402
+from verdict import judged  # noqa: E402  (bench/ is the script's own folder on sys.path)
 
 from daemon.app import Guardian  # noqa: E402
 from daemon.config import GuardianConfig  # noqa: E402
@@ -471,16 +472,6 @@ def run_fleet(args: Args, hours: float, trace: bool, notices: Counter[str]) -> F
 
 
 # -- the report ---------------------------------------------------------------------------------------------
-def judged(value: float, fmt: str, op: str, target: float, unit: str = "") -> str:
-    """``<value> (target <op> <target>) PASS|MISS``: the value as printed (format `fmt`, then `unit`) and the
-    verdict computed from that printed figure, so the two can never disagree (in rounding or in unit); the
-    target is printed unrounded. `op` is ``<=`` or ``>=``; NaN (nothing measured) is a MISS."""
-    shown = f"{value:{fmt}}"
-    figure = float(shown.replace(",", ""))
-    ok = figure <= target if op == "<=" else figure >= target
-    return f"{shown}{unit} (target {op} {target:,g}{unit}) {'PASS' if ok else 'MISS'}"
-
-
 def cycle_split(run: FleetRun) -> tuple[list[PassSample], list[PassSample]]:
     """The passes of the first full cycle and those after it (all passes are the cycle if it never completed)."""
     n = run.first_cycle_passes if run.first_cycle_passes is not None else len(run.samples)

@@ -91,6 +91,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from verdict import judged
+
 # Run as a script from the repository root: make `daemon`, `actions` and `tests` importable. Heavy imports
 # (boto3, httpx, the product) happen inside functions so the `--spawn` process stays small.
 ROOT = Path(__file__).resolve().parent.parent
@@ -319,16 +321,6 @@ def mib(n_bytes: float) -> float:
 
 def med(values: Sequence[float]) -> float:
     return statistics.median(values)
-
-
-def judged(value: float, fmt: str, op: str, target: float, unit: str = "") -> str:
-    """``<value> (target <op> <target>) PASS|MISS``: the value as printed (format `fmt`, then `unit`) and the
-    verdict computed from that printed figure, so the two can never disagree (in rounding or in unit); the
-    target is printed unrounded. `op` is ``<=`` or ``>=``; NaN (nothing measured) is a MISS."""
-    shown = f"{value:{fmt}}"
-    figure = float(shown.replace(",", ""))
-    ok = figure <= target if op == "<=" else figure >= target
-    return f"{shown}{unit} (target {op} {target:,g}{unit}) {'PASS' if ok else 'MISS'}"
 
 
 class Bench:
