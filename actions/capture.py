@@ -22,13 +22,13 @@ from loguru import logger
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from actions.planner import INTERRUPTED_CAPTURE
-from daemon.archive import ArchiveStore, BackupRecord
-from daemon.errors import CaptureError, GuardianError, StoppedByShutdown
-from daemon.pgtools import PROCESSES, ProcessRegistry, find_tool, kill_group, tool_version
-from daemon.redact import REDACTOR
-from daemon.state import SOURCE_ARCHIVE, Backup
-from daemon.tiers import KEEP_FAILED_RECORDS
-from daemon.toc import TocTee
+from daemon.adapters.archive.store import ArchiveStore, BackupRecord
+from daemon.adapters.postgres.toc import TocTee
+from daemon.adapters.postgres.tools import PROCESSES, ProcessRegistry, find_tool, kill_group, tool_version
+from daemon.core.errors import CaptureError, GuardianError, StoppedByShutdown
+from daemon.core.redact import REDACTOR
+from daemon.core.retention import KEEP_FAILED_RECORDS
+from daemon.core.snapshot import SOURCE_ARCHIVE, Backup
 
 CHUNK = 1 << 20
 

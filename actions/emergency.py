@@ -19,8 +19,8 @@ from typing import Any
 from loguru import logger
 
 from collectors.heroku import STUCK_AFTER, is_backup, parse_timestamp, transfer_name
-from daemon.errors import CaptureError, StoppedByShutdown
-from daemon.heroku import HerokuAPI, HerokuError
+from daemon.adapters.heroku import HerokuAPI, HerokuError
+from daemon.core.errors import CaptureError, StoppedByShutdown
 
 #: The CLI stops following after this many failed polls (cumulative, not consecutive; reference 1.4).
 MAX_POLL_FAILURES = 21

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from daemon.durations import format_duration
+from daemon.core.durations import format_duration
 
 EXECUTE = "execute"
 DRY_RUN = "dry_run"

@@ -1,10 +1,10 @@
 """Mirror: copy a provider's newest good backup into the archive, streamed, hashed and verified.
 
-The dump is read from the provider's signed URL in 8 MiB blocks (`daemon.download`: straight from the socket into
-one reused buffer) and written to the store's writer (an S3 multipart upload or a local temp file), so memory does
-not grow with the dump. The copy counts only once the store has verified it and written its record; any failure
-(or a shutdown mid-copy) aborts the writer, so a crash or a retry never leaves a half object that counts as a
-backup, and the next run starts that copy again from the beginning.
+The dump is read from the provider's signed URL in 8 MiB blocks (`daemon.adapters.archive.download`: straight from
+the socket into one reused buffer) and written to the store's writer (an S3 multipart upload or a local temp file),
+so memory does not grow with the dump. The copy counts only once the store has verified it and written its record;
+any failure (or a shutdown mid-copy) aborts the writer, so a crash or a retry never leaves a half object that counts
+as a backup, and the next run starts that copy again from the beginning.
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ from datetime import UTC, datetime
 from loguru import logger
 
 from collectors.heroku import require_transfer_num, transfer_num
-from daemon.archive import ArchiveStore, BackupRecord
-from daemon.download import BLOCK, Download, DownloadError
-from daemon.errors import CaptureError, GuardianError
-from daemon.heroku import HerokuAPI
-from daemon.state import Backup, DatabaseState
-from daemon.toc import TocTee
+from daemon.adapters.archive.download import BLOCK, Download, DownloadError
+from daemon.adapters.archive.store import ArchiveStore, BackupRecord
+from daemon.adapters.heroku import HerokuAPI
+from daemon.adapters.postgres.toc import TocTee
+from daemon.core.errors import CaptureError, GuardianError
+from daemon.core.snapshot import Backup, DatabaseState
 
 
 def backup_to_mirror(db: DatabaseState, provider: str = "heroku") -> Backup | None:

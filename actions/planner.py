@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 
 from actions.guards import INTERRUPTED, Facts, Intent
 from daemon.config import ActionsConfig, DatabaseConfig
-from daemon.state import DatabaseState
+from daemon.core.snapshot import DatabaseState
 
 #: Backups a person or the guardian asked for (not made by a schedule).
 ON_REQUEST = ("manual", "emergency")

@@ -25,12 +25,12 @@ from typing import Any
 
 from loguru import logger
 
+from actions.audit import AuditLog
 from actions.guards import DRY_RUN, EXECUTE, INTERRUPTED, Decision, Intent
 from actions.planner import TakenAction
-from daemon.audit import AuditLog
-from daemon.errors import GuardianError, StoppedByShutdown
-from daemon.redact import REDACTOR
-from daemon.statestore import ActionRecord, LockBusy, StateStore
+from daemon.adapters.statestore import ActionRecord, LockBusy, StateStore
+from daemon.core.errors import GuardianError, StoppedByShutdown
+from daemon.core.redact import REDACTOR
 
 #: A skipped decision that stays the same is audited again after this long (it is still being declined).
 REPEAT_AFTER = timedelta(hours=6)

@@ -23,10 +23,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
+from daemon.adapters.heroku import HerokuAPI, HerokuProtocolError
 from daemon.config import ScaleTarget
-from daemon.durations import format_duration
-from daemon.heroku import HerokuAPI, HerokuProtocolError
-from daemon.redact import MASK, REDACTOR
+from daemon.core.durations import format_duration
+from daemon.core.redact import MASK, REDACTOR
 
 UP, DOWN, NONE = "up", "down", "none"
 

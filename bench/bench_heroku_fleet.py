@@ -56,7 +56,7 @@ What it reports:
    the delay it had then (so it fails the target only once it is older than it), and is reported.
 5. **Rate budget**: the most requests in any sliding 60 simulated minutes (requests are attributed to the
    simulated time their pass started) against ``SHARE * 4,500`` per hour (PASS/MISS), and against that plus
-   the one minute of refill the fleet's bucket may hold (the burst ``daemon/herokufleet.py`` allows by
+   the one minute of refill the fleet's bucket may hold (the burst ``collectors/fleet.py`` allows by
    design); the number of 429s the double answered (must be 0); the final ``snap.heroku.stretch`` and
    ``pass_deferred``.
 
@@ -91,12 +91,12 @@ if str(ROOT) not in sys.path:
 from loguru import logger  # noqa: E402
 from verdict import judged  # noqa: E402  (bench/ is the script's own folder on sys.path)
 
+from collectors.fleet import BUCKET, REFILL_PER_MINUTE  # noqa: E402
+from daemon.adapters.heroku import HerokuClient  # noqa: E402
 from daemon.app import Guardian  # noqa: E402
 from daemon.config import GuardianConfig  # noqa: E402
-from daemon.heroku import HerokuClient  # noqa: E402
-from daemon.herokufleet import BUCKET, REFILL_PER_MINUTE  # noqa: E402
-from daemon.schedules import last_due, next_due  # noqa: E402
-from daemon.state import Schedule, Snapshot  # noqa: E402
+from daemon.core.schedules import last_due, next_due  # noqa: E402
+from daemon.core.snapshot import Schedule, Snapshot  # noqa: E402
 from tests import heroku_double  # noqa: E402
 from tests.heroku_double import HerokuDouble  # noqa: E402
 from tests.test_heroku_client import FakeClock  # noqa: E402
@@ -635,8 +635,9 @@ def main(argv: Sequence[str]) -> int:
         notices[f"{record['level'].name.lower()} {record['message'].split(' on ', 1)[0]}"] += 1
 
     logger.remove()
-    logger.add(count_notice, level="WARNING", filter="daemon.notify")
-    logger.add(sys.stderr, level="WARNING", filter=lambda r: not r["name"] or not r["name"].startswith("daemon.notify"))
+    logger.add(count_notice, level="WARNING", filter="daemon.adapters.sentry")
+    logger.add(sys.stderr, level="WARNING",
+               filter=lambda r: not r["name"] or not r["name"].startswith("daemon.adapters.sentry"))
 
     print(f"fleet: {args.apps} apps on the double ({args.apps * TRANSFERS_PER_APP} transfers, schedules in "
           f"{len(TIMEZONES)} zones); share {args.share:.0%}, collect interval "

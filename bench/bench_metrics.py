@@ -47,11 +47,9 @@ from datetime import UTC, datetime, timedelta
 from prometheus_client import CollectorRegistry, Counter, Gauge, disable_created_metrics, generate_latest
 from prometheus_client.core import Metric
 
-from daemon import policy
 from daemon.config import Objectives
-from daemon.httpserver import GuardianHTTP
-from daemon.metrics import Exposition
-from daemon.state import (
+from daemon.core import policy
+from daemon.core.snapshot import (
     SOURCE_ARCHIVE,
     Backup,
     CollectorStatus,
@@ -61,6 +59,8 @@ from daemon.state import (
     SourceState,
     StateHolder,
 )
+from daemon.metrics import Exposition
+from daemon.web.server import GuardianHTTP
 
 N_DATABASES = 1_000
 BACKUPS_PER_DATABASE = 10

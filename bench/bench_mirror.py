@@ -26,7 +26,8 @@ AES256; the S3 timeout is raised to 300 s because moto is slow to complete a 2 G
 timing) and reports it as JSON.
 
 1. **Throughput.** For SIZE_MB, REPS repetitions each, alternating which goes first: (a) ours, the child's
-   ``Mirror.mirror()`` (public-URL call, HTTP download from the double through ``daemon.download``, read with
+   ``Mirror.mirror()`` (public-URL call, HTTP download from the double
+   through ``daemon.adapters.archive.download``, read with
    ``readinto`` into one 8 MiB buffer, SHA-256 of the dump, 8 MiB multipart parts, 6 in flight, with S3 SHA-256 part
    checksums, complete, HEAD verify, tag, record); (b) plain boto3 ``upload_file`` of the same random file to the
    same moto server (default ``TransferConfig``: 8 MiB parts, 10 threads), in this process with a warmed-up client.
@@ -38,11 +39,12 @@ timing) and reports it as JSON.
    its threads) and moto's (from /proc/<pid>/stat).
 
    Two things differ from boto3's defaults and are said so here. Our S3 client turns SigV4 payload signing off
-   (``daemon/s3store.py``: every part carries a signed SHA-256 checksum header that S3 verifies; on HTTPS
+   (``daemon/adapters/archive/s3.py``: every part carries a signed SHA-256 checksum header that S3 verifies; on HTTPS
    botocore does not hash streamed bodies for the signature either), while boto3's ``upload_file`` on this
    plain-http endpoint hashes every part once for the signature; 1b therefore also times boto3 with payload
    signing off, the like-for-like figure. And the readability check that reads along (two ``pg_restore``
-   processes, ``daemon/toc.py``) stops at the first bytes of random data (no PGDMP header), so its cost is not
+   processes,
+   ``daemon/adapters/postgres/toc.py``) stops at the first bytes of random data (no PGDMP header), so its cost is not
    in these figures: section 1d measures it on a real custom-format dump.
 
    A breakdown follows (one run each, same size): the download + SHA-256 alone, the S3 writer alone (fed from the
@@ -52,7 +54,8 @@ timing) and reports it as JSON.
    which boto3 by default replaces with CRC32, and which moto computes again for every part when completing).
    ``--profile`` adds one cProfile'd mirror (the child's main thread) and prints its top functions.
 1d. **A real dump** (``--real-rows N``, default 1,000,000 rows, about 145 MiB; 0 skips it): a throwaway
-   PostgreSQL cluster (``daemon.localpg.LocalCluster``) gets a table of random md5 text, ``pg_dump -Fc`` dumps it
+   PostgreSQL cluster
+   (``daemon.adapters.postgres.cluster.LocalCluster``) gets a table of random md5 text, ``pg_dump -Fc`` dumps it
    (compressed, as Heroku's are), and the double serves that file. REPS/2 (at least 2) interleaved runs of ours
    (the readability check now reads every block and must say the dump is readable) and boto3 ``upload_file`` of
    the same file, plus ``pg_restore -f /dev/null`` alone reading the dump through a pipe (its pace bounds the
@@ -184,12 +187,12 @@ def child_main(params_json: str) -> int:
     from loguru import logger
 
     from actions.mirror import Mirror
-    from daemon.archive import BackupRecord
+    from daemon.adapters.archive.download import BLOCK, Download
+    from daemon.adapters.archive.s3 import S3ArchiveStore
+    from daemon.adapters.archive.store import BackupRecord
+    from daemon.adapters.heroku import HerokuClient
     from daemon.config import S3Config
-    from daemon.download import BLOCK, Download
-    from daemon.heroku import HerokuClient
-    from daemon.s3store import S3ArchiveStore
-    from daemon.state import Backup
+    from daemon.core.snapshot import Backup
 
     p = json.loads(params_json)
     logger.remove()
@@ -419,9 +422,9 @@ def make_real_dump(workdir: Path, rows: int) -> tuple[DataFile | None, str]:
 
     import psycopg
 
-    from daemon.errors import GuardianError
-    from daemon.localpg import LocalCluster
-    from daemon.pgtools import find_tool
+    from daemon.adapters.postgres.cluster import LocalCluster
+    from daemon.adapters.postgres.tools import find_tool
+    from daemon.core.errors import GuardianError
 
     base = Path(tempfile.mkdtemp(prefix="bench-mirror-pg-", dir="/tmp"))
     base.chmod(0o755)
@@ -452,7 +455,7 @@ def make_real_dump(workdir: Path, rows: int) -> tuple[DataFile | None, str]:
 
 def pg_restore_through_pipe(data: DataFile) -> tuple[float, float]:
     """(seconds, CPU seconds) of `pg_restore -f /dev/null` reading `data` from a pipe in 8 MiB writes."""
-    from daemon.pgtools import find_tool
+    from daemon.adapters.postgres.tools import find_tool
 
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
@@ -622,7 +625,8 @@ def main(argv: Sequence[str]) -> int:
             sha_checksums = [bench.boto3_upload(data, extra={"ChecksumAlgorithm": "SHA256"}) for _ in range(3)]
             sha_med = med([r.mib_s for r in sha_checksums])
             sha_rate = sha256_rate(data)
-            print(f"  download from the double + SHA-256 (daemon.download, 8 MiB), no upload {down.mib_s:7.1f} MiB/s  "
+            print("  download from the double + SHA-256 (daemon.adapters.archive.download, 8 MiB), no upload"
+                  f" {down.mib_s:7.1f} MiB/s  "
                   f"(CPU s: child {down.cpu:.2f}, double {down.cpu_here:.2f})")
             print(f"  S3ArchiveStore writer alone (local file, 8 MiB writes, commit)        {up.mib_s:7.1f} MiB/s  "
                   f"(CPU s: child {up.cpu:.2f}, moto {up.cpu_moto:.2f})")

@@ -10,7 +10,7 @@ what the guardian's archive collector runs every ``collect_interval`` (30 s by d
 reads is hourly and not counted here). Reported: requests by kind (LIST, GET of a record, HEAD of a dump) and wall
 time of the first pass, and of the second and third (nothing changed). Where the store takes a ``ListingCache``
 (its clock injectable), H hours of passes 30 s apart follow on a simulated clock, which shows the periodic re-read
-of HEAD facts (``daemon.s3cache.REFRESH_EVERY``) and gives requests per day.
+of HEAD facts (``daemon.adapters.archive.s3listing.REFRESH_EVERY``) and gives requests per day.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from pathlib import Path
 # Run as a script from the repository root: make `daemon`, `collectors` and `tests` importable.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from daemon.s3store import S3ArchiveStore
+from daemon.adapters.archive.s3 import S3ArchiveStore
 from tests.s3_server import FaultProxy, MotoServer, s3_client
 from tests.test_s3_listing import one_pass, put_copy, store_via
 
@@ -51,7 +51,7 @@ def main() -> None:
         clock = [0.0]
         cache = None
         if takes_cache:
-            from daemon.s3cache import ListingCache
+            from daemon.adapters.archive.s3listing import ListingCache
 
             cache = ListingCache(clock=lambda: clock[0])
         store = store_via(proxy, bucket, cache)

@@ -52,12 +52,12 @@ import psycopg  # noqa: E402
 from bench_heroku_fleet import FakeClock, ScheduledApp, populate, run_scheduler  # noqa: E402
 from loguru import logger  # noqa: E402
 
+from daemon.adapters.archive.store import BackupRecord, LocalDirectoryStore  # noqa: E402
+from daemon.adapters.heroku import HerokuClient  # noqa: E402
+from daemon.adapters.postgres.cluster import LocalCluster, cluster_in  # noqa: E402
 from daemon.app import Guardian  # noqa: E402
-from daemon.archive import BackupRecord, LocalDirectoryStore  # noqa: E402
 from daemon.config import GuardianConfig  # noqa: E402
-from daemon.heroku import HerokuClient  # noqa: E402
-from daemon.localpg import LocalCluster, cluster_in  # noqa: E402
-from daemon.schedules import last_due, next_due  # noqa: E402
+from daemon.core.schedules import last_due, next_due  # noqa: E402
 from tests import heroku_double  # noqa: E402
 from tests.heroku_double import HerokuDouble  # noqa: E402
 
@@ -70,7 +70,7 @@ GRACE = timedelta(hours=1)
 SETTLE = timedelta(minutes=30)
 HUNG_FOR = timedelta(hours=6)
 TOKEN = "hrku-bench-token-0123456789abcdef"
-#: Checks that page (critical severity in daemon/policy.py, in both versions).
+#: Checks that page (critical severity in daemon/core/policy.py, in both versions).
 PAGING = ("rpo_breach", "missed_schedule", "last_attempt_failed", "unencrypted_object", "unreadable_backup")
 #: Fault kind -> the checks expected to catch it, and the late start it carries.
 EXPECTED = {
@@ -382,7 +382,7 @@ def main(argv: Sequence[str]) -> int:
     bench_heroku_fleet.INJECT_EVERY = 1
     logger.remove()
     # The notifier logs every finding it opens (no Sentry DSN here): the benchmark counts them instead.
-    logger.add(sys.stderr, level="ERROR", filter=lambda r: not (r["name"] or "").startswith("daemon.notify"))
+    logger.add(sys.stderr, level="ERROR", filter=lambda r: not (r["name"] or "").startswith("daemon.adapters.sentry"))
     clock = FakeClock()
     clock.now = START
     names = [f"app-{i:04d}" for i in range(n_apps)]

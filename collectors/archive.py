@@ -6,9 +6,9 @@ from collections.abc import Iterable
 from dataclasses import replace
 from datetime import datetime
 
-from daemon.archive import ArchiveStore
-from daemon.state import SOURCE_ARCHIVE, ArchiveFacts, Backup, SourceState, TierStats
-from daemon.tiers import TIERS, monthly_coverage
+from daemon.adapters.archive.store import ArchiveStore
+from daemon.core.retention import TIERS, monthly_coverage
+from daemon.core.snapshot import SOURCE_ARCHIVE, ArchiveFacts, Backup, SourceState, TierStats
 
 
 def collect_archive(store: ArchiveStore, database: str) -> SourceState:

@@ -6,9 +6,9 @@ from datetime import UTC, datetime
 
 import psycopg
 
-from daemon.errors import CollectorError
-from daemon.redact import REDACTOR
-from daemon.state import LiveFacts
+from daemon.core.errors import CollectorError
+from daemon.core.redact import REDACTOR
+from daemon.core.snapshot import LiveFacts
 
 _FACTS_SQL = """
 SELECT pg_database_size(current_database()),

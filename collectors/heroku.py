@@ -14,10 +14,10 @@ from typing import Any
 
 from loguru import logger
 
-from daemon.errors import CaptureError
-from daemon.heroku import HerokuAPI, HerokuNotFound, ResolvedDatabase
-from daemon.schedules import next_due
-from daemon.state import Backup, LiveFacts, ProviderFacts, Schedule, SourceState
+from daemon.adapters.heroku import HerokuAPI, HerokuNotFound, ResolvedDatabase
+from daemon.core.errors import CaptureError
+from daemon.core.schedules import next_due
+from daemon.core.snapshot import Backup, LiveFacts, ProviderFacts, Schedule, SourceState
 
 SOURCE_HEROKU = "heroku"
 STUCK_AFTER = timedelta(hours=24)

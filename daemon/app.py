@@ -27,34 +27,34 @@ from apscheduler.schedulers.base import STATE_STOPPED
 from apscheduler.triggers.cron import CronTrigger
 from loguru import logger
 
+from actions.audit import AuditLog
 from actions.capture import Capturer, CaptureRequest
-from actions.drill import FULL, TABLE, DrillBusy, DrillRun, DrillRunner, Progress, drill_lock, to_result
+from actions.drill.report import load_latest, write_report
+from actions.drill.run import FULL, TABLE, DrillBusy, DrillRun, DrillRunner, Progress, drill_lock, to_result
 from actions.guards import Decision, Intent
 from actions.pipeline import DRILL, SCHEDULED_CAPTURE, SCRATCH_SWEEP, ActionKind, Gate, Pipeline, Switches
 from actions.planner import capture_source
+from actions.remedy import Remedies, in_shard, pause_reason, person
 from actions.runner import ActionRunner, Outcome
 from actions.scale import ProbeState
 from collectors.archive import with_unrecorded
 from collectors.database import collect_live
+from collectors.fleet import HerokuFleet
+from collectors.freshness import load_successes, save_successes, stale_after
 from collectors.heroku import SOURCE_HEROKU, HerokuWatcher, require_transfer_num, transfer_num
-from daemon import policy, risk
+from daemon.adapters.heroku import HerokuAPI, HerokuClient
+from daemon.adapters.postgres.toc import Toc, read_stream
+from daemon.adapters.postgres.tools import ProcessRegistry
+from daemon.adapters.sentry import make_notifier
+from daemon.adapters.statestore import ActionRecord, StateStore, open_state_store
 from daemon.archiving import ArchiveService, make_store
-from daemon.audit import AuditLog
 from daemon.config import DatabaseConfig, GuardianConfig, HerokuConfig
-from daemon.drillreport import load_latest, write_report
-from daemon.durations import format_duration
-from daemon.errors import GuardianError, StoppedByShutdown
-from daemon.freshness import load_successes, save_successes, stale_after
-from daemon.heroku import HerokuAPI, HerokuClient
-from daemon.herokufleet import HerokuFleet
-from daemon.httpserver import GuardianHTTP
-from daemon.jobpool import CancellingThreadPool
-from daemon.metrics import Exposition
-from daemon.notify import make_notifier
-from daemon.pgtools import ProcessRegistry
-from daemon.redact import REDACTOR
-from daemon.remedy import Remedies, in_shard, pause_reason, person
-from daemon.state import (
+from daemon.core import policy, risk
+from daemon.core.durations import format_duration
+from daemon.core.errors import GuardianError, StoppedByShutdown
+from daemon.core.redact import REDACTOR
+from daemon.core.retention import PruneDecision
+from daemon.core.snapshot import (
     SOURCE_ARCHIVE,
     ActionsStatus,
     ArchiveFacts,
@@ -70,9 +70,9 @@ from daemon.state import (
     StateHolder,
     share_unreadable,
 )
-from daemon.statestore import ActionRecord, StateStore, open_state_store
-from daemon.tiers import PruneDecision
-from daemon.toc import Toc, read_stream
+from daemon.jobpool import CancellingThreadPool
+from daemon.metrics import Exposition
+from daemon.web.server import GuardianHTTP
 
 HEARTBEAT_SECONDS = 5
 COLLECT_WORKERS = 4

@@ -1,7 +1,7 @@
 """The archive side of the guardian: which store, which databases it covers, mirror and prune runs.
 
 Kept out of the composition root so `app.py` only wires it: `ArchiveService` owns the store, the bucket
-posture cache, the mirror action and the deletions (prune and keep_last, both from `daemon.tiers.plan_prune`),
+posture cache, the mirror action and the deletions (prune and keep_last, both from `daemon.core.retention.plan_prune`),
 and reports every decision to the audit log.
 """
 
@@ -15,20 +15,20 @@ from datetime import datetime, timedelta
 
 from loguru import logger
 
+from actions.audit import AuditLog
 from actions.guards import Decision, Intent
 from actions.mirror import Mirror, backup_to_mirror
 from actions.pipeline import KEEP_LAST, MIRROR, PRUNE, Gate, Pipeline, Switches
 from actions.runner import Outcome
 from collectors.archive import collect_archive_facts
-from daemon.archive import ArchiveStore, LocalDirectoryStore
-from daemon.audit import AuditLog
+from daemon.adapters.archive.store import ArchiveStore, LocalDirectoryStore
+from daemon.adapters.heroku import HerokuAPI
 from daemon.config import DatabaseConfig, GuardianConfig
-from daemon.errors import GuardianError
-from daemon.heroku import HerokuAPI
-from daemon.policy import ArchivePolicy
-from daemon.state import ArchiveFacts, Backup, Snapshot, SourceState
+from daemon.core.errors import GuardianError
+from daemon.core.policy import ArchivePolicy
+from daemon.core.retention import PruneDecision, plan_prune
+from daemon.core.snapshot import ArchiveFacts, Backup, Snapshot, SourceState
 from daemon.status import human_size
-from daemon.tiers import PruneDecision, plan_prune
 
 POSTURE_EVERY = timedelta(hours=1)
 LISTED = 20  # backup ids named in one skipped_paused audit record (the count says the rest)
@@ -37,7 +37,7 @@ LISTED = 20  # backup ids named in one skipped_paused audit record (the count sa
 def make_store(config: GuardianConfig) -> ArchiveStore:
     """The configured archive store (S3 imports boto3 only when used)."""
     if config.archive.kind == "s3" and config.archive.s3 is not None:
-        from daemon.s3store import S3ArchiveStore
+        from daemon.adapters.archive.s3 import S3ArchiveStore
 
         return S3ArchiveStore(config.archive.s3)
     return LocalDirectoryStore(config.archive_dir)

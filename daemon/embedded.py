@@ -12,9 +12,9 @@ from pathlib import Path
 import psycopg
 from loguru import logger
 
+from daemon.adapters.postgres.cluster import LocalCluster, cluster_in
 from daemon.config import CaptureConfig, DatabaseConfig, GuardianConfig
-from daemon.errors import GuardianError
-from daemon.localpg import LocalCluster, cluster_in
+from daemon.core.errors import GuardianError
 
 DEMO_DB = "invoicing_demo"
 DEMO_NAME = "demo/invoicing"

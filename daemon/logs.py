@@ -13,7 +13,7 @@ from typing import Any
 
 from loguru import logger
 
-from daemon.redact import REDACTOR
+from daemon.core.redact import REDACTOR
 
 
 def _text_sink(message: Any) -> None:

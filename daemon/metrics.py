@@ -23,9 +23,9 @@ from prometheus_client.registry import Collector
 
 from actions.guards import OUTCOMES
 from daemon import __version__
-from daemon.policy import CHECKS, copy_lag_seconds
-from daemon.redact import REDACTOR
-from daemon.state import DrillResult, Snapshot, StateHolder
+from daemon.core.policy import CHECKS, copy_lag_seconds
+from daemon.core.redact import REDACTOR
+from daemon.core.snapshot import DrillResult, Snapshot, StateHolder
 
 DB_SOURCE = ["database", "source"]
 ACTION_OUTCOMES = (("drill", "done"), ("drill", "failed"), ("drill", "skipped"), ("mirror", "done"),

@@ -9,8 +9,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from daemon import __version__
-from daemon.policy import data_at_risk_seconds, format_duration_s, newest_good_backup
-from daemon.state import Backup, DatabaseState, Snapshot
+from daemon.core.policy import data_at_risk_seconds, format_duration_s, newest_good_backup
+from daemon.core.snapshot import Backup, DatabaseState, Snapshot
 
 
 def _iso(dt: datetime | None) -> str | None:

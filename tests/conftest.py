@@ -28,7 +28,7 @@ import psycopg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from daemon.localpg import LocalCluster, free_port
+from daemon.adapters.postgres.cluster import LocalCluster, free_port
 
 pytest_plugins = ["tests.s3_server"]  # moto_server, s3_bucket, fault_proxy fixtures
 

@@ -1193,7 +1193,7 @@ class HerokuDouble:
             url = addon.database_url
         out = self._tmpdir / f"{t.uuid}.dump"
         try:
-            from daemon.pgtools import find_tool
+            from daemon.adapters.postgres.tools import find_tool
             args, env = pg_dump_command(find_tool("pg_dump"), url, out)
         except Exception as exc:
             self._finish(t, False, [("error", f"pg_dump unavailable: {exc}")])

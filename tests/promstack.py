@@ -26,7 +26,7 @@ from urllib.parse import quote, urlencode
 
 import yaml
 
-from daemon.localpg import free_port
+from daemon.adapters.postgres.cluster import free_port
 
 #: Debian package -> the names its server binary has (Debian's, then upstream's).
 BINARIES = {

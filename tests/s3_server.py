@@ -46,7 +46,7 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from daemon.localpg import free_port
+from daemon.adapters.postgres.cluster import free_port
 
 LOOPBACK = "127.0.0.1"
 DUMMY_ACCESS_KEY_ID = "testing"

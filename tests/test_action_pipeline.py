@@ -19,10 +19,10 @@ import pytest
 
 from actions.guards import Intent
 from actions.pipeline import DRY_RUN, GUARDS, KINDS, LEADER, ActionKind, Gate, Switches
+from actions.remedy import PAUSE_KEY, person
+from daemon.adapters.postgres.cluster import LocalCluster
 from daemon.app import Guardian
 from daemon.config import GuardianConfig
-from daemon.localpg import LocalCluster
-from daemon.remedy import PAUSE_KEY, person
 from tests.heroku_double import HerokuDouble
 from tests.s3_server import MotoServer
 from tests.test_s3_archive import TOKEN, an_hour_old_backup, guardian_for

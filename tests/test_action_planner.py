@@ -10,8 +10,8 @@ import pytest
 from actions.guards import Facts, Intent, decide
 from actions.planner import INTERRUPTED_CAPTURE, TakenAction, capture_facts, plan_captures
 from daemon.config import ActionsConfig, DatabaseConfig, Objectives
-from daemon.policy import evaluate
-from daemon.state import Backup, DatabaseState, Finding, Schedule, SourceState
+from daemon.core.policy import evaluate
+from daemon.core.snapshot import Backup, DatabaseState, Finding, Schedule, SourceState
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 HEROKU = DatabaseConfig(name="shop/DATABASE", heroku={"app": "shop"})

@@ -15,13 +15,13 @@ import psycopg
 import pytest
 
 from actions.guards import Intent
+from actions.remedy import PAUSE_KEY
+from daemon.adapters.heroku import HerokuClient
+from daemon.adapters.statestore import open_state_store
 from daemon.app import Guardian
 from daemon.config import GuardianConfig
-from daemon.heroku import HerokuClient
+from daemon.core.snapshot import Finding, Snapshot
 from daemon.metrics import SnapshotCollector
-from daemon.remedy import PAUSE_KEY
-from daemon.state import Finding, Snapshot
-from daemon.statestore import open_state_store
 from daemon.status import status_document
 from tests.heroku_double import HerokuDouble
 from tests.test_heroku_client import FakeClock

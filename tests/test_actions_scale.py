@@ -13,9 +13,9 @@ from typing import Any
 import httpx
 import pytest
 
+from daemon.adapters.heroku import HerokuClient
 from daemon.app import Guardian
 from daemon.config import GuardianConfig
-from daemon.heroku import HerokuClient
 from tests.heroku_double import HerokuDouble
 from tests.test_heroku_client import FakeClock
 

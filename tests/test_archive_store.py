@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon.archive import BackupRecord, LocalDirectoryStore, database_from_dirname
-from daemon.errors import CaptureError, CollectorError
+from daemon.adapters.archive.store import BackupRecord, LocalDirectoryStore, database_from_dirname
+from daemon.core.errors import CaptureError, CollectorError
 
 T0 = datetime(2024, 6, 1, 3, 0, 0, tzinfo=UTC)
 DUMP = b"PGDMP" + bytes(range(256)) * 8
@@ -75,7 +75,7 @@ def test_commit_makes_the_dump_and_its_record_visible(tmp_path: Path) -> None:
 
     writer.commit(rec)
 
-    # the first copy of its month is the monthly tier (daemon.tiers.assign_tier)
+    # the first copy of its month is the monthly tier (daemon.core.retention.assign_tier)
     assert store.list_records("shop") == [replace(rec, tier="monthly")]
     assert store.dump_path("shop", rec.backup_id).read_bytes() == DUMP
     assert files_under(store.root) == [f"shop/{rec.backup_id}.dump", f"shop/{rec.backup_id}.json"]
@@ -263,7 +263,7 @@ WRITER = """
 import sys
 from pathlib import Path
 from datetime import UTC, datetime
-from daemon.archive import BackupRecord, LocalDirectoryStore
+from daemon.adapters.archive.store import BackupRecord, LocalDirectoryStore
 store = LocalDirectoryStore(Path(sys.argv[1]))
 writer = store.begin("shop", sys.argv[2])
 writer.write(b"PGDMP" + b"x" * 1000)

@@ -13,10 +13,10 @@ import pytest
 
 from actions.capture import Capturer, CaptureRequest
 from collectors.archive import collect_archive
-from daemon.archive import LocalDirectoryStore
-from daemon.errors import CaptureError
-from daemon.pgtools import find_tool
-from daemon.redact import url_password
+from daemon.adapters.archive.store import LocalDirectoryStore
+from daemon.adapters.postgres.tools import find_tool
+from daemon.core.errors import CaptureError
+from daemon.core.redact import url_password
 
 
 def _files(root: Path) -> list[str]:

@@ -14,10 +14,10 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 from actions.capture import Capturer, CaptureRequest
+from daemon.adapters.archive.store import LocalDirectoryStore
+from daemon.adapters.postgres.cluster import LocalCluster, free_port
 from daemon.app import Guardian
-from daemon.archive import LocalDirectoryStore
 from daemon.config import GuardianConfig
-from daemon.localpg import LocalCluster, free_port
 from tests.conftest import create_database
 
 

@@ -18,8 +18,8 @@ import yaml
 from pydantic import BaseModel
 
 from daemon.config import GuardianConfig, Objectives, example_yaml, load_config
-from daemon.durations import format_duration, parse_duration
-from daemon.errors import ConfigError
+from daemon.core.durations import format_duration, parse_duration
+from daemon.core.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 PG_URL = "postgresql://guardian:pw-file@db.example.com:5432/shop"

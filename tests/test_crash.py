@@ -23,9 +23,9 @@ import psycopg
 
 from actions.capture import Capturer, CaptureRequest
 from actions.planner import INTERRUPTED_CAPTURE
-from daemon.archive import BackupRecord, LocalDirectoryStore
-from daemon.localpg import LocalCluster
-from daemon.statestore import open_state_store
+from daemon.adapters.archive.store import BackupRecord, LocalDirectoryStore
+from daemon.adapters.postgres.cluster import LocalCluster
+from daemon.adapters.statestore import open_state_store
 from tests.conftest import DaemonProcess
 
 DB = "shop"

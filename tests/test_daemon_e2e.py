@@ -13,8 +13,8 @@ from urllib.parse import quote
 
 import pytest
 
-from daemon.localpg import LocalCluster
-from daemon.redact import url_password
+from daemon.adapters.postgres.cluster import LocalCluster
+from daemon.core.redact import url_password
 from tests.conftest import DaemonProcess, create_database
 
 DB = "shop/main"

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from daemon.localpg import free_port
+from daemon.adapters.postgres.cluster import free_port
 from tests.conftest import DaemonProcess
 
 

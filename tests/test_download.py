@@ -1,5 +1,5 @@
-"""daemon/download.py against real loopback servers: a plain HTTP server with misbehaving routes, a TLS server
-whose certificate a throwaway CA signs, and a forwarding/CONNECT proxy. Nothing is patched."""
+"""daemon/adapters/archive/download.py against real loopback servers: a plain HTTP server with misbehaving routes,
+a TLS server whose certificate a throwaway CA signs, and a forwarding/CONNECT proxy. Nothing is patched."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from daemon.download import BLOCK, Download, DownloadError
+from daemon.adapters.archive.download import BLOCK, Download, DownloadError
 
 BODY = os.urandom(3 * 1024 * 1024 + 12345)  # not a multiple of any buffer size
 SIGNED = "X-Amz-Signature=0123456789abcdef-secret-signature"

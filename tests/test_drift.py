@@ -28,11 +28,11 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from actions.capture import Capturer, CaptureRequest
+from daemon.adapters.heroku import HerokuClient
+from daemon.adapters.postgres.cluster import LocalCluster
 from daemon.app import Guardian
 from daemon.config import GuardianConfig
-from daemon.heroku import HerokuClient
-from daemon.localpg import LocalCluster
-from daemon.policy import CHECKS
+from daemon.core.policy import CHECKS
 from tests.conftest import create_database, make_cluster
 from tests.heroku_double import HerokuDouble
 from tests.s3_server import MotoServer, s3_client
@@ -397,7 +397,7 @@ class Checker:
                 wanted = value.split("|") if op == "=~" else [value]
                 unknown = [w for w in wanted if not re.fullmatch(r"[a-z_]+", w) or w not in CHECKS]
                 if unknown and value not in (".*", ".+", "$check"):
-                    self.fail(f"{name}{{check{op}{value!r}}}: {unknown} not among daemon.policy.CHECKS")
+                    self.fail(f"{name}{{check{op}{value!r}}}: {unknown} not among daemon.core.policy.CHECKS")
         return Result(labels=have)
 
     def aggregate(self, node: Aggregate) -> Result:

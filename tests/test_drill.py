@@ -15,14 +15,14 @@ import psycopg
 import pytest
 
 from actions.capture import Capturer, CaptureRequest
-from actions.drill import DrillRun
+from actions.drill.run import DrillRun
+from daemon.adapters.archive.store import LocalDirectoryStore
+from daemon.adapters.postgres.cluster import LocalCluster
+from daemon.adapters.postgres.scratch import PREFIX
+from daemon.adapters.postgres.toc import read_toc
 from daemon.app import Guardian
-from daemon.archive import LocalDirectoryStore
 from daemon.config import GuardianConfig
-from daemon.localpg import LocalCluster
-from daemon.scratch import PREFIX
-from daemon.state import Snapshot
-from daemon.toc import read_toc
+from daemon.core.snapshot import Snapshot
 from tests.conftest import create_database
 
 DB = "shop"
@@ -228,7 +228,7 @@ def test_killed_mid_restore_the_next_start_sweeps_only_its_own_scratch_database(
 def test_a_drill_while_another_runs_is_skipped_not_failed(
     pg_cluster: LocalCluster, own_cluster: LocalCluster, open_tmp: Path
 ) -> None:
-    from actions.drill import drill_lock
+    from actions.drill.run import drill_lock
 
     url = create_database(pg_cluster)
     capture(open_tmp, url)
@@ -249,7 +249,7 @@ def test_a_drill_while_another_runs_is_skipped_not_failed(
 def test_a_configured_scratch_without_a_production_url_to_compare_is_refused(
     own_cluster: LocalCluster, open_tmp: Path
 ) -> None:
-    from daemon.scratch import DrillRefused, Production, ScratchTarget
+    from daemon.adapters.postgres.scratch import DrillRefused, Production, ScratchTarget
 
     target = ScratchTarget.from_url(own_cluster.url("postgres"))
     nothing_known = Production(frozenset(), ())

@@ -13,11 +13,11 @@ import psycopg
 import pytest
 
 from actions.capture import pg_dump_command
-from actions.drill import CheckResult
-from daemon.localpg import LocalCluster
-from daemon.names import TableName, parse_column, parse_table, shown
-from daemon.pgtools import find_tool
-from daemon.toc import TocEntry, explain, match_tables, read_toc
+from actions.drill.run import CheckResult
+from daemon.adapters.postgres.cluster import LocalCluster
+from daemon.adapters.postgres.toc import TocEntry, explain, match_tables, read_toc
+from daemon.adapters.postgres.tools import find_tool
+from daemon.core.names import TableName, parse_column, parse_table, shown
 from tests.conftest import create_database
 from tests.test_drill import capture, drill_once, guardian
 

@@ -21,12 +21,12 @@ import psycopg
 import pytest
 
 from actions.capture import Capturer, CaptureRequest
+from daemon.adapters.archive.store import LocalDirectoryStore
+from daemon.adapters.postgres.cluster import LocalCluster
+from daemon.adapters.postgres.scratch import MARKER, PREFIX, DrillRefused, ScratchTarget
+from daemon.adapters.statestore import ScratchEntry
 from daemon.app import Guardian
-from daemon.archive import LocalDirectoryStore
 from daemon.config import GuardianConfig
-from daemon.localpg import LocalCluster
-from daemon.scratch import MARKER, PREFIX, DrillRefused, ScratchTarget
-from daemon.statestore import ScratchEntry
 from tests.conftest import create_database, make_cluster, pids_of, throwaway_cluster
 
 #: A table whose index builds at once in production but slowly wherever a drill restores it (the function

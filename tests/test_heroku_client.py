@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from daemon.heroku import (
+from daemon.adapters.heroku import (
     ACCEPT_SDK,
     ACCEPT_V3,
     HerokuAuthError,

@@ -17,8 +17,8 @@ from typing import Any
 import httpx
 import pytest
 
-from daemon.localpg import LocalCluster
-from daemon.pgtools import find_tool
+from daemon.adapters.postgres.cluster import LocalCluster
+from daemon.adapters.postgres.tools import find_tool
 from tests.conftest import create_database
 from tests.heroku_double import HerokuDouble, RequestRecord, _demo_state
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from daemon.localpg import LocalCluster
+from daemon.adapters.postgres.cluster import LocalCluster
 from tests.conftest import DaemonProcess, create_database
 from tests.heroku_double import HerokuDouble
 

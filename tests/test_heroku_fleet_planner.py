@@ -10,12 +10,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from collectors.fleet import DEFAULT_WINDOW, MAX_WINDOW, HerokuFleet, usual_window, window_close_after
 from collectors.heroku import HerokuWatcher
+from daemon.adapters.heroku import HerokuClient, ResolvedDatabase
 from daemon.config import HerokuPolling
-from daemon.heroku import HerokuClient, ResolvedDatabase
-from daemon.herokufleet import DEFAULT_WINDOW, MAX_WINDOW, HerokuFleet, usual_window, window_close_after
-from daemon.schedules import last_due, next_due
-from daemon.state import Backup, Schedule, SourceState
+from daemon.core.schedules import last_due, next_due
+from daemon.core.snapshot import Backup, Schedule, SourceState
 
 PASS = timedelta(seconds=30)
 TARGET = timedelta(minutes=5)

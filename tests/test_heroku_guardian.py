@@ -10,10 +10,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from daemon.adapters.heroku import HerokuClient
 from daemon.app import Guardian
 from daemon.config import GuardianConfig
-from daemon.heroku import HerokuClient
-from daemon.state import Snapshot
+from daemon.core.snapshot import Snapshot
 from daemon.status import status_document
 from tests.heroku_double import HerokuDouble
 from tests.test_heroku_client import FakeClock

@@ -20,7 +20,7 @@ from collectors.heroku import (
     transfer_num,
     transfer_status,
 )
-from daemon.errors import CaptureError
+from daemon.core.errors import CaptureError
 
 
 def transfer(**kw: Any) -> dict[str, Any]:

@@ -29,10 +29,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from daemon.config import WebConfig, load_config
-from daemon.errors import ConfigError
-from daemon.httpserver import GuardianHTTP
+from daemon.core.errors import ConfigError
+from daemon.core.snapshot import StateHolder
 from daemon.metrics import Exposition
-from daemon.state import StateHolder
+from daemon.web.server import GuardianHTTP
 from tests.conftest import DaemonProcess
 
 HALF_HEAD = b"GET /metrics HTTP/1.1\r\nHost: guardian\r\nAccept: text/plain\r\n"  # no blank line: never ends

@@ -15,14 +15,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from actions.audit import AuditLog
 from actions.pipeline import Gate, Switches
+from daemon.adapters.archive.s3 import S3ArchiveStore
+from daemon.adapters.archive.store import ArchiveStore, BackupRecord, LocalDirectoryStore
+from daemon.adapters.statestore import open_state_store
 from daemon.app import Guardian
-from daemon.archive import ArchiveStore, BackupRecord, LocalDirectoryStore
 from daemon.archiving import ArchiveService
-from daemon.audit import AuditLog
 from daemon.config import GuardianConfig
-from daemon.s3store import S3ArchiveStore
-from daemon.statestore import open_state_store
 from tests.s3_server import MotoServer, s3_client
 from tests.test_s3_archive import s3_section
 

@@ -18,12 +18,10 @@ from prometheus_client import generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from daemon.adapters.postgres.cluster import LocalCluster, free_port
 from daemon.app import Guardian
 from daemon.config import GuardianConfig
-from daemon.httpserver import GuardianHTTP
-from daemon.localpg import LocalCluster, free_port
-from daemon.metrics import RENDER_THREAD, Exposition
-from daemon.state import (
+from daemon.core.snapshot import (
     SOURCE_ARCHIVE,
     Backup,
     CollectorStatus,
@@ -33,6 +31,8 @@ from daemon.state import (
     SourceState,
     StateHolder,
 )
+from daemon.metrics import RENDER_THREAD, Exposition
+from daemon.web.server import GuardianHTTP
 from tests.conftest import create_database, shop_config
 
 NOW = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)  # the snapshots' own time; nothing here reads the clock

@@ -34,9 +34,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from actions.capture import Capturer, CaptureRequest
-from daemon.archive import LocalDirectoryStore
-from daemon.localpg import LocalCluster
-from daemon.redact import url_password
+from daemon.adapters.archive.store import LocalDirectoryStore
+from daemon.adapters.postgres.cluster import LocalCluster
+from daemon.core.redact import url_password
 from tests.conftest import DaemonProcess, create_database
 from tests.promstack import (
     Prometheus,

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from daemon.config import Objectives
-from daemon.durations import format_duration
-from daemon.policy import data_at_risk_seconds, evaluate, is_healthy, newest_good_backup
-from daemon.state import Backup, CollectorStatus, DatabaseState, Finding, SourceState
+from daemon.core.durations import format_duration
+from daemon.core.policy import data_at_risk_seconds, evaluate, is_healthy, newest_good_backup
+from daemon.core.snapshot import Backup, CollectorStatus, DatabaseState, Finding, SourceState
 
 NOW = datetime(2024, 6, 1, 12, 0, 0, tzinfo=UTC)
 RPO = timedelta(hours=24)
@@ -406,7 +406,7 @@ def test_an_unreadable_backup_is_not_good_and_is_a_critical_finding() -> None:
 
 
 def test_a_backup_unreadable_in_the_archive_is_unreadable_in_every_source() -> None:
-    from daemon.state import share_unreadable
+    from daemon.core.snapshot import share_unreadable
 
     heroku_copy = replace(backup(timedelta(hours=1)), backup_id="a007", source="heroku")
     archived = replace(heroku_copy, source="archive", readable=False, readable_error="not a dump")
@@ -418,7 +418,7 @@ def test_a_backup_unreadable_in_the_archive_is_unreadable_in_every_source() -> N
 
 
 def test_monitor_slugs_of_long_names_stay_distinct() -> None:
-    from daemon.notify import slug
+    from daemon.adapters.sentry import slug
 
     a = slug("pgbackup-drill-database_corruption-suoops-backend/DATABASE")
     b = slug("pgbackup-drill-database_corruption-suoops-backend/HEROKU_POSTGRESQL_RED")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.redact import MASK, Redactor, redact_url, shorten, url_password
+from daemon.core.redact import MASK, Redactor, redact_url, shorten, url_password
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -140,7 +140,7 @@ ADVERSARIAL_SHAPES = {
 
 _TIME_REDACTION = textwrap.dedent("""
     import sys, time
-    from daemon.redact import REDACTOR, Redactor, url_password
+    from daemon.core.redact import REDACTOR, Redactor, url_password
     unit, size = sys.argv[1], int(sys.argv[2])
     text = (unit * (size // len(unit) + 1))[:size] if unit != "LONG-USERINFO" else "postgresql://u:" + "p" * size
     start = time.perf_counter()

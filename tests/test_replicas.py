@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from daemon.localpg import LocalCluster
-from daemon.remedy import in_shard, shard_of
-from daemon.statestore import open_state_store
+from actions.remedy import in_shard, shard_of
+from daemon.adapters.postgres.cluster import LocalCluster
+from daemon.adapters.statestore import open_state_store
 from tests.conftest import DaemonProcess, create_database
 from tests.heroku_double import HerokuDouble
 

@@ -14,10 +14,19 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from daemon.config import Objectives
+from daemon.core.policy import evaluate, is_healthy
+from daemon.core.risk import next_expected, tolerance_seconds
+from daemon.core.snapshot import (
+    Backup,
+    DatabaseState,
+    Finding,
+    ProviderFacts,
+    Schedule,
+    Snapshot,
+    SourceState,
+    StateHolder,
+)
 from daemon.metrics import SnapshotCollector
-from daemon.policy import evaluate, is_healthy
-from daemon.risk import next_expected, tolerance_seconds
-from daemon.state import Backup, DatabaseState, Finding, ProviderFacts, Schedule, Snapshot, SourceState, StateHolder
 from daemon.status import database_status, status_table
 
 DUE = datetime(2024, 6, 10, 2, 0, tzinfo=UTC)  # a due time of the schedule; history is the week before it

@@ -1,7 +1,7 @@
 """The RPO alert rules agree with the guardian's own RPO findings.
 
 For a scripted daily schedule over a few simulated days (on-time, late and missed starts), every few minutes:
-the pure policy (`daemon.policy.evaluate`) gives the findings, and the Exposition's collector gives the series
+the pure policy (`daemon.core.policy.evaluate`) gives the findings, and the Exposition's collector gives the series
 the guardian would export for that state at that moment. The series go to `promtool test rules` against the
 shipped RPO rules (their expressions, `for:` and labels; annotations are tested in alerts/tests/), with the
 expectation at each evaluation time derived from the findings: an alert fires exactly when its finding has
@@ -28,10 +28,10 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from daemon.config import Objectives
+from daemon.core.policy import evaluate, newest_good_backup
+from daemon.core.risk import next_expected, tolerance_seconds
+from daemon.core.snapshot import DatabaseState, Schedule, Snapshot, StateHolder
 from daemon.metrics import SnapshotCollector
-from daemon.policy import evaluate, newest_good_backup
-from daemon.risk import next_expected, tolerance_seconds
-from daemon.state import DatabaseState, Schedule, Snapshot, StateHolder
 from tests.test_alerts import RULES, tool
 from tests.test_risk import DAILY, JITTERY, world
 

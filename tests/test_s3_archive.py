@@ -19,15 +19,15 @@ from freezegun import freeze_time
 from loguru import logger
 
 from actions.capture import Capturer, CaptureRequest
+from daemon.adapters.archive.s3 import S3ArchiveStore
+from daemon.adapters.archive.store import BackupRecord
+from daemon.adapters.heroku import HerokuClient
+from daemon.adapters.postgres.cluster import LocalCluster
+from daemon.adapters.postgres.tools import find_tool
 from daemon.app import Guardian
-from daemon.archive import BackupRecord
 from daemon.archiving import _logged
 from daemon.config import GuardianConfig, S3Config
-from daemon.heroku import HerokuClient
-from daemon.localpg import LocalCluster
-from daemon.pgtools import find_tool
-from daemon.s3store import S3ArchiveStore
-from daemon.tiers import TIERS
+from daemon.core.retention import TIERS
 from tests.conftest import create_database
 from tests.heroku_double import HerokuDouble
 from tests.s3_server import FaultProxy, MotoServer

@@ -13,11 +13,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from collectors.archive import collect_archive_facts
-from daemon.archive import BackupRecord
+from daemon.adapters.archive.s3 import S3ArchiveStore
+from daemon.adapters.archive.s3listing import REFRESH_EVERY, ListingCache, version_of
+from daemon.adapters.archive.store import BackupRecord
 from daemon.config import S3Config
-from daemon.s3cache import REFRESH_EVERY, ListingCache, version_of
-from daemon.s3store import S3ArchiveStore
-from daemon.state import ArchiveFacts, SourceState
+from daemon.core.snapshot import ArchiveFacts, SourceState
 from tests.s3_server import FaultProxy, MotoServer, s3_client
 from tests.test_s3_infra import wait_for
 

@@ -9,10 +9,7 @@ from typing import Any
 
 import pytest
 
-from daemon.archive import BackupRecord
-from daemon.config import S3Config
-from daemon.errors import CaptureError
-from daemon.s3store import (
+from daemon.adapters.archive.s3 import (
     MAX_PART,
     MAX_PARTS,
     MIB,
@@ -22,6 +19,9 @@ from daemon.s3store import (
     S3Writer,
     abandoned,
 )
+from daemon.adapters.archive.store import BackupRecord
+from daemon.config import S3Config
+from daemon.core.errors import CaptureError
 from tests.s3_server import MotoServer
 
 

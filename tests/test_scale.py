@@ -28,8 +28,8 @@ from actions.scale import (
     remember,
     safe_url,
 )
+from daemon.adapters.heroku import HerokuClient, HerokuNotFound, HerokuProtocolError
 from daemon.config import ScaleTarget
-from daemon.heroku import HerokuClient, HerokuNotFound, HerokuProtocolError
 from tests.heroku_double import HerokuDouble
 
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)

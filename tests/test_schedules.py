@@ -8,11 +8,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from freezegun import freeze_time
 
+from collectors.fleet import desired_interval
 from daemon.config import HerokuPolling, Objectives
-from daemon.herokufleet import desired_interval
-from daemon.policy import evaluate
-from daemon.schedules import last_due, next_due
-from daemon.state import Backup, DatabaseState, Schedule, SourceState
+from daemon.core.policy import evaluate
+from daemon.core.schedules import last_due, next_due
+from daemon.core.snapshot import Backup, DatabaseState, Schedule, SourceState
 
 NY = "America/New_York"
 GRACE = timedelta(hours=1)

@@ -16,11 +16,11 @@ import pytest
 from loguru import logger
 
 from actions.capture import Capturer, CaptureRequest
+from daemon.adapters.archive.store import LocalDirectoryStore
+from daemon.adapters.postgres.cluster import LocalCluster
 from daemon.app import Guardian
-from daemon.archive import LocalDirectoryStore
 from daemon.config import GuardianConfig
-from daemon.localpg import LocalCluster
-from daemon.redact import url_password
+from daemon.core.redact import url_password
 from tests.conftest import allow_connections, create_database, shop_config
 from tests.test_heroku_client import FakeClock
 
@@ -215,8 +215,8 @@ def test_without_a_dsn_findings_go_to_the_log_once(pg_cluster: LocalCluster, tmp
 def test_an_unachievable_rpo_is_said_once_and_not_reminded_daily() -> None:
     """A standing condition of the configuration (rpo_unachievable) opens once and is reminded monthly, while an
     incident (rpo_breach) is reminded at the configured interval."""
-    from daemon.notify import FindingTracker
-    from daemon.state import Finding
+    from daemon.adapters.sentry import FindingTracker
+    from daemon.core.snapshot import Finding
 
     t0 = datetime(2026, 3, 1, 2, 0, tzinfo=UTC)
     tracker = FindingTracker(None, timedelta(hours=24))

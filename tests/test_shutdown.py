@@ -17,11 +17,11 @@ from typing import Any
 
 import psycopg
 
+from daemon.adapters.postgres.cluster import LocalCluster, free_port
+from daemon.adapters.postgres.scratch import PREFIX
+from daemon.adapters.statestore import open_state_store
 from daemon.app import Guardian
 from daemon.config import GuardianConfig
-from daemon.localpg import LocalCluster, free_port
-from daemon.scratch import PREFIX
-from daemon.statestore import open_state_store
 from tests.conftest import DaemonProcess, create_database, pids_of, shop_config, throwaway_cluster
 from tests.test_drill_safety import capture, databases, load, production_db, write_config
 

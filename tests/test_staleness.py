@@ -9,10 +9,10 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from collectors.freshness import stale_after
+from daemon.adapters.postgres.cluster import LocalCluster
 from daemon.app import Guardian
 from daemon.config import GuardianConfig
-from daemon.freshness import stale_after
-from daemon.localpg import LocalCluster
 from daemon.status import status_document
 from tests.conftest import allow_connections, create_database, shop_config
 from tests.test_heroku_client import FakeClock

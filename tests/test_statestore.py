@@ -20,8 +20,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from daemon.localpg import LocalCluster, free_port
-from daemon.statestore import (
+from daemon.adapters.postgres.cluster import LocalCluster, free_port
+from daemon.adapters.statestore import (
     MIGRATIONS,
     SCHEMA_VERSION,
     LockBusy,
@@ -225,8 +225,8 @@ def test_actions_filter_by_since_action_and_target(store: StateStore) -> None:
 def test_running_actions_name_their_owner_and_only_a_dead_owners_are_closed_as_interrupted(
     backend: Backend,
 ) -> None:
+    from actions.audit import AuditLog
     from actions.runner import ActionRunner
-    from daemon.audit import AuditLog
 
     live, reader = backend.open(), backend.open()  # two processes sharing the store
     counted: list[tuple[str, str]] = []
@@ -341,7 +341,7 @@ def test_exactly_one_instance_leads_until_it_releases(backend: Backend) -> None:
 LEADER_SCRIPT = """
 import os, sys
 from pathlib import Path
-from daemon.statestore import open_state_store
+from daemon.adapters.statestore import open_state_store
 store = open_state_store(os.environ.get("STORE_URL") or None, Path(os.environ["STATE_DIR"]))
 print("leader" if store.try_leadership("guardian") else "follower", flush=True)
 sys.stdin.read()
@@ -470,9 +470,9 @@ def test_unsupported_url_is_refused(tmp_path: Path) -> None:
 def test_a_drill_is_not_run_without_its_lock_but_a_capture_is(own_cluster: LocalCluster, tmp_path: Path) -> None:
     """A store that cannot lock: a capture runs anyway (a backup matters more than its record); a drill is
     skipped, because its lock is also what keeps other processes' scratch sweeps away from it."""
+    from actions.audit import AuditLog
     from actions.guards import Intent
     from actions.runner import ActionRunner, Outcome
-    from daemon.audit import AuditLog
 
     store = open_state_store(own_cluster.url("postgres"), tmp_path)
     runner = ActionRunner(store, AuditLog(store), lambda a, o: None, lambda: T0)
@@ -494,7 +494,7 @@ def test_a_locked_postgresql_store_answers_with_an_error_instead_of_stalling(pg_
     """Another session holds the audit table (a migration, a stuck transaction): the guardian's write fails
     within the store's statement timeout, naming the store, instead of waiting behind it. The blocker lets go
     after 20 s, so a store without the timeout would wait and then succeed (and fail this test)."""
-    from daemon.statestore import PostgresStateStore
+    from daemon.adapters.statestore import PostgresStateStore
 
     store = PostgresStateStore(pg_url, tmp_path, statement_timeout=1.0)
     blocker = psycopg.connect(pg_url)

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from freezegun import freeze_time
 
+from daemon.adapters.archive.store import BackupRecord, LocalDirectoryStore
 from daemon.app import Guardian
-from daemon.archive import BackupRecord, LocalDirectoryStore
 from daemon.config import GuardianConfig
-from daemon.tiers import ArchivedObject, assign_tier, plan_prune
+from daemon.core.retention import ArchivedObject, assign_tier, plan_prune
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 KEEPS = {"daily": timedelta(days=7), "weekly": timedelta(days=35), "monthly": timedelta(days=365),

@@ -10,9 +10,9 @@ import psycopg
 import pytest
 
 from actions.capture import pg_dump_command
-from daemon.errors import CaptureError
-from daemon.localpg import LocalCluster
-from daemon.toc import Toc, TocTee, _Reader
+from daemon.adapters.postgres.cluster import LocalCluster
+from daemon.adapters.postgres.toc import Toc, TocTee, _Reader
+from daemon.core.errors import CaptureError
 from tests.conftest import create_database
 
 

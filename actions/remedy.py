@@ -1,0 +1,369 @@
+"""Remedial actions wired to the running guardian: emergency captures after each evaluation, app health probes
+and dyno scaling on their own interval. The decisions are pure (`actions.planner`, `actions.guards`,
+`actions.scale`); this module gathers their facts, runs the executions on a small pool and reports them.
+
+Only the leader acts. Followers still collect and export, and keep quiet about actions (the leader audits).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import os
+import socket
+import threading
+from dataclasses import replace
+from datetime import datetime, timedelta
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+import httpx
+from loguru import logger
+
+from actions.emergency import HerokuCapture, expiring_backup, failure_text, running_capture
+from actions.guards import Decision, Facts, Intent
+from actions.pipeline import EMERGENCY_CAPTURE, MANUAL_CAPTURE, SCALE
+from actions.planner import capture_facts, capture_source, plan_captures
+from actions.runner import ActionRunner, Outcome
+from actions.scale import HerokuScaler, ProbeState, ScaleMemory, advance, plan_scale, probe, remember
+from collectors.heroku import SOURCE_HEROKU, transfer_name, transfer_num
+from daemon.config import DatabaseConfig, ScaleTarget
+from daemon.core.errors import CaptureError, GuardianError, StoppedByShutdown
+from daemon.core.snapshot import Snapshot
+
+if TYPE_CHECKING:
+    from daemon.adapters.statestore import StateStore
+    from daemon.app import Guardian
+
+PAUSE_KEY = "actions.paused"
+
+
+def person() -> str:
+    """Who runs this process, for a person's request: user@host."""
+    return f"{os.environ.get('USER') or 'someone'}@{socket.gethostname()}"
+
+
+class Remedies:
+    """Plans, guards and runs emergency captures and scaling for one guardian."""
+
+    def __init__(self, guardian: Guardian, runner: ActionRunner) -> None:
+        self.g = guardian
+        self.cfg = guardian.config.actions
+        self.runner = runner
+        self._pool = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="action")
+        self._queued: set[tuple[str, str]] = set()
+        self._futures: list[concurrent.futures.Future[Outcome | None]] = []
+        self._lock = threading.Lock()
+        self.probes: dict[str, ProbeState] = {t.name: ProbeState() for t in self.cfg.scale}
+        self._probe_due: dict[str, datetime] = {}
+        self._http = httpx.Client(follow_redirects=False) if self.cfg.scale else None
+        self._warned_dry_run = False
+
+    # -- switches -----------------------------------------------------------------------------------------
+    def paused(self) -> str | None:
+        """The run-time pause (`backup-guardian actions pause`), shared by every replica through the store."""
+        return pause_reason(self.g.state)
+
+    def announce(self) -> None:
+        """Say loudly, once at start, what mode actions are in."""
+        if not self.cfg.enabled:
+            logger.warning("remedial actions are OFF (actions.enabled: false): nothing will be captured or scaled")
+        elif self.cfg.dry_run:
+            logger.warning("remedial actions are in DRY-RUN mode: decisions are logged and audited, nothing is "
+                           "done. Set actions.dry_run: false (GUARDIAN_DRY_RUN=false) to let them act.")
+        else:
+            logger.info("remedial actions are live (emergency capture {}, {} scale target(s))",
+                        "on" if self.cfg.capture.enabled else "off", len(self.cfg.scale))
+
+    # -- emergency captures -------------------------------------------------------------------------------
+    def after_evaluation(self, snap: Snapshot) -> None:
+        """Plan captures from the findings just published and start the ones the guards let through."""
+        leader = self.g.is_leader()
+        if not leader:
+            return  # the leader decides and audits; a follower would only repeat it
+        paused = self.paused()
+        for intent in plan_captures(snap.databases, self.g.databases, self.cfg):
+            if self.g.stopping:
+                return  # decided during the shutdown: nothing would carry it out
+            decision = self._decide_capture(intent, snap, paused)
+            if decision.go:
+                self._submit(decision)
+            else:
+                self.runner.note(decision)
+
+    def _decide_capture(self, intent: Intent, snap: Snapshot, paused: str | None, leader: bool = True,
+                        include_self: bool = True) -> Decision:
+        """The guards' verdict on a capture. `include_self` False is the recheck of a capture about to run
+        (its own queue entry is not "another capture running")."""
+        name = intent.target
+        cfg = self.g.databases[name]
+        try:
+            history = self.runner.history("capture", name, max(self.cfg.capture.cooldown, timedelta(hours=24)))
+        except GuardianError as exc:
+            return Decision(intent, "skipped_unavailable", f"action history unavailable, not deciding blind: {exc} "
+                            f"(wanted to {intent.describe}: {intent.reason})")
+        running_here = self.g.capturer.running(name) or (include_self and (
+            self.runner.running_here("capture", name) or ("capture", name) in self._queued))
+        facts = capture_facts(snap.databases[name], cfg, self.cfg, history, self.g.clock(), leader=leader,
+                              paused=paused, running_here=running_here)
+        return self.g.gate.decide(MANUAL_CAPTURE if intent.manual else EMERGENCY_CAPTURE, intent, base=facts)
+
+    def _submit(self, decision: Decision) -> None:
+        key = (decision.intent.action, decision.intent.target)
+        with self._lock:
+            if key in self._queued:
+                return
+            self._queued.add(key)
+        future = self._pool.submit(self._run_capture, decision)
+        with self._lock:
+            self._futures = [f for f in self._futures if not f.done()] + [future]
+
+    def wait(self, timeout: float) -> bool:
+        """Wait for the actions started so far (the CLI and tests); True when all ended within `timeout`."""
+        with self._lock:
+            pending = list(self._futures)
+        _done, not_done = concurrent.futures.wait(pending, timeout)
+        return not not_done
+
+    def _run_capture(self, decision: Decision) -> Outcome | None:
+        key = (decision.intent.action, decision.intent.target)
+        if self.g.stopping:  # queued before the shutdown: it never starts, so it records nothing
+            with self._lock:
+                self._queued.discard(key)
+            return None
+        try:
+            return self.capture(decision)
+        except Exception as exc:  # the pool's future is never read: say it here, in the log and the audit
+            logger.opt(exception=exc).error("capture of {} crashed", decision.intent.target)
+            self.runner.note(Decision(decision.intent, "failed", f"crashed: {type(exc).__name__}: {exc}"))
+            return None
+        finally:
+            with self._lock:
+                self._queued.discard(key)
+
+    def _recheck(self, intent: Intent) -> Decision:
+        """The guards again, under the action's cross-process lock, right before it runs: a pause, a lost
+        leadership, or another replica's capture since the first decision stops it here."""
+        leader = True if intent.manual else self.g.elect()
+        return self._decide_capture(intent, self.g.holder.current(), self.paused(), leader=leader,
+                                    include_self=False)
+
+    def capture(self, decision: Decision) -> Outcome | None:
+        """Execute a capture decision: the source is asked once more whether a capture runs, then it goes."""
+        name = decision.intent.target
+        cfg = self.g.databases[name]
+        recheck = partial(self._recheck, decision.intent)
+        if capture_source(cfg) == SOURCE_HEROKU:
+            watcher = self.g.fleet.watchers[name] if self.g.fleet is not None else None
+            if watcher is None or watcher.resolved is None or self.g.heroku_api is None:
+                self.runner.note(Decision(decision.intent, "failed", "the Heroku database is not resolved yet "
+                                          f"(no successful poll so far): {decision.reason}"))
+                return None
+            try:
+                transfers = self.g.heroku_api.list_transfers(watcher.resolved.billing_app)
+            except GuardianError as exc:
+                self.runner.note(Decision(decision.intent, "failed", f"cannot ask Heroku whether a capture runs: "
+                                          f"{exc}"))
+                return None
+            running = running_capture(transfers, watcher.from_names, self.g.clock())
+            if running is not None:
+                self.runner.note(Decision(decision.intent, "skipped_running",
+                                          f"already running at Heroku: {running} ({decision.reason})"))
+                return None
+            return self.runner.execute(decision, lambda _id: self._capture_heroku(name, transfers), recheck)
+        kind = "manual" if decision.intent.manual else "emergency"
+        return self.runner.execute(decision, lambda _id: self._capture_self(name, kind), recheck)
+
+    def _capture_self(self, name: str, kind: str) -> Outcome:
+        ok, detail = self.g.capture(name, kind=kind, lock=False)  # the runner holds capture:<name> already
+        return Outcome(ok, detail)
+
+    def _capture_heroku(self, name: str, transfers: list[dict[str, Any]]) -> Outcome:
+        assert self.g.fleet is not None and self.g.heroku_api is not None
+        watcher = self.g.fleet.watchers[name]
+        db = watcher.resolved
+        assert db is not None
+        details: dict[str, Any] = {}
+        expiring = expiring_backup(transfers, watcher.from_names)
+        if expiring.limit is None and expiring.held:
+            details["expiry"] = (f"manual backup limit unknown (Heroku gave no num_keep for the {expiring.held} "
+                                 "manual backups): this capture may expire the oldest one")
+        if expiring.backup_id is not None:
+            details["expires"] = expiring.backup_id
+            details["expiry"] = self._protect(name, db.billing_app, expiring.backup_id, expiring.limit)
+        follower = HerokuCapture(self.g.heroku_api, self.g.clock, self.g.processes.closing,
+                                 self.cfg.capture.poll_interval, self.cfg.capture.timeout)
+        transfer = follower.start(db.addon_id)
+        backup_id = transfer_name(transfer)
+        details["backup_id"] = backup_id
+        logger.info("capture {} of {} started at Heroku; following it", backup_id, name)
+        try:
+            final = follower.follow(db.billing_app, transfer)
+        except StoppedByShutdown as exc:  # the capture goes on at Heroku: this execution did not end
+            return Outcome(False, str(exc), details, interrupted=True)
+        except CaptureError as exc:
+            return Outcome(False, str(exc), details)
+        finally:
+            self.g.refresh_heroku(name)
+        if final.get("succeeded"):
+            size = final.get("processed_bytes")
+            return Outcome(True, f"capture {backup_id} succeeded ({size} bytes)", details)
+        return Outcome(False, failure_text(final), details)
+
+    def _protect(self, name: str, app: str, backup_id: str, limit: int | None) -> str:
+        """Make sure the manual backup the capture will expire is archived; say what happened."""
+        held = self.g.holder.current().databases[name].sources.get("archive")
+        cfg = self.g.databases[name]
+        if not self.g.archive.covers(cfg) or self.g.archive.mirror is None:
+            return (f"{backup_id} will expire at Heroku (manual limit {limit} reached) and no archive is "
+                    "configured to keep a copy")
+        if held is not None and any(b.backup_id == backup_id and b.succeeded for b in held.backups):
+            return f"{backup_id} will expire at Heroku (manual limit {limit} reached); it is already archived"
+        src = self.g.holder.current().databases[name].sources.get(SOURCE_HEROKU)
+        backup = next((b for b in (src.backups if src else ()) if b.backup_id == backup_id), None)
+        if backup is None:
+            return f"{backup_id} will expire at Heroku and could not be archived first: not in the last poll"
+        if transfer_num(backup_id) is None:
+            return (f"{backup_id} will expire at Heroku and could not be archived first: a legacy name carries no "
+                    "transfer number to download it by")
+        try:
+            self.g.archive.mirror.mirror(name, app, backup)
+        except Exception as exc:  # any failure here is said in the audit record; the capture still goes
+            return f"{backup_id} will expire at Heroku and could not be archived first: {exc}"
+        finally:
+            self.g.collect_archive_of(name)
+        return f"{backup_id} will expire at Heroku (manual limit {limit} reached); archived it first"
+
+    def request_capture(self, name: str, reason: str) -> Decision:
+        """A person's capture request (the CLI): the same guards, run now in this thread."""
+        snap = self.g.holder.current()
+        intent = Intent("capture", name, reason, triggers=("manual",), manual=True, requested_by=person())
+        decision = self._decide_capture(intent, snap, self.paused(), leader=True)
+        if not decision.go:
+            self.runner.note(decision)
+            return decision
+        outcome = self.capture(decision)
+        if outcome is None:
+            return Decision(intent, "skipped_running", "a capture is already running")
+        return Decision(intent, outcome.outcome, outcome.detail)
+
+    # -- health probes and scaling ------------------------------------------------------------------------
+    def probe_all(self) -> None:
+        """Probe every target that is due (each on its own interval), then plan its scaling. Only the leader
+        of shard group 0 scales: an app is not a database, so one group owns every formation."""
+        assert self._http is not None
+        now = self.g.clock()
+        for target in self.cfg.scale:
+            due = self._probe_due.get(target.name)
+            if due is not None and now < due:
+                continue
+            self._probe_due[target.name] = now + target.interval
+            result = probe(self._http, target, now)
+            state = advance(self.probes.get(target.name, ProbeState()), result)
+            self.probes[target.name] = state
+            if not result.ok and state.consecutive_failures in (1, target.failures):
+                logger.warning("probe {} failed ({} in a row): {}", target.name, state.consecutive_failures,
+                               result.error or f"HTTP {result.status}")
+            if self.g.config.state.shard_index == 0 and self.g.is_leader():
+                try:
+                    self._scale(target, state)
+                except GuardianError as exc:
+                    logger.warning("scaling {} not planned: {}", target.name, exc)
+        self.g.publish_probes(dict(self.probes))
+
+    def _scale(self, target: ScaleTarget, state: ProbeState) -> None:
+        api = self.g.heroku_api
+        if api is None:
+            return
+        scaler = HerokuScaler(api)
+        key = f"scale.{target.app}/{target.process_type}"
+        try:
+            memory = ScaleMemory.from_json(self.g.state.get(key) or {})
+        except ValueError as exc:
+            logger.warning("scale memory of {} unreadable ({}); starting from the current formation", key, exc)
+            memory = ScaleMemory()
+        current = scaler.quantity(target.app, target.process_type)
+        step, adjusted = plan_scale(target, state, current, memory, self.g.clock())
+        if adjusted != memory:
+            self.g.state.put(key, adjusted.to_json())
+            logger.info("scale {}: a person set {} to {}; that is the new baseline", target.name,
+                        target.process_type, current)
+        if step.direction == "none" and step.blocked is None:
+            return
+        name = f"{target.app}/{target.process_type}"
+        params: dict[str, Any] = {"from_quantity": step.from_quantity, "to_quantity": step.to_quantity,
+                                  "probe": target.name}
+        if step.blocked:
+            params["blocked_reason"] = step.reason
+        intent = Intent("scale", name, step.reason, triggers=(f"probe_{step.direction}",), params=params,
+                        blocked=step.blocked)
+        decision = self._decide_scale(intent, target, adjusted, leader=True)
+        if not decision.go:
+            self.runner.note(decision)
+            return
+
+        def run(_id: int) -> Outcome:
+            # the memory is written before the change: a store failure afterwards must never leave extra dynos
+            # that the guardian no longer knows are its own
+            pending = remember(adjusted, step, self.g.clock())
+            self.g.state.put(key, pending.to_json())
+            try:
+                new = scaler.scale(target.app, target.process_type, step.to_quantity)
+            except GuardianError:
+                self.g.state.put(key, adjusted.to_json())
+                raise
+            if new != step.to_quantity:
+                self.g.state.put(key, replace(pending, ours=new).to_json())
+            return Outcome(True, f"scaled {name} from {step.from_quantity} to {new}",
+                           {"from_quantity": step.from_quantity, "to_quantity": new})
+
+        self.runner.execute(decision, run, lambda: self._decide_scale(intent, target, adjusted,
+                                                                      leader=self.g.elect()))
+
+    def _decide_scale(self, intent: Intent, target: ScaleTarget, memory: ScaleMemory, leader: bool) -> Decision:
+        try:
+            history = self.runner.history("scale", intent.target, max(target.cooldown, timedelta(hours=24)))
+        except GuardianError as exc:
+            return Decision(intent, "skipped_unavailable", f"action history unavailable, not deciding blind: {exc}")
+        now = self.g.clock()
+        last = max((h.started_at for h in history), default=None)
+        if memory.changed_at is not None and (last is None or memory.changed_at > last):
+            last = memory.changed_at
+        taken = sum(1 for h in history if h.started_at >= now - timedelta(hours=24))
+        # scaling back to the person's baseline is never held by the cap: a capped day must not keep extra dynos
+        down = intent.params.get("to_quantity", 0) < intent.params.get("from_quantity", 0)
+        facts = Facts(enabled=self.cfg.enabled, paused=self.paused(), dry_run=self.cfg.dry_run, leader=leader,
+                      running=None, last_taken=last, last_taken_what="the last scale change", taken_24h=taken,
+                      cooldown=target.cooldown, daily_cap=taken + 1 if down else target.daily_cap)
+        return self.g.gate.decide(SCALE, intent, base=facts)
+
+    def cancel_queued(self) -> None:
+        """At shutdown: cancel the captures waiting for a worker (they never start); running ones go on
+        until the shutdown stops their children."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def close(self) -> None:
+        self.cancel_queued()
+        if self._http is not None:
+            self._http.close()
+
+
+def pause_reason(store: StateStore) -> str | None:
+    """Why actions are paused (`backup-guardian actions pause`, shared by every replica through the state
+    store), or None when they are not. An unreadable store counts as paused: nothing acts blind."""
+    try:
+        doc = store.get(PAUSE_KEY)
+    except GuardianError as exc:
+        return f"the state store is unreadable ({exc}), so the pause switch cannot be read"
+    if isinstance(doc, dict) and doc.get("paused"):
+        return str(doc.get("reason") or "paused")
+    return None
+
+
+def shard_of(name: str, count: int) -> int:
+    """The replica group of a database: a stable hash of its name (the same on every machine and run)."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big") % count
+
+
+def in_shard(db: DatabaseConfig, count: int, index: int) -> bool:
+    return count <= 1 or shard_of(db.name, count) == index

@@ -1,0 +1,511 @@
+"""The S3-compatible archive store (boto3), behind the same `ArchiveStore` contract as the local directory.
+
+Layout: `<prefix>/<quoted database>/<backup_id>.dump` (the custom-format dump) and `<backup_id>.json` (the
+record). A dump counts as a backup only when its record exists, says succeeded, and the dump object has the
+recorded size. Dumps go up as multipart uploads (part buffers take about 56 MiB at the default part size,
+however big the dump, until parts must grow to fit S3's 10,000; see `S3Writer`), each part with S3's SHA-256
+checksum, server-side encryption on every put; before the record is
+written the object is verified with a HEAD (size, checksum present, encryption). Object metadata carries what
+is known when the upload starts (database, backup id, recovery point, origin); the sha256 of the whole dump and
+the tier are known only at the end, so they go into the object's tags and the record (S3 metadata cannot change
+after CreateMultipartUpload without copying the object).
+
+Reading costs one LIST per database a pass; records and dump HEADs are read again only when the listing shows
+them new or changed, and HEAD facts at least hourly (daemon.adapters.archive.s3listing says why).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from functools import partial
+from typing import Any
+from urllib.parse import quote
+
+from loguru import logger
+
+from daemon import __version__
+from daemon.adapters.archive.s3listing import HeadFacts, ListingCache, version_of
+from daemon.adapters.archive.store import BackupRecord
+from daemon.config import S3Config
+from daemon.core.errors import CaptureError, CollectorError, GuardianError
+from daemon.core.retention import ArchivedObject, assign_tier
+
+#: How long a multipart upload may stay open. The writer itself enforces it (it aborts instead of sending a part
+#: or completing once its upload is older), so an upload older than this has no live writer that will still use
+#: it, whichever process, host or configured timeout started it.
+UPLOAD_MAX_AGE = timedelta(hours=24)
+#: Beyond UPLOAD_MAX_AGE before a sweep aborts someone's upload: covers a clock difference between this host
+#: and S3's `Initiated`, and the one S3 call (bounded by the S3 timeout and retries) a writer may have in flight
+#: when it last checked its age.
+UPLOAD_MARGIN = timedelta(hours=1)
+MIB = 1024 * 1024
+MAX_PARTS = 10_000  # S3's limit per multipart upload
+MAX_PART = 5 * 1024 * MIB  # S3's largest part
+
+
+def _client_error(exc: Exception) -> tuple[str, str]:
+    """(code, message) of a botocore error, without anything secret (botocore never echoes keys)."""
+    resp = getattr(exc, "response", None)
+    if isinstance(resp, dict):
+        err = resp.get("Error") or {}
+        return str(err.get("Code") or "Error"), str(err.get("Message") or exc)
+    return type(exc).__name__, str(exc)
+
+
+class S3ArchiveStore:
+    """`ArchiveStore` over an S3-compatible bucket. Thread-safe (boto3 clients are)."""
+
+    def __init__(self, cfg: S3Config, client: Any = None, cache: ListingCache | None = None) -> None:
+        """`cache` (tests: one with its own clock) keeps what collection passes read; a new one by default."""
+        self.cfg = cfg
+        self.bucket = cfg.bucket
+        self.prefix = cfg.prefix.strip("/")
+        self.part_size = cfg.part_size_mb * 1024 * 1024
+        self.client = client or self._make_client(cfg)
+        self.last_skipped = 0
+        self.upload_max_age, self.upload_margin = UPLOAD_MAX_AGE, UPLOAD_MARGIN
+        self.cache = cache or ListingCache()  # what earlier passes read: GET and HEAD only what changed
+
+    @staticmethod
+    def _make_client(cfg: S3Config) -> Any:
+        import boto3  # heavy: imported only when an S3 archive is configured
+        from botocore.config import Config
+
+        timeout = cfg.timeout.total_seconds()
+        # Payload signing off: every put and part carries its SHA-256 checksum (a signed header over http, a
+        # trailer over https) that S3 verifies, and every non-loopback endpoint is TLS. On HTTPS botocore already
+        # skips hashing streamed bodies for the signature; on a loopback http endpoint it would hash every part a
+        # second time for nothing.
+        s3: dict[str, Any] = {"payload_signing_enabled": False}
+        if cfg.endpoint_url:
+            s3["addressing_style"] = "path"
+        kwargs: dict[str, Any] = {
+            "region_name": cfg.region,
+            "config": Config(retries={"mode": "standard", "max_attempts": 3}, connect_timeout=timeout,
+                             read_timeout=timeout, s3=s3),
+        }
+        if cfg.endpoint_url:
+            kwargs["endpoint_url"] = cfg.endpoint_url
+        if cfg.access_key_id and cfg.secret_access_key:
+            kwargs["aws_access_key_id"] = cfg.access_key_id.get_secret_value()
+            kwargs["aws_secret_access_key"] = cfg.secret_access_key.get_secret_value()
+        return boto3.client("s3", **kwargs)
+
+    def describe(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}"
+
+    def _folder(self, database: str) -> str:
+        return f"{self.prefix}/{quote(database, safe='')}/"
+
+    def key(self, database: str, backup_id: str, suffix: str = ".dump") -> str:
+        return f"{self._folder(database)}{backup_id}{suffix}"
+
+    def _sse(self) -> dict[str, str]:
+        args: dict[str, str] = {"ServerSideEncryption": self.cfg.sse}
+        if self.cfg.sse == "aws:kms" and self.cfg.kms_key_id:
+            args["SSEKMSKeyId"] = self.cfg.kms_key_id
+        return args
+
+    def _call(self, what: str, fn: Any, error: type[GuardianError] = CollectorError, **kwargs: Any) -> Any:
+        try:
+            return fn(Bucket=self.bucket, **kwargs)
+        except Exception as exc:
+            code, message = _client_error(exc)
+            raise error(f"S3 {what} on {self.bucket} failed: {code}: {message}") from None
+
+    # -- reading ------------------------------------------------------------------------------------------
+    def _list(self, prefix: str) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        token = None
+        while True:
+            kwargs: dict[str, Any] = {"Prefix": prefix}
+            if token:
+                kwargs["ContinuationToken"] = token
+            page = self._call("list", self.client.list_objects_v2, **kwargs)
+            out += page.get("Contents", [])
+            if not page.get("IsTruncated"):
+                return out
+            token = page.get("NextContinuationToken")
+
+    def list_records(self, database: str) -> list[BackupRecord]:
+        return self._scan(database)[0]
+
+    def _scan(self, database: str) -> tuple[list[BackupRecord], dict[str, dict[str, Any]]]:
+        """One LIST of the database's prefix: its records, oldest first (a GET only for a record that is new or
+        changed, see
+        daemon.adapters.archive.s3listing), and the listing by key. The cache forgets what is no longer listed."""
+        listing = {o["Key"]: o for o in self._list(self._folder(database))}
+        self.cache.retain(database, listing)
+        records, skipped = [], 0
+        for key, obj in listing.items():
+            if not key.endswith(".json"):
+                continue
+            record = self.cache.record(database, key, version_of(obj), partial(self._read_record, key))
+            if record is None:
+                skipped += 1
+                continue
+            if record.outcome == "succeeded":
+                dump = listing.get(key.removesuffix(".json") + ".dump")
+                if dump is None or int(dump.get("Size", -1)) != record.size_bytes:
+                    problem = "dump object is missing" if dump is None else (
+                        f"dump object is {dump.get('Size')} bytes, record says {record.size_bytes}")
+                    record = replace(record, outcome="failed", error=problem)
+            records.append(record)
+        self.last_skipped = skipped
+        records.sort(key=lambda r: r.started_at)
+        return records, listing
+
+    def _read_record(self, key: str) -> BackupRecord | None:
+        body = self._call("get", self.client.get_object, Key=key)["Body"].read()
+        try:
+            return BackupRecord.from_json(json.loads(body))
+        except ValueError as exc:
+            logger.warning("skipping unreadable backup record s3://{}/{}: {}", self.bucket, key, exc)
+            return None
+
+    def objects(self, database: str) -> list[ArchivedObject]:
+        """Every dump with its record, tier, encryption and Object Lock state (see `inventory`)."""
+        return self.inventory(database)[1]
+
+    def inventory(self, database: str) -> tuple[list[BackupRecord], list[ArchivedObject]]:
+        """Records and copies from one LIST; a good copy is HEADed only when new, changed in the listing, or
+        due for its periodic re-read (daemon.adapters.archive.s3listing.REFRESH_EVERY). Raises CollectorError."""
+        records, listing = self._scan(database)
+        out = []
+        for r in records:
+            key = self.key(database, r.backup_id)
+            head = (self.cache.facts(database, key, version_of(listing[key]), partial(self._head, key))
+                    if r.outcome == "succeeded" else None)
+            out.append(ArchivedObject(
+                database=database, backup_id=r.backup_id, key=key, recovery_point=r.started_at,
+                size_bytes=r.size_bytes, tier=r.tier or "daily", succeeded=r.outcome == "succeeded",
+                source=r.origin, sha256=r.sha256, encrypted=None if head is None else head.encrypted,
+                label=r.label, lock_until=None if head is None else head.lock_until,
+                legal_hold=head is not None and head.legal_hold,
+            ))
+        return records, out
+
+    def _head(self, key: str) -> HeadFacts:
+        try:
+            return HeadFacts.from_head(self.client.head_object(Bucket=self.bucket, Key=key))
+        except Exception as exc:
+            code, message = _client_error(exc)
+            raise CollectorError(f"S3 head of {key} failed: {code}: {message}") from None
+
+    def posture(self) -> list[str]:
+        """Bucket posture problems in plain words (empty when the bucket is set up as recommended)."""
+        problems = []
+        c = self.client
+        try:
+            if c.get_bucket_versioning(Bucket=self.bucket).get("Status") != "Enabled":
+                problems.append("versioning is off: an overwrite or delete loses the only copy")
+        except Exception as exc:
+            problems.append(f"versioning unknown ({_client_error(exc)[0]})")
+        try:
+            c.get_bucket_encryption(Bucket=self.bucket)
+        except Exception as exc:
+            code = _client_error(exc)[0]
+            problems.append("no default encryption" if "NotFound" in code or "ServerSideEncryption" in code
+                            else f"default encryption unknown ({code})")
+        try:
+            block = c.get_public_access_block(Bucket=self.bucket)["PublicAccessBlockConfiguration"]
+            if not all(block.get(k) for k in ("BlockPublicAcls", "IgnorePublicAcls", "BlockPublicPolicy",
+                                              "RestrictPublicBuckets")):
+                problems.append("public access block is not fully on")
+        except Exception as exc:
+            code = _client_error(exc)[0]
+            problems.append("no public access block" if "NoSuchPublicAccessBlock" in code
+                            else f"public access block unknown ({code})")
+        try:
+            rules = c.get_bucket_lifecycle_configuration(Bucket=self.bucket).get("Rules", [])
+            if not any(r.get("AbortIncompleteMultipartUpload") for r in rules if r.get("Status") == "Enabled"):
+                problems.append("no lifecycle rule aborts incomplete multipart uploads")
+        except Exception as exc:
+            code = _client_error(exc)[0]
+            problems.append("no lifecycle rules (incomplete multipart uploads are never cleaned)"
+                            if "NoSuchLifecycle" in code else f"lifecycle unknown ({code})")
+        return problems
+
+    def open_dump(self, database: str, backup_id: str) -> Iterator[bytes]:
+        resp = self._call("get", self.client.get_object, error=GuardianError, Key=self.key(database, backup_id))
+        try:
+            yield from resp["Body"].iter_chunks(1 << 20)
+        except Exception as exc:
+            code, message = _client_error(exc)
+            raise GuardianError(f"S3 read of {backup_id} failed: {code}: {message}") from None
+
+    def put_blob(self, database: str, name: str, data: bytes, content_type: str) -> str:
+        key = f"{self._folder(database)}reports/{name}"
+        self._call("put", self.client.put_object, error=GuardianError, Key=key, Body=data, ContentType=content_type,
+                   ChecksumAlgorithm="SHA256", **self._sse())
+        return f"s3://{self.bucket}/{key}"
+
+    # -- writing ------------------------------------------------------------------------------------------
+    def begin(self, database: str, backup_id: str, recovery_point: datetime | None = None,
+              origin: str = "self", size_hint: int | None = None) -> S3Writer:
+        key = self.key(database, backup_id)
+        # an earlier attempt at this very key is aborted only once provably dead: another process may be writing
+        # the same backup now (two mirrors of one provider backup), and its upload must survive
+        self._abort_uploads(key, older_than=self.stale_after, exact=True)
+        meta = {"database": quote(database, safe=""), "backup-id": backup_id, "origin": origin,
+                "guardian-version": __version__}
+        if recovery_point is not None:
+            meta["recovery-point"] = recovery_point.isoformat()
+        resp = self._call("create multipart upload", self.client.create_multipart_upload, error=CaptureError,
+                          Key=key, ChecksumAlgorithm="SHA256", Metadata=meta,
+                          ContentType="application/octet-stream", **self._sse())
+        return S3Writer(self, database, key, resp["UploadId"], S3Writer.base_part_size(self.part_size, size_hint))
+
+    @property
+    def stale_after(self) -> timedelta:
+        """The age past which a multipart upload has no live writer (see UPLOAD_MAX_AGE)."""
+        return self.upload_max_age + self.upload_margin
+
+    def _abort_uploads(self, key: str, older_than: timedelta, exact: bool = False) -> int:
+        """Abort the multipart uploads under `key` (only at `key` itself when `exact`) initiated more than
+        `older_than` ago; an upload without a readable start time is left alone."""
+        aborted = 0
+        now = datetime.now(UTC)
+        resp = self._call("list multipart uploads", self.client.list_multipart_uploads, error=CaptureError,
+                          Prefix=key)
+        for up in resp.get("Uploads", []):
+            if exact and up.get("Key") != key:
+                continue
+            if not abandoned(up, now, older_than):
+                continue
+            with contextlib.suppress(Exception):
+                self.client.abort_multipart_upload(Bucket=self.bucket, Key=up["Key"], UploadId=up["UploadId"])
+                aborted += 1
+        return aborted
+
+    def record_failure(self, record: BackupRecord) -> None:
+        self.put_record(record, error=CaptureError)
+
+    def put_record(self, record: BackupRecord, error: type[GuardianError] = CaptureError) -> None:
+        body = (json.dumps(record.to_json(), indent=2, sort_keys=True) + "\n").encode()
+        self._call("put record", self.client.put_object, error=error, Key=self.key(record.database, record.backup_id,
+                                                                                    ".json"),
+                   Body=body, ContentType="application/json", ChecksumAlgorithm="SHA256", **self._sse())
+
+    def set_tier(self, database: str, backup_id: str, tier: str, label: str | None = None) -> BackupRecord:
+        """Move a good copy to another tier (a milestone, with its label): record and tags."""
+        record = next((r for r in self.list_records(database) if r.backup_id == backup_id), None)
+        if record is None or record.outcome != "succeeded":
+            raise GuardianError(f"{database}: no good archived backup {backup_id}")
+        record = replace(record, tier=tier, label=label)
+        self._tag(self.key(database, backup_id), record)
+        self.put_record(record, error=GuardianError)
+        return record
+
+    def _tag(self, key: str, record: BackupRecord) -> None:
+        tags = [{"Key": "tier", "Value": record.tier or "daily"}, {"Key": "sha256", "Value": record.sha256 or ""},
+                {"Key": "origin", "Value": record.origin}]
+        self._call("tag", self.client.put_object_tagging, error=CaptureError, Key=key, Tagging={"TagSet": tags})
+
+    def delete(self, database: str, backup_id: str) -> None:
+        """Record first, then the dump: an interrupted delete leaves an orphan, never a false backup.
+        Raises GuardianError when S3 refuses (permissions), and refuses itself a dump under Object Lock
+        (retention running or legal hold, read fresh here, not from the listing's cache): on a versioned
+        bucket a plain DELETE would not fail but hide the locked copy behind a delete marker."""
+        locked = self._lock_of(self.key(database, backup_id))
+        if locked is not None:
+            raise GuardianError(f"S3 delete on {self.bucket} refused: Object Lock {locked} protects {backup_id}")
+        for suffix in (".json", ".dump"):
+            self._call("delete", self.client.delete_object, error=GuardianError,
+                       Key=self.key(database, backup_id, suffix))
+
+    def _lock_of(self, key: str) -> str | None:
+        """What Object Lock holds `key` now ("legal hold", "retention until ..."), or None; a missing object
+        holds nothing. Raises GuardianError when S3 cannot say (a delete must not go ahead blind)."""
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=key)
+        except Exception as exc:
+            code, message = _client_error(exc)
+            if code in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise GuardianError(f"S3 head of {key} failed: {code}: {message}") from None
+        if head.get("ObjectLockLegalHoldStatus") == "ON":
+            return "legal hold"
+        until = head.get("ObjectLockRetainUntilDate")
+        if until is not None and until > datetime.now(UTC):
+            return f"{head.get('ObjectLockMode', '').lower() or 'retention'} retention until {until.isoformat()}"
+        return None
+
+    def sweep_partials(self) -> int:
+        """Abort the multipart uploads under the prefix that no live process can still use: older than
+        `stale_after`. Never by owner or by key: a live replica's or `capture` command's upload is younger than
+        UPLOAD_MAX_AGE, or its writer has given it up. Safe at any time."""
+        try:
+            return self._abort_uploads(self.prefix + "/", older_than=self.stale_after)
+        except GuardianError as exc:
+            logger.warning("could not sweep stale multipart uploads: {}", exc)
+            return 0
+
+
+def abandoned(upload: dict[str, Any], now: datetime, older_than: timedelta) -> bool:
+    """Whether a multipart upload (as ListMultipartUploads lists it) was initiated more than `older_than`
+    before `now`; one without a readable start time never is."""
+    started = upload.get("Initiated")
+    return isinstance(started, datetime) and started.tzinfo is not None and now - started >= older_than
+
+
+class S3Writer:
+    """A multipart upload in flight. Full parts are handed over without copying and sent by a small pool while
+    the next part fills, as many at a time as fit in IN_FLIGHT_BYTES (at least 2): at the default 8 MiB parts,
+    six in flight and one filling, whatever the dump size, and the download does not stall on each upload.
+
+    S3 allows 10,000 parts. A dump whose size is known (`size_hint`, e.g. Heroku's) gets parts big enough for it
+    to fit in the first GROW_AFTER parts (parts above 16 MiB for dumps over about 70 GiB). Past those (a stream of
+    unknown size that keeps going), the part size doubles every GROW_EVERY parts, up to 32 times the base: at
+    8 MiB that is 39 GiB before any growth and about 520 GiB in all. Bigger parts mean fewer in flight (at least
+    2), so memory grows only for such dumps, to 3 parts of the current size. A dump that outgrows even that fails
+    with the setting to raise."""
+
+    IN_FLIGHT_BYTES = 48 * MIB
+    GROW_AFTER, GROW_EVERY, MAX_GROWTH = 5_000, 1_000, 5
+
+    def __init__(self, store: S3ArchiveStore, database: str, key: str, upload_id: str, part_size: int) -> None:
+        self.store, self.database, self.key, self.upload_id = store, database, key, upload_id
+        self.base = part_size
+        self.buf = bytearray()
+        self.parts: list[dict[str, Any]] = []
+        self.part_sizes: list[int] = []
+        self.size = 0
+        self.done = False
+        self._pool = concurrent.futures.ThreadPoolExecutor(self._in_flight(part_size), thread_name_prefix="s3-part")
+        self._inflight: list[concurrent.futures.Future[dict[str, Any]]] = []
+        self._next = 1
+        self._deadline = time.monotonic() + store.upload_max_age.total_seconds()
+
+    def _check_age(self) -> None:
+        """Refuse to use the upload past UPLOAD_MAX_AGE: from then on a sweep may abort it (see there)."""
+        if time.monotonic() >= self._deadline:
+            raise CaptureError(f"the upload of s3://{self.store.bucket}/{self.key} stayed open longer than "
+                               f"{self.store.upload_max_age}; given up (an upload that old may be swept)")
+
+    @classmethod
+    def base_part_size(cls, configured: int, size_hint: int | None) -> int:
+        """The configured part size, raised (to whole MiB) so a dump of `size_hint` bytes, plus 10%, fits in the
+        first GROW_AFTER parts."""
+        if not size_hint:
+            return configured
+        need = -(-int(size_hint * 1.1) // cls.GROW_AFTER)
+        return min(MAX_PART, max(configured, -(-need // MIB) * MIB))
+
+    @classmethod
+    def _in_flight(cls, part_size: int) -> int:
+        return max(2, min(10, cls.IN_FLIGHT_BYTES // part_size))  # botocore pools 10 connections
+
+    def _part_size(self) -> int:
+        """The size of the part being filled (part number `_next`)."""
+        over = self._next - self.GROW_AFTER
+        if over <= 0:
+            return self.base
+        return min(MAX_PART, self.base << min(self.MAX_GROWTH, (over - 1) // self.GROW_EVERY + 1))
+
+    def write(self, chunk: bytes | memoryview) -> None:
+        self.buf += chunk  # a copy: the caller may reuse the buffer `chunk` views
+        self.size += len(chunk)
+        while len(self.buf) >= (size := self._part_size()):
+            if len(self.buf) == size:
+                part, self.buf = self.buf, bytearray()  # hand the buffer over: no copy
+            else:
+                part = self.buf[:size]
+                del self.buf[:size]
+            self._submit(part)
+
+    def _submit(self, data: bytearray | bytes) -> None:
+        self._check_age()
+        if self._next > MAX_PARTS:
+            raise CaptureError(f"the dump outgrew S3's {MAX_PARTS:,} parts (about {self.size / 2**30:.0f} GiB so "
+                               f"far with {self.base // MIB} MiB parts growing to {self._part_size() // MIB} MiB): "
+                               "raise archive.s3.part_size_mb")
+        while len(self._inflight) >= self._in_flight(len(data) or self.base):
+            self._collect(self._inflight.pop(0))
+        number, self._next = self._next, self._next + 1
+        self.part_sizes.append(len(data))
+        self._inflight.append(self._pool.submit(self._upload, number, data))
+
+    def _collect(self, future: concurrent.futures.Future[dict[str, Any]]) -> None:
+        self.parts.append(future.result())  # re-raises the part's CaptureError
+
+    def _upload(self, number: int, data: bytearray | bytes) -> dict[str, Any]:
+        resp = self.store._call("upload part", self.store.client.upload_part, error=CaptureError, Key=self.key,
+                                UploadId=self.upload_id, PartNumber=number, Body=data, ChecksumAlgorithm="SHA256")
+        return {"PartNumber": number, "ETag": resp["ETag"], "ChecksumSHA256": resp.get("ChecksumSHA256")}
+
+    def _drain(self) -> None:
+        try:
+            while self._inflight:
+                self._collect(self._inflight.pop(0))
+        finally:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def seal(self) -> None:
+        """Send the last part, complete the upload and verify the object (size, SHA-256 checksum, encryption).
+        It does not count as a backup until `commit` writes its record. Idempotent. Raises CaptureError (and
+        aborts)."""
+        if self.done:
+            return
+        store = self.store
+        try:
+            if self.buf or self._next == 1:
+                self._submit(self.buf)
+                self.buf = bytearray()
+            self._drain()
+            parts = [{k: v for k, v in sorted(p.items()) if v is not None}
+                     for p in sorted(self.parts, key=lambda p: p["PartNumber"])]
+            self._check_age()
+            store._call("complete multipart upload", store.client.complete_multipart_upload, error=CaptureError,
+                        Key=self.key, UploadId=self.upload_id, MultipartUpload={"Parts": parts})
+            self.done = True
+            self._verify()
+        except GuardianError:
+            self.abort()
+            raise
+
+    def commit(self, record: BackupRecord) -> None:
+        """Seal the upload if not yet done, tag it and write its record. Raises CaptureError (and leaves nothing
+        that counts as a backup) when any step fails."""
+        store = self.store
+        self.seal()
+        try:
+            if record.size_bytes != self.size:
+                raise CaptureError(f"the record says {record.size_bytes} bytes, {self.size} were written")
+            if record.tier is None:
+                existing = [o for o in store.objects(self.database) if o.backup_id != record.backup_id]
+                record = replace(record, tier=assign_tier(record.started_at, existing))
+            store._tag(self.key, record)
+            store.put_record(record)
+        except GuardianError:
+            self.abort()
+            raise
+
+    def _verify(self) -> None:
+        store = self.store
+        head = store._call("head", store.client.head_object, error=CaptureError, Key=self.key, ChecksumMode="ENABLED")
+        problems = []
+        if int(head.get("ContentLength", -1)) != self.size:
+            problems.append(f"size {head.get('ContentLength')} != {self.size}")
+        if not head.get("ServerSideEncryption"):
+            problems.append("no server-side encryption")
+        if not head.get("ChecksumSHA256"):
+            problems.append("no SHA-256 checksum")
+        if problems:
+            raise CaptureError(f"verification of s3://{store.bucket}/{self.key} failed: {', '.join(problems)}")
+
+    def abort(self) -> None:
+        store = self.store
+        with contextlib.suppress(Exception):
+            self._drain()
+        with contextlib.suppress(Exception):
+            if self.done:
+                store.client.delete_object(Bucket=store.bucket, Key=self.key)
+            else:
+                store.client.abort_multipart_upload(Bucket=store.bucket, Key=self.key, UploadId=self.upload_id)

@@ -1,0 +1,202 @@
+"""Command line: `backup-guardian run | check | config validate | config example | archive | drill | actions |
+capture`.
+
+Exit codes: 0 healthy / done, 1 breach or failure, 2 configuration error; `check` also 3 unknown (Nagios): no
+breach seen, but a collector failed or its facts are stale, so OK cannot be claimed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+from datetime import UTC, datetime, timedelta
+from types import FrameType
+from typing import TYPE_CHECKING, TextIO
+
+from loguru import logger
+
+from daemon import __version__
+from daemon.config import GuardianConfig, example_yaml, load_config
+from daemon.core.errors import ConfigError, GuardianError
+from daemon.core.redact import REDACTOR
+from daemon.logs import configure_logging
+
+if TYPE_CHECKING:
+    from daemon.core.snapshot import Snapshot
+
+EXIT_OK, EXIT_FAIL, EXIT_CONFIG, EXIT_UNKNOWN = 0, 1, 2, 3
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="backup-guardian", description="Watches PostgreSQL backups against RPO/RTO.")
+    p.add_argument("--version", action="version", version=f"pg-backup-guardian {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def with_config(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        sp.add_argument("--config", "-c", help="YAML config file (default: $GUARDIAN_CONFIG; optional)")
+        return sp
+
+    with_config(sub.add_parser("run", help="run the daemon (embedded demo when nothing is configured)"))
+    chk = with_config(sub.add_parser("check", help="collect once, evaluate, print a table; exit 0/1/2/3"))
+    chk.add_argument("--json", action="store_true", help="print the status document as JSON")
+    cfg = sub.add_parser("config", help="configuration helpers")
+    cfg_sub = cfg.add_subparsers(dest="config_command", required=True)
+    with_config(cfg_sub.add_parser("validate", help="load the configuration and report every problem"))
+    cfg_sub.add_parser("example", help="print a commented example configuration")
+    from daemon.cli import archive as archivecli
+
+    archivecli.add_parser(sub, with_config)
+    from daemon.cli import actions as actionscli
+
+    actionscli.add_parsers(sub, with_config)
+    drill = with_config(sub.add_parser("drill", help="restore the newest good backup into a scratch database now"))
+    drill.add_argument("--database", help="only this database (default: every one)")
+    drill.add_argument("--scenario", choices=["full", "table"], default="full",
+                       help="full restore (database corruption) or critical tables only (accidental deletion)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "config" and args.config_command == "example":
+        sys.stdout.write(example_yaml())
+        return EXIT_OK
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        sys.stderr.write("configuration error:\n" + "".join(f"  {line}\n" for line in exc.problems))
+        return EXIT_CONFIG
+    configure_logging(config.log_format, config.log_level)
+    try:
+        if args.command == "config":
+            return _validate(config)
+        if args.command == "check":
+            return _check(config, as_json=args.json)
+        if args.command == "drill":
+            from daemon.cli import drill as drillcli
+
+            return drillcli.run(config, args.database, args.scenario)
+        if args.command in ("actions", "capture"):
+            from daemon.cli import actions as actionscli
+
+            if args.command == "actions":
+                return actionscli.run_actions(args, config)
+            return actionscli.run_capture(args, config)
+        if args.command == "archive":
+            from daemon.cli import archive as archivecli
+
+            return archivecli.run(args, config)
+        return _run(config)
+    except GuardianError as exc:
+        logger.error("{}", REDACTOR(str(exc)))
+        return EXIT_FAIL
+
+
+def _validate(config: GuardianConfig) -> int:
+    names = ", ".join(d.name for d in config.all_databases) or "none (the embedded demo would run)"
+    sys.stdout.write(f"configuration is valid; databases: {names}\n")
+    return EXIT_OK
+
+
+def _check(config: GuardianConfig, as_json: bool) -> int:
+    from daemon.app import Guardian
+    from daemon.status import status_document, status_table
+
+    if not config.all_databases:
+        sys.stderr.write("configuration error:\n  no database to check: set DATABASE_URL or list databases "
+                         "in the config file\n")
+        return EXIT_CONFIG
+    guardian = Guardian(config, quiet=True)
+    try:
+        snap = guardian.collect_all(one_shot=True)
+    finally:
+        guardian.stop()
+    now = datetime.now(UTC)
+    if as_json:
+        sys.stdout.write(json.dumps(status_document(snap, now), indent=2) + "\n")
+    else:
+        sys.stdout.write(status_table(snap, now) + "\n")
+    return _check_verdict(snap, now, out=sys.stderr if as_json else sys.stdout)
+
+
+def _check_verdict(snap: Snapshot, now: datetime, out: TextIO) -> int:
+    """1 when a critical finding is active (a breach seen is reported even if other facts are missing), else
+    3 (UNKNOWN) when any collector failed or is stale, naming each and since when, else 0."""
+    findings = [f for db in snap.databases.values() for f in db.findings]
+    if any(f.active and f.severity == "critical" for f in findings):
+        return EXIT_FAIL
+    unknown = [c for c in snap.collectors.values() if not c.up or c.stale(now)]
+    for c in sorted(unknown, key=lambda c: (c.database, c.collector)):
+        state = "down" if not c.up else "late"
+        since = c.last_success_at.isoformat(timespec="seconds") if c.last_success_at else "ever (never succeeded)"
+        why = f": {c.last_error}" if c.last_error else ""
+        out.write(f"UNKNOWN: collector {c.collector} of {c.database} is {state}; its facts are stale since {since}"
+                  f"{why}\n")
+    return EXIT_UNKNOWN if unknown else EXIT_OK
+
+
+def _check_listen(config: GuardianConfig) -> None:
+    """Fail early, with a plain message, when the HTTP address is taken (before any demo cluster starts)."""
+    import socket
+
+    host, port = config.listen_host_port
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            raise GuardianError(f"cannot listen on {host}:{port}: {exc.strerror or exc} "
+                                "(another guardian running? set GUARDIAN_LISTEN or listen: in the config)") from None
+
+
+def _run(config: GuardianConfig) -> int:
+    from daemon.app import Guardian
+    from daemon.embedded import DemoDatabase, demo_config
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        if stop.is_set():
+            os._exit(130)  # a second signal: the person means it
+        stop.set()  # flag only: the main thread does the ordered shutdown
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    _check_listen(config)
+    demo: DemoDatabase | None = None
+    if not config.all_databases:
+        if not config.demo.enabled:
+            raise GuardianError("no database configured and the demo is disabled: set DATABASE_URL or list "
+                                "databases in a config file (see `backup-guardian config example`)")
+        logger.info("no database configured: starting the embedded demo (a throwaway local PostgreSQL with "
+                    "sample invoicing data). To watch your own database, set DATABASE_URL=postgresql://... "
+                    "or pass --config FILE (see `backup-guardian config example`).")
+        demo = DemoDatabase(config.state_dir)
+        url = demo.start()
+        config = demo_config(config, url)
+
+    guardian = Guardian(config, demo=demo is not None)
+    try:
+        guardian.start()
+        if demo is not None:
+            demo_url = config.databases[0].url.get_secret_value() if config.databases[0].url else ""
+            guardian.add_job("demo-activity", lambda: demo.add_activity(demo_url), timedelta(seconds=20))
+        logger.info("pg-backup-guardian {} running; watching {} database(s)", __version__, len(config.all_databases))
+        stop.wait()
+        logger.info("shutting down")
+    finally:
+        guardian.stop()
+        if demo is not None:
+            demo.stop()
+        logger.info("stopped")
+    if Guardian.unfinished_threads():  # the interpreter's exit would wait for them, without a bound
+        logger.warning("some worker threads did not finish within the shutdown budget; exiting anyway")
+        sys.stderr.flush()
+        os._exit(EXIT_OK)
+    return EXIT_OK
