@@ -7,6 +7,8 @@ A store that cannot be written never loses the decision silently: the record goe
 from __future__ import annotations
 
 import json
+import os
+import socket
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -18,6 +20,11 @@ from daemon.core.redact import REDACTOR, redact_tree
 
 if TYPE_CHECKING:
     from daemon.adapters.statestore import StateStore
+
+
+def person() -> str:
+    """Who runs this process, for a person's request: user@host."""
+    return f"{os.environ.get('USER') or 'someone'}@{socket.gethostname()}"
 
 
 class AuditLog:

@@ -13,22 +13,29 @@ import socket
 import subprocess
 import tempfile
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from loguru import logger
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from actions.planner import INTERRUPTED_CAPTURE
+from actions.guards import Decision, Intent
+from actions.pipeline import SCHEDULED_CAPTURE, Pipeline
+from actions.planner import INTERRUPTED_CAPTURE, capture_source
+from actions.runner import Outcome
 from daemon.adapters.archive.store import ArchiveStore, BackupRecord
 from daemon.adapters.postgres.toc import TocTee
 from daemon.adapters.postgres.tools import PROCESSES, ProcessRegistry, find_tool, kill_group, tool_version
+from daemon.adapters.sentry import Notifier
+from daemon.adapters.statestore import ActionRecord
+from daemon.config import DatabaseConfig
 from daemon.core.errors import CaptureError, GuardianError, StoppedByShutdown
 from daemon.core.redact import REDACTOR
 from daemon.core.retention import KEEP_FAILED_RECORDS
-from daemon.core.snapshot import SOURCE_ARCHIVE, Backup
+from daemon.core.snapshot import SOURCE_ARCHIVE, Backup, DatabaseState, SourceState, StateHolder
 
 CHUNK = 1 << 20
 
@@ -224,3 +231,113 @@ def _safe_version() -> str | None:
         return tool_version("pg_dump")
     except (GuardianError, OSError, subprocess.SubprocessError):
         return None
+
+
+class CaptureService:
+    """The guardian's own captures of its self-managed databases: scheduled, emergency or a person's, each run
+    under `capture:<name>` with its history record, followed by keep_last and a re-read of the archive."""
+
+    def __init__(self, databases: dict[str, DatabaseConfig], all_databases: list[DatabaseConfig],
+                 capturer: Capturer, pipeline: Pipeline, holder: StateHolder, notifier: Notifier,
+                 reread: Callable[[str], object], keep_last: Callable[[str, int], int],
+                 stopping: Callable[[], bool]) -> None:
+        """`reread(database)` re-reads its archive and re-evaluates; `keep_last(database, n)` applies the
+        archive's deletion plan after a good capture (returns how many copies went)."""
+        self.databases = databases
+        self.all_databases = all_databases
+        self.capturer = capturer
+        self.pipeline = pipeline
+        self.holder = holder
+        self.notifier = notifier
+        self.reread = reread
+        self.keep_last = keep_last
+        self.stopping = stopping
+
+    def capture(self, name: str, kind: str = "scheduled", lock: bool = True) -> tuple[bool, str]:
+        """Capture one database now (scheduled job, emergency or manual request); failures are recorded, not
+        raised. Returns (succeeded, what happened). With `lock`, the capture runs as a recorded execution: it
+        holds `capture:<name>` in the state store, so no other process (the `capture` command, another
+        replica) dumps the same database at the same time (a busy lock skips this one quietly), and its
+        history record lets the next start close it as interrupted should this process die during it.
+        Raises StoppedByShutdown when the shutdown came first; a pg_dump the shutdown stops ends the history
+        record as interrupted (without `lock`, the exception reaches the caller's runner): never a failed
+        attempt, no check-in. After a good capture is committed and reported, keep_last applies the archive's
+        deletion plan; its outcome (even a refused delete) never changes the capture's."""
+        if self.stopping():
+            raise StoppedByShutdown(f"capture of {name} not started: the guardian is shutting down")
+        if not lock:
+            return self._capture(name, kind)
+        intent = Intent("capture", name, f"{kind} capture", params={"kind": kind})
+        outcome = self.pipeline.run_held(SCHEDULED_CAPTURE, intent, lambda _id: Outcome(*self._capture(name, kind)))
+        if outcome is None:
+            logger.info("capture of {} skipped: another process is capturing it now", name)
+            return False, f"a capture of {name} is already running in another process"
+        if isinstance(outcome, Decision):  # paused, or not the leader: audited by the pipeline
+            return False, outcome.reason
+        return outcome.ok, outcome.detail
+
+    def record_interrupted(self, record: ActionRecord) -> None:
+        """A capture this guardian dumps itself, found interrupted: the archive gets its failed attempt."""
+        cfg = next((d for d in self.all_databases if d.name == record.target), None)
+        if record.action != "capture" or cfg is None or not cfg.self_managed or capture_source(cfg) != "archive":
+            return  # a drill, a scale change, or a Heroku capture (Heroku keeps its own record of that one)
+        kind = str(record.details.get("kind") or ("manual" if record.details.get("manual") else "emergency"))
+        self.capturer.record_interrupted(record.target, kind, record.started_at)
+
+    def _capture(self, name: str, kind: str) -> tuple[bool, str]:
+        db = self.databases[name]
+        if db.url is None:
+            raise GuardianError(f"{name} has no URL: the guardian cannot pg_dump it")
+        live = self.holder.current().databases[name].live
+        req = CaptureRequest(
+            database=name, url=db.url.get_secret_value(), kind=kind,
+            timeout_seconds=db.capture.timeout.total_seconds(), extra_args=tuple(db.capture.extra_args),
+            server_version=live.server_version if live else None,
+        )
+        self._set_in_progress(name, 1)
+        minutes = max(1, int(db.capture_interval.total_seconds() // 60))
+        schedule = {"schedule": {"type": "interval", "value": minutes, "unit": "minute"},
+                    "checkin_margin": max(5, minutes // 10),
+                    "max_runtime": int(db.capture.timeout.total_seconds() // 60)}
+        scheduled = kind != "emergency"  # an emergency capture is off the monitor's schedule: no check-in
+        token = self.notifier.job_started(f"capture-{name}", schedule) if scheduled else None
+        t0, ok, detail, stopped = time.monotonic(), False, "", False
+        try:
+            record = self.capturer.capture(req)
+            ok, detail = True, f"capture {record.backup_id} succeeded ({record.size_bytes} bytes)"
+        except StoppedByShutdown:
+            stopped = True  # logged by the capturer; not a failed attempt, so no check-in and nothing to read
+            raise
+        except GuardianError as exc:
+            detail = str(exc)  # logged and recorded by the capturer; the archive collector shows it
+        finally:
+            self._set_in_progress(name, 0)
+            if not stopped:
+                if scheduled:
+                    self.notifier.job_finished(f"capture-{name}", token, ok, time.monotonic() - t0)
+                self.reread(name)
+        # audits and catches its own failures: a refused delete never turns this capture into a failed one
+        if ok and db.capture.keep_last and not self.stopping() and self.keep_last(name, db.capture.keep_last):
+            self.reread(name)
+        return ok, detail
+
+    def _set_in_progress(self, name: str, n: int) -> None:
+        def apply(db: DatabaseState) -> DatabaseState:
+            src = db.sources.get(SOURCE_ARCHIVE) or SourceState(SOURCE_ARCHIVE, listed=False)
+            return replace(db, sources={**db.sources, SOURCE_ARCHIVE: replace(src, in_progress=n)})
+
+        self.holder.update_database(name, apply)
+
+    def first_capture_at(self, db: DatabaseConfig, now: datetime) -> datetime:
+        """When the first capture after start is due: the newest good backup plus the interval, or now.
+
+        Deriving it from the archive means a restart neither captures again at once nor skips a capture.
+        """
+        try:
+            good = [r for r in self.capturer.store.list_records(db.name) if r.outcome == "succeeded"]
+        except GuardianError:
+            return now
+        if not good:
+            return now
+        due = max(r.started_at for r in good) + db.capture_interval
+        return max(due, now)

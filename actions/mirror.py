@@ -9,20 +9,28 @@ as a backup, and the next run starts that copy again from the beginning.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import threading
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from loguru import logger
 
+from actions.guards import Intent
+from actions.pipeline import MIRROR, Pipeline
+from actions.runner import Outcome
 from collectors.heroku import require_transfer_num, transfer_num
 from daemon.adapters.archive.download import BLOCK, Download, DownloadError
 from daemon.adapters.archive.store import ArchiveStore, BackupRecord
 from daemon.adapters.heroku import HerokuAPI
 from daemon.adapters.postgres.toc import TocTee
+from daemon.config import DatabaseConfig
 from daemon.core.errors import CaptureError, GuardianError
-from daemon.core.snapshot import Backup, DatabaseState
+from daemon.core.snapshot import Backup, DatabaseState, Snapshot
+from daemon.status import human_size
 
 
 def backup_to_mirror(db: DatabaseState, provider: str = "heroku") -> Backup | None:
@@ -120,3 +128,95 @@ class Mirror:
         logger.info("mirrored {} {} into {}: {} bytes in {:.1f}s, sha256 {}", database, backup.backup_id,
                     self.store.describe(), size, seconds, record.sha256[:12] if record.sha256 else "")
         return record
+
+
+@dataclass(frozen=True)
+class MirrorJob:
+    database: str
+    billing_app: str
+    backup: Backup
+
+
+class Mirrors:
+    """The mirror action: every Heroku backup the archive lacks, copied one at a time through the pipeline
+    (pause, kill switch, leader, single flight, history and audit)."""
+
+    def __init__(self, mirror: Mirror | None, pipeline: Pipeline, databases: dict[str, DatabaseConfig],
+                 billing_app: Callable[[str], str | None], enabled: bool, stopping: Callable[[], bool],
+                 after_copy: Callable[[str], object]) -> None:
+        """`enabled`: the archive mirrors Heroku backups; `after_copy(database)` re-reads its archive."""
+        self.mirror = mirror
+        self.pipeline = pipeline
+        self.databases = databases
+        self.billing_app = billing_app
+        self.enabled = enabled
+        self.stopping = stopping
+        self.after_copy = after_copy
+
+    def jobs(self, snap: Snapshot) -> list[MirrorJob]:
+        if self.mirror is None or not self.enabled:
+            return []
+        jobs = []
+        for name, db in snap.databases.items():
+            cfg = self.databases.get(name)
+            if cfg is None or cfg.heroku is None:
+                continue
+            if "archive" not in db.sources:
+                continue  # the archive has not been read yet: do not copy blind
+            backup = backup_to_mirror(db)
+            app = self.billing_app(name)
+            if backup is not None and app is not None:
+                jobs.append(MirrorJob(name, app, backup))
+        return jobs
+
+    def pending(self, snap: Snapshot, only: str | None = None,
+                progress: Callable[[str, int, int | None], None] | None = None) -> int:
+        """Copy every Heroku backup the archive lacks (one at a time); returns how many were copied.
+        `progress(what, bytes done, total)` follows each copy (else the log does, once a minute)."""
+        done = 0
+        for job in self.jobs(snap):
+            if only is not None and job.database != only:
+                continue
+            if self.stopping():
+                break
+            each = functools.partial(progress, f"{job.database} {job.backup.backup_id}") if progress else None
+            if self.run(job, each):
+                done += 1
+            self.after_copy(job.database)
+        return done
+
+    def run(self, job: MirrorJob, progress: Callable[[int, int | None], None] | None = None) -> bool:
+        """Copy one backup through the pipeline; progress goes to `progress`, else to the log once a minute.
+        True when it was copied."""
+        target = f"{job.database}/{job.backup.backup_id}"
+        intent = Intent("mirror", target, "newest good provider backup was not archived")
+        outcome = self.pipeline.run(MIRROR, intent, lambda _id: self._copy(job, target, progress))
+        return outcome is not None and outcome.ok
+
+    def _copy(self, job: MirrorJob, target: str, progress: Callable[[int, int | None], None] | None) -> Outcome:
+        assert self.mirror is not None
+        try:
+            record = self.mirror.mirror(job.database, job.billing_app, job.backup, progress or logged(target))
+        except GuardianError as exc:
+            logger.error("mirror of {} failed: {}", target, exc)
+            raise
+        return Outcome(True, "newest good provider backup was not archived",
+                       {"size_bytes": record.size_bytes, "sha256": record.sha256,
+                        "store": self.mirror.store.describe()})
+
+
+def logged(target: str, every: float = 60.0) -> Callable[[int, int | None], None]:
+    """A progress callback that logs a long copy's progress once every `every` seconds."""
+    started = last = time.monotonic()
+
+    def report(done: int, total: int | None) -> None:
+        nonlocal last
+        now = time.monotonic()
+        if now - last < every:
+            return
+        last = now
+        share = f" of {human_size(total)} ({done / total:.0%})" if total else ""
+        logger.info("mirror of {}: {}{} copied, {:.0f} MiB/s", target, human_size(done), share,
+                    done / (now - started) / 2**20)
+
+    return report

@@ -9,47 +9,70 @@ from __future__ import annotations
 
 import concurrent.futures
 import hashlib
-import os
-import socket
 import threading
-from dataclasses import replace
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httpx
 from loguru import logger
 
+from actions.audit import person
 from actions.emergency import HerokuCapture, expiring_backup, failure_text, running_capture
 from actions.guards import Decision, Facts, Intent
-from actions.pipeline import EMERGENCY_CAPTURE, MANUAL_CAPTURE, SCALE
+from actions.mirror import Mirror
+from actions.pipeline import EMERGENCY_CAPTURE, MANUAL_CAPTURE, SCALE, Gate
 from actions.planner import capture_facts, capture_source, plan_captures
 from actions.runner import ActionRunner, Outcome
 from actions.scale import HerokuScaler, ProbeState, ScaleMemory, advance, plan_scale, probe, remember
+from collectors.archive import ArchiveReader
+from collectors.collection import HerokuSide
 from collectors.heroku import SOURCE_HEROKU, transfer_name, transfer_num
-from daemon.config import DatabaseConfig, ScaleTarget
+from daemon.adapters.statestore import StateStore
+from daemon.config import ActionsConfig, DatabaseConfig, ScaleTarget
 from daemon.core.errors import CaptureError, GuardianError, StoppedByShutdown
-from daemon.core.snapshot import Snapshot
-
-if TYPE_CHECKING:
-    from daemon.adapters.statestore import StateStore
-    from daemon.app import Guardian
+from daemon.core.snapshot import Snapshot, StateHolder
+from daemon.leadership import Leadership
 
 PAUSE_KEY = "actions.paused"
 
 
-def person() -> str:
-    """Who runs this process, for a person's request: user@host."""
-    return f"{os.environ.get('USER') or 'someone'}@{socket.gethostname()}"
+@dataclass(frozen=True)
+class OwnCaptures:
+    """What an emergency or a person's capture needs of the rest of the guardian."""
+
+    capture: Callable[..., tuple[bool, str]]  # (name, kind=, lock=False): a pg_dump of a self-managed database
+    capturing: Callable[[str], bool]  # a pg_dump of this database runs in this process now
+    refresh_heroku: Callable[[str], None]  # poll one Heroku database again now
+    reread: Callable[[str], object]  # read one database's archive again now
 
 
 class Remedies:
     """Plans, guards and runs emergency captures and scaling for one guardian."""
 
-    def __init__(self, guardian: Guardian, runner: ActionRunner) -> None:
-        self.g = guardian
-        self.cfg = guardian.config.actions
+    def __init__(self, cfg: ActionsConfig, databases: dict[str, DatabaseConfig], runner: ActionRunner, gate: Gate,
+                 state: StateStore, holder: StateHolder, leadership: Leadership, heroku: HerokuSide,
+                 archive: ArchiveReader, mirror: Mirror | None, own: OwnCaptures, shard_index: int,
+                 publish_probes: Callable[[dict[str, ProbeState]], None], clock: Callable[[], datetime],
+                 closing: threading.Event) -> None:
+        """`own`: this guardian's own captures (pg_dump) and what follows one; `closing`: set at shutdown."""
+        self.cfg = cfg
+        self.databases = databases
         self.runner = runner
+        self.gate = gate
+        self.state = state
+        self.holder = holder
+        self.leadership = leadership
+        self.heroku = heroku
+        self.archive = archive
+        self.mirror = mirror
+        self.own = own
+        self.shard_index = shard_index
+        self.publish_probes = publish_probes
+        self.clock = clock
+        self.closing = closing
         self._pool = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="action")
         self._queued: set[tuple[str, str]] = set()
         self._futures: list[concurrent.futures.Future[Outcome | None]] = []
@@ -62,7 +85,7 @@ class Remedies:
     # -- switches -----------------------------------------------------------------------------------------
     def paused(self) -> str | None:
         """The run-time pause (`backup-guardian actions pause`), shared by every replica through the store."""
-        return pause_reason(self.g.state)
+        return pause_reason(self.state)
 
     def announce(self) -> None:
         """Say loudly, once at start, what mode actions are in."""
@@ -78,12 +101,12 @@ class Remedies:
     # -- emergency captures -------------------------------------------------------------------------------
     def after_evaluation(self, snap: Snapshot) -> None:
         """Plan captures from the findings just published and start the ones the guards let through."""
-        leader = self.g.is_leader()
+        leader = self.leadership.is_leader()
         if not leader:
             return  # the leader decides and audits; a follower would only repeat it
         paused = self.paused()
-        for intent in plan_captures(snap.databases, self.g.databases, self.cfg):
-            if self.g.stopping:
+        for intent in plan_captures(snap.databases, self.databases, self.cfg):
+            if self.closing.is_set():
                 return  # decided during the shutdown: nothing would carry it out
             decision = self._decide_capture(intent, snap, paused)
             if decision.go:
@@ -96,17 +119,17 @@ class Remedies:
         """The guards' verdict on a capture. `include_self` False is the recheck of a capture about to run
         (its own queue entry is not "another capture running")."""
         name = intent.target
-        cfg = self.g.databases[name]
+        cfg = self.databases[name]
         try:
             history = self.runner.history("capture", name, max(self.cfg.capture.cooldown, timedelta(hours=24)))
         except GuardianError as exc:
             return Decision(intent, "skipped_unavailable", f"action history unavailable, not deciding blind: {exc} "
                             f"(wanted to {intent.describe}: {intent.reason})")
-        running_here = self.g.capturer.running(name) or (include_self and (
+        running_here = self.own.capturing(name) or (include_self and (
             self.runner.running_here("capture", name) or ("capture", name) in self._queued))
-        facts = capture_facts(snap.databases[name], cfg, self.cfg, history, self.g.clock(), leader=leader,
+        facts = capture_facts(snap.databases[name], cfg, self.cfg, history, self.clock(), leader=leader,
                               paused=paused, running_here=running_here)
-        return self.g.gate.decide(MANUAL_CAPTURE if intent.manual else EMERGENCY_CAPTURE, intent, base=facts)
+        return self.gate.decide(MANUAL_CAPTURE if intent.manual else EMERGENCY_CAPTURE, intent, base=facts)
 
     def _submit(self, decision: Decision) -> None:
         key = (decision.intent.action, decision.intent.target)
@@ -127,7 +150,7 @@ class Remedies:
 
     def _run_capture(self, decision: Decision) -> Outcome | None:
         key = (decision.intent.action, decision.intent.target)
-        if self.g.stopping:  # queued before the shutdown: it never starts, so it records nothing
+        if self.closing.is_set():  # queued before the shutdown: it never starts, so it records nothing
             with self._lock:
                 self._queued.discard(key)
             return None
@@ -144,28 +167,28 @@ class Remedies:
     def _recheck(self, intent: Intent) -> Decision:
         """The guards again, under the action's cross-process lock, right before it runs: a pause, a lost
         leadership, or another replica's capture since the first decision stops it here."""
-        leader = True if intent.manual else self.g.elect()
-        return self._decide_capture(intent, self.g.holder.current(), self.paused(), leader=leader,
+        leader = True if intent.manual else self.leadership.elect()
+        return self._decide_capture(intent, self.holder.current(), self.paused(), leader=leader,
                                     include_self=False)
 
     def capture(self, decision: Decision) -> Outcome | None:
         """Execute a capture decision: the source is asked once more whether a capture runs, then it goes."""
         name = decision.intent.target
-        cfg = self.g.databases[name]
+        cfg = self.databases[name]
         recheck = partial(self._recheck, decision.intent)
         if capture_source(cfg) == SOURCE_HEROKU:
-            watcher = self.g.fleet.watchers[name] if self.g.fleet is not None else None
-            if watcher is None or watcher.resolved is None or self.g.heroku_api is None:
+            watcher = self.heroku.fleet.watchers[name] if self.heroku.fleet is not None else None
+            if watcher is None or watcher.resolved is None or self.heroku.api is None:
                 self.runner.note(Decision(decision.intent, "failed", "the Heroku database is not resolved yet "
                                           f"(no successful poll so far): {decision.reason}"))
                 return None
             try:
-                transfers = self.g.heroku_api.list_transfers(watcher.resolved.billing_app)
+                transfers = self.heroku.api.list_transfers(watcher.resolved.billing_app)
             except GuardianError as exc:
                 self.runner.note(Decision(decision.intent, "failed", f"cannot ask Heroku whether a capture runs: "
                                           f"{exc}"))
                 return None
-            running = running_capture(transfers, watcher.from_names, self.g.clock())
+            running = running_capture(transfers, watcher.from_names, self.clock())
             if running is not None:
                 self.runner.note(Decision(decision.intent, "skipped_running",
                                           f"already running at Heroku: {running} ({decision.reason})"))
@@ -175,12 +198,12 @@ class Remedies:
         return self.runner.execute(decision, lambda _id: self._capture_self(name, kind), recheck)
 
     def _capture_self(self, name: str, kind: str) -> Outcome:
-        ok, detail = self.g.capture(name, kind=kind, lock=False)  # the runner holds capture:<name> already
+        ok, detail = self.own.capture(name, kind=kind, lock=False)  # the runner holds capture:<name> already
         return Outcome(ok, detail)
 
     def _capture_heroku(self, name: str, transfers: list[dict[str, Any]]) -> Outcome:
-        assert self.g.fleet is not None and self.g.heroku_api is not None
-        watcher = self.g.fleet.watchers[name]
+        assert self.heroku.fleet is not None and self.heroku.api is not None
+        watcher = self.heroku.fleet.watchers[name]
         db = watcher.resolved
         assert db is not None
         details: dict[str, Any] = {}
@@ -191,7 +214,7 @@ class Remedies:
         if expiring.backup_id is not None:
             details["expires"] = expiring.backup_id
             details["expiry"] = self._protect(name, db.billing_app, expiring.backup_id, expiring.limit)
-        follower = HerokuCapture(self.g.heroku_api, self.g.clock, self.g.processes.closing,
+        follower = HerokuCapture(self.heroku.api, self.clock, self.closing,
                                  self.cfg.capture.poll_interval, self.cfg.capture.timeout)
         transfer = follower.start(db.addon_id)
         backup_id = transfer_name(transfer)
@@ -204,7 +227,7 @@ class Remedies:
         except CaptureError as exc:
             return Outcome(False, str(exc), details)
         finally:
-            self.g.refresh_heroku(name)
+            self.own.refresh_heroku(name)
         if final.get("succeeded"):
             size = final.get("processed_bytes")
             return Outcome(True, f"capture {backup_id} succeeded ({size} bytes)", details)
@@ -212,14 +235,14 @@ class Remedies:
 
     def _protect(self, name: str, app: str, backup_id: str, limit: int | None) -> str:
         """Make sure the manual backup the capture will expire is archived; say what happened."""
-        held = self.g.holder.current().databases[name].sources.get("archive")
-        cfg = self.g.databases[name]
-        if not self.g.archive.covers(cfg) or self.g.archive.mirror is None:
+        held = self.holder.current().databases[name].sources.get("archive")
+        cfg = self.databases[name]
+        if not self.archive.covers(cfg) or self.mirror is None:
             return (f"{backup_id} will expire at Heroku (manual limit {limit} reached) and no archive is "
                     "configured to keep a copy")
         if held is not None and any(b.backup_id == backup_id and b.succeeded for b in held.backups):
             return f"{backup_id} will expire at Heroku (manual limit {limit} reached); it is already archived"
-        src = self.g.holder.current().databases[name].sources.get(SOURCE_HEROKU)
+        src = self.holder.current().databases[name].sources.get(SOURCE_HEROKU)
         backup = next((b for b in (src.backups if src else ()) if b.backup_id == backup_id), None)
         if backup is None:
             return f"{backup_id} will expire at Heroku and could not be archived first: not in the last poll"
@@ -227,16 +250,16 @@ class Remedies:
             return (f"{backup_id} will expire at Heroku and could not be archived first: a legacy name carries no "
                     "transfer number to download it by")
         try:
-            self.g.archive.mirror.mirror(name, app, backup)
+            self.mirror.mirror(name, app, backup)
         except Exception as exc:  # any failure here is said in the audit record; the capture still goes
             return f"{backup_id} will expire at Heroku and could not be archived first: {exc}"
         finally:
-            self.g.collect_archive_of(name)
+            self.own.reread(name)
         return f"{backup_id} will expire at Heroku (manual limit {limit} reached); archived it first"
 
     def request_capture(self, name: str, reason: str) -> Decision:
         """A person's capture request (the CLI): the same guards, run now in this thread."""
-        snap = self.g.holder.current()
+        snap = self.holder.current()
         intent = Intent("capture", name, reason, triggers=("manual",), manual=True, requested_by=person())
         decision = self._decide_capture(intent, snap, self.paused(), leader=True)
         if not decision.go:
@@ -252,7 +275,7 @@ class Remedies:
         """Probe every target that is due (each on its own interval), then plan its scaling. Only the leader
         of shard group 0 scales: an app is not a database, so one group owns every formation."""
         assert self._http is not None
-        now = self.g.clock()
+        now = self.clock()
         for target in self.cfg.scale:
             due = self._probe_due.get(target.name)
             if due is not None and now < due:
@@ -264,28 +287,28 @@ class Remedies:
             if not result.ok and state.consecutive_failures in (1, target.failures):
                 logger.warning("probe {} failed ({} in a row): {}", target.name, state.consecutive_failures,
                                result.error or f"HTTP {result.status}")
-            if self.g.config.state.shard_index == 0 and self.g.is_leader():
+            if self.shard_index == 0 and self.leadership.is_leader():
                 try:
                     self._scale(target, state)
                 except GuardianError as exc:
                     logger.warning("scaling {} not planned: {}", target.name, exc)
-        self.g.publish_probes(dict(self.probes))
+        self.publish_probes(dict(self.probes))
 
     def _scale(self, target: ScaleTarget, state: ProbeState) -> None:
-        api = self.g.heroku_api
+        api = self.heroku.api
         if api is None:
             return
         scaler = HerokuScaler(api)
         key = f"scale.{target.app}/{target.process_type}"
         try:
-            memory = ScaleMemory.from_json(self.g.state.get(key) or {})
+            memory = ScaleMemory.from_json(self.state.get(key) or {})
         except ValueError as exc:
             logger.warning("scale memory of {} unreadable ({}); starting from the current formation", key, exc)
             memory = ScaleMemory()
         current = scaler.quantity(target.app, target.process_type)
-        step, adjusted = plan_scale(target, state, current, memory, self.g.clock())
+        step, adjusted = plan_scale(target, state, current, memory, self.clock())
         if adjusted != memory:
-            self.g.state.put(key, adjusted.to_json())
+            self.state.put(key, adjusted.to_json())
             logger.info("scale {}: a person set {} to {}; that is the new baseline", target.name,
                         target.process_type, current)
         if step.direction == "none" and step.blocked is None:
@@ -305,27 +328,27 @@ class Remedies:
         def run(_id: int) -> Outcome:
             # the memory is written before the change: a store failure afterwards must never leave extra dynos
             # that the guardian no longer knows are its own
-            pending = remember(adjusted, step, self.g.clock())
-            self.g.state.put(key, pending.to_json())
+            pending = remember(adjusted, step, self.clock())
+            self.state.put(key, pending.to_json())
             try:
                 new = scaler.scale(target.app, target.process_type, step.to_quantity)
             except GuardianError:
-                self.g.state.put(key, adjusted.to_json())
+                self.state.put(key, adjusted.to_json())
                 raise
             if new != step.to_quantity:
-                self.g.state.put(key, replace(pending, ours=new).to_json())
+                self.state.put(key, replace(pending, ours=new).to_json())
             return Outcome(True, f"scaled {name} from {step.from_quantity} to {new}",
                            {"from_quantity": step.from_quantity, "to_quantity": new})
 
         self.runner.execute(decision, run, lambda: self._decide_scale(intent, target, adjusted,
-                                                                      leader=self.g.elect()))
+                                                                      leader=self.leadership.elect()))
 
     def _decide_scale(self, intent: Intent, target: ScaleTarget, memory: ScaleMemory, leader: bool) -> Decision:
         try:
             history = self.runner.history("scale", intent.target, max(target.cooldown, timedelta(hours=24)))
         except GuardianError as exc:
             return Decision(intent, "skipped_unavailable", f"action history unavailable, not deciding blind: {exc}")
-        now = self.g.clock()
+        now = self.clock()
         last = max((h.started_at for h in history), default=None)
         if memory.changed_at is not None and (last is None or memory.changed_at > last):
             last = memory.changed_at
@@ -335,7 +358,7 @@ class Remedies:
         facts = Facts(enabled=self.cfg.enabled, paused=self.paused(), dry_run=self.cfg.dry_run, leader=leader,
                       running=None, last_taken=last, last_taken_what="the last scale change", taken_24h=taken,
                       cooldown=target.cooldown, daily_cap=taken + 1 if down else target.daily_cap)
-        return self.g.gate.decide(SCALE, intent, base=facts)
+        return self.gate.decide(SCALE, intent, base=facts)
 
     def cancel_queued(self) -> None:
         """At shutdown: cancel the captures waiting for a worker (they never start); running ones go on

@@ -1,12 +1,15 @@
-"""Reads a database's backups back from the archive store (the `archive` source)."""
+"""Reads a database's backups back from the archive store (the `archive` source), with the bucket's posture."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import threading
+from collections.abc import Callable, Iterable
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from daemon.adapters.archive.store import ArchiveStore
+from daemon.config import ArchiveConfig, DatabaseConfig
+from daemon.core.policy import ArchivePolicy
 from daemon.core.retention import TIERS, monthly_coverage
 from daemon.core.snapshot import SOURCE_ARCHIVE, ArchiveFacts, Backup, SourceState, TierStats
 
@@ -53,3 +56,45 @@ def with_unrecorded(src: SourceState, unrecorded: Iterable[Backup]) -> SourceSta
     if not extra:
         return src
     return replace(src, backups=tuple(sorted((*src.backups, *extra), key=lambda b: b.started_at)))
+
+
+POSTURE_EVERY = timedelta(hours=1)
+
+
+class ArchiveReader:
+    """Which databases the archive covers, the policy it holds them to, and one database's archive facts."""
+
+    def __init__(self, config: ArchiveConfig, store: ArchiveStore, clock: Callable[[], datetime]) -> None:
+        self.config = config
+        self.store = store
+        self.clock = clock
+        self._posture: tuple[str, ...] = ()
+        self._posture_at: datetime | None = None
+        self._lock = threading.Lock()
+
+    def covers(self, db: DatabaseConfig) -> bool:
+        """The archive holds this database's captures (the guardian's own, or written by another guardian or
+        job when captures are off here), or mirrors its Heroku backups."""
+        return db.url is not None or (db.heroku is not None and self.config.mirrors)
+
+    def policy(self, db: DatabaseConfig) -> ArchivePolicy | None:
+        if not self.covers(db):
+            return None
+        mirrored = "heroku" if db.heroku is not None and self.config.mirrors else None
+        return ArchivePolicy(copy_grace=self.config.copy_grace, gap_grace=self.config.gap_grace,
+                             mirrored_from=mirrored)
+
+    def posture(self) -> tuple[str, ...]:
+        """Bucket posture problems, read at most once an hour (a failure to read is itself a problem)."""
+        now = self.clock()
+        with self._lock:
+            if self._posture_at is None or now - self._posture_at >= POSTURE_EVERY:
+                try:
+                    self._posture = tuple(self.store.posture())
+                except Exception as exc:  # posture is advisory; never let it take the collector down
+                    self._posture = (f"posture unreadable: {exc}",)
+                self._posture_at = now
+            return self._posture
+
+    def collect(self, name: str) -> tuple[SourceState, ArchiveFacts]:
+        return collect_archive_facts(self.store, name, self.config.kind, self.posture(), self.clock())

@@ -17,9 +17,10 @@ from typing import Any
 import psycopg
 import pytest
 
+from actions.audit import person
 from actions.guards import Intent
 from actions.pipeline import DRY_RUN, GUARDS, KINDS, LEADER, ActionKind, Gate, Switches
-from actions.remedy import PAUSE_KEY, person
+from actions.remedy import PAUSE_KEY
 from daemon.adapters.postgres.cluster import LocalCluster
 from daemon.app import Guardian
 from daemon.config import GuardianConfig

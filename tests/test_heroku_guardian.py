@@ -232,7 +232,7 @@ def test_new_heroku_backups_are_read_through_when_no_archive_copies_them(
         assert gone.status_code == 200  # deleted: the guardian's list leaves it out
         g.collect_all(one_shot=True)
         assert g.check_readability() == 1
-        assert sorted(k for k in g._readability if k[0] == "shop/DATABASE") == [
+        assert sorted(k for k in g.readthrough.verdicts if k[0] == "shop/DATABASE") == [
             ("shop/DATABASE", f"a{second['num']:03d}")]  # a scheduled backup
     finally:
         g.stop()

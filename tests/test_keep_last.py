@@ -17,11 +17,11 @@ from typing import Any
 
 from actions.audit import AuditLog
 from actions.pipeline import Gate, Switches
+from actions.prune import Deletions
 from daemon.adapters.archive.s3 import S3ArchiveStore
 from daemon.adapters.archive.store import ArchiveStore, BackupRecord, LocalDirectoryStore
 from daemon.adapters.statestore import open_state_store
 from daemon.app import Guardian
-from daemon.archiving import ArchiveService
 from daemon.config import GuardianConfig
 from tests.s3_server import MotoServer, s3_client
 from tests.test_s3_archive import s3_section
@@ -58,7 +58,7 @@ def test_keep_last_never_deletes_a_milestone_or_the_newest_of_a_tier_and_audits_
     now = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)  # a Wednesday: the capture lands in a week and month with copies
     g = Guardian(GuardianConfig.model_validate(config_doc(tmp_path, fresh_db, keep_last=2)),
                  clock=stepping_clock(now))
-    store = g.archive.store
+    store = g.store
     try:
         tmp_path.joinpath("archive").mkdir()
         seed(store, "launch", now - 400 * D, "milestone", label="v1 launch")
@@ -108,7 +108,7 @@ def test_a_paused_guardian_deletes_nothing_by_keep_last_the_prune_job_or_the_cli
     try:
         ok, detail = g.capture("db", "manual")  # the pause stops the capture itself too
         assert not ok and "actions are paused: restoring by hand" in detail
-        assert g.archive.keep_last("db", 1) == 0  # what runs after each good capture
+        assert g.deletions.keep_last("db", 1) == 0  # what runs after each good capture
         g.prune()  # what the daily prune job runs (prune_apply: true)
     finally:
         g.stop()
@@ -137,7 +137,7 @@ def test_an_object_locked_copy_refused_during_keep_last_leaves_the_capture_succe
     client.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
     doc = config_doc(tmp_path, fresh_db, keep_last=1, kind="s3", s3=s3_section(moto_server.endpoint_url, bucket))
     g = Guardian(GuardianConfig.model_validate(doc))
-    store = g.archive.store
+    store = g.store
     assert isinstance(store, S3ArchiveStore)
     now = datetime.now(UTC)
     try:
@@ -184,8 +184,8 @@ def test_a_pause_that_comes_during_a_prune_stops_the_deletions_still_to_come(tmp
     try:
         gate = Gate(Switches(enabled=lambda: True, paused=paused, leader=lambda: True,
                              dry_run=lambda _kind: False), lambda: now)
-        service = ArchiveService(config, store, AuditLog(state, lambda: now), None, lambda: now,
-                                 lambda action, outcome: None, gate=gate)
+        service = Deletions(store, dict(config.archive.keeps), gate, AuditLog(state, lambda: now),
+                            lambda action, outcome: None, lambda: now)
         service.prune(["db"], apply=True)
         audit = [(a["outcome"], a.get("backups")) for a in state.audit(action="prune")]
     finally:

@@ -19,13 +19,13 @@ from freezegun import freeze_time
 from loguru import logger
 
 from actions.capture import Capturer, CaptureRequest
+from actions.mirror import logged
 from daemon.adapters.archive.s3 import S3ArchiveStore
 from daemon.adapters.archive.store import BackupRecord
 from daemon.adapters.heroku import HerokuClient
 from daemon.adapters.postgres.cluster import LocalCluster
 from daemon.adapters.postgres.tools import find_tool
 from daemon.app import Guardian
-from daemon.archiving import _logged
 from daemon.config import GuardianConfig, S3Config
 from daemon.core.retention import TIERS
 from tests.conftest import create_database
@@ -160,7 +160,7 @@ def test_archive_collector_reports_tiers_copy_lag_and_posture(
         client.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration={"Rules": [
             {"ID": "abort-mpu", "Status": "Enabled", "Filter": {"Prefix": ""},
              "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 2}}]})
-        assert g.archive.store.posture() == []
+        assert g.store.posture() == []
     finally:
         g.stop()
 
@@ -212,7 +212,7 @@ def test_prune_on_s3_dry_run_then_apply_keeps_milestones_newest_and_locked(
         "archive": {"kind": "s3", "s3": s3_section(moto_server.endpoint_url, bucket)},
     })
     g = Guardian(config)
-    store = g.archive.store
+    store = g.store
     assert isinstance(store, S3ArchiveStore)
     _put(store, "old-daily", now - timedelta(days=30), "daily")
     _put(store, "old-weekly", now - timedelta(days=60), "weekly")
@@ -402,7 +402,7 @@ def test_a_long_copy_is_logged_once_a_minute() -> None:
     sink = logger.add(lambda m: lines.append(str(m)), level="INFO", format="{message}")
     try:
         with freeze_time("2026-11-25 10:00:00") as frozen:
-            report = _logged(f"{DB}/a001")
+            report = logged(f"{DB}/a001")
             report(8 * 1024 * 1024, 64 * 1024 * 1024)  # within the first minute: quiet
             frozen.tick(61)
             report(32 * 1024 * 1024, 64 * 1024 * 1024)

@@ -196,7 +196,7 @@ def test_a_job_gone_during_the_shutdown_is_no_traceback() -> None:
     import pytest
     from apscheduler.jobstores.base import JobLookupError
 
-    from daemon.app import _Scheduler
+    from daemon.runtime import _Scheduler
 
     sched = _Scheduler(timezone=UTC)  # built as the daemon builds it
     sched.start()

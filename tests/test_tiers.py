@@ -111,7 +111,7 @@ def test_the_guardians_prune_over_a_local_archive_as_time_passes(tmp_path: Path)
     with freeze_time(NOW) as frozen:
         g = Guardian(config)
         try:
-            store = g.archive.store
+            store = g.store
             assert isinstance(store, LocalDirectoryStore)
             for b, age, tier in [("d1", 1 * D, "daily"), ("d6", 6 * D, "daily"), ("d9", 9 * D, "daily"),
                                  ("w20", 20 * D, "weekly"), ("w40", 40 * D, "weekly"),

@@ -208,6 +208,14 @@ class Download:
         self.close()
 
 
+def stream(url: str, timeout: float = 60.0, chunk_bytes: int = 1 << 20) -> Iterator[bytes]:
+    """A signed URL's bytes in chunks; raises GuardianError on an HTTP error (naming only the host)."""
+    with Download(url, timeout=timeout) as body:
+        if body.status != 200:
+            raise GuardianError(f"download failed: HTTP {body.status}")
+        yield from body.chunks(chunk_bytes)
+
+
 def _why(exc: BaseException) -> str:
     if isinstance(exc, socket.timeout | TimeoutError):
         return "timed out"

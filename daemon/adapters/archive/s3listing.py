@@ -32,7 +32,7 @@ from typing import Any
 from daemon.adapters.archive.store import BackupRecord
 
 #: The longest a dump's encryption and Object Lock facts are served from the cache. An hour, as the bucket
-#: posture (`daemon.archiving.POSTURE_EVERY`): an unencrypted copy made by a same-second rewrite, or a lock put or
+#: posture (`collectors.archive.POSTURE_EVERY`): an unencrypted copy made by a same-second rewrite, or a lock put or
 #: lifted, shows up within the hour. Each copy is read again every 30 to 60 min (see `ListingCache._ttl`): for 400
 #: copies about 12,800 HEADs a day (4 to 5 a 30 s pass) instead of one per copy every pass (1.15 million).
 REFRESH_EVERY = timedelta(hours=1)

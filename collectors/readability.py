@@ -1,0 +1,80 @@
+"""Read-through of Heroku backups the archive does not copy: each new one is streamed from its signed URL into
+the readability check (`daemon.adapters.postgres.toc.read_stream`), nothing stored. A mirror reads its copies on
+the way, so databases the archive covers are left to it.
+
+The verdicts are bounded (only backups the source still lists keep theirs) and replaced whole, never mutated:
+the evaluation reads them from the collection thread while this job writes them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+
+from loguru import logger
+
+from collectors.archive import ArchiveReader
+from collectors.collection import HerokuSide
+from collectors.heroku import SOURCE_HEROKU, require_transfer_num, transfer_num
+from daemon.adapters.archive.download import stream
+from daemon.adapters.postgres.toc import Toc, read_stream
+from daemon.config import DatabaseConfig
+from daemon.core.errors import GuardianError
+from daemon.core.snapshot import SourceState, StateHolder
+
+
+class ReadThrough:
+    """The readability verdicts of Heroku backups, by (database, backup id)."""
+
+    def __init__(self, holder: StateHolder, databases: dict[str, DatabaseConfig], archive: ArchiveReader,
+                 heroku: HerokuSide, stopping: Callable[[], bool], republish: Callable[[], object]) -> None:
+        self.holder = holder
+        self.databases = databases
+        self.archive = archive
+        self.heroku = heroku
+        self.stopping = stopping
+        self.republish = republish
+        self.verdicts: dict[tuple[str, str], Toc] = {}
+
+    def check(self) -> int:
+        """Read through each new Heroku backup the archive does not copy. Returns how many were read."""
+        api = self.heroku.api
+        if api is None:
+            return 0
+        done = 0
+        for name, db in self.holder.current().databases.items():
+            cfg = self.databases.get(name)
+            src = db.sources.get(SOURCE_HEROKU)
+            newest = src.newest_good if src is not None else None
+            app = self.heroku.billing_app(name)
+            if (cfg is None or newest is None or app is None or self.archive.covers(cfg)
+                    or (name, newest.backup_id) in self.verdicts or transfer_num(newest.backup_id) is None):
+                continue
+            if self.stopping():
+                break
+            try:
+                url = str(api.public_url(app, require_transfer_num(newest.backup_id))["url"])
+                toc = read_stream(stream(url))
+            except GuardianError as exc:
+                logger.warning("readability check of {} {} not done: {}", name, newest.backup_id, exc)
+                continue
+            listed = {b.backup_id for b in src.backups} if src is not None else set()
+            kept = {k: v for k, v in self.verdicts.items() if k[0] != name or k[1] in listed}
+            self.verdicts = {**kept, (name, newest.backup_id): toc}
+            if not toc.ok:
+                logger.error("{} {} from Heroku is not a readable dump: {}", name, newest.backup_id, toc.error)
+            done += 1
+        if done:
+            self.republish()
+        return done
+
+    def with_verdicts(self, name: str, sources: dict[str, SourceState]) -> dict[str, SourceState]:
+        """Heroku backups carry the verdict of their read-through, when one ran."""
+        src = sources.get(SOURCE_HEROKU)
+        seen = self.verdicts
+        if src is None or not seen:
+            return sources
+        backups = tuple(
+            replace(b, readable=seen[(name, b.backup_id)].ok, readable_error=seen[(name, b.backup_id)].error)
+            if (name, b.backup_id) in seen and b.readable is None else b for b in src.backups)
+        return {**sources, SOURCE_HEROKU: replace(src, backups=backups)}
