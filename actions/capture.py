@@ -328,6 +328,14 @@ class CaptureService:
 
         self.holder.update_database(name, apply)
 
+    def clean_partials(self) -> int:
+        """At start: remove the partial dump files a crashed capture left (the writer's own temp files, never a
+        committed dump); returns how many went."""
+        swept = self.capturer.store.sweep_partials()
+        if swept:
+            logger.info("removed {} partial dump file(s) left by an earlier crash", swept)
+        return swept
+
     def first_capture_at(self, db: DatabaseConfig, now: datetime) -> datetime:
         """When the first capture after start is due: the newest good backup plus the interval, or now.
 

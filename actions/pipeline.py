@@ -86,9 +86,14 @@ SCRATCH_SWEEP = ActionKind(
     {KILL_SWITCH: "drops only databases the guardian created and proves, on the scratch server",
      COOLDOWN: "runs at start", DAILY_CAP: "runs at start",
      DRY_RUN: "drops only databases the guardian created and proves; keeping them fills the scratch server"})
+_KEEPS = "marking only keeps a copy longer; it deletes nothing"
+MILESTONE = ActionKind(
+    "milestone", "marking an archived copy as a milestone, kept forever (`archive milestone`)",
+    {KILL_SWITCH: _KEEPS, LEADER: "a person asks for it, in this process", COOLDOWN: "a person's request is not a "
+     "repeat", DAILY_CAP: "a person's request is not a repeat", DRY_RUN: _KEEPS})
 #: Every kind of change the guardian makes, for the README table and the tests.
 KINDS = (EMERGENCY_CAPTURE, MANUAL_CAPTURE, SCHEDULED_CAPTURE, SCALE, MIRROR, PRUNE, KEEP_LAST, DRILL,
-         SCRATCH_SWEEP)
+         SCRATCH_SWEEP, MILESTONE)
 
 
 @dataclass(frozen=True)

@@ -355,9 +355,7 @@ class Guardian:
             self.config.archive_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             logger.error("cannot create the archive directory {}: {}", self.config.archive_dir, exc.strerror)
-        swept = self.store.sweep_partials()
-        if swept:
-            logger.info("removed {} partial dump file(s) left by an earlier crash", swept)
+        self.captures.clean_partials()
         self.runner.close_interrupted()  # what a process that died left "running" (never a live one's)
         if serve_http:
             host, port = self.config.listen_host_port

@@ -7,6 +7,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from actions.milestone import mark_milestone
 from daemon.app import Guardian
 from daemon.cli.progress import ProgressLine
 from daemon.config import GuardianConfig
@@ -74,19 +75,14 @@ def _list(guardian: Guardian, names: list[str]) -> int:
 def _milestone(guardian: Guardian, database: str, backup_id: str | None, label: str) -> int:
     if database not in guardian.databases:
         raise GuardianError(f"unknown database {database!r}; known: {', '.join(guardian.databases)}")
-    good = [o for o in guardian.store.objects(database) if o.succeeded]
-    if not good:
-        raise GuardianError(f"{database} has no good archived backup to mark")
-    target = backup_id or max(good, key=lambda o: o.recovery_point).backup_id
-    record = guardian.store.set_tier(database, target, "milestone", label)
-    guardian.audit.record("milestone", f"{database}/{target}", "done", f'marked as milestone "{label}"')
+    record = mark_milestone(guardian.pipeline, guardian.store, database, backup_id, label)
     sys.stdout.write(f"{database} {record.backup_id} ({record.started_at.isoformat(timespec='seconds')}) is now a "
                      f'milestone "{label}", kept forever\n')
     return 0
 
 
 def _prune(guardian: Guardian, apply: bool) -> int:
-    paused = guardian.remedies.paused() if apply else None
+    paused = guardian.paused() if apply else None
     decisions = guardian.prune(apply=apply)  # paused: deletes nothing and audits skipped_paused
     doomed = [d for d in decisions if d.delete]
     if paused is not None:
