@@ -2,20 +2,24 @@
 
 Both follow the one deletion plan (`daemon.core.retention.plan_prune`: never a milestone, a locked or held copy,
 or the newest copy of a tier). Each copy is decided by the guards of its kind right before it goes (a pause that
-comes during a long run stops it there); every deletion, refusal, dry run and decline is audited.
+comes during a long run stops it there); every deletion, refusal, dry run and decline is audited. The deletions
+of one database run under its cross-process lock (`prune:<database>`, `keep_last:<database>`), so the daemon's
+prune and a person's `archive prune --apply`, or two replicas, never delete from the same archive at once.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
 
 from loguru import logger
 
 from actions.audit import AuditLog
 from actions.guards import Decision, Intent
-from actions.pipeline import KEEP_LAST, PRUNE, Gate
+from actions.pipeline import KEEP_LAST, PRUNE, ActionKind, Gate
 from daemon.adapters.archive.store import ArchiveStore
+from daemon.adapters.statestore import LockBusy
 from daemon.core.errors import GuardianError
 from daemon.core.retention import PruneDecision, plan_prune
 
@@ -26,7 +30,10 @@ class Deletions:
     """Prune and keep_last over one archive store."""
 
     def __init__(self, store: ArchiveStore, keeps: dict[str, timedelta | None], gate: Gate, audit: AuditLog,
-                 count: Callable[[str, str], None], clock: Callable[[], datetime]) -> None:
+                 count: Callable[[str, str], None], clock: Callable[[], datetime],
+                 exclusive: Callable[[str], AbstractContextManager[None]]) -> None:
+        """`exclusive(name)` holds a cross-process lock (the state store's) or raises LockBusy."""
+        self.exclusive = exclusive
         self.store = store
         self.keeps = keeps
         self.gate = gate
@@ -66,6 +73,30 @@ class Deletions:
         kind = PRUNE if action == "prune" else KEEP_LAST
         doomed = [d for d in decisions if d.delete]
         deleted = 0
+        databases = list(dict.fromkeys(d.obj.database for d in doomed))
+        for n, database in enumerate(databases):
+            mine = [d for d in doomed if d.obj.database == database]
+            try:
+                with self.exclusive(f"{action}:{database}"):
+                    done, declined, rest = self._delete(action, kind, mine, apply)
+            except LockBusy as exc:
+                logger.info("{} of {} skipped: {}", action, database, exc)
+                copies = f"{len(mine)} cop{'y' if len(mine) == 1 else 'ies'}"
+                self.audit.record(action, database, "skipped_busy", f"{copies} not deleted now: {exc}")
+                self.count(action, "skipped_busy")
+                continue
+            deleted += done
+            if declined is not None:  # paused, killed or not the leader: nothing more goes, in any database
+                later = [d for d in doomed if d.obj.database in databases[n + 1:]]
+                self._skip(action, rest + later, declined)
+                return deleted
+        return deleted
+
+    def _delete(self, action: str, kind: ActionKind, doomed: list[PruneDecision],
+                apply: bool) -> tuple[int, Decision | None, list[PruneDecision]]:
+        """One database's deletions, each decided right before it goes. Returns how many went, the declining
+        decision that stopped the rest (None when none did) and the copies it stopped."""
+        deleted = 0
         for i, d in enumerate(doomed):
             target = f"{d.obj.database}/{d.obj.backup_id}"
             decision = self.gate.decide(kind, Intent(action, target, d.reason), dry_run=not apply)
@@ -76,8 +107,7 @@ class Deletions:
                 self.count(action, "dry_run")
                 continue
             if not decision.go:  # read before every delete: a pause that comes during a long run stops it
-                self._skip(action, doomed[i:], decision)
-                return deleted
+                return deleted, decision, doomed[i:]
             try:
                 self.store.delete(d.obj.database, d.obj.backup_id)
             except (GuardianError, OSError) as exc:
@@ -88,7 +118,7 @@ class Deletions:
             self.audit.record(action, target, "done", d.reason, tier=d.obj.tier, size_bytes=d.obj.size_bytes)
             self.count(action, "done")
             deleted += 1
-        return deleted
+        return deleted, None, []
 
     def _skip(self, action: str, doomed: list[PruneDecision], decision: Decision) -> None:
         """Declined (paused, kill switch, not the leader): nothing is deleted; one audit record per database

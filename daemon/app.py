@@ -199,7 +199,7 @@ class Guardian:
     @cached_property
     def deletions(self) -> Deletions:
         return Deletions(self.store, dict(self.config.archive.keeps), self.gate, self.audit, self.count_action,
-                         self.clock)
+                         self.clock, self.state.exclusive)
 
     @cached_property
     def mirrors(self) -> Mirrors:

@@ -185,10 +185,40 @@ def test_a_pause_that_comes_during_a_prune_stops_the_deletions_still_to_come(tmp
         gate = Gate(Switches(enabled=lambda: True, paused=paused, leader=lambda: True,
                              dry_run=lambda _kind: False), lambda: now)
         service = Deletions(store, dict(config.archive.keeps), gate, AuditLog(state, lambda: now),
-                            lambda action, outcome: None, lambda: now)
+                            lambda action, outcome: None, lambda: now, state.exclusive)
         service.prune(["db"], apply=True)
         audit = [(a["outcome"], a.get("backups")) for a in state.audit(action="prune")]
     finally:
         state.close()
     assert ids(store) == {"old-30", "old-31", "old-32", "recent"}  # only the oldest went
     assert audit == [("done", None), ("skipped_paused", ["old-32", "old-31", "old-30"])]
+
+
+def test_a_prune_never_deletes_from_an_archive_another_process_is_pruning(tmp_path: Path) -> None:
+    """The deletions of one database run under `prune:<database>`: while another process (here a second store
+    connection, as another guardian or `archive prune --apply` would hold it) prunes it, nothing is deleted and
+    the record says so; once it let go, the prune goes."""
+    store = LocalDirectoryStore(tmp_path / "archive")
+    now = datetime.now(UTC)
+    for age in (30, 31):
+        seed(store, f"old-{age}", now - age * D, "daily")
+    seed(store, "recent", now - D, "daily")
+    config = GuardianConfig.model_validate(config_doc(tmp_path, "postgresql://unused@127.0.0.1/db", keep_last=0))
+    state = open_state_store(None, tmp_path / "state")
+    other = open_state_store(None, tmp_path / "state")
+    try:
+        gate = Gate(Switches(enabled=lambda: True, paused=lambda: None, leader=lambda: True,
+                             dry_run=lambda _kind: False), lambda: now)
+        service = Deletions(store, dict(config.archive.keeps), gate, AuditLog(state, lambda: now),
+                            lambda action, outcome: None, lambda: now, state.exclusive)
+        with other.exclusive("prune:db"):
+            service.prune(["db"], apply=True)
+            assert ids(store) == {"old-30", "old-31", "recent"}
+        busy = [(a["outcome"], a["target"]) for a in state.audit(action="prune")]
+        service.prune(["db"], apply=True)
+        after = [a["outcome"] for a in state.audit(action="prune")]
+    finally:
+        other.close()
+        state.close()
+    assert busy == [("skipped_busy", "db")]
+    assert ids(store) == {"recent"} and after.count("done") == 2
