@@ -8,17 +8,13 @@ where each part lives and how facts flow from the collectors to the actions.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from functools import cached_property, partial
 
-from apscheduler.triggers.cron import CronTrigger
-from loguru import logger
-
 from actions.audit import AuditLog
 from actions.capture import Capturer, CaptureService
-from actions.drill.jobs import DrillJobs, drill_policy, scenarios
+from actions.drill.jobs import DrillJobs, drill_policy
 from actions.drill.run import FULL, DrillRun, DrillRunner, Progress
 from actions.mirror import Mirror, Mirrors
 from actions.pipeline import ActionKind, Gate, Pipeline, Switches
@@ -29,49 +25,29 @@ from collectors.archive import ArchiveReader
 from collectors.boundary import CollectorBoundary
 from collectors.collection import Collection, HerokuSide
 from collectors.fleet import HerokuFleet
-from collectors.freshness import load_successes, save_successes, stale_after
+from collectors.freshness import load_successes, stale_after
 from collectors.heroku import HerokuWatcher
 from collectors.readability import ReadThrough
-from daemon.adapters.archive.store import ArchiveStore, LocalDirectoryStore
-from daemon.adapters.heroku import HerokuAPI, HerokuClient
+from daemon.adapters.archive import open_store
+from daemon.adapters.archive.store import ArchiveStore
+from daemon.adapters.heroku import HerokuAPI, client_for
 from daemon.adapters.postgres.tools import ProcessRegistry
 from daemon.adapters.sentry import LogNotifier, make_notifier
 from daemon.adapters.statestore import StateStore, open_state_store
-from daemon.config import DatabaseConfig, GuardianConfig, HerokuConfig
+from daemon.config import DatabaseConfig, GuardianConfig
 from daemon.control import ControlPanel
-from daemon.core.durations import format_duration
 from daemon.core.retention import PruneDecision
 from daemon.core.snapshot import DatabaseState, Snapshot, StateHolder
 from daemon.evaluation import Completion, Evaluator
 from daemon.leadership import Leadership
 from daemon.metrics import Exposition
 from daemon.push import Pusher
-from daemon.runtime import JobSpec, Runtime
+from daemon.runtime import Runtime, collect_pass
 from daemon.web.server import GuardianHTTP
-
-HEARTBEAT_SECONDS = 5
-SHUTDOWN_BUDGET = 10.0
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-def open_archive_store(config: GuardianConfig) -> ArchiveStore:
-    """The configured archive store (S3 imports boto3 only when used)."""
-    if config.archive.kind == "s3" and config.archive.s3 is not None:
-        from daemon.adapters.archive.s3 import S3ArchiveStore
-
-        return S3ArchiveStore(config.archive.s3)
-    return LocalDirectoryStore(config.archive_dir)
-
-
-def heroku_client(cfg: HerokuConfig) -> HerokuClient:
-    token = cfg.api_key.get_secret_value() if cfg.api_key is not None else ""
-    # max_rate_wait=0: a 429 ends the poll at once and the fleet planner does the waiting, so a pass never
-    # sits in sleeps holding the collection lock.
-    return HerokuClient(token, platform_url=cfg.platform_url, data_url=cfg.data_url,
-                        timeout=cfg.timeout.total_seconds(), retries=cfg.retries, max_rate_wait=0)
 
 
 def initial_state(db: DatabaseConfig) -> DatabaseState:
@@ -98,7 +74,7 @@ class Guardian:
     @cached_property
     def heroku_api(self) -> HerokuAPI | None:
         if self._heroku_api is None and (self.config.heroku_databases or self.config.actions.scale):
-            self._heroku_api = heroku_client(self.config.heroku)  # scaling speaks the Platform API too
+            self._heroku_api = client_for(self.config.heroku)  # scaling speaks the Platform API too
         return self._heroku_api
 
     @cached_property
@@ -118,7 +94,7 @@ class Guardian:
 
     @cached_property
     def store(self) -> ArchiveStore:
-        return open_archive_store(self.config)
+        return open_store(self.config)
 
     @cached_property
     def state(self) -> StateStore:
@@ -150,7 +126,7 @@ class Guardian:
 
     @cached_property
     def runner(self) -> ActionRunner:
-        return ActionRunner(self.state, self.audit, self.count_action, self.clock,
+        return ActionRunner(self.state, self.audit, self.control.count, self.clock,
                             on_interrupted=lambda record: self.captures.record_interrupted(record))
 
     @cached_property
@@ -194,11 +170,11 @@ class Guardian:
     @cached_property
     def captures(self) -> CaptureService:
         return CaptureService(self.databases, self.config.all_databases, self.capturer, self.pipeline, self.holder,
-                              self.notifier, self.collect_archive_of, self.deletions.keep_last, lambda: self.stopping)
+                              self.notifier, self._reread, self.deletions.keep_last, lambda: self.stopping)
 
     @cached_property
     def deletions(self) -> Deletions:
-        return Deletions(self.store, dict(self.config.archive.keeps), self.gate, self.audit, self.count_action,
+        return Deletions(self.store, dict(self.config.archive.keeps), self.gate, self.audit, self.control.count,
                          self.clock, self.state.exclusive)
 
     @cached_property
@@ -206,7 +182,7 @@ class Guardian:
         api = self.heroku_api
         mirror = Mirror(self.store, api, clock=self.clock, stopping=self.processes.closing.is_set) if api else None
         return Mirrors(mirror, self.pipeline, self.databases, self.heroku.billing_app, self.config.archive.mirrors,
-                       self.processes.closing.is_set, self.collect_archive_of)
+                       self.processes.closing.is_set, self._reread)
 
     @cached_property
     def drills(self) -> DrillJobs:
@@ -214,11 +190,12 @@ class Guardian:
                              self.config.all_databases, self.clock)
         return DrillJobs(self.databases, runner, self.pipeline, self.holder, self.state, self.store, self.notifier,
                          self.audit, self.config.state_dir, self.config.archive.kind == "s3", self.heroku.billing_app,
-                         lambda: self.collection.republish(), self.count_action, self.clock)
+                         lambda: self.collection.republish(), self.control.count, self.clock)
 
     @cached_property
     def remedies(self) -> Remedies:
-        own = OwnCaptures(self.captures.capture, self.capturer.running, self.refresh_heroku, self.collect_archive_of)
+        own = OwnCaptures(self.captures.capture, self.capturer.running,
+                          lambda name: self.collection.refresh_heroku(name), self._reread)
         return Remedies(self.config.actions, self.databases, self.runner, self.gate, self.state, self.holder,
                         self.leadership, self.heroku, self.archive, self.mirrors.mirror, own,
                         self.config.state.shard_index, self.control.publish_probes, self.clock, self.processes.closing)
@@ -242,15 +219,13 @@ class Guardian:
         """Why actions are paused (`backup-guardian actions pause`), or None."""
         return pause_reason(self.state)
 
+    def _reread(self, name: str) -> Snapshot:
+        """Read one database's archive again (after a capture, a copy or a deletion) and re-evaluate."""
+        return self.collection.collect_archive_of(name)
+
     def _notify(self, snap: Snapshot, now: datetime) -> None:
         if self.leadership.held is not False:  # followers stay quiet: the leader tells (one event, not one each)
             self.notifier.on_evaluation(snap.databases, now)
-
-    def count_action(self, action: str, outcome: str) -> None:
-        self.control.count(action, outcome)
-
-    def is_leader(self) -> bool:
-        return self.leadership.is_leader()
 
     def elect(self) -> bool:
         return self.leadership.elect()
@@ -260,31 +235,14 @@ class Guardian:
         """From the start of `stop()` on: no job starts, no child process starts."""
         return self.processes.closing.is_set()
 
-    # -- operations ---------------------------------------------------------------------------------------
+    # -- operations (the CLI commands and the jobs call these) -------------------------------------------
     def collect_all(self, one_shot: bool = False) -> Snapshot:
-        """One collection pass and evaluation; then (in the daemon) the remedies and the Pushgateway."""
-        snap = self.collection.collect(one_shot)
-        shards = self.config.state
-        save_successes(self.state, shards.shard_index, shards.shard_count, snap.collectors.values())
-        if not one_shot:
-            try:
-                self.remedies.after_evaluation(snap)
-            except Exception as exc:  # planning must never stop collection
-                logger.opt(exception=exc).error("planning remedial actions failed")
-        self.control.publish()
-        if not one_shot:
-            self.pusher.push()
-        return snap
+        """One collection pass and evaluation; in the daemon, followed by the remedies and the Pushgateway."""
+        return collect_pass(self, one_shot)
 
     @cached_property
     def pusher(self) -> Pusher:
         return Pusher(self.config.push, self.exposition.registry)
-
-    def refresh_heroku(self, name: str) -> None:
-        self.collection.refresh_heroku(name)
-
-    def collect_archive_of(self, name: str) -> Snapshot:
-        return self.collection.collect_archive_of(name)
 
     def capture(self, name: str, kind: str = "scheduled", lock: bool = True) -> tuple[bool, str]:
         return self.captures.capture(name, kind, lock)
@@ -312,95 +270,13 @@ class Guardian:
         self.notifier.heartbeat(self.holder.heartbeat_at)
 
     # -- running ------------------------------------------------------------------------------------------
-    def jobs(self, now: datetime) -> list[JobSpec]:
-        """Every periodic job of this guardian, with its trigger and workers."""
-        cfg, dbs, every = self.config, list(self.databases.values()), self.config.collect_interval
-        archive_every = {"seconds": max(60.0, every.total_seconds()), "next_run_time": now + every}
-        jobs = [JobSpec("heartbeat", self.heartbeat, "interval", {"seconds": HEARTBEAT_SECONDS}, "heartbeat"),
-                JobSpec("collect", self.collect_all, "interval",
-                        {"seconds": every.total_seconds(), "next_run_time": now}),
-                JobSpec("leader", self.elect, "interval",
-                        {"seconds": cfg.state.leader_interval.total_seconds()}, "leader")]
-        if cfg.actions.scale:
-            jobs.append(JobSpec("probe", self.remedies.probe_all, "interval", {
-                "seconds": min(t.interval for t in cfg.actions.scale).total_seconds(), "next_run_time": now}))
-        if any(self.archive.covers(db) and db.heroku is not None for db in dbs):
-            jobs.append(JobSpec("mirror", self.mirror_pending, "interval", archive_every, "archive", True))
-        if any(db.heroku is not None and not self.archive.covers(db) for db in dbs):
-            jobs.append(JobSpec("readability", self.check_readability, "interval", archive_every, "archive", True))
-        if any(self.archive.covers(db) for db in dbs):
-            jobs.append(JobSpec("prune", self.prune, "interval",
-                                {"hours": 24, "next_run_time": now + timedelta(minutes=10)}, "archive", True))
-        jobs.append(JobSpec("sweep-scratch", self.sweep_scratch, "date", {"run_date": now}, "archive", True))
-        for db in dbs:
-            for scenario, cron in scenarios(db).items():
-                jobs.append(JobSpec(f"drill:{scenario}:{db.name}", self.drills.drill, CronTrigger.from_crontab(
-                    cron, timezone=UTC), {"misfire_grace_time": None}, "drills", True, (db.name, scenario)))
-            if db.self_managed:
-                first = self.captures.first_capture_at(db, now)
-                jobs.append(JobSpec(f"capture:{db.name}", self.capture, "interval", {  # a late capture runs late
-                    "seconds": db.capture_interval.total_seconds(), "next_run_time": first, "misfire_grace_time": None},
-                    "captures", True, (db.name,)))
-                logger.info("capture of {} every {}; next at {}", db.name, format_duration(db.capture_interval),
-                            first.isoformat(timespec="seconds"))
-        return jobs
-
-    @property
-    def scheduler(self) -> object:
-        return self.runtime.scheduler
-
     def start(self, serve_http: bool = True) -> None:
-        """Start HTTP first (so /healthz answers at once), then the scheduler with every job."""
-        try:
-            self.config.archive_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            logger.error("cannot create the archive directory {}: {}", self.config.archive_dir, exc.strerror)
-        self.captures.clean_partials()
-        self.runner.close_interrupted()  # what a process that died left "running" (never a live one's)
-        if serve_http:
-            host, port = self.config.listen_host_port
-            self.http = GuardianHTTP(host, port, self.holder, self.exposition, self.clock, self.config.web)
-            self.http.start()
-            logger.info("serving /metrics, /healthz, /readyz, /api/status on {}", self.http.url)
-        self.heartbeat()
-        self.elect()
-        self.remedies.announce()
-        self.runtime.start(self.jobs(self.clock()))
+        self.runtime.launch(self, serve_http)
 
     def add_job(self, job_id: str, fn: Callable[[], None], every: timedelta) -> None:
         self.runtime.add_job(job_id, fn, every)
 
-    def _built(self, name: str) -> bool:
-        return name in self.__dict__
-
     def stop(self) -> None:
-        """Ordered shutdown of what was built: the stopping flag (no queued job or child starts from here on),
-        scheduler and action pools (queued jobs cancelled), running children, HTTP, worker pools."""
-        deadline = time.monotonic() + SHUTDOWN_BUDGET
-        self.processes.closing.set()
-        if self._built("runtime"):
-            self.runtime.shutdown()
-        if self._built("remedies"):
-            self.remedies.cancel_queued()
-        self.processes.terminate_all()
-        if self.http is not None:
-            self.http.stop()
-        if self._built("collection"):
-            self.collection.close()
-        if isinstance(self._heroku_api, HerokuClient):
-            self._heroku_api.close()
-        if self._built("mirrors") and self.mirrors.mirror is not None:
-            self.mirrors.mirror.close()
-        if self._built("drills"):
-            self.drills.runner.close()
-        if self._built("remedies"):
-            self.remedies.close()
-        if self._built("notifier"):
-            self.notifier.close()
-        for thread in Runtime.unfinished_threads():
-            thread.join(timeout=max(0.0, deadline - time.monotonic() - 2))
-        if self._built("state"):
-            self.state.release_leadership()  # after the actions ended, so a successor never overlaps them
-            self.state.close()
+        self.runtime.stop_all(self, set(vars(self)))
 
     unfinished_threads = staticmethod(Runtime.unfinished_threads)

@@ -1,4 +1,5 @@
-"""The run-time shell: the scheduler, every periodic job behind one error boundary, and the ordered stop.
+"""The run-time shell: the start, the scheduler with every periodic job behind one error boundary, what follows
+each collection pass, and the ordered stop.
 
 Each job is declared as data (`JobSpec`) by the composition root; here it is wrapped: a job queued before the
 shutdown never starts, a failure is logged and the daemon goes on, and a leader-only job is skipped quietly on
@@ -9,22 +10,29 @@ workers, so a long mirror never delays a backup and a stuck store never starves 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import STATE_STOPPED
 from loguru import logger
 
+from collectors.freshness import save_successes
+from daemon.adapters.heroku import HerokuClient
 from daemon.core.errors import StoppedByShutdown
 from daemon.core.redact import REDACTOR
 from daemon.jobpool import CancellingThreadPool
+from daemon.jobs import GuardianParts, JobSpec, periodic_jobs
+
+if TYPE_CHECKING:
+    from daemon.core.snapshot import Snapshot
 
 #: Thread names of `concurrent.futures` pool workers (ours and APScheduler's): the interpreter's exit joins them.
 POOL_THREADS = ("ThreadPoolExecutor-", "collect", "action", "s3-part", "toc-result")
+SHUTDOWN_BUDGET = 10.0
 EXECUTORS = {"default": 2, "captures": 2, "archive": 1, "drills": 1, "heartbeat": 1, "leader": 1}
 
 
@@ -39,20 +47,6 @@ class _Scheduler(BackgroundScheduler):
         except JobLookupError:
             if self.state != STATE_STOPPED:
                 raise
-
-
-@dataclass(frozen=True)
-class JobSpec:
-    """One job: its id, what it runs, when (APScheduler trigger and its arguments), on which workers, and
-    whether only the leader runs it."""
-
-    id: str
-    fn: Callable[..., Any]
-    trigger: Any
-    when: dict[str, Any] = field(default_factory=dict)
-    executor: str = "default"
-    leader_only: bool = False
-    args: tuple[Any, ...] = ()
 
 
 class Runtime:
@@ -117,6 +111,56 @@ class Runtime:
         if self.scheduler is not None:
             self.scheduler.shutdown(wait=False)
 
+    def launch(self, g: GuardianParts, serve_http: bool = True) -> None:
+        """Start HTTP first (so /healthz answers at once), then the scheduler with every job."""
+        from daemon.web.server import GuardianHTTP  # the web server's imports only when it is started
+
+        try:
+            g.config.archive_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            logger.error("cannot create the archive directory {}: {}", g.config.archive_dir, exc.strerror)
+        g.captures.clean_partials()
+        g.runner.close_interrupted()  # what a process that died left "running" (never a live one's)
+        if serve_http:
+            host, port = g.config.listen_host_port
+            g.http = GuardianHTTP(host, port, g.holder, g.exposition, g.clock, g.config.web)
+            g.http.start()
+            logger.info("serving /metrics, /healthz, /readyz, /api/status on {}", g.http.url)
+        g.heartbeat()
+        g.elect()
+        g.remedies.announce()
+        self.start(periodic_jobs(g, g.clock()))
+
+    def stop_all(self, g: GuardianParts, built: set[str]) -> None:
+        """Ordered shutdown of the parts that were `built`: the stopping flag (no queued job or child starts from
+        here on), scheduler and action pools (queued jobs cancelled), running children, HTTP, worker pools, and the
+        leadership last (after the actions ended, so a successor never overlaps them)."""
+        deadline = time.monotonic() + SHUTDOWN_BUDGET
+        g.processes.closing.set()
+        self.shutdown()
+        if "remedies" in built:
+            g.remedies.cancel_queued()
+        g.processes.terminate_all()
+        if g.http is not None:
+            g.http.stop()
+        if "collection" in built:
+            g.collection.close()
+        if "heroku_api" in built and isinstance(g.heroku_api, HerokuClient):
+            g.heroku_api.close()
+        if "mirrors" in built and g.mirrors.mirror is not None:
+            g.mirrors.mirror.close()
+        if "drills" in built:
+            g.drills.runner.close()
+        if "remedies" in built:
+            g.remedies.close()
+        if "notifier" in built:
+            g.notifier.close()
+        for thread in self.unfinished_threads():
+            thread.join(timeout=max(0.0, deadline - time.monotonic() - 2))
+        if "state" in built:
+            g.state.release_leadership()
+            g.state.close()
+
     @staticmethod
     def unfinished_threads() -> list[threading.Thread]:
         """Threads still working: non-daemon ones, and every pool worker (a scheduler job's thread inherits
@@ -124,3 +168,19 @@ class Runtime:
         main, me = threading.main_thread(), threading.current_thread()
         return [t for t in threading.enumerate() if t is not main and t is not me and t.is_alive()
                 and (not t.daemon or t.name.startswith(POOL_THREADS))]
+
+
+def collect_pass(g: GuardianParts, one_shot: bool = False) -> Snapshot:
+    """One collection pass and evaluation; the collectors' last successes kept; in the daemon (not one-shot)
+    the remedies planned from the new findings and the exposition pushed."""
+    snap = g.collection.collect(one_shot)
+    save_successes(g.state, g.config.state.shard_index, g.config.state.shard_count, snap.collectors.values())
+    if not one_shot:
+        try:
+            g.remedies.after_evaluation(snap)
+        except Exception as exc:  # planning must never stop collection
+            logger.opt(exception=exc).error("planning remedial actions failed")
+    g.control.publish()
+    if not one_shot:
+        g.pusher.push()
+    return snap

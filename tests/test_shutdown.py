@@ -179,9 +179,9 @@ def test_backups_have_workers_of_their_own(pg_cluster: LocalCluster, tmp_path: P
     g = Guardian(config)
     try:
         g.start(serve_http=False)
-        assert g.scheduler is not None
+        assert g.runtime.scheduler is not None
         by_executor: dict[str, set[str]] = {}
-        for job in g.scheduler.get_jobs():
+        for job in g.runtime.scheduler.get_jobs():
             by_executor.setdefault(job.executor, set()).add(job.id.split(":")[0])
     finally:
         g.stop()

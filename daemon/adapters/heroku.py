@@ -20,7 +20,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 from loguru import logger
@@ -28,6 +28,9 @@ from loguru import logger
 from daemon import __version__
 from daemon.core.errors import GuardianError
 from daemon.core.redact import REDACTOR
+
+if TYPE_CHECKING:
+    from daemon.config import HerokuConfig
 
 ACCEPT_V3 = "application/vnd.heroku+json; version=3"
 ACCEPT_SDK = "application/vnd.heroku+json; version=3.sdk"
@@ -372,3 +375,11 @@ def _as_dict(data: Any, what: str) -> dict[str, Any]:
 def _is_postgres(attachment: dict[str, Any]) -> bool:
     plan = str(((attachment.get("addon") or {}).get("plan") or {}).get("name") or "")
     return plan.split(":", 1)[0] == "heroku-postgresql"
+
+
+def client_for(cfg: HerokuConfig) -> HerokuClient:
+    """The client as the daemon uses it. `max_rate_wait=0`: a 429 ends the poll at once and the fleet planner
+    does the waiting, so a pass never sits in sleeps holding the collection lock."""
+    token = cfg.api_key.get_secret_value() if cfg.api_key is not None else ""
+    return HerokuClient(token, platform_url=cfg.platform_url, data_url=cfg.data_url,
+                        timeout=cfg.timeout.total_seconds(), retries=cfg.retries, max_rate_wait=0)

@@ -1,0 +1,135 @@
+"""The guardian's periodic jobs, as data for the run-time shell: what runs, when, on which workers, and whether
+only the leader runs it. Captures, the archive's jobs (mirror, read-through, prune, scratch sweep), drills, the
+heartbeat and the leadership renewal each have workers of their own (`daemon.runtime.EXECUTORS`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, Protocol
+
+from apscheduler.triggers.cron import CronTrigger
+from loguru import logger
+
+from actions.capture import CaptureService
+from actions.drill.jobs import DrillJobs, scenarios
+from actions.remedy import Remedies
+from collectors.archive import ArchiveReader
+from daemon.config import DatabaseConfig, GuardianConfig
+from daemon.core.durations import format_duration
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from actions.mirror import Mirrors
+    from actions.runner import ActionRunner
+    from collectors.collection import Collection
+    from daemon.adapters.heroku import HerokuAPI
+    from daemon.adapters.postgres.tools import ProcessRegistry
+    from daemon.adapters.sentry import LogNotifier
+    from daemon.adapters.statestore import StateStore
+    from daemon.control import ControlPanel
+    from daemon.core.snapshot import StateHolder
+    from daemon.metrics import Exposition
+    from daemon.push import Pusher
+    from daemon.web.server import GuardianHTTP
+
+HEARTBEAT_SECONDS = 5
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """One job: its id, what it runs, when (APScheduler trigger and its arguments), on which workers, and
+    whether only the leader runs it."""
+
+    id: str
+    fn: Callable[..., Any]
+    trigger: Any
+    when: dict[str, Any] = field(default_factory=dict)
+    executor: str = "default"
+    leader_only: bool = False
+    args: tuple[Any, ...] = ()
+
+
+class GuardianParts(Protocol):
+    """What the run-time shell uses of a guardian: its parts, and the operations its jobs run."""
+
+    http: GuardianHTTP | None
+
+    @property
+    def config(self) -> GuardianConfig: ...
+    @property
+    def databases(self) -> dict[str, DatabaseConfig]: ...
+    @property
+    def clock(self) -> Callable[[], datetime]: ...
+    @property
+    def holder(self) -> StateHolder: ...
+    @property
+    def processes(self) -> ProcessRegistry: ...
+    @property
+    def state(self) -> StateStore: ...
+    @property
+    def heroku_api(self) -> HerokuAPI | None: ...
+    @property
+    def notifier(self) -> LogNotifier: ...
+    @property
+    def archive(self) -> ArchiveReader: ...
+    @property
+    def collection(self) -> Collection: ...
+    @property
+    def control(self) -> ControlPanel: ...
+    @property
+    def pusher(self) -> Pusher: ...
+    @property
+    def exposition(self) -> Exposition: ...
+    @property
+    def runner(self) -> ActionRunner: ...
+    @property
+    def captures(self) -> CaptureService: ...
+    @property
+    def mirrors(self) -> Mirrors: ...
+    @property
+    def drills(self) -> DrillJobs: ...
+    @property
+    def remedies(self) -> Remedies: ...
+    def heartbeat(self) -> None: ...
+    def collect_all(self, one_shot: bool = False) -> Any: ...
+    def elect(self) -> bool: ...
+    def mirror_pending(self) -> int: ...
+    def check_readability(self) -> int: ...
+    def prune(self) -> Any: ...
+    def sweep_scratch(self) -> None: ...
+    def capture(self, name: str) -> tuple[bool, str]: ...
+
+
+def periodic_jobs(g: GuardianParts, now: datetime) -> list[JobSpec]:
+    """Every periodic job of a guardian, starting from `now`."""
+    cfg, dbs, every = g.config, list(g.databases.values()), g.config.collect_interval
+    archive_every = {"seconds": max(60.0, every.total_seconds()), "next_run_time": now + every}
+    jobs = [JobSpec("heartbeat", g.heartbeat, "interval", {"seconds": HEARTBEAT_SECONDS}, "heartbeat"),
+            JobSpec("collect", g.collect_all, "interval", {"seconds": every.total_seconds(), "next_run_time": now}),
+            JobSpec("leader", g.elect, "interval", {"seconds": cfg.state.leader_interval.total_seconds()}, "leader")]
+    if cfg.actions.scale:
+        jobs.append(JobSpec("probe", g.remedies.probe_all, "interval", {
+            "seconds": min(t.interval for t in cfg.actions.scale).total_seconds(), "next_run_time": now}))
+    if any(g.archive.covers(db) and db.heroku is not None for db in dbs):
+        jobs.append(JobSpec("mirror", g.mirror_pending, "interval", archive_every, "archive", leader_only=True))
+    if any(db.heroku is not None and not g.archive.covers(db) for db in dbs):
+        jobs.append(JobSpec("readability", g.check_readability, "interval", archive_every, "archive",
+                            leader_only=True))
+    if any(g.archive.covers(db) for db in dbs):
+        jobs.append(JobSpec("prune", g.prune, "interval", {"hours": 24, "next_run_time": now + timedelta(minutes=10)},
+                            "archive", leader_only=True))
+    jobs.append(JobSpec("sweep-scratch", g.sweep_scratch, "date", {"run_date": now}, "archive", leader_only=True))
+    for db in dbs:
+        for scenario, cron in scenarios(db).items():
+            jobs.append(JobSpec(f"drill:{scenario}:{db.name}", g.drills.drill, CronTrigger.from_crontab(
+                cron, timezone=UTC), {"misfire_grace_time": None}, "drills", True, (db.name, scenario)))
+        if db.self_managed:
+            first = g.captures.first_capture_at(db, now)
+            jobs.append(JobSpec(f"capture:{db.name}", g.capture, "interval", {  # a late capture runs late, never not
+                "seconds": db.capture_interval.total_seconds(), "next_run_time": first, "misfire_grace_time": None},
+                "captures", True, (db.name,)))
+            logger.info("capture of {} every {}; next at {}", db.name, format_duration(db.capture_interval),
+                        first.isoformat(timespec="seconds"))
+    return jobs
