@@ -33,6 +33,7 @@ from daemon.core.errors import GuardianError, StoppedByShutdown
 from daemon.core.redact import REDACTOR
 
 #: A skipped decision that stays the same is audited again after this long (it is still being declined).
+SAID_LIMIT = 10_000  # remembered decisions before the old ones are forgotten
 REPEAT_AFTER = timedelta(hours=6)
 
 
@@ -139,11 +140,14 @@ class ActionRunner:
             return
         key = (intent.action, intent.target)
         now = self.clock()
-        said = self._said.get(key)
-        if (said is not None and not intent.manual and said[0] == decision.outcome and said[1] == intent.triggers
-                and now - said[2] < REPEAT_AFTER):
-            return
-        self._said[key] = (decision.outcome, intent.triggers, now)
+        with self._lock:  # decisions come from the collection thread and the action workers
+            said = self._said.get(key)
+            if (said is not None and not intent.manual and said[0] == decision.outcome
+                    and said[1] == intent.triggers and now - said[2] < REPEAT_AFTER):
+                return
+            if len(self._said) >= SAID_LIMIT:  # bounded: targets such as "db/backup id" come and go
+                self._said = {k: v for k, v in self._said.items() if now - v[2] < REPEAT_AFTER}
+            self._said[key] = (decision.outcome, intent.triggers, now)
         log = logger.warning if decision.outcome == DRY_RUN else logger.info
         log("action {} {}: {}", intent.action, intent.target, decision.reason)
         self.audit.record(intent.action, intent.target, decision.outcome, decision.reason,
@@ -216,7 +220,8 @@ class ActionRunner:
 
     def _execute(self, decision: Decision, fn: Callable[[int], Outcome]) -> Outcome:
         intent = decision.intent
-        self._said.pop((intent.action, intent.target), None)
+        with self._lock:
+            self._said.pop((intent.action, intent.target), None)
         logger.warning("action {} {}: {}", intent.action, intent.target, decision.reason)
         started = self._begin(intent, decision.reason)  # raises before anything is done: no blind act
         return self._end(started, self._call(intent, fn, started.action_id))

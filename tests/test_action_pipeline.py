@@ -93,6 +93,31 @@ def test_the_readme_table_is_the_declaration() -> None:
             assert cell == want, f"{kind.does} / {guard}: README says {cell!r}, the code {want!r}"
 
 
+def test_the_declines_remembered_against_repeats_stay_bounded(tmp_path: Path) -> None:
+    """A decline is audited once per change (not at every pass); what is remembered for that is forgotten once
+    older than the repeat interval, so targets that come and go (a mirror's "db/backup id") never pile up."""
+    from actions import runner as runner_module
+    from actions.audit import AuditLog
+    from actions.guards import Decision
+    from actions.runner import REPEAT_AFTER, ActionRunner
+    from daemon.adapters.statestore import open_state_store
+
+    now = [NOW]
+    store = open_state_store(None, tmp_path / "state")
+    try:
+        runner = ActionRunner(store, AuditLog(store, lambda: now[0]), lambda _a, _o: None, lambda: now[0])
+        limit = runner_module.SAID_LIMIT
+        for n in range(limit):
+            runner.note(Decision(Intent("mirror", f"shop/b{n:06}", "new backup"), "skipped_paused", "paused"))
+        runner.note(Decision(Intent("mirror", "shop/b000000", "new backup"), "skipped_paused", "paused"))
+        assert len(store.audit(action="mirror", limit=limit + 10)) == limit  # the repeat was not audited again
+        now[0] += REPEAT_AFTER
+        runner.note(Decision(Intent("mirror", "shop/new", "new backup"), "skipped_paused", "paused"))
+        assert len(runner._said) == 1  # the old ones were forgotten when the limit was reached
+    finally:
+        store.close()
+
+
 # -- the real guardian ----------------------------------------------------------------------------------------
 
 def _guardian(tmp: Path, url: str, scratch: str) -> Guardian:
