@@ -279,7 +279,7 @@ class CaptureService:
     def record_interrupted(self, record: ActionRecord) -> None:
         """A capture this guardian dumps itself, found interrupted: the archive gets its failed attempt."""
         cfg = next((d for d in self.all_databases if d.name == record.target), None)
-        if record.action != "capture" or cfg is None or not cfg.self_managed or capture_source(cfg) != "archive":
+        if record.action != "capture" or cfg is None or not cfg.self_managed or capture_source(cfg) != SOURCE_ARCHIVE:
             return  # a drill, a scale change, or a Heroku capture (Heroku keeps its own record of that one)
         kind = str(record.details.get("kind") or ("manual" if record.details.get("manual") else "emergency"))
         self.capturer.record_interrupted(record.target, kind, record.started_at)

@@ -29,17 +29,17 @@ from daemon.adapters.heroku import HerokuAPI
 from daemon.adapters.postgres.toc import TocTee
 from daemon.config import DatabaseConfig
 from daemon.core.errors import CaptureError, GuardianError
-from daemon.core.snapshot import Backup, DatabaseState, Snapshot
+from daemon.core.snapshot import SOURCE_ARCHIVE, SOURCE_HEROKU, Backup, DatabaseState, Snapshot
 from daemon.status import human_size
 
 
-def backup_to_mirror(db: DatabaseState, provider: str = "heroku") -> Backup | None:
+def backup_to_mirror(db: DatabaseState, provider: str = SOURCE_HEROKU) -> Backup | None:
     """The provider's newest good backup when the archive does not hold a good copy of it yet."""
     src = db.sources.get(provider)
     newest = src.newest_good if src is not None else None
     if newest is None or transfer_num(newest.backup_id) is None:
         return None  # legacy o-names carry no transfer number to ask a URL for
-    archive = db.sources.get("archive")
+    archive = db.sources.get(SOURCE_ARCHIVE)
     held = {b.backup_id for b in archive.backups if b.succeeded} if archive is not None else set()
     return None if newest.backup_id in held else newest
 
@@ -80,7 +80,7 @@ class Mirror:
         except (GuardianError, KeyError) as exc:
             raise CaptureError(f"no download URL for {backup.backup_id} of {database}: {exc}") from None
         started = self.clock()
-        writer = self.store.begin(database, backup.backup_id, recovery_point=backup.started_at, origin="heroku",
+        writer = self.store.begin(database, backup.backup_id, recovery_point=backup.started_at, origin=SOURCE_HEROKU,
                                   size_hint=backup.size_bytes or None)
         tee = TocTee()
         sha, size = hashlib.sha256(), 0
@@ -113,7 +113,7 @@ class Mirror:
             record = BackupRecord(
                 database=database, backup_id=backup.backup_id, kind=backup.kind, started_at=backup.started_at,
                 finished_at=backup.finished_at or started, outcome="succeeded", size_bytes=size,
-                sha256=sha.hexdigest(), origin="heroku", toc=toc.to_json(),
+                sha256=sha.hexdigest(), origin=SOURCE_HEROKU, toc=toc.to_json(),
             )
             writer.commit(record)
         except DownloadError as exc:
@@ -161,7 +161,7 @@ class Mirrors:
             cfg = self.databases.get(name)
             if cfg is None or cfg.heroku is None:
                 continue
-            if "archive" not in db.sources:
+            if SOURCE_ARCHIVE not in db.sources:
                 continue  # the archive has not been read yet: do not copy blind
             backup = backup_to_mirror(db)
             app = self.billing_app(name)

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 
 from actions.guards import INTERRUPTED, Facts, Intent
 from daemon.config import ActionsConfig, DatabaseConfig
-from daemon.core.snapshot import DatabaseState
+from daemon.core.snapshot import SOURCE_ARCHIVE, SOURCE_HEROKU, DatabaseState
 
 #: Backups a person or the guardian asked for (not made by a schedule).
 ON_REQUEST = ("manual", "emergency")
@@ -58,7 +58,7 @@ def capturable(cfg: DatabaseConfig) -> bool:
 
 def capture_source(cfg: DatabaseConfig) -> str:
     """Where an emergency capture of this database goes (Heroku first: the provider's own backups)."""
-    return "heroku" if cfg.heroku is not None else "archive"
+    return SOURCE_HEROKU if cfg.heroku is not None else SOURCE_ARCHIVE
 
 
 def capture_facts(db: DatabaseState, cfg: DatabaseConfig, actions: ActionsConfig, history: Iterable[TakenAction],

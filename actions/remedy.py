@@ -29,11 +29,11 @@ from actions.runner import ActionRunner, Outcome
 from actions.scale import HerokuScaler, ProbeState, ScaleMemory, advance, plan_scale, probe, remember
 from collectors.archive import ArchiveReader
 from collectors.collection import HerokuSide
-from collectors.heroku import SOURCE_HEROKU, transfer_name, transfer_num
+from collectors.heroku import transfer_name, transfer_num
 from daemon.adapters.statestore import StateStore
 from daemon.config import ActionsConfig, DatabaseConfig, ScaleTarget
 from daemon.core.errors import CaptureError, GuardianError, StoppedByShutdown
-from daemon.core.snapshot import Snapshot, StateHolder
+from daemon.core.snapshot import SOURCE_ARCHIVE, SOURCE_HEROKU, Snapshot, StateHolder
 from daemon.leadership import Leadership
 
 PAUSE_KEY = "actions.paused"
@@ -235,7 +235,7 @@ class Remedies:
 
     def _protect(self, name: str, app: str, backup_id: str, limit: int | None) -> str:
         """Make sure the manual backup the capture will expire is archived; say what happened."""
-        held = self.holder.current().databases[name].sources.get("archive")
+        held = self.holder.current().databases[name].sources.get(SOURCE_ARCHIVE)
         cfg = self.databases[name]
         if not self.archive.covers(cfg) or self.mirror is None:
             return (f"{backup_id} will expire at Heroku (manual limit {limit} reached) and no archive is "

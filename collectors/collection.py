@@ -22,12 +22,13 @@ from collectors.archive import ArchiveReader
 from collectors.boundary import CollectorBoundary
 from collectors.database import collect_live
 from collectors.fleet import HerokuFleet
-from collectors.heroku import SOURCE_HEROKU, HerokuWatcher
+from collectors.heroku import HerokuWatcher
 from daemon.adapters.heroku import HerokuAPI
 from daemon.config import DatabaseConfig
 from daemon.core.errors import GuardianError
 from daemon.core.snapshot import (
     SOURCE_ARCHIVE,
+    SOURCE_HEROKU,
     ArchiveFacts,
     CollectorStatus,
     LiveFacts,

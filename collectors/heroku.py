@@ -17,9 +17,8 @@ from loguru import logger
 from daemon.adapters.heroku import HerokuAPI, HerokuNotFound, ResolvedDatabase
 from daemon.core.errors import CaptureError
 from daemon.core.schedules import next_due
-from daemon.core.snapshot import Backup, LiveFacts, ProviderFacts, Schedule, SourceState
+from daemon.core.snapshot import SOURCE_HEROKU, Backup, LiveFacts, ProviderFacts, Schedule, SourceState
 
-SOURCE_HEROKU = "heroku"
 STUCK_AFTER = timedelta(hours=24)
 MAX_FAILURE_LOGS = 50
 _HEROKU_TS = "%Y-%m-%d %H:%M:%S %z"

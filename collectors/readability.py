@@ -15,12 +15,12 @@ from loguru import logger
 
 from collectors.archive import ArchiveReader
 from collectors.collection import HerokuSide
-from collectors.heroku import SOURCE_HEROKU, require_transfer_num, transfer_num
+from collectors.heroku import require_transfer_num, transfer_num
 from daemon.adapters.archive.download import stream
 from daemon.adapters.postgres.toc import Toc, read_stream
 from daemon.config import DatabaseConfig
 from daemon.core.errors import GuardianError
-from daemon.core.snapshot import SourceState, StateHolder
+from daemon.core.snapshot import SOURCE_HEROKU, SourceState, StateHolder
 
 
 class ReadThrough:

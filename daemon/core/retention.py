@@ -17,6 +17,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from daemon.core.snapshot import SOURCE_ARCHIVE
+
 TIERS = ("daily", "weekly", "monthly", "milestone")
 #: keep_last also trims failed-attempt records (no dump, only the record) to this many per database.
 KEEP_FAILED_RECORDS = 20
@@ -33,7 +35,7 @@ class ArchivedObject:
     size_bytes: int
     tier: str
     succeeded: bool = True
-    source: str = "archive"
+    source: str = SOURCE_ARCHIVE
     sha256: str | None = None
     encrypted: bool | None = None
     label: str | None = None

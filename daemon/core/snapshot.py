@@ -12,7 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
+#: The sources of backups, named once: what a database's `sources` are keyed by, and an archived copy's origin.
 SOURCE_ARCHIVE = "archive"
+SOURCE_HEROKU = "heroku"
 
 
 @dataclass(frozen=True)
