@@ -30,7 +30,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from daemon.adapters.postgres.cluster import LocalCluster, free_port
 
-pytest_plugins = ["tests.s3_server"]  # moto_server, s3_bucket, fault_proxy fixtures
+pytest_plugins = ["tests.doubles.s3"]  # moto_server, s3_bucket, fault_proxy fixtures
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_SCHEMA = (REPO / "daemon" / "sample_schema.sql").read_text()
