@@ -97,9 +97,9 @@ from daemon.app import Guardian  # noqa: E402
 from daemon.config import GuardianConfig  # noqa: E402
 from daemon.core.schedules import last_due, next_due  # noqa: E402
 from daemon.core.snapshot import Schedule, Snapshot  # noqa: E402
-from tests.daemon.adapters.test_heroku_client import FakeClock  # noqa: E402
 from tests.doubles import heroku as heroku_double  # noqa: E402
 from tests.doubles.heroku import HerokuDouble  # noqa: E402
+from tests.support import FakeClock  # noqa: E402
 
 if TYPE_CHECKING:
     from loguru import Message

@@ -28,8 +28,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from daemon.adapters.archive.s3 import S3ArchiveStore
-from tests.daemon.adapters.archive.test_s3_listing import one_pass, put_copy, store_via
 from tests.doubles.s3 import FaultProxy, MotoServer, s3_client
+from tests.support import one_pass, put_copy, store_via
 
 PASS_EVERY = 30.0  # seconds: the default collect_interval
 

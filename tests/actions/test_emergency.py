@@ -23,8 +23,8 @@ from daemon.config import GuardianConfig
 from daemon.core.snapshot import Finding, Snapshot
 from daemon.metrics import SnapshotCollector
 from daemon.status import status_document
-from tests.daemon.adapters.test_heroku_client import FakeClock
 from tests.doubles.heroku import HerokuDouble
+from tests.support import FakeClock
 
 DB = "shop/DATABASE"
 

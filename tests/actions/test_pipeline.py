@@ -23,11 +23,11 @@ from actions.remedy import PAUSE_KEY, person
 from daemon.adapters.postgres.cluster import LocalCluster
 from daemon.app import Guardian
 from daemon.config import GuardianConfig
-from tests.daemon.adapters.archive.test_s3 import TOKEN, an_hour_old_backup, guardian_for
 from tests.doubles.heroku import HerokuDouble
 from tests.doubles.s3 import MotoServer
+from tests.support import REPO, an_hour_old_backup, guardian_for
+from tests.support import S3_MIRROR_TOKEN as TOKEN
 
-ROOT = Path(__file__).resolve().parents[2]
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 
@@ -78,7 +78,7 @@ def test_in_dry_run_a_kind_with_a_dry_run_switch_only_says_what_it_would_do(kind
 
 def test_the_readme_table_is_the_declaration() -> None:
     """README "Safety": one row per kind, one column per guard, `yes` or the reason it does not apply."""
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    text = (REPO / "README.md").read_text(encoding="utf-8")
     header = "| action | " + " | ".join(GUARDS) + " |"
     assert header in text, "the README's action x guard table header is missing or out of date"
     rows = text.split(header, 1)[1].strip().splitlines()[1:1 + len(KINDS)]

@@ -16,8 +16,8 @@ import pytest
 from daemon.adapters.heroku import HerokuClient
 from daemon.app import Guardian
 from daemon.config import GuardianConfig
-from tests.daemon.adapters.test_heroku_client import FakeClock
 from tests.doubles.heroku import HerokuDouble
+from tests.support import FakeClock
 
 
 class App:

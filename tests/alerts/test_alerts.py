@@ -9,16 +9,14 @@ without them fails these tests with the command to install them, it does not ski
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
-RULES = REPO / "alerts" / "pgbackup.rules.yml"
+from tests.support import REPO, RULES, tool
+
 RULE_TESTS = REPO / "alerts" / "tests" / "pgbackup.rules.test.yml"
 ALERTMANAGER = REPO / "alerts" / "alertmanager.yml"
 RUNBOOKS = REPO / "docs" / "runbooks"
@@ -43,17 +41,6 @@ SEVERITIES = {
     "PgBackupRemedialActionFailed": "ticket",
     "PgBackupGuardianAbsent": "page",
 }
-#: Packages that provide each tool on Debian (what CI installs).
-PACKAGES = {"promtool": "prometheus", "amtool": "prometheus-alertmanager"}
-
-
-def tool(name: str) -> str:
-    """Path of a required binary; fails (never skips) with the install command when it is missing."""
-    path = shutil.which(name)
-    if path is None:
-        pytest.fail(f"{name} not found on PATH: install it with `apt-get install -y {PACKAGES[name]}` "
-                    "(the alerting tests run the real tool)", pytrace=False)
-    return path
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:

@@ -33,11 +33,10 @@ from daemon.adapters.postgres.cluster import LocalCluster
 from daemon.app import Guardian
 from daemon.config import GuardianConfig
 from daemon.core.policy import CHECKS
-from tests.conftest import create_database, make_cluster
 from tests.doubles.heroku import HerokuDouble
 from tests.doubles.s3 import MotoServer, s3_client
+from tests.support import REPO, create_database, make_cluster
 
-REPO = Path(__file__).resolve().parents[2]
 DASHBOARDS = REPO / "dashboards"
 ALERTS = REPO / "alerts"
 TOKEN = "hrku-drift-SECRET-0123456789"

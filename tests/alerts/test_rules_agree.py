@@ -32,8 +32,7 @@ from daemon.core.policy import evaluate, newest_good_backup
 from daemon.core.risk import next_expected, tolerance_seconds
 from daemon.core.snapshot import DatabaseState, Schedule, Snapshot, StateHolder
 from daemon.metrics import SnapshotCollector
-from tests.alerts.test_alerts import RULES, tool
-from tests.daemon.core.test_risk import DAILY, JITTERY, world
+from tests.support import DAILY, JITTERY, RULES, tool, world
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 FIRST_DUE = EPOCH + timedelta(hours=2)

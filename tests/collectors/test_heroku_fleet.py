@@ -15,8 +15,8 @@ from daemon.app import Guardian
 from daemon.config import GuardianConfig
 from daemon.core.snapshot import Snapshot
 from daemon.status import status_document
-from tests.daemon.adapters.test_heroku_client import FakeClock
 from tests.doubles.heroku import HerokuDouble
+from tests.support import FakeClock
 
 
 @pytest.fixture

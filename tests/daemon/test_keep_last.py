@@ -23,8 +23,8 @@ from daemon.adapters.statestore import open_state_store
 from daemon.app import Guardian
 from daemon.archiving import ArchiveService
 from daemon.config import GuardianConfig
-from tests.daemon.adapters.archive.test_s3 import s3_section
 from tests.doubles.s3 import MotoServer, s3_client
+from tests.support import s3_section
 
 D = timedelta(days=1)
 

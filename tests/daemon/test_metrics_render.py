@@ -33,7 +33,7 @@ from daemon.core.snapshot import (
 )
 from daemon.metrics import RENDER_THREAD, Exposition
 from daemon.web.server import GuardianHTTP
-from tests.conftest import create_database, shop_config
+from tests.support import create_database, shop_config
 
 NOW = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)  # the snapshots' own time; nothing here reads the clock
 

@@ -27,6 +27,7 @@ from urllib.parse import quote, urlencode
 import yaml
 
 from daemon.adapters.postgres.cluster import free_port
+from tests.support import tool
 
 #: Debian package -> the names its server binary has (Debian's, then upstream's).
 BINARIES = {
@@ -34,7 +35,6 @@ BINARIES = {
     "prometheus-alertmanager": ("prometheus-alertmanager", "alertmanager"),
     "prometheus-pushgateway": ("prometheus-pushgateway", "pushgateway"),
 }
-TOOLS = {"amtool": "prometheus-alertmanager", "promtool": "prometheus"}
 
 
 def binary(package: str) -> str:
@@ -44,12 +44,6 @@ def binary(package: str) -> str:
         if path:
             return path
     raise AssertionError(f"{BINARIES[package][0]} is missing: apt-get install {package} (.ci/run does)")
-
-
-def tool(name: str) -> str:
-    path = shutil.which(name)
-    assert path, f"{name} is missing: apt-get install {TOOLS[name]} (.ci/run does)"
-    return path
 
 
 def poll(what: str, fn: Callable[[], Any], timeout: float = 30.0, context: Callable[[], str] | None = None,

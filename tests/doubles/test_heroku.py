@@ -19,8 +19,8 @@ import pytest
 
 from daemon.adapters.postgres.cluster import LocalCluster
 from daemon.adapters.postgres.tools import find_tool
-from tests.conftest import create_database
 from tests.doubles.heroku import HerokuDouble, RequestRecord, _demo_state
+from tests.support import REPO, create_database
 
 TOKEN = "test-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}", "Accept": "application/vnd.heroku+json; version=3"}
@@ -665,7 +665,7 @@ def test_demo_state_and_module_help(double: HerokuDouble, client: httpx.Client) 
     info = _demo_state(double, None)
     assert len(client.get(data(double, f"/apps/{info.app_name}/transfers")).json()) == 4
     out = subprocess.run([sys.executable, "-m", "tests.doubles.heroku", "--help"], capture_output=True,
-                         text=True, check=True, cwd=Path(__file__).resolve().parents[2])
+                         text=True, check=True, cwd=REPO)
     assert "--database-url" in out.stdout
 
 

@@ -31,6 +31,7 @@ from botocore.exceptions import (
 )
 
 from tests.doubles.s3 import FaultProxy, MotoServer, fault_proxy, moto_server, s3_bucket, s3_client  # noqa: F401
+from tests.support import wait_for
 
 MIB = 1024 * 1024
 
@@ -41,15 +42,6 @@ def b64sha256(data: bytes) -> str:
 
 def error_code(exc: ClientError) -> str:
     return str(exc.response["Error"]["Code"])
-
-
-def wait_for(condition: Any, timeout: float = 10.0) -> None:
-    """Poll `condition()` until true, or fail at the deadline."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        threading.Event().wait(0.01)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from actions.planner import INTERRUPTED_CAPTURE
 from daemon.adapters.archive.store import BackupRecord, LocalDirectoryStore
 from daemon.adapters.postgres.cluster import LocalCluster
 from daemon.adapters.statestore import open_state_store
-from tests.conftest import DaemonProcess
+from tests.support import DaemonProcess
 
 DB = "shop"
 

@@ -15,7 +15,7 @@ import pytest
 
 from daemon.adapters.postgres.cluster import LocalCluster
 from daemon.core.redact import url_password
-from tests.conftest import DaemonProcess, create_database
+from tests.support import DaemonProcess, create_database
 
 DB = "shop/main"
 L_ARCHIVE = (("database", DB), ("source", "archive"))

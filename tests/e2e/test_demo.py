@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from daemon.adapters.postgres.cluster import free_port
-from tests.conftest import DaemonProcess
+from tests.support import DaemonProcess
 
 
 def _env(tmp_path: Path, **extra: str) -> dict[str, str]:

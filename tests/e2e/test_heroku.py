@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from daemon.adapters.postgres.cluster import LocalCluster
-from tests.conftest import DaemonProcess, create_database
 from tests.doubles.heroku import HerokuDouble
+from tests.support import DaemonProcess, create_database
 
 TOKEN = "hrku-e2e-SECRET-0123456789abcdef"
 DB = "suoops-backend/DATABASE"

@@ -37,7 +37,6 @@ from actions.capture import Capturer, CaptureRequest
 from daemon.adapters.archive.store import LocalDirectoryStore
 from daemon.adapters.postgres.cluster import LocalCluster
 from daemon.core.redact import url_password
-from tests.conftest import DaemonProcess, create_database
 from tests.doubles.promstack import (
     Prometheus,
     WebhookReceiver,
@@ -50,8 +49,8 @@ from tests.doubles.promstack import (
     scaled,
     scaled_rules,
 )
+from tests.support import REPO, DaemonProcess, create_database
 
-REPO = Path(__file__).resolve().parents[2]
 RULES = REPO / "alerts" / "pgbackup.rules.yml"
 ALERTMANAGER = REPO / "alerts" / "alertmanager.yml"
 DASHBOARDS = REPO / "dashboards"

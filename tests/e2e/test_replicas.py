@@ -16,8 +16,8 @@ import pytest
 from actions.remedy import in_shard, shard_of
 from daemon.adapters.postgres.cluster import LocalCluster
 from daemon.adapters.statestore import open_state_store
-from tests.conftest import DaemonProcess, create_database
 from tests.doubles.heroku import HerokuDouble
+from tests.support import DaemonProcess, create_database
 
 TOKEN = "hrku-replicas-SECRET-0123456789"
 

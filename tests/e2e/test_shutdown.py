@@ -22,8 +22,18 @@ from daemon.adapters.postgres.scratch import PREFIX
 from daemon.adapters.statestore import open_state_store
 from daemon.app import Guardian
 from daemon.config import GuardianConfig
-from tests.actions.drill.test_safety import capture, databases, load, production_db, write_config
-from tests.conftest import DaemonProcess, create_database, pids_of, shop_config, throwaway_cluster
+from tests.support import (
+    DaemonProcess,
+    capture,
+    create_database,
+    databases,
+    pids_of,
+    production_db,
+    read_config,
+    shop_config,
+    throwaway_cluster,
+    write_config,
+)
 
 FLEET = 2000
 EXIT_BUDGET = 10.0
@@ -148,7 +158,7 @@ def test_a_drill_stopped_by_the_shutdown_closes_its_history_as_interrupted(
     capture(open_tmp, "shop", url)
     with throwaway_cluster() as scratch:
         cfg = write_config(open_tmp, [{"name": "shop", "url": url, "drill": {"scratch_url": scratch.url()}}])
-        g = Guardian(load(cfg))
+        g = Guardian(read_config(cfg))
         g.collect_all(one_shot=True)  # as `backup-guardian drill` does: the drill needs the archive read
         runs: list[Any] = []
         drill = threading.Thread(target=lambda: runs.append(g.drill("shop")))

@@ -9,61 +9,30 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import psycopg
 import pytest
 
-from actions.capture import Capturer, CaptureRequest
-from actions.drill.run import DrillRun
 from daemon.adapters.archive.store import LocalDirectoryStore
 from daemon.adapters.postgres.cluster import LocalCluster
 from daemon.adapters.postgres.scratch import PREFIX
 from daemon.adapters.postgres.toc import read_toc
 from daemon.app import Guardian
 from daemon.config import GuardianConfig
-from daemon.core.snapshot import Snapshot
-from tests.conftest import create_database
-
-DB = "shop"
-
-
-def guardian(tmp: Path, url: str, scratch: str | None = None, **drill: Any) -> Guardian:
-    cfg: dict[str, Any] = {"state_dir": str(tmp / "state"), "archive": {"path": str(tmp / "archive")},
-                           "databases": [{"name": DB, "url": url, "drill": drill}]}
-    if scratch:
-        cfg["databases"][0]["drill"]["scratch_url"] = scratch
-    return Guardian(GuardianConfig.model_validate(cfg))
-
-
-def capture(tmp: Path, url: str) -> None:
-    Capturer(LocalDirectoryStore(tmp / "archive")).capture(CaptureRequest(database=DB, url=url))
-
-
-def databases(cluster: LocalCluster) -> set[str]:
-    with psycopg.connect(cluster.url("postgres"), autocommit=True) as conn:
-        return {r[0] for r in conn.execute("SELECT datname FROM pg_database")}
-
-
-def drill_once(g: Guardian) -> tuple[DrillRun, Snapshot]:
-    """Collect, run one drill, and stop the guardian: the drill and the snapshot after it."""
-    try:
-        g.collect_all()
-        run = g.drill(DB)
-        return run, g.holder.current()
-    finally:
-        g.stop()
+from tests.support import DRILLED_DB as DB
+from tests.support import capture, create_database, databases, drill_guardian, drill_once
 
 
 def test_full_drill_restores_checks_reports_and_drops_the_scratch_database(
     pg_cluster: LocalCluster, own_cluster: LocalCluster, open_tmp: Path
 ) -> None:
     url = create_database(pg_cluster)
-    capture(open_tmp, url)
-    g = guardian(open_tmp, url, scratch=own_cluster.url("postgres"),
-                 checks={"min_rows": {"users": 1, "invoices": 100}, "fresh_columns": {"invoices.created_at": "2d"},
-                         "sql": {"invoices have users": "SELECT count(*) = 0 FROM invoices i "
-                                 "LEFT JOIN users u ON u.id = i.user_id WHERE u.id IS NULL"}})
+    capture(open_tmp, DB, url)
+    g = drill_guardian(open_tmp, url, scratch=own_cluster.url("postgres"),
+                       checks={"min_rows": {"users": 1, "invoices": 100},
+                               "fresh_columns": {"invoices.created_at": "2d"},
+                               "sql": {"invoices have users": "SELECT count(*) = 0 FROM invoices i "
+                                       "LEFT JOIN users u ON u.id = i.user_id WHERE u.id IS NULL"}})
     run, snap = drill_once(g)
     assert run.succeeded, run.reason
     assert {"download", "verify", "restore", "checks", "drop"} <= run.phases.keys()
@@ -90,8 +59,8 @@ def test_table_drill_restores_only_the_critical_tables(
     pg_cluster: LocalCluster, own_cluster: LocalCluster, open_tmp: Path
 ) -> None:
     url = create_database(pg_cluster)
-    capture(open_tmp, url)
-    g = guardian(open_tmp, url, scratch=own_cluster.url("postgres"), tables=["invoices"])
+    capture(open_tmp, DB, url)
+    g = drill_guardian(open_tmp, url, scratch=own_cluster.url("postgres"), tables=["invoices"])
     try:
         g.collect_all()
         run = g.drill(DB, "accidental_deletion")
@@ -104,8 +73,8 @@ def test_table_drill_restores_only_the_critical_tables(
 
 def test_embedded_scratch_cluster_is_used_by_default(pg_cluster: LocalCluster, open_tmp: Path) -> None:
     url = create_database(pg_cluster)
-    capture(open_tmp, url)
-    g = guardian(open_tmp, url)
+    capture(open_tmp, DB, url)
+    g = drill_guardian(open_tmp, url)
     run, _ = drill_once(g)
     assert run.succeeded, run.reason
     assert "differs from production" in run.safety  # the embedded cluster is a different server too
@@ -116,7 +85,7 @@ def test_a_broken_dump_fails_the_readability_check_and_the_drill_with_a_clear_re
     cut: str, pg_cluster: LocalCluster, own_cluster: LocalCluster, open_tmp: Path
 ) -> None:
     url = create_database(pg_cluster)
-    capture(open_tmp, url)
+    capture(open_tmp, DB, url)
     store = LocalDirectoryStore(open_tmp / "archive")
     [record] = store.list_records(DB)
     dump = store.dump_path(DB, record.backup_id)
@@ -131,7 +100,7 @@ def test_a_broken_dump_fails_the_readability_check_and_the_drill_with_a_clear_re
 
     toc = read_toc(dump)
     assert not toc.ok and cut in (toc.error or "")
-    g = guardian(open_tmp, url, scratch=own_cluster.url("postgres"))
+    g = drill_guardian(open_tmp, url, scratch=own_cluster.url("postgres"))
     run, snap = drill_once(g)
     assert not run.succeeded and cut in run.reason and "not readable" in run.reason
     assert run.scratch == ""  # refused before any scratch database existed
@@ -148,10 +117,10 @@ def test_scratch_on_the_production_server_is_refused_whatever_the_spelling(
     spelling: str, pg_cluster: LocalCluster, open_tmp: Path
 ) -> None:
     url = create_database(pg_cluster)
-    capture(open_tmp, url)
+    capture(open_tmp, DB, url)
     scratch = spelling.format(pw=pg_cluster.password, port=pg_cluster.port, sock=pg_cluster.socket_dir)
     before = databases(pg_cluster)
-    g = guardian(open_tmp, url, scratch=scratch)
+    g = drill_guardian(open_tmp, url, scratch=scratch)
     run, _ = drill_once(g)
     assert not run.succeeded and "IS the production server" in run.reason
     assert "restore" not in run.phases
@@ -164,10 +133,10 @@ def test_an_emptied_table_fails_its_smoke_check_and_the_report_names_it(
     url = create_database(pg_cluster)
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("DELETE FROM payments")
-    capture(open_tmp, url)  # the backup holds an empty payments table
+    capture(open_tmp, DB, url)  # the backup holds an empty payments table
     with psycopg.connect(url, autocommit=True) as conn:  # while production has payments again
         conn.execute("INSERT INTO payments (invoice_id, amount_cents) SELECT id, 100 FROM invoices LIMIT 5")
-    g = guardian(open_tmp, url, scratch=own_cluster.url("postgres"))
+    g = drill_guardian(open_tmp, url, scratch=own_cluster.url("postgres"))
     run, snap = drill_once(g)
     assert not run.succeeded
     [bad] = [c for c in run.checks if not c.ok]
@@ -184,7 +153,7 @@ def test_killed_mid_restore_the_next_start_sweeps_only_its_own_scratch_database(
     url = create_database(pg_cluster, with_schema=False)
     with psycopg.connect(url, autocommit=True) as conn:  # enough rows that the restore takes a while
         conn.execute("CREATE TABLE big AS SELECT g AS id, md5(g::text) AS h FROM generate_series(1, 3000000) g")
-    capture(open_tmp, url)
+    capture(open_tmp, DB, url)
     with psycopg.connect(own_cluster.url("postgres"), autocommit=True) as conn:
         conn.execute("CREATE DATABASE keep_me")  # not ours: no prefix
         conn.execute(f"CREATE DATABASE {PREFIX}someone_elses")  # a prefix, but not on our ledger
@@ -231,8 +200,8 @@ def test_a_drill_while_another_runs_is_skipped_not_failed(
     from actions.drill.run import drill_lock
 
     url = create_database(pg_cluster)
-    capture(open_tmp, url)
-    g = guardian(open_tmp, url, scratch=own_cluster.url("postgres"))
+    capture(open_tmp, DB, url)
+    g = drill_guardian(open_tmp, url, scratch=own_cluster.url("postgres"))
     try:
         g.collect_all()
         with drill_lock(open_tmp / "state"):  # another process holds the drill lock

@@ -20,26 +20,21 @@ from typing import Any
 import psycopg
 import pytest
 
-from actions.capture import Capturer, CaptureRequest
-from daemon.adapters.archive.store import LocalDirectoryStore
 from daemon.adapters.postgres.cluster import LocalCluster
 from daemon.adapters.postgres.scratch import MARKER, PREFIX, DrillRefused, ScratchTarget
 from daemon.adapters.statestore import ScratchEntry
 from daemon.app import Guardian
-from daemon.config import GuardianConfig
-from tests.conftest import create_database, make_cluster, pids_of, throwaway_cluster
-
-#: A table whose index builds at once in production but slowly wherever a drill restores it (the function
-#: sleeps only inside a scratch database): pg_restore is then reliably caught mid-run, without a big dump.
-SLOW_RESTORE = r"""
-CREATE FUNCTION slow_key(i integer) RETURNS integer LANGUAGE plpgsql IMMUTABLE AS $$
-BEGIN
-  IF current_database() LIKE 'guardian\_drill\_%' THEN PERFORM pg_sleep(0.05); END IF;
-  RETURN i;
-END $$;
-CREATE TABLE slow_rows AS SELECT g AS id FROM generate_series(1, 4000) g;
-CREATE INDEX slow_rows_key ON slow_rows (slow_key(id));
-"""
+from tests.support import (
+    capture,
+    create_database,
+    databases,
+    make_cluster,
+    pids_of,
+    production_db,
+    read_config,
+    throwaway_cluster,
+    write_config,
+)
 
 
 @pytest.fixture
@@ -50,11 +45,6 @@ def scratch_cluster() -> Iterator[LocalCluster]:
 
 
 # -- helpers -------------------------------------------------------------------------------------------------
-
-def databases(cluster: LocalCluster, tcp: bool = True) -> set[str]:
-    with psycopg.connect(cluster.url("postgres", tcp=tcp), autocommit=True) as conn:
-        return {r[0] for r in conn.execute("SELECT datname FROM pg_database")}
-
 
 def fingerprint(cluster: LocalCluster) -> dict[str, Any]:
     """Production as a value: its databases, and per user table the row count and a checksum of the rows."""
@@ -73,29 +63,6 @@ def assert_production_untouched(cluster: LocalCluster, before: dict[str, Any]) -
     after = fingerprint(cluster)
     assert not [d for d in after["databases"] if d.startswith(PREFIX) and d not in before["databases"]]
     assert after == before
-
-
-def production_db(cluster: LocalCluster, slow: bool = False) -> str:
-    url = create_database(cluster)
-    if slow:
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute(SLOW_RESTORE)  # type: ignore[arg-type]
-    return url
-
-
-def capture(tmp: Path, name: str, url: str) -> None:
-    Capturer(LocalDirectoryStore(tmp / "archive")).capture(CaptureRequest(database=name, url=url))
-
-
-def write_config(tmp: Path, dbs: list[dict[str, Any]]) -> Path:
-    path = tmp / "guardian.json"
-    path.write_text(json.dumps({"state_dir": str(tmp / "state"), "archive": {"path": str(tmp / "archive")},
-                                "databases": dbs}))
-    return path
-
-
-def load(path: Path) -> GuardianConfig:
-    return GuardianConfig.model_validate(json.loads(path.read_text()))
 
 
 def cli(cfg: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
@@ -153,7 +120,7 @@ def sweep() -> Iterator[Callable[[Path], Guardian]]:
     made: list[Guardian] = []
 
     def run(cfg: Path) -> Guardian:
-        g = Guardian(load(cfg))
+        g = Guardian(read_config(cfg))
         made.append(g)
         # as the leader's sweep at start (the earlier guardians of a test, still open, hold the leadership)
         g.sweep_scratch(manual=True)
@@ -228,7 +195,7 @@ def test_ledger_entries_without_the_marker_or_on_production_are_kept_and_reporte
         # a second database whose scratch_url is production: the sweep visits it, and must refuse there too
         {"name": "shop2", "url": url, "drill": {"scratch_url": own_cluster.url("postgres")}},
     ])
-    g = Guardian(load(cfg))
+    g = Guardian(read_config(cfg))
     try:
         t0 = g.clock()
         g.state.add_scratch(ScratchEntry(identity(own_cluster), on_prod, "t1", "shop2", t0))

@@ -18,8 +18,7 @@ from daemon.adapters.postgres.cluster import LocalCluster
 from daemon.adapters.postgres.toc import TocEntry, explain, match_tables, read_toc
 from daemon.adapters.postgres.tools import find_tool
 from daemon.core.names import TableName, parse_column, parse_table, shown
-from tests.actions.drill.test_drill import capture, drill_once, guardian
-from tests.conftest import create_database
+from tests.support import DRILLED_DB, capture, create_database, drill_guardian, drill_once
 
 ODD_TABLES = [  # (schema, table, rows)
     ("public", 'we"ird', 2),
@@ -60,10 +59,10 @@ def restored(checks: list[CheckResult], table: TableName) -> tuple[bool, str] | 
 def test_full_drill_checks_every_table_whatever_its_name(
     production: str, own_cluster: LocalCluster, open_tmp: Path
 ) -> None:
-    capture(open_tmp, production)
-    g = guardian(open_tmp, production, scratch=own_cluster.url("postgres"),
-                 checks={"min_rows": {'public."we""ird"': 2, '"my.schema".t': 1, '"new\nline"': 1},
-                         "fresh_columns": {"app.inv.created_at": "2d", '"my.schema"."t".created_at': "2d"}})
+    capture(open_tmp, DRILLED_DB, production)
+    g = drill_guardian(open_tmp, production, scratch=own_cluster.url("postgres"),
+                       checks={"min_rows": {'public."we""ird"': 2, '"my.schema".t': 1, '"new\nline"': 1},
+                               "fresh_columns": {"app.inv.created_at": "2d", '"my.schema"."t".created_at': "2d"}})
     run, snap = drill_once(g)
     assert run.succeeded, (run.reason, [c for c in run.checks if not c.ok])
     for schema, table, _ in ODD_TABLES:
@@ -83,8 +82,8 @@ def test_full_drill_checks_every_table_whatever_its_name(
 def test_table_drill_restores_a_critical_table_in_any_schema_with_its_rows(
     spelling: str, production: str, own_cluster: LocalCluster, open_tmp: Path
 ) -> None:
-    capture(open_tmp, production)
-    g = guardian(open_tmp, production, scratch=own_cluster.url("postgres"), tables=[spelling])
+    capture(open_tmp, DRILLED_DB, production)
+    g = drill_guardian(open_tmp, production, scratch=own_cluster.url("postgres"), tables=[spelling])
     try:
         g.collect_all()
         run = g.drill("shop", "accidental_deletion")
@@ -98,8 +97,8 @@ def test_table_drill_restores_a_critical_table_in_any_schema_with_its_rows(
 def test_table_drill_of_a_table_the_backup_lacks_fails_and_says_so(
     production: str, own_cluster: LocalCluster, open_tmp: Path
 ) -> None:
-    capture(open_tmp, production)
-    g = guardian(open_tmp, production, scratch=own_cluster.url("postgres"), tables=["app.inv", "app.gone"])
+    capture(open_tmp, DRILLED_DB, production)
+    g = drill_guardian(open_tmp, production, scratch=own_cluster.url("postgres"), tables=["app.inv", "app.gone"])
     try:
         g.collect_all()
         run = g.drill("shop", "accidental_deletion")

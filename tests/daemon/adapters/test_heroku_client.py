@@ -4,7 +4,6 @@ limits, error translation, and the token kept out of every message."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -19,21 +18,7 @@ from daemon.adapters.heroku import (
     HerokuUnavailable,
 )
 from tests.doubles.heroku import HerokuDouble
-
-
-class FakeClock:
-    """Shared by the double (rate refill, URL expiry) and the client's sleep: sleeping advances time."""
-
-    def __init__(self) -> None:
-        self.now = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
-        self.slept: list[float] = []
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += timedelta(seconds=seconds)
+from tests.support import FakeClock
 
 
 @pytest.fixture

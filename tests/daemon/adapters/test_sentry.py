@@ -21,8 +21,7 @@ from daemon.adapters.postgres.cluster import LocalCluster
 from daemon.app import Guardian
 from daemon.config import GuardianConfig
 from daemon.core.redact import url_password
-from tests.conftest import allow_connections, create_database, shop_config
-from tests.daemon.adapters.test_heroku_client import FakeClock
+from tests.support import FakeClock, allow_connections, create_database, shop_config
 
 
 class EnvelopeServer:

@@ -31,7 +31,7 @@ from daemon.adapters.statestore import (
     lock_key,
     open_state_store,
 )
-from tests.conftest import REPO, create_database
+from tests.support import REPO, create_database
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 

@@ -18,7 +18,7 @@ from daemon.adapters.archive.store import LocalDirectoryStore
 from daemon.adapters.postgres.cluster import LocalCluster, free_port
 from daemon.app import Guardian
 from daemon.config import GuardianConfig
-from tests.conftest import create_database
+from tests.support import create_database
 
 
 def _check(config: Path, *extra: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -20,8 +20,8 @@ from pydantic import BaseModel
 from daemon.config import GuardianConfig, Objectives, example_yaml, load_config
 from daemon.core.durations import format_duration, parse_duration
 from daemon.core.errors import ConfigError
+from tests.support import REPO
 
-REPO = Path(__file__).resolve().parents[3]
 PG_URL = "postgresql://guardian:pw-file@db.example.com:5432/shop"
 
 

@@ -5,13 +5,11 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 
 from daemon.core.redact import MASK, Redactor, redact_url, shorten, url_password
-
-REPO = Path(__file__).resolve().parents[3]
+from tests.support import REPO
 
 
 @pytest.mark.parametrize(

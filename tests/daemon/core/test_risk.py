@@ -17,55 +17,28 @@ from daemon.config import Objectives
 from daemon.core.policy import evaluate, is_healthy
 from daemon.core.risk import next_expected, tolerance_seconds
 from daemon.core.snapshot import (
-    Backup,
     DatabaseState,
     Finding,
-    ProviderFacts,
     Schedule,
     Snapshot,
-    SourceState,
     StateHolder,
 )
 from daemon.metrics import SnapshotCollector
 from daemon.status import database_status, status_table
+from tests.support import DAILY, JITTERY, TOOK, world
 
 DUE = datetime(2024, 6, 10, 2, 0, tzinfo=UTC)  # a due time of the schedule; history is the week before it
-DAILY = Schedule(hour=2, timezone="UTC")
 MIN = timedelta(minutes=1)
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
-TOOK = 2 * MIN
 MOVED = Schedule(hour=8, timezone="UTC", created_at=DUE + 10 * HOUR)  # moved from 02:00 to 08:00 today at noon
-#: The usual start delays of the past week (minutes after 02:00), oldest first.
+#: The usual start delays of the past week (minutes after 02:00), oldest first (JITTERY in tests.support).
 STEADY = (3, 3, 3, 3, 3, 3, 3)
-JITTERY = (3, 5, 2, 4, 3, 5, 2)
 
 
 def starts(delays: Iterable[float], first: datetime = DUE - 7 * DAY) -> list[datetime]:
     """One scheduled start a day from `first`, `delay` minutes after the due time."""
     return [first + i * DAY + d * MIN for i, d in enumerate(delays)]
-
-
-def world(now: datetime, begun: Iterable[datetime], *, took: timedelta = TOOK, failed: Iterable[datetime] = (),
-          schedules: tuple[Schedule, ...] = (DAILY,), interval: float | None = None,
-          source: str = "heroku", pitr: bool | None = None) -> DatabaseState:
-    """The database as the collector shows it at `now`: starts before `now` that finished are backups (failed
-    when listed in `failed`), starts still running are in progress, later ones do not exist yet."""
-    done, running = [], []
-    for s in sorted(begun):
-        if s > now:
-            continue
-        if s + took > now:
-            running.append(s)
-            continue
-        done.append(Backup(backup_id=f"b{int(s.timestamp())}", database="shop", source=source, kind="scheduled",
-                           started_at=s, finished_at=s + took, succeeded=s not in set(failed), size_bytes=1000))
-    src = SourceState(source=source, backups=tuple(done), in_progress=len(running), running_started=tuple(running),
-                      schedules=schedules, schedules_known=True, schedule_interval_seconds=interval,
-                      observed_at=now)
-    provider = None if pitr is None else ProviderFacts(plan="standard-0", continuous_protection=pitr,
-                                                       rollback_earliest=None, offers_pitr=True, observed_at=now)
-    return DatabaseState(name="shop", rpo_seconds=86400, rto_seconds={}, sources={source: src}, provider=provider)
 
 
 def objectives(**overrides: Any) -> Objectives:

@@ -33,7 +33,7 @@ from daemon.core.errors import ConfigError
 from daemon.core.snapshot import StateHolder
 from daemon.metrics import Exposition
 from daemon.web.server import GuardianHTTP
-from tests.conftest import DaemonProcess
+from tests.support import DaemonProcess
 
 HALF_HEAD = b"GET /metrics HTTP/1.1\r\nHost: guardian\r\nAccept: text/plain\r\n"  # no blank line: never ends
 TOKEN = "t0ken-for-the-guardian-endpoint"

@@ -28,12 +28,12 @@ from daemon.app import Guardian
 from daemon.archiving import _logged
 from daemon.config import GuardianConfig, S3Config
 from daemon.core.retention import TIERS
-from tests.conftest import create_database
 from tests.doubles.heroku import HerokuDouble
 from tests.doubles.s3 import FaultProxy, MotoServer
+from tests.support import S3_MIRROR_APP as APP
+from tests.support import S3_MIRROR_TOKEN as TOKEN
+from tests.support import an_hour_old_backup, create_database, guardian_for, s3_section
 
-TOKEN = "hrku-s3-SECRET-0123456789"
-APP = "suoops-backend"
 DB = f"{APP}/DATABASE"
 
 
@@ -41,30 +41,6 @@ DB = f"{APP}/DATABASE"
 def heroku() -> Iterator[HerokuDouble]:
     with HerokuDouble(token=TOKEN) as double:
         yield double
-
-
-def s3_section(endpoint: str, bucket: str, **extra: Any) -> dict[str, Any]:
-    return {"bucket": bucket, "endpoint_url": endpoint, "access_key_id": "testing",
-            "secret_access_key": "testing", "part_size_mb": 5, "timeout": "5s", **extra}
-
-
-def guardian_for(heroku: HerokuDouble, endpoint: str, bucket: str, tmp_path: Path,
-                 s3: dict[str, Any] | None = None, **archive: Any) -> Guardian:
-    config = GuardianConfig.model_validate({
-        "state_dir": str(tmp_path / "state"),
-        "heroku": {"api_key": TOKEN, "platform_url": heroku.platform_url, "data_url": heroku.data_url,
-                   "apps": [APP]},
-        "archive": {"kind": "s3", "s3": s3_section(endpoint, bucket, **(s3 or {})), **archive},
-    })
-    api = HerokuClient(TOKEN, platform_url=heroku.platform_url, data_url=heroku.data_url)
-    return Guardian(config, heroku_api=api)
-
-
-def an_hour_old_backup(heroku: HerokuDouble, **fields: Any) -> dict[str, Any]:
-    """The app with one finished scheduled backup taken an hour ago (its transfer)."""
-    heroku.add_app(APP)
-    hour_ago = datetime.now(UTC) - timedelta(hours=1)
-    return heroku.add_transfer(APP, created_at=hour_ago, started_at=hour_ago, finished_at=hour_ago, **fields)
 
 
 def real_capture(heroku: HerokuDouble, cluster: LocalCluster) -> dict[str, Any]:

@@ -5,60 +5,17 @@ re-read; what it read before comes from a cache that forgets deleted objects."""
 
 from __future__ import annotations
 
-import json
 import uuid
-from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit
 
-from collectors.archive import collect_archive_facts
 from daemon.adapters.archive.s3 import S3ArchiveStore
 from daemon.adapters.archive.s3listing import REFRESH_EVERY, ListingCache, version_of
-from daemon.adapters.archive.store import BackupRecord
-from daemon.config import S3Config
-from daemon.core.snapshot import ArchiveFacts, SourceState
 from tests.doubles.s3 import FaultProxy, MotoServer, s3_client
-from tests.doubles.test_s3 import wait_for
+from tests.support import LISTED_DB as DB
+from tests.support import one_pass, put_copy, store_via, wait_for
 
 pytest_plugins = ["tests.doubles.s3"]  # moto_server, s3_bucket, fault_proxy fixtures
-
-DB = "shop/main"
-NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
-
-
-def store_via(proxy: FaultProxy, bucket: str, cache: ListingCache | None = None) -> S3ArchiveStore:
-    cfg = S3Config.model_validate({"bucket": bucket, "endpoint_url": proxy.endpoint_url, "access_key_id": "testing",
-                                   "secret_access_key": "testing", "timeout": "5s"})
-    return S3ArchiveStore(cfg) if cache is None else S3ArchiveStore(cfg, cache=cache)
-
-
-def put_copy(client: Any, store: S3ArchiveStore, backup_id: str, age: timedelta, encrypted: bool = True) -> None:
-    """A good copy (dump and record) written straight to moto, as another guardian would: not through the proxy."""
-    body = b"PGDMP" + backup_id.encode()
-    rp = NOW - age
-    record = BackupRecord(database=DB, backup_id=backup_id, kind="scheduled", started_at=rp, finished_at=rp,
-                          outcome="succeeded", size_bytes=len(body), tier="daily")
-    sse = {"ServerSideEncryption": "AES256"} if encrypted else {}
-    client.put_object(Bucket=store.bucket, Key=store.key(DB, backup_id), Body=body, **sse)
-    client.put_object(Bucket=store.bucket, Key=store.key(DB, backup_id, ".json"),
-                      Body=json.dumps(record.to_json()).encode(), ServerSideEncryption="AES256")
-
-
-def one_pass(store: S3ArchiveStore, proxy: FaultProxy) -> tuple[Counter[str], SourceState, ArchiveFacts]:
-    """One pass of the archive collector over DB, and the requests it made by kind: LIST, GET (an object), HEAD."""
-    mark = len(proxy.requests)
-    src, facts = collect_archive_facts(store, DB, "s3", (), NOW)
-    kinds: Counter[str] = Counter()
-    for method, target, _status in proxy.requests[mark:]:
-        parts = urlsplit(target)
-        if method == "GET" and "list-type=2" in parts.query:
-            kinds["LIST"] += 1
-        elif method == "GET" and parts.path.count("/") > 1 and not parts.query:
-            kinds["GET"] += 1
-        else:
-            kinds[method if method == "HEAD" else f"{method} {target}"] += 1
-    return kinds, src, facts
 
 
 def listed(client: Any, store: S3ArchiveStore, backup_id: str) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from actions.capture import pg_dump_command
 from daemon.adapters.postgres.cluster import LocalCluster
 from daemon.adapters.postgres.toc import Toc, TocTee, _Reader
 from daemon.core.errors import CaptureError
-from tests.conftest import create_database
+from tests.support import create_database
 
 
 @pytest.fixture(scope="module")
