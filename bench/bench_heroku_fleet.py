@@ -11,7 +11,7 @@ run** with tracemalloc off, which gives every figure below but memory, and a **m
 on (tracing every allocation makes a pass about 4x slower, so its timings are not reported), which gives the
 tracemalloc figures of section 3; ``--no-tracemalloc`` skips the memory run.
 
-Setup. The in-process Heroku double (``tests/heroku_double.py``: real HTTP on loopback, the 4,500-token bucket
+Setup. The in-process Heroku double (``tests/doubles/heroku.py``: real HTTP on loopback, the 4,500-token bucket
 refilled at 75/min) holds APPS apps, each with one Postgres add-on, a daily backup schedule (hour ``i % 24`` in
 one of four timezones) and three finished scheduled backups taken at the schedule's last three occurrences;
 while the benchmark runs, the script plays Heroku's scheduler (the double has none), so each app gets its
@@ -97,9 +97,9 @@ from daemon.app import Guardian  # noqa: E402
 from daemon.config import GuardianConfig  # noqa: E402
 from daemon.core.schedules import last_due, next_due  # noqa: E402
 from daemon.core.snapshot import Schedule, Snapshot  # noqa: E402
-from tests import heroku_double  # noqa: E402
-from tests.heroku_double import HerokuDouble  # noqa: E402
-from tests.test_heroku_client import FakeClock  # noqa: E402
+from tests.doubles import heroku as heroku_double  # noqa: E402
+from tests.doubles.heroku import HerokuDouble  # noqa: E402
+from tests.support import FakeClock  # noqa: E402
 
 if TYPE_CHECKING:
     from loguru import Message
@@ -333,7 +333,7 @@ def detection_delays(outcomes: Sequence[Outcome], polls: dict[str, list[datetime
 
 
 def build_guardian(heroku: HerokuDouble, clock: FakeClock, apps: list[str], share: float, state_dir: str) -> Guardian:
-    """As ``tests/test_heroku_guardian.py::guardian`` builds it (the client as the daemon builds it: a 429 ends
+    """As ``tests/collectors/test_heroku_fleet.py::guardian`` builds it (the client as the daemon builds it: a 429 ends
     the poll, the planner waits), with a throwaway state directory."""
     config = GuardianConfig.model_validate({
         "collect_interval": f"{int(COLLECT_INTERVAL.total_seconds())}s",

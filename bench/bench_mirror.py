@@ -5,11 +5,11 @@ repository root (defaults: 200 MiB, 5 repetitions, 2048 MiB for the large memory
 and 500 MiB). It prints its figures and exits 0 (a measurement, not a test: missed targets are reported, not
 raised). Sizes are MiB (2**20 bytes) and rates MiB/s.
 
-Setup. moto's standalone S3 server runs in its own process (``tests.s3_server.MotoServer``), so the objects it keeps
+Setup. moto's standalone S3 server runs in its own process (``tests.doubles.s3.MotoServer``), so the objects it keeps
 (a 2 GiB dump, and moto concatenates the parts of a multipart upload in memory when completing it) are never counted
 against the guardian; it is started with ``MOTO_S3_DEFAULT_KEY_BUFFER_SIZE`` = max(256 MiB, SIZE_MB + 1 MiB) so the
 throughput runs' parts and objects stay in its memory instead of temp files on disk (disk writeback would add noise;
-the large dump spools to disk as usual). The Heroku double (``tests.heroku_double.HerokuDouble``) runs in this
+the large dump spools to disk as usual). The Heroku double (``tests.doubles.heroku.HerokuDouble``) runs in this
 process; each mirrored backup is a finished transfer added with ``add_transfer(processed_bytes=N)``. The double
 would serve ``b"PGDMP"`` followed by zero bytes for such a transfer (and build the whole body in memory); the
 benchmark instead points the transfer's ``dump_path`` at a file of N random bytes (``os.urandom``) written under
@@ -336,7 +336,7 @@ class Bench:
         self.app = double.add_app(APP)
         self.random_download = True
         self.runs = 0
-        from tests.s3_server import s3_client
+        from tests.doubles.s3 import s3_client
 
         self.client = s3_client(moto.endpoint_url)
 
@@ -559,9 +559,9 @@ def main(argv: Sequence[str]) -> int:
     from botocore.config import Config
     from loguru import logger
 
-    from tests import heroku_double
-    from tests.heroku_double import HerokuDouble
-    from tests.s3_server import MotoServer, s3_client
+    from tests.doubles import heroku as heroku_double
+    from tests.doubles.heroku import HerokuDouble
+    from tests.doubles.s3 import MotoServer, s3_client
 
     logger.remove()
     logger.add(sys.stderr, level="WARNING")

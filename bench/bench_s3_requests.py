@@ -3,7 +3,7 @@
 Run as ``python bench/bench_s3_requests.py [COPIES] [--hours H]`` from the repository root (defaults: 400 copies,
 2 simulated hours). It prints its figures and exits 0 (a measurement, not a test).
 
-Setup: moto's standalone S3 server in its own process (``tests.s3_server.MotoServer``) behind the recording
+Setup: moto's standalone S3 server in its own process (``tests.doubles.s3.MotoServer``) behind the recording
 ``FaultProxy``; COPIES good copies of one database (a dump and its record each) written straight to moto; a real
 ``S3ArchiveStore`` whose boto3 client goes through the proxy; a pass is ``collectors.archive.collect_archive_facts``,
 what the guardian's archive collector runs every ``collect_interval`` (30 s by default; the bucket posture it also
@@ -28,8 +28,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from daemon.adapters.archive.s3 import S3ArchiveStore
-from tests.s3_server import FaultProxy, MotoServer, s3_client
-from tests.test_s3_listing import one_pass, put_copy, store_via
+from tests.doubles.s3 import FaultProxy, MotoServer, s3_client
+from tests.support import one_pass, put_copy, store_via
 
 PASS_EVERY = 30.0  # seconds: the default collect_interval
 

@@ -5,7 +5,7 @@ Run as ``python bench/bench_signal.py [APPS] [DAYS] [MINUTES]`` from the reposit
 30 days, a 5 min collect interval);
 it prints its figures and a verdict and exits 0 (a measurement, not a test: missed targets are reported).
 
-Setup. The Heroku double (``tests/heroku_double.py``) holds APPS apps, populated and scheduled by
+Setup. The Heroku double (``tests/doubles/heroku.py``) holds APPS apps, populated and scheduled by
 ``bench/bench_heroku_fleet.py`` (`populate`, `run_scheduler`: a daily schedule at hour ``i % 24`` in UTC,
 America/New_York, Europe/Berlin or Asia/Tokyo; a backup appears once it has finished). The simulated run starts
 on 2026-10-20 00:00 UTC, so Europe/Berlin (25 Oct) and America/New_York (1 Nov) both leave summer time inside
@@ -58,8 +58,8 @@ from daemon.adapters.postgres.cluster import LocalCluster, cluster_in  # noqa: E
 from daemon.app import Guardian  # noqa: E402
 from daemon.config import GuardianConfig  # noqa: E402
 from daemon.core.schedules import last_due, next_due  # noqa: E402
-from tests import heroku_double  # noqa: E402
-from tests.heroku_double import HerokuDouble  # noqa: E402
+from tests.doubles import heroku as heroku_double  # noqa: E402
+from tests.doubles.heroku import HerokuDouble  # noqa: E402
 
 START = datetime(2026, 10, 20, 0, 0, tzinfo=UTC)
 INTERVAL = timedelta(minutes=5)

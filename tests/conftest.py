@@ -1,5 +1,6 @@
 """Shared fixtures: a throwaway PostgreSQL cluster started with initdb/pg_ctl for the session, fresh
-databases per test, and a helper that runs the real daemon process.
+databases per test, and the real daemon process. Plain functions live in tests/support.py; tests take these
+fixtures by name and never import this module.
 
 No pre-running server is assumed. When the tests run as root, the cluster runs as the `postgres` system
 user (PostgreSQL refuses root), in a directory under /tmp that user owns.
@@ -7,54 +8,21 @@ user (PostgreSQL refuses root), in a directory under /tmp that user owns.
 
 from __future__ import annotations
 
-import contextlib
-import http.client
-import json
 import os
-import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import time
-import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import psycopg
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from daemon.adapters.postgres.cluster import LocalCluster, free_port
+from tests.support import DaemonProcess, create_database, throwaway_cluster
 
-pytest_plugins = ["tests.s3_server"]  # moto_server, s3_bucket, fault_proxy fixtures
-
-REPO = Path(__file__).resolve().parents[1]
-SAMPLE_SCHEMA = (REPO / "daemon" / "sample_schema.sql").read_text()
-
-
-def make_cluster(tcp: bool = True) -> tuple[LocalCluster, Path]:
-    base = Path(tempfile.mkdtemp(prefix="guardian-pg-", dir="/tmp"))
-    base.chmod(0o755)
-    cluster = LocalCluster(base / "data", base / "run", tcp=tcp,
-                           superuser_password="pw-" + secrets.token_hex(12))
-    cluster.init()
-    cluster.start()
-    return cluster, base
-
-
-@contextlib.contextmanager
-def throwaway_cluster() -> Iterator[LocalCluster]:
-    """A started cluster, destroyed with its directory afterwards."""
-    cluster, base = make_cluster()
-    try:
-        yield cluster
-    finally:
-        cluster.destroy()
-        shutil.rmtree(base, ignore_errors=True)
+pytest_plugins = ["tests.doubles.s3"]  # moto_server, s3_bucket, fault_proxy fixtures
 
 
 @pytest.fixture(scope="session")
@@ -83,32 +51,6 @@ def sample_dump(pg_cluster: LocalCluster, tmp_path_factory: pytest.TempPathFacto
     return path
 
 
-def create_database(cluster: LocalCluster, with_schema: bool = True) -> str:
-    name = "t_" + uuid.uuid4().hex[:12]
-    with psycopg.connect(cluster.url("postgres"), autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = cluster.url(name)
-    if with_schema:
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute(SAMPLE_SCHEMA)  # type: ignore[arg-type]
-    return url
-
-
-def allow_connections(cluster: LocalCluster, url: str, allow: bool) -> None:
-    """Open or shut the watched database for new connections: its live collector succeeds or fails for real."""
-    name = url.rsplit("/", 1)[1].split("?")[0]
-    with psycopg.connect(cluster.url("postgres"), autocommit=True) as conn:
-        conn.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {"true" if allow else "false"}')
-
-
-def shop_config(tmp_path: Path, url: str, **settings: Any) -> dict[str, Any]:
-    """A guardian watching one self-managed database `shop` (hourly captures) with a local archive, plus
-    `settings` (e.g. sentry, collect_interval)."""
-    (tmp_path / "archive").mkdir(exist_ok=True)
-    return {"state_dir": str(tmp_path / "state"), "archive": {"path": str(tmp_path / "archive")}, **settings,
-            "databases": [{"name": "shop", "url": url, "capture": {"interval": "1h"}}]}
-
-
 @pytest.fixture
 def open_tmp() -> Iterator[Path]:
     """A temporary directory the `postgres` user can reach (pytest's tmp_path is private to root)."""
@@ -129,62 +71,6 @@ def fresh_db(pg_cluster: LocalCluster) -> Iterator[str]:
 
 
 # -- the real daemon as a subprocess ---------------------------------------------------------------------
-
-@dataclass
-class DaemonProcess:
-    proc: subprocess.Popen[bytes]
-    port: int
-    log_path: Path
-    state_dir: Path
-    secrets_seen: list[str] = field(default_factory=list)
-
-    def get(self, path: str, headers: dict[str, str] | None = None) -> tuple[int, bytes, dict[str, str]]:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-        try:
-            conn.request("GET", path, headers=headers or {})
-            resp = conn.getresponse()
-            return resp.status, resp.read(), dict(resp.getheaders())
-        finally:
-            conn.close()
-
-    def status(self) -> dict[str, Any]:
-        code, body, _ = self.get("/api/status")
-        assert code == 200
-        return json.loads(body)  # type: ignore[no-any-return]
-
-    def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-        code, body, _ = self.get("/metrics")
-        assert code == 200
-        out = {}
-        for fam in text_string_to_metric_families(body.decode()):
-            for s in fam.samples:
-                out[(s.name, tuple(sorted(s.labels.items())))] = s.value
-        return out
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def wait_for(self, what: str, predicate: Callable[[], Any], timeout: float = 60) -> Any:
-        """Poll an observable condition of the running daemon until it holds (not a sleep for a race:
-        the daemon works on its own schedule and we watch its HTTP answers)."""
-        deadline = time.monotonic() + timeout
-        last: Any = None
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, f"daemon exited with {self.proc.returncode}:\n{self.log()}"
-            with contextlib.suppress(OSError, http.client.HTTPException):
-                last = predicate()
-                if last:
-                    return last
-            time.sleep(0.2)
-        raise AssertionError(f"timed out waiting for {what}; last value {last!r}\n--- daemon log ---\n{self.log()}")
-
-    def stop(self, timeout: float = 15) -> float:
-        """SIGTERM, then the seconds it took to exit."""
-        t0 = time.monotonic()
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(timeout=timeout)
-        return time.monotonic() - t0
-
 
 @pytest.fixture
 def run_daemon(tmp_path: Path) -> Iterator[Callable[..., DaemonProcess]]:
@@ -216,18 +102,3 @@ def run_daemon(tmp_path: Path) -> Iterator[Callable[..., DaemonProcess]]:
         if d.proc.poll() is None:
             d.proc.kill()
             d.proc.wait()
-
-
-def pids_of(program: str, needle: str) -> list[int]:
-    """PIDs of running `program` processes (by the name they were started as) with `needle` in an argument."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if os.path.basename(argv[0]) == program.encode() and any(needle.encode() in a for a in argv[1:]):
-            pids.append(int(entry.name))
-    return pids

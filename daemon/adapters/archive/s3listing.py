@@ -5,7 +5,7 @@ A pass lists a database's prefix once (ListObjectsV2 gives each object's ETag, s
 hold) with HEAD only when the object is new or its listed version changed; otherwise they come from here.
 
 What a listing shows and what it does not (AWS S3 API reference, `Object.ETag`, and moto's server alike, see
-tests/test_s3_listing.py):
+tests/daemon/adapters/archive/test_s3_listing.py):
 - The ETag "reflects changes only to the contents of an object, not its metadata": it is the MD5 of the data for a
   single PUT or a copy stored plain or with SSE-S3. So re-encrypting a copy in place (CopyObject onto itself with
   new SSE), or overwriting it with the same bytes without SSE, keeps the ETag. It does write a new object, so its

@@ -1,0 +1,227 @@
+"""Restore drills with a real PostgreSQL, real pg_dump and pg_restore."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from daemon.adapters.archive.store import LocalDirectoryStore
+from daemon.adapters.postgres.cluster import LocalCluster
+from daemon.adapters.postgres.scratch import PREFIX
+from daemon.adapters.postgres.toc import read_toc
+from daemon.app import Guardian
+from daemon.config import GuardianConfig
+from tests.support import DRILLED_DB as DB
+from tests.support import capture, create_database, databases, drill_guardian, drill_once
+
+
+def test_full_drill_restores_checks_reports_and_drops_the_scratch_database(
+    pg_cluster: LocalCluster, own_cluster: LocalCluster, open_tmp: Path
+) -> None:
+    url = create_database(pg_cluster)
+    capture(open_tmp, DB, url)
+    g = drill_guardian(open_tmp, url, scratch=own_cluster.url("postgres"),
+                       checks={"min_rows": {"users": 1, "invoices": 100},
+                               "fresh_columns": {"invoices.created_at": "2d"},
+                               "sql": {"invoices have users": "SELECT count(*) = 0 FROM invoices i "
+                                       "LEFT JOIN users u ON u.id = i.user_id WHERE u.id IS NULL"}})
+    run, snap = drill_once(g)
+    assert run.succeeded, run.reason
+    assert {"download", "verify", "restore", "checks", "drop"} <= run.phases.keys()
+    assert run.recovery_seconds == pytest.approx(run.phases["download"] + run.phases["restore"]
+                                                 + run.phases["checks"])
+    names = {c.name for c in run.checks}
+    assert {"table public.invoices restored", "users has at least 1 rows", "invoices have users",
+            "newest invoices.created_at is fresh"} <= names
+    assert "system_identifier" in run.safety and "differs" in run.safety
+    assert not [d for d in databases(own_cluster) if d.startswith(PREFIX)]  # dropped
+    report = json.loads(Path(snap.databases[DB].drills[-1].report or "").read_text())
+    assert report["succeeded"] and report["backup"]["id"] and report["within_rto"] is True
+    assert report["tools"]["pg_restore"] and report["host"]
+    items = {c["item"]: c["status"] for c in report["checklist"]}
+    assert items["Backup downloads successfully"] == "passed" and items["PDF generation works"] == "not covered"
+    md = Path(snap.databases[DB].drills[-1].report or "").with_suffix(".md").read_text()
+    assert "SUCCEEDED" in md and "| restore |" in md
+    body = g.exposition.render()[0].decode()
+    assert f'pgbackup_drill_last_success{{database="{DB}",scenario="database_corruption"}} 1.0' in body
+    assert 'phase="restore"' in body
+
+
+def test_table_drill_restores_only_the_critical_tables(
+    pg_cluster: LocalCluster, own_cluster: LocalCluster, open_tmp: Path
+) -> None:
+    url = create_database(pg_cluster)
+    capture(open_tmp, DB, url)
+    g = drill_guardian(open_tmp, url, scratch=own_cluster.url("postgres"), tables=["invoices"])
+    try:
+        g.collect_all()
+        run = g.drill(DB, "accidental_deletion")
+    finally:
+        g.stop()
+    assert run.succeeded, run.reason
+    assert [c.name for c in run.checks] == ["table public.invoices restored"]
+    assert run.rto_seconds == 7200
+
+
+def test_embedded_scratch_cluster_is_used_by_default(pg_cluster: LocalCluster, open_tmp: Path) -> None:
+    url = create_database(pg_cluster)
+    capture(open_tmp, DB, url)
+    g = drill_guardian(open_tmp, url)
+    run, _ = drill_once(g)
+    assert run.succeeded, run.reason
+    assert "differs from production" in run.safety  # the embedded cluster is a different server too
+
+
+@pytest.mark.parametrize("cut", ["truncated", "corrupted"])
+def test_a_broken_dump_fails_the_readability_check_and_the_drill_with_a_clear_reason(
+    cut: str, pg_cluster: LocalCluster, own_cluster: LocalCluster, open_tmp: Path
+) -> None:
+    url = create_database(pg_cluster)
+    capture(open_tmp, DB, url)
+    store = LocalDirectoryStore(open_tmp / "archive")
+    [record] = store.list_records(DB)
+    dump = store.dump_path(DB, record.backup_id)
+    data = dump.read_bytes()
+    broken = data[: len(data) // 2] if cut == "truncated" else (
+        data[: len(data) // 2] + bytes(64) + data[len(data) // 2 + 64:])
+    dump.write_bytes(broken)
+    rec_path = dump.with_suffix(".json")
+    doc = json.loads(rec_path.read_text())
+    doc["size_bytes"], doc["sha256"] = len(broken), None  # the record agrees: only the content is bad
+    rec_path.write_text(json.dumps(doc))
+
+    toc = read_toc(dump)
+    assert not toc.ok and cut in (toc.error or "")
+    g = drill_guardian(open_tmp, url, scratch=own_cluster.url("postgres"))
+    run, snap = drill_once(g)
+    assert not run.succeeded and cut in run.reason and "not readable" in run.reason
+    assert run.scratch == ""  # refused before any scratch database existed
+    assert not [d for d in databases(own_cluster) if d.startswith(PREFIX)]
+    assert {f.check: f for f in snap.databases[DB].findings}["drill_failed"].active
+
+
+@pytest.mark.parametrize("spelling", [
+    "postgres://postgres:{pw}@localhost:{port}/postgres",
+    "postgresql://postgres:{pw}@127.0.0.1:{port}/postgres?sslmode=disable&application_name=scratch",
+    "postgresql://postgres@/template1?host={sock}&port={port}",
+])
+def test_scratch_on_the_production_server_is_refused_whatever_the_spelling(
+    spelling: str, pg_cluster: LocalCluster, open_tmp: Path
+) -> None:
+    url = create_database(pg_cluster)
+    capture(open_tmp, DB, url)
+    scratch = spelling.format(pw=pg_cluster.password, port=pg_cluster.port, sock=pg_cluster.socket_dir)
+    before = databases(pg_cluster)
+    g = drill_guardian(open_tmp, url, scratch=scratch)
+    run, _ = drill_once(g)
+    assert not run.succeeded and "IS the production server" in run.reason
+    assert "restore" not in run.phases
+    assert databases(pg_cluster) == before  # nothing created
+
+
+def test_an_emptied_table_fails_its_smoke_check_and_the_report_names_it(
+    pg_cluster: LocalCluster, own_cluster: LocalCluster, open_tmp: Path
+) -> None:
+    url = create_database(pg_cluster)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("DELETE FROM payments")
+    capture(open_tmp, DB, url)  # the backup holds an empty payments table
+    with psycopg.connect(url, autocommit=True) as conn:  # while production has payments again
+        conn.execute("INSERT INTO payments (invoice_id, amount_cents) SELECT id, 100 FROM invoices LIMIT 5")
+    g = drill_guardian(open_tmp, url, scratch=own_cluster.url("postgres"))
+    run, snap = drill_once(g)
+    assert not run.succeeded
+    [bad] = [c for c in run.checks if not c.ok]
+    assert bad.name == "table public.payments has rows" and "production has rows" in bad.detail
+    finding = {f.check: f for f in snap.databases[DB].findings}["drill_failed"]
+    assert finding.active and "public.payments" in finding.hint
+    report = json.loads(Path(snap.databases[DB].drills[-1].report or "").read_text())
+    assert [c["name"] for c in report["checks"] if not c["ok"]] == ["table public.payments has rows"]
+
+
+def test_killed_mid_restore_the_next_start_sweeps_only_its_own_scratch_database(
+    pg_cluster: LocalCluster, own_cluster: LocalCluster, open_tmp: Path
+) -> None:
+    url = create_database(pg_cluster, with_schema=False)
+    with psycopg.connect(url, autocommit=True) as conn:  # enough rows that the restore takes a while
+        conn.execute("CREATE TABLE big AS SELECT g AS id, md5(g::text) AS h FROM generate_series(1, 3000000) g")
+    capture(open_tmp, DB, url)
+    with psycopg.connect(own_cluster.url("postgres"), autocommit=True) as conn:
+        conn.execute("CREATE DATABASE keep_me")  # not ours: no prefix
+        conn.execute(f"CREATE DATABASE {PREFIX}someone_elses")  # a prefix, but not on our ledger
+    cfg = open_tmp / "g.json"
+    cfg.write_text(json.dumps({"state_dir": str(open_tmp / "state"), "archive": {"path": str(open_tmp / "archive")},
+                               "databases": [{"name": DB, "url": url,
+                                              "drill": {"scratch_url": own_cluster.url("postgres")}}]}))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GUARDIAN_")}
+    proc = subprocess.Popen([sys.executable, "-m", "daemon", "drill", "--config", str(cfg)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        ours: list[str] = []
+        while time.monotonic() < deadline and proc.poll() is None:
+            with psycopg.connect(own_cluster.url("postgres"), autocommit=True) as conn:
+                rows = conn.execute("SELECT datname FROM pg_stat_activity WHERE application_name = 'pg_restore'"
+                                    " AND datname LIKE %s", (f"{PREFIX}2%",)).fetchall()
+            ours = [r[0] for r in rows]
+            if ours:
+                break
+        assert ours, "the restore never started"
+        os.killpg(proc.pid, signal.SIGKILL)  # the guardian and its pg_restore die mid-restore
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert ours[0] in databases(own_cluster)  # left behind by the crash
+
+    g = Guardian(GuardianConfig.model_validate(json.loads(cfg.read_text())))
+    try:
+        assert list((open_tmp / "state" / "drills" / "tmp").glob("download-*"))  # the killed drill's download
+        g.sweep_scratch()  # what the next start does
+    finally:
+        g.stop()
+    left = databases(own_cluster)
+    assert ours[0] not in left
+    assert {"keep_me", f"{PREFIX}someone_elses"} <= left
+    assert not list((open_tmp / "state" / "drills" / "tmp").glob("download-*"))  # the download went too
+
+
+def test_a_drill_while_another_runs_is_skipped_not_failed(
+    pg_cluster: LocalCluster, own_cluster: LocalCluster, open_tmp: Path
+) -> None:
+    from actions.drill.run import drill_lock
+
+    url = create_database(pg_cluster)
+    capture(open_tmp, DB, url)
+    g = drill_guardian(open_tmp, url, scratch=own_cluster.url("postgres"))
+    try:
+        g.collect_all()
+        with drill_lock(open_tmp / "state"):  # another process holds the drill lock
+            run = g.drill(DB)
+        snap = g.holder.current()
+    finally:
+        g.stop()
+    assert run.skipped and "another drill is running" in run.reason
+    assert snap.databases[DB].drills == ()  # no result, no report
+    assert not {f.check: f for f in snap.databases[DB].findings}["drill_failed"].active
+    assert snap.actions[("drill", "skipped")] == 1
+
+
+def test_a_configured_scratch_without_a_production_url_to_compare_is_refused(
+    own_cluster: LocalCluster, open_tmp: Path
+) -> None:
+    from daemon.adapters.postgres.scratch import DrillRefused, Production, ScratchTarget
+
+    target = ScratchTarget.from_url(own_cluster.url("postgres"))
+    nothing_known = Production(frozenset(), ())
+    with pytest.raises(DrillRefused, match="cannot prove"):
+        nothing_known.require(target, allow_unproven=False, has_url=False)
+    nothing_known.require(target, allow_unproven=True, has_url=False)  # accepted by drill.allow_unproven_scratch

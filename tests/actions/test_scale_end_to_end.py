@@ -1,0 +1,179 @@
+"""Health probe and dyno scale-up end to end: a real loopback app that fails and recovers, the guardian in
+process on simulated time, the Heroku double's formation as the thing that is scaled."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from daemon.adapters.heroku import HerokuClient
+from daemon.app import Guardian
+from daemon.config import GuardianConfig
+from tests.doubles.heroku import HerokuDouble
+from tests.support import FakeClock
+
+
+class App:
+    """A loopback HTTP app whose /health answers `status` (switchable by the test)."""
+
+    def __init__(self) -> None:
+        self.status = 200
+        app = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(app.status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/health"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def app() -> Iterator[App]:
+    a = App()
+    yield a
+    a.close()
+
+
+@pytest.fixture
+def heroku(clock: FakeClock) -> Iterator[HerokuDouble]:
+    with HerokuDouble(clock=clock, token="hrku-scale-token-0123456789") as double:
+        double.add_app("shop")
+        yield double
+
+
+def make_guardian(heroku: HerokuDouble, clock: FakeClock, app: App, state_dir: Path, dry_run: bool = False,
+                  daily_cap: int = 6) -> Guardian:
+    config = GuardianConfig.model_validate({
+        "state_dir": str(state_dir),
+        "heroku": {"api_key": heroku.token, "platform_url": heroku.platform_url, "data_url": heroku.data_url},
+        "actions": {"dry_run": dry_run, "scale": [{
+            "name": "api", "url": app.url, "app": "shop", "process_type": "web", "failures": 3,
+            "max_quantity": 3, "healthy_for": "15m", "cooldown": "10m", "timeout": "2s", "daily_cap": daily_cap}]},
+        "databases": [{"name": "local", "url": "postgresql://u:pw@127.0.0.1:1/x", "capture": {"enabled": False}}],
+    })
+    api = HerokuClient(heroku.token, platform_url=heroku.platform_url, data_url=heroku.data_url, sleep=clock.sleep)
+    return Guardian(config, heroku_api=api, clock=clock)
+
+
+def quantity(heroku: HerokuDouble) -> int:
+    r = httpx.get(f"{heroku.platform_url}/apps/shop/formation/web",
+                  headers={"Authorization": f"Bearer {heroku.token}",
+                           "Accept": "application/vnd.heroku+json; version=3"})
+    return int(r.json()["quantity"])
+
+
+def patches(heroku: HerokuDouble) -> list[bytes]:
+    return [r.body for r in heroku.requests if r.method == "PATCH" and r.path.endswith("/formation/web")]
+
+
+def probe(g: Guardian, clock: FakeClock, n: int = 1, every: timedelta = timedelta(seconds=30)) -> None:
+    for _ in range(n):
+        g.remedies.probe_all()
+        clock.now += every
+
+
+def test_failing_probes_scale_up_once_per_cooldown_up_to_the_max_and_back_after_recovery(
+    heroku: HerokuDouble, clock: FakeClock, app: App, tmp_path: Path
+) -> None:
+    g = make_guardian(heroku, clock, app, tmp_path / "state")
+    try:
+        app.status = 503
+        probe(g, clock, 2)
+        assert patches(heroku) == [] and quantity(heroku) == 1  # 2 of 3 failures: nothing yet
+        probe(g, clock)
+        assert quantity(heroku) == 2 and len(patches(heroku)) == 1  # the third failure: one up
+        probe(g, clock, 5)  # still failing, within the 10 min cooldown
+        assert quantity(heroku) == 2 and len(patches(heroku)) == 1
+        assert g.audit.read(action="scale")[-1]["outcome"] == "skipped_cooldown"
+        clock.now += timedelta(minutes=10)
+        probe(g, clock)
+        assert quantity(heroku) == 3 and len(patches(heroku)) == 2
+        clock.now += timedelta(minutes=10)
+        probe(g, clock)  # at the max of 3: blocked, said in the audit log
+        assert quantity(heroku) == 3 and len(patches(heroku)) == 2
+        blocked = g.audit.read(action="scale")[-1]
+        assert blocked["outcome"] == "skipped_max" and "3" in blocked["reason"]
+
+        app.status = 200
+        probe(g, clock, 20)  # healthy for 10 minutes: not yet
+        assert quantity(heroku) == 3
+        probe(g, clock, 12)  # healthy for 16 minutes: back to the baseline in one step
+        assert quantity(heroku) == 1 and len(patches(heroku)) == 3
+        outcomes = [a["outcome"] for a in g.audit.read(action="scale")]
+        assert outcomes.count("done") == 3
+        status = g.holder.current().control.probes
+        assert status[0].name == "api" and status[0].up and status[0].consecutive_failures == 0
+    finally:
+        g.stop()
+
+
+def test_never_scales_below_what_a_person_set(heroku: HerokuDouble, clock: FakeClock, app: App,
+                                              tmp_path: Path) -> None:
+    g = make_guardian(heroku, clock, app, tmp_path / "state")
+    try:
+        app.status = 500
+        probe(g, clock, 3)
+        assert quantity(heroku) == 2
+        # a person scales to 3 by hand during the incident
+        httpx.patch(f"{heroku.platform_url}/apps/shop/formation/web", json={"quantity": 3},
+                    headers={"Authorization": f"Bearer {heroku.token}"}).raise_for_status()
+        app.status = 200
+        probe(g, clock, 40)  # 20 minutes healthy
+        assert quantity(heroku) == 3  # the person's 3 stands
+    finally:
+        g.stop()
+
+
+def test_dry_run_probes_and_decides_but_never_scales(heroku: HerokuDouble, clock: FakeClock, app: App,
+                                                     tmp_path: Path) -> None:
+    g = make_guardian(heroku, clock, app, tmp_path / "state", dry_run=True)
+    try:
+        app.status = 503
+        probe(g, clock, 6)
+        assert patches(heroku) == [] and quantity(heroku) == 1
+        [record] = g.audit.read(action="scale")
+        assert record["outcome"] == "dry_run" and "would scale shop/web from 1 to 2" in record["reason"]
+    finally:
+        g.stop()
+
+
+def test_the_daily_cap_holds_scale_ups_but_never_the_way_back_to_the_baseline(
+    heroku: HerokuDouble, clock: FakeClock, app: App, tmp_path: Path
+) -> None:
+    g = make_guardian(heroku, clock, app, tmp_path / "state", daily_cap=1)
+    try:
+        app.status = 503
+        probe(g, clock, 3)
+        assert quantity(heroku) == 2
+        clock.now += timedelta(minutes=10)
+        probe(g, clock)  # the cooldown is over but the cap of one change a day is spent
+        assert quantity(heroku) == 2 and g.audit.read(action="scale")[-1]["outcome"] == "skipped_cap"
+        app.status = 200
+        probe(g, clock, 32)  # 16 minutes healthy
+        assert quantity(heroku) == 1
+    finally:
+        g.stop()
