@@ -22,7 +22,8 @@ from loguru import logger
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from actions.planner import INTERRUPTED_CAPTURE
-from daemon.adapters.archive.store import ArchiveStore, BackupRecord
+from daemon.adapters.archive.records import BackupRecord
+from daemon.adapters.archive.store import ArchiveStore
 from daemon.adapters.postgres.toc import TocTee
 from daemon.adapters.postgres.tools import PROCESSES, ProcessRegistry, find_tool, kill_group, tool_version
 from daemon.core.errors import CaptureError, GuardianError, StoppedByShutdown

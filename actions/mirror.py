@@ -18,7 +18,8 @@ from loguru import logger
 
 from collectors.heroku import require_transfer_num, transfer_num
 from daemon.adapters.archive.download import BLOCK, Download, DownloadError
-from daemon.adapters.archive.store import ArchiveStore, BackupRecord
+from daemon.adapters.archive.records import BackupRecord
+from daemon.adapters.archive.store import ArchiveStore
 from daemon.adapters.heroku import HerokuAPI
 from daemon.adapters.postgres.toc import TocTee
 from daemon.core.errors import CaptureError, GuardianError

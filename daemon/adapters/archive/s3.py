@@ -28,9 +28,9 @@ from urllib.parse import quote
 from loguru import logger
 
 from daemon import __version__
+from daemon.adapters.archive.records import BackupRecord
 from daemon.adapters.archive.s3listing import HeadFacts, ListingCache, version_of
 from daemon.adapters.archive.s3upload import UPLOAD_MARGIN, UPLOAD_MAX_AGE, S3Writer, abandoned
-from daemon.adapters.archive.store import BackupRecord
 from daemon.config import S3Config
 from daemon.core.errors import CaptureError, CollectorError, GuardianError
 from daemon.core.retention import ArchivedObject

@@ -13,7 +13,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from daemon.adapters.archive.store import BackupRecord
+from daemon.adapters.archive.records import BackupRecord
 from daemon.core.errors import CaptureError, GuardianError
 from daemon.core.retention import assign_tier
 
