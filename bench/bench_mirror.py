@@ -39,7 +39,7 @@ timing) and reports it as JSON.
    its threads) and moto's (from /proc/<pid>/stat).
 
    Two things differ from boto3's defaults and are said so here. Our S3 client turns SigV4 payload signing off
-   (``daemon/adapters/archive/s3.py``: every part carries a signed SHA-256 checksum header that S3 verifies; on HTTPS
+   (``daemon/adapters/archive/s3/``: every part carries a signed SHA-256 checksum header that S3 verifies; on HTTPS
    botocore does not hash streamed bodies for the signature either), while boto3's ``upload_file`` on this
    plain-http endpoint hashes every part once for the signature; 1b therefore also times boto3 with payload
    signing off, the like-for-like figure. And the readability check that reads along (two ``pg_restore``

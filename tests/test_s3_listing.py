@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 from collectors.archive import collect_archive_facts
 from daemon.adapters.archive.s3 import S3ArchiveStore
-from daemon.adapters.archive.s3listing import REFRESH_EVERY, ListingCache, version_of
+from daemon.adapters.archive.s3.listing import REFRESH_EVERY, ListingCache, version_of
 from daemon.adapters.archive.store import BackupRecord
 from daemon.config import S3Config
 from daemon.core.snapshot import ArchiveFacts, SourceState

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from daemon.adapters.archive.s3 import S3ArchiveStore
-from daemon.adapters.archive.s3upload import S3Writer
+from daemon.adapters.archive.s3.upload import S3Writer
 from daemon.config import S3Config
 from tests.heroku_double import HerokuDouble
 from tests.s3_server import MotoServer

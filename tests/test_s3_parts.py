@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from daemon.adapters.archive.s3 import S3ArchiveStore
-from daemon.adapters.archive.s3upload import (
+from daemon.adapters.archive.s3.upload import (
     MAX_PART,
     MAX_PARTS,
     MIB,

@@ -4,14 +4,14 @@ Layout: `<prefix>/<quoted database>/<backup_id>.dump` (the custom-format dump) a
 record). A dump counts as a backup only when its record exists, says succeeded, and the dump object has the
 recorded size. Dumps go up as multipart uploads (part buffers take about 56 MiB at the default part size,
 however big the dump, until parts must grow to fit S3's 10,000; `S3Writer` in
-daemon.adapters.archive.s3upload), each part with S3's SHA-256 checksum, server-side encryption on every put;
+daemon.adapters.archive.s3.upload), each part with S3's SHA-256 checksum, server-side encryption on every put;
 before the record is written the object is verified with a HEAD (size, checksum present, encryption). Object
 metadata carries what is known when the upload starts (database, backup id, recovery point, origin); the sha256
 of the whole dump and the tier are known only at the end, so they go into the object's tags and the record (S3
 metadata cannot change after CreateMultipartUpload without copying the object).
 
 Reading costs one LIST per database a pass; records and dump HEADs are read again only when the listing shows
-them new or changed, and HEAD facts at least hourly (daemon.adapters.archive.s3listing says why).
+them new or changed, and HEAD facts at least hourly (daemon.adapters.archive.s3.listing says why).
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from loguru import logger
 
 from daemon import __version__
 from daemon.adapters.archive.records import BackupRecord
-from daemon.adapters.archive.s3listing import HeadFacts, ListingCache, version_of
-from daemon.adapters.archive.s3upload import UPLOAD_MARGIN, UPLOAD_MAX_AGE, S3Writer, abandoned
+from daemon.adapters.archive.s3.listing import HeadFacts, ListingCache, version_of
+from daemon.adapters.archive.s3.upload import UPLOAD_MARGIN, UPLOAD_MAX_AGE, S3Writer, abandoned
 from daemon.config import S3Config
 from daemon.core.errors import CaptureError, CollectorError, GuardianError
 from daemon.core.retention import ArchivedObject
@@ -126,7 +126,7 @@ class S3ArchiveStore:
     def _scan(self, database: str) -> tuple[list[BackupRecord], dict[str, dict[str, Any]]]:
         """One LIST of the database's prefix: its records, oldest first (a GET only for a record that is new or
         changed, see
-        daemon.adapters.archive.s3listing), and the listing by key. The cache forgets what is no longer listed."""
+        daemon.adapters.archive.s3.listing), and the listing by key. The cache forgets what is no longer listed."""
         listing = {o["Key"]: o for o in self._list(self._folder(database))}
         self.cache.retain(database, listing)
         records, skipped = [], 0
@@ -162,7 +162,7 @@ class S3ArchiveStore:
 
     def inventory(self, database: str) -> tuple[list[BackupRecord], list[ArchivedObject]]:
         """Records and copies from one LIST; a good copy is HEADed only when new, changed in the listing, or
-        due for its periodic re-read (daemon.adapters.archive.s3listing.REFRESH_EVERY). Raises CollectorError."""
+        due for its periodic re-read (daemon.adapters.archive.s3.listing.REFRESH_EVERY). Raises CollectorError."""
         records, listing = self._scan(database)
         out = []
         for r in records:

@@ -18,7 +18,7 @@ from daemon.core.errors import CaptureError, GuardianError
 from daemon.core.retention import assign_tier
 
 if TYPE_CHECKING:
-    from daemon.adapters.archive.s3 import S3ArchiveStore
+    from daemon.adapters.archive.s3.store import S3ArchiveStore
 
 #: How long a multipart upload may stay open. The writer itself enforces it (it aborts instead of sending a part
 #: or completing once its upload is older), so an upload older than this has no live writer that will still use
