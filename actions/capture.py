@@ -26,7 +26,8 @@ from actions.guards import Decision, Intent
 from actions.pipeline import SCHEDULED_CAPTURE, Pipeline
 from actions.planner import INTERRUPTED_CAPTURE, capture_source
 from actions.runner import Outcome
-from daemon.adapters.archive.store import ArchiveStore, BackupRecord
+from daemon.adapters.archive.records import BackupRecord
+from daemon.adapters.archive.store import ArchiveStore
 from daemon.adapters.postgres.toc import TocTee
 from daemon.adapters.postgres.tools import PROCESSES, ProcessRegistry, find_tool, kill_group, tool_version
 from daemon.adapters.sentry import Notifier

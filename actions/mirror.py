@@ -24,7 +24,8 @@ from actions.pipeline import MIRROR, Pipeline
 from actions.runner import Outcome
 from collectors.heroku import require_transfer_num, transfer_num
 from daemon.adapters.archive.download import BLOCK, Download, DownloadError
-from daemon.adapters.archive.store import ArchiveStore, BackupRecord
+from daemon.adapters.archive.records import BackupRecord
+from daemon.adapters.archive.store import ArchiveStore
 from daemon.adapters.heroku import HerokuAPI
 from daemon.adapters.postgres.toc import TocTee
 from daemon.config import DatabaseConfig

@@ -39,13 +39,13 @@ timing) and reports it as JSON.
    its threads) and moto's (from /proc/<pid>/stat).
 
    Two things differ from boto3's defaults and are said so here. Our S3 client turns SigV4 payload signing off
-   (``daemon/adapters/archive/s3.py``: every part carries a signed SHA-256 checksum header that S3 verifies; on HTTPS
+   (``daemon/adapters/archive/s3/``: every part carries a signed SHA-256 checksum header that S3 verifies; on HTTPS
    botocore does not hash streamed bodies for the signature either), while boto3's ``upload_file`` on this
    plain-http endpoint hashes every part once for the signature; 1b therefore also times boto3 with payload
    signing off, the like-for-like figure. And the readability check that reads along (two ``pg_restore``
    processes,
-   ``daemon/adapters/postgres/toc.py``) stops at the first bytes of random data (no PGDMP header), so its cost is not
-   in these figures: section 1d measures it on a real custom-format dump.
+   ``daemon/adapters/postgres/toc/readability.py``) stops at the first bytes of random data (no PGDMP header), so
+   its cost is not in these figures: section 1d measures it on a real custom-format dump.
 
    A breakdown follows (one run each, same size): the download + SHA-256 alone, the S3 writer alone (fed from the
    local file in 8 MiB blocks), SHA-256 alone in memory, boto3 ``upload_file`` with 6 threads (ours sends 6

@@ -10,7 +10,7 @@ what the guardian's archive collector runs every ``collect_interval`` (30 s by d
 reads is hourly and not counted here). Reported: requests by kind (LIST, GET of a record, HEAD of a dump) and wall
 time of the first pass, and of the second and third (nothing changed). Where the store takes a ``ListingCache``
 (its clock injectable), H hours of passes 30 s apart follow on a simulated clock, which shows the periodic re-read
-of HEAD facts (``daemon.adapters.archive.s3listing.REFRESH_EVERY``) and gives requests per day.
+of HEAD facts (``daemon.adapters.archive.s3.listing.REFRESH_EVERY``) and gives requests per day.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def main() -> None:
         clock = [0.0]
         cache = None
         if takes_cache:
-            from daemon.adapters.archive.s3listing import ListingCache
+            from daemon.adapters.archive.s3.listing import ListingCache
 
             cache = ListingCache(clock=lambda: clock[0])
         store = store_via(proxy, bucket, cache)

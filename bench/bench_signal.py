@@ -70,7 +70,7 @@ GRACE = timedelta(hours=1)
 SETTLE = timedelta(minutes=30)
 HUNG_FOR = timedelta(hours=6)
 TOKEN = "hrku-bench-token-0123456789abcdef"
-#: Checks that page (critical severity in daemon/core/policy.py, in both versions).
+#: Checks that page (critical severity in daemon/core/policy/findings.py, in both versions).
 PAGING = ("rpo_breach", "missed_schedule", "last_attempt_failed", "unencrypted_object", "unreadable_backup")
 #: Fault kind -> the checks expected to catch it, and the late start it carries.
 EXPECTED = {

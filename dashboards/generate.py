@@ -5,7 +5,7 @@
 
 Plain dicts and `json`, no dependency: the boards are small, and the helpers below keep every panel
 consistent (one datasource variable, one grid layout, one legend and unit style). Every query uses only
-metrics and labels the daemon emits (`daemon/metrics.py`); `tests/alerts/test_drift.py` scrapes a real guardian
+metrics and labels the daemon emits (`daemon/metrics/families.py`); `tests/alerts/test_drift.py` scrapes a real guardian
 and fails on any name or label a board uses that it does not find.
 """
 

@@ -35,7 +35,7 @@ from actions.capture import Capturer, CaptureRequest
 from actions.drill.run import DrillRun
 from collectors.archive import collect_archive_facts
 from daemon.adapters.archive.s3 import S3ArchiveStore
-from daemon.adapters.archive.s3listing import ListingCache
+from daemon.adapters.archive.s3.listing import ListingCache
 from daemon.adapters.archive.store import BackupRecord, LocalDirectoryStore
 from daemon.adapters.heroku import HerokuClient
 from daemon.adapters.postgres.cluster import LocalCluster

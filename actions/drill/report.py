@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from actions.drill.run import DrillRun
+from actions.drill.outcome import DrillRun
 from daemon import __version__
 from daemon.adapters.postgres.tools import tool_version
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from actions.drill.run import FULL, SCENARIOS
+from actions.drill.outcome import FULL, SCENARIOS
 from daemon.app import Guardian
 from daemon.cli.progress import ProgressLine
 from daemon.config import GuardianConfig

@@ -115,7 +115,7 @@ def scrape(pg_cluster: LocalCluster, moto_server: MotoServer, sample_dump: Path)
 
 def test_the_guardian_under_test_emits_every_metric_family_the_daemon_defines(scrape: Scrape) -> None:
     """Otherwise a dashboard could pass the drift check only because this setup missed a source."""
-    source = (REPO / "daemon" / "metrics.py").read_text()
+    source = (REPO / "daemon" / "metrics" / "families.py").read_text()
     defined = set(re.findall(r'"(pgbackup_[a-z0-9_]+)"', source))
     assert len(defined) > 40
     missing = sorted(defined - scrape.families)

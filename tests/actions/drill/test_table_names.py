@@ -13,7 +13,7 @@ import psycopg
 import pytest
 
 from actions.capture import pg_dump_command
-from actions.drill.run import CheckResult
+from actions.drill.outcome import CheckResult
 from daemon.adapters.postgres.cluster import LocalCluster
 from daemon.adapters.postgres.toc import TocEntry, explain, match_tables, read_toc
 from daemon.adapters.postgres.tools import find_tool

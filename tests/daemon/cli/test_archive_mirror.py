@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from daemon.adapters.archive.s3 import S3ArchiveStore, S3Writer
+from daemon.adapters.archive.s3 import S3ArchiveStore
+from daemon.adapters.archive.s3.upload import S3Writer
 from daemon.config import S3Config
 from tests.doubles.heroku import HerokuDouble
 from tests.doubles.s3 import MotoServer

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from daemon.adapters.archive.s3 import S3ArchiveStore
-from daemon.adapters.archive.s3listing import REFRESH_EVERY, ListingCache, version_of
+from daemon.adapters.archive.s3.listing import REFRESH_EVERY, ListingCache, version_of
 from tests.doubles.s3 import FaultProxy, MotoServer, s3_client
 from tests.support import LISTED_DB as DB
 from tests.support import one_pass, put_copy, store_via, wait_for

@@ -9,13 +9,13 @@ from typing import Any
 
 import pytest
 
-from daemon.adapters.archive.s3 import (
+from daemon.adapters.archive.s3 import S3ArchiveStore
+from daemon.adapters.archive.s3.upload import (
     MAX_PART,
     MAX_PARTS,
     MIB,
     UPLOAD_MARGIN,
     UPLOAD_MAX_AGE,
-    S3ArchiveStore,
     S3Writer,
     abandoned,
 )

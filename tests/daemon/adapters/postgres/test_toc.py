@@ -11,7 +11,8 @@ import pytest
 
 from actions.capture import pg_dump_command
 from daemon.adapters.postgres.cluster import LocalCluster
-from daemon.adapters.postgres.toc import Toc, TocTee, _Reader
+from daemon.adapters.postgres.toc import Toc, TocTee
+from daemon.adapters.postgres.toc.readability import _Reader
 from daemon.core.errors import CaptureError
 from tests.support import create_database
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from daemon.adapters.archive.store import BackupRecord
+from daemon.adapters.archive.records import BackupRecord
 
 #: The longest a dump's encryption and Object Lock facts are served from the cache. An hour, as the bucket
 #: posture (`collectors.archive.POSTURE_EVERY`): an unencrypted copy made by a same-second rewrite, or a lock put or
