@@ -8,7 +8,8 @@ from actions.audit import person
 from actions.guards import Intent
 from actions.pipeline import MILESTONE, Pipeline
 from actions.runner import Outcome
-from daemon.adapters.archive.store import ArchiveStore, BackupRecord
+from daemon.adapters.archive.records import BackupRecord
+from daemon.adapters.archive.store import ArchiveStore
 from daemon.core.errors import GuardianError
 
 

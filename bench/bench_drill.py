@@ -75,8 +75,8 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from verdict import judged
 
 from actions.capture import Capturer, CaptureRequest
-from actions.drill.run import DrillRun
-from daemon.adapters.archive.store import LocalDirectoryStore
+from actions.drill.outcome import DrillRun
+from daemon.adapters.archive.local import LocalDirectoryStore
 from daemon.adapters.postgres.cluster import LocalCluster
 from daemon.adapters.postgres.scratch import PREFIX
 from daemon.adapters.postgres.tools import find_tool

@@ -188,8 +188,8 @@ def child_main(params_json: str) -> int:
 
     from actions.mirror import Mirror
     from daemon.adapters.archive.download import BLOCK, Download
+    from daemon.adapters.archive.records import BackupRecord
     from daemon.adapters.archive.s3 import S3ArchiveStore
-    from daemon.adapters.archive.store import BackupRecord
     from daemon.adapters.heroku import HerokuClient
     from daemon.config import S3Config
     from daemon.core.snapshot import Backup

@@ -52,7 +52,8 @@ import psycopg  # noqa: E402
 from bench_heroku_fleet import FakeClock, ScheduledApp, populate, run_scheduler  # noqa: E402
 from loguru import logger  # noqa: E402
 
-from daemon.adapters.archive.store import BackupRecord, LocalDirectoryStore  # noqa: E402
+from daemon.adapters.archive.local import LocalDirectoryStore  # noqa: E402
+from daemon.adapters.archive.records import BackupRecord  # noqa: E402
 from daemon.adapters.heroku import HerokuClient  # noqa: E402
 from daemon.adapters.postgres.cluster import LocalCluster, cluster_in  # noqa: E402
 from daemon.app import Guardian  # noqa: E402

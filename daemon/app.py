@@ -15,7 +15,8 @@ from functools import cached_property, partial
 from actions.audit import AuditLog
 from actions.capture import Capturer, CaptureService
 from actions.drill.jobs import DrillJobs, drill_policy
-from actions.drill.run import FULL, DrillRun, DrillRunner, Progress
+from actions.drill.outcome import FULL, DrillRun, Progress
+from actions.drill.run import DrillRunner
 from actions.mirror import Mirror, Mirrors
 from actions.pipeline import ActionKind, Gate, Pipeline, Switches
 from actions.prune import Deletions

@@ -32,11 +32,12 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from actions.capture import Capturer, CaptureRequest
-from actions.drill.run import DrillRun
+from actions.drill.outcome import DrillRun
 from collectors.archive import collect_archive_facts
+from daemon.adapters.archive.local import LocalDirectoryStore
+from daemon.adapters.archive.records import BackupRecord
 from daemon.adapters.archive.s3 import S3ArchiveStore
 from daemon.adapters.archive.s3.listing import ListingCache
-from daemon.adapters.archive.store import BackupRecord, LocalDirectoryStore
 from daemon.adapters.heroku import HerokuClient
 from daemon.adapters.postgres.cluster import LocalCluster
 from daemon.app import Guardian

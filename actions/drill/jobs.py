@@ -23,8 +23,9 @@ from apscheduler.triggers.cron import CronTrigger
 from loguru import logger
 
 from actions.audit import AuditLog, person
+from actions.drill.outcome import FULL, TABLE, DrillRun, Progress, to_result
 from actions.drill.report import load_latest, write_report
-from actions.drill.run import FULL, TABLE, DrillBusy, DrillRun, DrillRunner, Progress, drill_lock, to_result
+from actions.drill.run import DrillBusy, DrillRunner, drill_lock
 from actions.guards import Decision, Intent
 from actions.pipeline import DRILL, SCRATCH_SWEEP, Pipeline
 from actions.runner import Outcome

@@ -13,7 +13,7 @@ dies with the guardian (daemon.adapters.processes).
 
 This module is the drill's course (`DrillRunner`: pick, download, prove the scratch target, restore, check,
 drop) and its cross-process lock; the steps live beside it: `restore` (verify, version gate, pg_restore),
-`checks` (smoke checks), `outcome` (`DrillRun` and the scenarios, re-exported here for the composition root).
+`checks` (smoke checks), `outcome` (`DrillRun` and the scenarios).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from pathlib import Path
 from loguru import logger
 
 from actions.drill.checks import run_checks
-from actions.drill.outcome import FULL, SCENARIOS, TABLE, DrillRun, Progress, to_result
+from actions.drill.outcome import TABLE, DrillRun, Progress
 from actions.drill.restore import restore, verify_dump, version_gate
 from actions.drill.sweep import SweepReport, sweep
 from collectors.heroku import require_transfer_num
@@ -46,9 +46,6 @@ from daemon.config import DatabaseConfig
 from daemon.core.errors import GuardianError
 from daemon.core.redact import REDACTOR
 from daemon.core.snapshot import Backup, DatabaseState
-
-__all__ = ["FULL", "SCENARIOS", "TABLE", "DrillBusy", "DrillRun", "DrillRunner", "Progress", "drill_lock",
-           "to_result"]
 
 
 class DrillRunner:

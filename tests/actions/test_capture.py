@@ -13,7 +13,7 @@ import pytest
 
 from actions.capture import Capturer, CaptureRequest
 from collectors.archive import collect_archive
-from daemon.adapters.archive.store import LocalDirectoryStore
+from daemon.adapters.archive.local import LocalDirectoryStore
 from daemon.adapters.postgres.tools import find_tool
 from daemon.core.errors import CaptureError
 from daemon.core.redact import url_password

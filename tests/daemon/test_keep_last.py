@@ -18,8 +18,10 @@ from typing import Any
 from actions.audit import AuditLog
 from actions.pipeline import Gate, Switches
 from actions.prune import Deletions
+from daemon.adapters.archive.local import LocalDirectoryStore
+from daemon.adapters.archive.records import BackupRecord
 from daemon.adapters.archive.s3 import S3ArchiveStore
-from daemon.adapters.archive.store import ArchiveStore, BackupRecord, LocalDirectoryStore
+from daemon.adapters.archive.store import ArchiveStore
 from daemon.adapters.statestore import open_state_store
 from daemon.app import Guardian
 from daemon.config import GuardianConfig

@@ -23,7 +23,8 @@ import psycopg
 
 from actions.capture import Capturer, CaptureRequest
 from actions.planner import INTERRUPTED_CAPTURE
-from daemon.adapters.archive.store import BackupRecord, LocalDirectoryStore
+from daemon.adapters.archive.local import LocalDirectoryStore
+from daemon.adapters.archive.records import BackupRecord
 from daemon.adapters.postgres.cluster import LocalCluster
 from daemon.adapters.statestore import open_state_store
 from tests.support import DaemonProcess

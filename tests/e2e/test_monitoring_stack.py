@@ -34,7 +34,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from actions.capture import Capturer, CaptureRequest
-from daemon.adapters.archive.store import LocalDirectoryStore
+from daemon.adapters.archive.local import LocalDirectoryStore
 from daemon.adapters.postgres.cluster import LocalCluster
 from daemon.core.redact import url_password
 from tests.doubles.promstack import (

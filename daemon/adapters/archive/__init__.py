@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from daemon.adapters.archive.store import ArchiveStore, LocalDirectoryStore
+from daemon.adapters.archive.local import LocalDirectoryStore
+from daemon.adapters.archive.store import ArchiveStore
 
 if TYPE_CHECKING:
     from daemon.config import GuardianConfig

@@ -4,8 +4,6 @@
 S3-compatible bucket, `daemon.adapters.archive.s3`). A backup is a dump object plus a metadata record
 (`daemon.adapters.archive.records`). A dump counts as a backup only once `commit` has returned: a crash or
 failure before that leaves nothing that could be mistaken for a backup.
-
-The record type and the local directory store are re-exported here, where their users have always found them.
 """
 
 from __future__ import annotations
@@ -14,12 +12,8 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Protocol
 
-from daemon.adapters.archive.local import LocalDirectoryStore, database_from_dirname
-from daemon.adapters.archive.records import RECORD_VERSION, BackupRecord
+from daemon.adapters.archive.records import BackupRecord
 from daemon.core.retention import ArchivedObject
-
-__all__ = ["RECORD_VERSION", "ArchiveStore", "ArchiveWriter", "BackupRecord", "LocalDirectoryStore",
-           "database_from_dirname"]
 
 
 class ArchiveWriter(Protocol):

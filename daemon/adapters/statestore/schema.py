@@ -8,10 +8,14 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from daemon.adapters.statestore.store import StateStore
+
+class HasStateDir(Protocol):
+    """A migration step's store: where the files of earlier versions lie."""
+
+    state_dir: Path
 
 
 def utc_text(when: datetime) -> str:
@@ -78,7 +82,7 @@ def audit_row(entry: dict[str, Any]) -> tuple[Any, ...]:
     return (utc_text(when), *(str(entry[k]) for k in AUDIT_CORE[1:]), dumps_json(details))
 
 
-def _import_legacy(store: StateStore, tx: Transaction) -> None:
+def _import_legacy(store: HasStateDir, tx: Transaction) -> None:
     """Import `audit.jsonl` and `findings.json` of earlier versions into empty tables; the files stay."""
     audit_file, findings_file = store.state_dir / "audit.jsonl", store.state_dir / "findings.json"
     if audit_file.is_file() and not tx.rows("SELECT 1 FROM guardian_audit LIMIT 1"):
@@ -98,7 +102,7 @@ def _import_legacy(store: StateStore, tx: Transaction) -> None:
             tx.rows("INSERT INTO guardian_findings (name, state) VALUES (?, ?)", (name, dumps_json(state)))
 
 
-Step = str | Callable[["StateStore", Transaction], None]
+Step = str | Callable[[HasStateDir, Transaction], None]
 #: (version, description, DDL template formatted with the dialect's types, or a function) in order.
 MIGRATIONS: list[tuple[int, str, Step]] = [
     (1, "create the audit, actions, findings, drills and kv tables", _TABLES),

@@ -13,7 +13,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from daemon.adapters.archive.store import LocalDirectoryStore
+from daemon.adapters.archive.local import LocalDirectoryStore
 from daemon.adapters.postgres.cluster import LocalCluster
 from daemon.adapters.postgres.scratch import PREFIX
 from daemon.adapters.postgres.toc import read_toc

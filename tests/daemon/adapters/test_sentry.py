@@ -16,7 +16,7 @@ import pytest
 from loguru import logger
 
 from actions.capture import Capturer, CaptureRequest
-from daemon.adapters.archive.store import LocalDirectoryStore
+from daemon.adapters.archive.local import LocalDirectoryStore
 from daemon.adapters.postgres.cluster import LocalCluster
 from daemon.app import Guardian
 from daemon.config import GuardianConfig

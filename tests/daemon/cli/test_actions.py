@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from daemon.adapters.archive.store import LocalDirectoryStore
+from daemon.adapters.archive.local import LocalDirectoryStore
 
 
 def cli(tmp_path: Path, url: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:

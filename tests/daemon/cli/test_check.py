@@ -14,7 +14,7 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 from actions.capture import Capturer, CaptureRequest
-from daemon.adapters.archive.store import LocalDirectoryStore
+from daemon.adapters.archive.local import LocalDirectoryStore
 from daemon.adapters.postgres.cluster import LocalCluster, free_port
 from daemon.app import Guardian
 from daemon.config import GuardianConfig

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from freezegun import freeze_time
 
-from daemon.adapters.archive.store import BackupRecord, LocalDirectoryStore
+from daemon.adapters.archive.local import LocalDirectoryStore
+from daemon.adapters.archive.records import BackupRecord
 from daemon.app import Guardian
 from daemon.config import GuardianConfig
 from daemon.core.retention import ArchivedObject, assign_tier, plan_prune

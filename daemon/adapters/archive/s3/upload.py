@@ -11,14 +11,25 @@ import contextlib
 import time
 from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from daemon.adapters.archive.records import BackupRecord
 from daemon.core.errors import CaptureError, GuardianError
-from daemon.core.retention import assign_tier
+from daemon.core.retention import ArchivedObject, assign_tier
 
-if TYPE_CHECKING:
-    from daemon.adapters.archive.s3.store import S3ArchiveStore
+
+class UploadTarget(Protocol):
+    """What a writer uses of its store (`S3ArchiveStore`): the bucket and client, the guarded call, the
+    listing (for the tier), the record and the tags."""
+
+    bucket: str
+    client: Any
+    upload_max_age: timedelta
+
+    def _call(self, what: str, fn: Any, error: type[GuardianError] = ..., **kwargs: Any) -> Any: ...
+    def _tag(self, key: str, record: BackupRecord) -> None: ...
+    def objects(self, database: str) -> list[ArchivedObject]: ...
+    def put_record(self, record: BackupRecord, error: type[GuardianError] = ...) -> None: ...
 
 #: How long a multipart upload may stay open. The writer itself enforces it (it aborts instead of sending a part
 #: or completing once its upload is older), so an upload older than this has no live writer that will still use
@@ -55,7 +66,7 @@ class S3Writer:
     IN_FLIGHT_BYTES = 48 * MIB
     GROW_AFTER, GROW_EVERY, MAX_GROWTH = 5_000, 1_000, 5
 
-    def __init__(self, store: S3ArchiveStore, database: str, key: str, upload_id: str, part_size: int) -> None:
+    def __init__(self, store: UploadTarget, database: str, key: str, upload_id: str, part_size: int) -> None:
         self.store, self.database, self.key, self.upload_id = store, database, key, upload_id
         self.base = part_size
         self.buf = bytearray()

@@ -20,8 +20,8 @@ from loguru import logger
 
 from actions.capture import Capturer, CaptureRequest
 from actions.mirror import logged
+from daemon.adapters.archive.records import BackupRecord
 from daemon.adapters.archive.s3 import S3ArchiveStore
-from daemon.adapters.archive.store import BackupRecord
 from daemon.adapters.heroku import HerokuClient
 from daemon.adapters.postgres.cluster import LocalCluster
 from daemon.adapters.postgres.tools import find_tool

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from daemon.adapters.archive.records import BackupRecord
 from daemon.adapters.archive.s3 import S3ArchiveStore
 from daemon.adapters.archive.s3.upload import (
     MAX_PART,
@@ -19,7 +20,6 @@ from daemon.adapters.archive.s3.upload import (
     S3Writer,
     abandoned,
 )
-from daemon.adapters.archive.store import BackupRecord
 from daemon.config import S3Config
 from daemon.core.errors import CaptureError
 from tests.doubles.s3 import MotoServer

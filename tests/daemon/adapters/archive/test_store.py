@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon.adapters.archive.store import BackupRecord, LocalDirectoryStore, database_from_dirname
+from daemon.adapters.archive.local import LocalDirectoryStore, database_from_dirname
+from daemon.adapters.archive.records import BackupRecord
 from daemon.core.errors import CaptureError, CollectorError
 
 T0 = datetime(2024, 6, 1, 3, 0, 0, tzinfo=UTC)
@@ -263,7 +264,8 @@ WRITER = """
 import sys
 from pathlib import Path
 from datetime import UTC, datetime
-from daemon.adapters.archive.store import BackupRecord, LocalDirectoryStore
+from daemon.adapters.archive.local import LocalDirectoryStore
+from daemon.adapters.archive.records import BackupRecord
 store = LocalDirectoryStore(Path(sys.argv[1]))
 writer = store.begin("shop", sys.argv[2])
 writer.write(b"PGDMP" + b"x" * 1000)
