@@ -11,7 +11,7 @@ from daemon.adapters.archive.store import ArchiveStore
 from daemon.config import ArchiveConfig, DatabaseConfig
 from daemon.core.policy import ArchivePolicy
 from daemon.core.retention import TIERS, monthly_coverage
-from daemon.core.snapshot import SOURCE_ARCHIVE, ArchiveFacts, Backup, SourceState, TierStats
+from daemon.core.snapshot import SOURCE_ARCHIVE, SOURCE_HEROKU, ArchiveFacts, Backup, SourceState, TierStats
 
 
 def collect_archive(store: ArchiveStore, database: str) -> SourceState:
@@ -80,7 +80,7 @@ class ArchiveReader:
     def policy(self, db: DatabaseConfig) -> ArchivePolicy | None:
         if not self.covers(db):
             return None
-        mirrored = "heroku" if db.heroku is not None and self.config.mirrors else None
+        mirrored = SOURCE_HEROKU if db.heroku is not None and self.config.mirrors else None
         return ArchivePolicy(copy_grace=self.config.copy_grace, gap_grace=self.config.gap_grace,
                              mirrored_from=mirrored)
 

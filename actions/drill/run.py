@@ -45,7 +45,7 @@ from daemon.adapters.statestore import StateStore
 from daemon.config import DatabaseConfig
 from daemon.core.errors import GuardianError
 from daemon.core.redact import REDACTOR
-from daemon.core.snapshot import Backup, DatabaseState
+from daemon.core.snapshot import SOURCE_ARCHIVE, SOURCE_HEROKU, Backup, DatabaseState
 
 
 class DrillRunner:
@@ -187,8 +187,8 @@ class DrillRunner:
         candidates = []
         for name, src in state.sources.items():
             b = src.newest_good
-            if b is not None and (name == "archive" or (name == "heroku" and self.heroku is not None)):
-                candidates.append((b.recovery_point, name == "archive", b, name))
+            if b is not None and (name == SOURCE_ARCHIVE or (name == SOURCE_HEROKU and self.heroku is not None)):
+                candidates.append((b.recovery_point, name == SOURCE_ARCHIVE, b, name))
         if not candidates:
             raise GuardianError("no good backup to drill")
         _, _, backup, source = max(candidates, key=lambda c: (c[0], c[1]))
@@ -196,7 +196,7 @@ class DrillRunner:
 
     def _fetch(self, db: DatabaseConfig, backup: Backup, source: str, billing_app: str | None, dump: Path,
                progress: Progress, deadline: float) -> None:
-        if source == "archive":
+        if source == SOURCE_ARCHIVE:
             assert self.store is not None
             chunks = self.store.open_dump(db.name, backup.backup_id)
             total = backup.size_bytes or None

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from daemon.core.policy.findings import finding, format_duration_s
-from daemon.core.snapshot import DatabaseState, Finding
+from daemon.core.snapshot import SOURCE_ARCHIVE, SOURCE_HEROKU, DatabaseState, Finding
 
 #: Tier -> cadence: the newest copy at or above the tier must be younger than this (plus the grace).
 TIER_CADENCE = {"daily": timedelta(days=1), "weekly": timedelta(days=7), "monthly": timedelta(days=31)}
@@ -23,7 +23,7 @@ class ArchivePolicy:
 
     copy_grace: timedelta
     gap_grace: timedelta
-    mirrored_from: str | None = "heroku"
+    mirrored_from: str | None = SOURCE_HEROKU
 
 
 def archive_checks(db: DatabaseState, policy: ArchivePolicy | None, now: datetime) -> list[Finding]:
@@ -60,9 +60,9 @@ def archive_checks(db: DatabaseState, policy: ArchivePolicy | None, now: datetim
     return out
 
 
-def copy_lag_seconds(db: DatabaseState, provider: str = "heroku") -> float | None:
+def copy_lag_seconds(db: DatabaseState, provider: str = SOURCE_HEROKU) -> float | None:
     """Provider's newest good recovery point minus the archive's newest (0 when in sync, None without both)."""
-    src, arch = db.sources.get(provider), db.sources.get("archive")
+    src, arch = db.sources.get(provider), db.sources.get(SOURCE_ARCHIVE)
     p = src.newest_good if src is not None else None
     a = arch.newest_good if arch is not None else None
     if p is None:
@@ -77,7 +77,7 @@ def _copy_lag(db: DatabaseState, policy: ArchivePolicy, now: datetime) -> Findin
         return finding(db, "copy_lag", False, "no provider to mirror from", now)
     src = db.sources.get(policy.mirrored_from)
     newest = src.newest_good if src is not None else None
-    arch = db.sources.get("archive")
+    arch = db.sources.get(SOURCE_ARCHIVE)
     held = {b.backup_id for b in arch.backups if b.succeeded} if arch is not None else set()
     if newest is None or newest.backup_id in held:
         return finding(db, "copy_lag", False, "the provider's newest good backup is archived", now,

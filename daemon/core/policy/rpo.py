@@ -11,7 +11,7 @@ from daemon.config import Objectives
 from daemon.core.policy.findings import data_at_risk_seconds, finding, format_duration_s, newest_good_backup
 from daemon.core.risk import cadences, next_expected, tolerance_seconds
 from daemon.core.schedules import last_due
-from daemon.core.snapshot import DatabaseState, Finding
+from daemon.core.snapshot import SOURCE_HEROKU, DatabaseState, Finding
 
 
 def rpo_checks(db: DatabaseState, objectives: Objectives, missed: bool, now: datetime) -> list[Finding]:
@@ -120,7 +120,7 @@ def missed_schedule_check(db: DatabaseState, grace: float, now: datetime) -> Fin
 def no_schedule_check(db: DatabaseState, now: datetime) -> Finding:
     if not db.sources:
         return finding(db, "no_schedule", False, "no source read yet", now)
-    unknown = [s.source for s in db.sources.values() if not s.has_schedule and s.source == "heroku"
+    unknown = [s.source for s in db.sources.values() if not s.has_schedule and s.source == SOURCE_HEROKU
                and not s.schedules_known]
     if any(s.has_schedule for s in db.sources.values()) or unknown:
         return finding(db, "no_schedule", False, "a backup schedule exists", now)
