@@ -26,7 +26,8 @@ KEEP_FAILED_RECORDS = 20
 
 @dataclass(frozen=True)
 class ArchivedObject:
-    """One backup copy in the archive, as the archive collector sees it."""
+    """One stored copy as the deletion plan sees it (tier, size, lock, legal hold): facts only a store's listing
+    knows and the policy never needs, so it is not `snapshot.Backup` (docs/ARCHITECTURE.md, three types)."""
 
     database: str
     backup_id: str

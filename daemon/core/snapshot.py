@@ -19,7 +19,8 @@ SOURCE_HEROKU = "heroku"
 
 @dataclass(frozen=True)
 class Backup:
-    """One backup attempt as a source reports it.
+    """One backup attempt as a source reports it (Heroku or the archive), what the policy reasons about; the
+    archive's stored record and the deletion plan's copy are other types on purpose (docs/ARCHITECTURE.md).
 
     `started_at` is the recovery point: a pg_dump snapshot is taken when it starts, so data written after
     that moment is not in the backup, however late the dump finishes.

@@ -16,7 +16,8 @@ RECORD_VERSION = 1
 
 @dataclass(frozen=True)
 class BackupRecord:
-    """The metadata record stored beside every dump (and alone, for a failed attempt)."""
+    """The metadata record stored beside every dump (and alone, for a failed attempt), versioned on disk and in
+    S3; `to_backup()` gives the policy's view of it (docs/ARCHITECTURE.md, three types)."""
 
     database: str
     backup_id: str
