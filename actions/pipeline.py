@@ -20,6 +20,8 @@ from loguru import logger
 
 from actions.guards import Decision, Facts, Intent, decide
 from actions.runner import ActionRunner, Outcome
+from daemon.adapters.statestore import StateStore
+from daemon.core.errors import GuardianError
 
 KILL_SWITCH, PAUSE, LEADER, SINGLE_FLIGHT = "kill switch", "pause", "leader", "single flight"
 COOLDOWN, DAILY_CAP, DRY_RUN = "cooldown", "daily cap", "dry run"
@@ -179,3 +181,19 @@ class Pipeline:
             self.note(decision)
             return decision
         return self.runner.run_held(intent, fn, unlocked_ok=unlocked_ok)
+
+
+#: Where `backup-guardian actions pause` keeps the switch, shared by every replica through the state store.
+PAUSE_KEY = "actions.paused"
+
+
+def pause_reason(store: StateStore) -> str | None:
+    """Why actions are paused (`backup-guardian actions pause`, shared by every replica through the state
+    store), or None when they are not. An unreadable store counts as paused: nothing acts blind."""
+    try:
+        doc = store.get(PAUSE_KEY)
+    except GuardianError as exc:
+        return f"the state store is unreadable ({exc}), so the pause switch cannot be read"
+    if isinstance(doc, dict) and doc.get("paused"):
+        return str(doc.get("reason") or "paused")
+    return None

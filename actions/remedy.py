@@ -8,35 +8,30 @@ Only the leader acts. Followers still collect and export, and keep quiet about a
 from __future__ import annotations
 
 import concurrent.futures
-import hashlib
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
-import httpx
 from loguru import logger
 
 from actions.audit import person
 from actions.emergency import HerokuCapture, expiring_backup, failure_text, running_capture
-from actions.guards import Decision, Facts, Intent
+from actions.guards import Decision, Intent
 from actions.mirror import Mirror
-from actions.pipeline import EMERGENCY_CAPTURE, MANUAL_CAPTURE, SCALE, Gate
+from actions.pipeline import EMERGENCY_CAPTURE, MANUAL_CAPTURE, Gate, pause_reason
 from actions.planner import capture_facts, capture_source, plan_captures
 from actions.runner import ActionRunner, Outcome
-from actions.scale import HerokuScaler, ProbeState, ScaleMemory, advance, plan_scale, probe, remember
 from collectors.archive import ArchiveReader
 from collectors.collection import HerokuSide
 from collectors.heroku import transfer_name, transfer_num
 from daemon.adapters.statestore import StateStore
-from daemon.config import ActionsConfig, DatabaseConfig, ScaleTarget
+from daemon.config import ActionsConfig, DatabaseConfig
 from daemon.core.errors import CaptureError, GuardianError, StoppedByShutdown
 from daemon.core.snapshot import SOURCE_ARCHIVE, SOURCE_HEROKU, Snapshot, StateHolder
 from daemon.leadership import Leadership
-
-PAUSE_KEY = "actions.paused"
 
 
 @dataclass(frozen=True)
@@ -50,12 +45,11 @@ class OwnCaptures:
 
 
 class Remedies:
-    """Plans, guards and runs emergency captures and scaling for one guardian."""
+    """Plans, guards and runs emergency captures (and a person's) for one guardian."""
 
     def __init__(self, cfg: ActionsConfig, databases: dict[str, DatabaseConfig], runner: ActionRunner, gate: Gate,
                  state: StateStore, holder: StateHolder, leadership: Leadership, heroku: HerokuSide,
-                 archive: ArchiveReader, mirror: Mirror | None, own: OwnCaptures, shard_index: int,
-                 publish_probes: Callable[[dict[str, ProbeState]], None], clock: Callable[[], datetime],
+                 archive: ArchiveReader, mirror: Mirror | None, own: OwnCaptures, clock: Callable[[], datetime],
                  closing: threading.Event) -> None:
         """`own`: this guardian's own captures (pg_dump) and what follows one; `closing`: set at shutdown."""
         self.cfg = cfg
@@ -69,18 +63,12 @@ class Remedies:
         self.archive = archive
         self.mirror = mirror
         self.own = own
-        self.shard_index = shard_index
-        self.publish_probes = publish_probes
         self.clock = clock
         self.closing = closing
         self._pool = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="action")
         self._queued: set[tuple[str, str]] = set()
         self._futures: list[concurrent.futures.Future[Outcome | None]] = []
         self._lock = threading.Lock()
-        self.probes: dict[str, ProbeState] = {t.name: ProbeState() for t in self.cfg.scale}
-        self._probe_due: dict[str, datetime] = {}
-        self._http = httpx.Client(follow_redirects=False) if self.cfg.scale else None
-        self._warned_dry_run = False
 
     # -- switches -----------------------------------------------------------------------------------------
     def paused(self) -> str | None:
@@ -270,96 +258,6 @@ class Remedies:
             return Decision(intent, "skipped_running", "a capture is already running")
         return Decision(intent, outcome.outcome, outcome.detail)
 
-    # -- health probes and scaling ------------------------------------------------------------------------
-    def probe_all(self) -> None:
-        """Probe every target that is due (each on its own interval), then plan its scaling. Only the leader
-        of shard group 0 scales: an app is not a database, so one group owns every formation."""
-        assert self._http is not None
-        now = self.clock()
-        for target in self.cfg.scale:
-            due = self._probe_due.get(target.name)
-            if due is not None and now < due:
-                continue
-            self._probe_due[target.name] = now + target.interval
-            result = probe(self._http, target, now)
-            state = advance(self.probes.get(target.name, ProbeState()), result)
-            self.probes[target.name] = state
-            if not result.ok and state.consecutive_failures in (1, target.failures):
-                logger.warning("probe {} failed ({} in a row): {}", target.name, state.consecutive_failures,
-                               result.error or f"HTTP {result.status}")
-            if self.shard_index == 0 and self.leadership.is_leader():
-                try:
-                    self._scale(target, state)
-                except GuardianError as exc:
-                    logger.warning("scaling {} not planned: {}", target.name, exc)
-        self.publish_probes(dict(self.probes))
-
-    def _scale(self, target: ScaleTarget, state: ProbeState) -> None:
-        api = self.heroku.api
-        if api is None:
-            return
-        scaler = HerokuScaler(api)
-        key = f"scale.{target.app}/{target.process_type}"
-        try:
-            memory = ScaleMemory.from_json(self.state.get(key) or {})
-        except ValueError as exc:
-            logger.warning("scale memory of {} unreadable ({}); starting from the current formation", key, exc)
-            memory = ScaleMemory()
-        current = scaler.quantity(target.app, target.process_type)
-        step, adjusted = plan_scale(target, state, current, memory, self.clock())
-        if adjusted != memory:
-            self.state.put(key, adjusted.to_json())
-            logger.info("scale {}: a person set {} to {}; that is the new baseline", target.name,
-                        target.process_type, current)
-        if step.direction == "none" and step.blocked is None:
-            return
-        name = f"{target.app}/{target.process_type}"
-        params: dict[str, Any] = {"from_quantity": step.from_quantity, "to_quantity": step.to_quantity,
-                                  "probe": target.name}
-        if step.blocked:
-            params["blocked_reason"] = step.reason
-        intent = Intent("scale", name, step.reason, triggers=(f"probe_{step.direction}",), params=params,
-                        blocked=step.blocked)
-        decision = self._decide_scale(intent, target, adjusted, leader=True)
-        if not decision.go:
-            self.runner.note(decision)
-            return
-
-        def run(_id: int) -> Outcome:
-            # the memory is written before the change: a store failure afterwards must never leave extra dynos
-            # that the guardian no longer knows are its own
-            pending = remember(adjusted, step, self.clock())
-            self.state.put(key, pending.to_json())
-            try:
-                new = scaler.scale(target.app, target.process_type, step.to_quantity)
-            except GuardianError:
-                self.state.put(key, adjusted.to_json())
-                raise
-            if new != step.to_quantity:
-                self.state.put(key, replace(pending, ours=new).to_json())
-            return Outcome(True, f"scaled {name} from {step.from_quantity} to {new}",
-                           {"from_quantity": step.from_quantity, "to_quantity": new})
-
-        self.runner.execute(decision, run, lambda: self._decide_scale(intent, target, adjusted,
-                                                                      leader=self.leadership.elect()))
-
-    def _decide_scale(self, intent: Intent, target: ScaleTarget, memory: ScaleMemory, leader: bool) -> Decision:
-        try:
-            history = self.runner.history("scale", intent.target, max(target.cooldown, timedelta(hours=24)))
-        except GuardianError as exc:
-            return Decision(intent, "skipped_unavailable", f"action history unavailable, not deciding blind: {exc}")
-        now = self.clock()
-        last = max((h.started_at for h in history), default=None)
-        if memory.changed_at is not None and (last is None or memory.changed_at > last):
-            last = memory.changed_at
-        taken = sum(1 for h in history if h.started_at >= now - timedelta(hours=24))
-        # scaling back to the person's baseline is never held by the cap: a capped day must not keep extra dynos
-        down = intent.params.get("to_quantity", 0) < intent.params.get("from_quantity", 0)
-        facts = Facts(enabled=self.cfg.enabled, paused=self.paused(), dry_run=self.cfg.dry_run, leader=leader,
-                      running=None, last_taken=last, last_taken_what="the last scale change", taken_24h=taken,
-                      cooldown=target.cooldown, daily_cap=taken + 1 if down else target.daily_cap)
-        return self.gate.decide(SCALE, intent, base=facts)
-
     def cancel_queued(self) -> None:
         """At shutdown: cancel the captures waiting for a worker (they never start); running ones go on
         until the shutdown stops their children."""
@@ -367,26 +265,3 @@ class Remedies:
 
     def close(self) -> None:
         self.cancel_queued()
-        if self._http is not None:
-            self._http.close()
-
-
-def pause_reason(store: StateStore) -> str | None:
-    """Why actions are paused (`backup-guardian actions pause`, shared by every replica through the state
-    store), or None when they are not. An unreadable store counts as paused: nothing acts blind."""
-    try:
-        doc = store.get(PAUSE_KEY)
-    except GuardianError as exc:
-        return f"the state store is unreadable ({exc}), so the pause switch cannot be read"
-    if isinstance(doc, dict) and doc.get("paused"):
-        return str(doc.get("reason") or "paused")
-    return None
-
-
-def shard_of(name: str, count: int) -> int:
-    """The replica group of a database: a stable hash of its name (the same on every machine and run)."""
-    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big") % count
-
-
-def in_shard(db: DatabaseConfig, count: int, index: int) -> bool:
-    return count <= 1 or shard_of(db.name, count) == index

@@ -16,17 +16,25 @@ Cooldown, daily cap, dry-run and the kill switch are not decided here: the guard
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
+from loguru import logger
 
+from actions.guards import Decision, Facts, Intent
+from actions.pipeline import SCALE, Gate, pause_reason
+from actions.runner import ActionRunner, Outcome
 from daemon.adapters.heroku import HerokuAPI, HerokuProtocolError
-from daemon.config import ScaleTarget
+from daemon.adapters.statestore import StateStore
+from daemon.config import ActionsConfig, ScaleTarget
 from daemon.core.durations import format_duration
+from daemon.core.errors import GuardianError
 from daemon.core.redact import MASK, REDACTOR
+from daemon.leadership import Leadership
 
 UP, DOWN, NONE = "up", "down", "none"
 
@@ -249,3 +257,116 @@ def _quantity(formation: dict[str, Any], app: str, process_type: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool):
         raise HerokuProtocolError(f"formation {process_type} of {app}: no integer quantity")
     return value
+
+
+class Scaling:
+    """Health probes on their own intervals, and the dyno scaling they call for, through the pipeline."""
+
+    def __init__(self, cfg: ActionsConfig, runner: ActionRunner, gate: Gate, state: StateStore,
+                 leadership: Leadership, api: HerokuAPI | None, shard_index: int,
+                 publish_probes: Callable[[dict[str, ProbeState]], None], clock: Callable[[], datetime]) -> None:
+        self.cfg = cfg
+        self.runner = runner
+        self.gate = gate
+        self.state = state
+        self.leadership = leadership
+        self.api = api
+        self.shard_index = shard_index
+        self.publish_probes = publish_probes
+        self.clock = clock
+        self.probes: dict[str, ProbeState] = {t.name: ProbeState() for t in cfg.scale}
+        self._probe_due: dict[str, datetime] = {}
+        self._http = httpx.Client(follow_redirects=False) if cfg.scale else None
+
+    def probe_all(self) -> None:
+        """Probe every target that is due (each on its own interval), then plan its scaling. Only the leader
+        of shard group 0 scales: an app is not a database, so one group owns every formation."""
+        assert self._http is not None
+        now = self.clock()
+        for target in self.cfg.scale:
+            due = self._probe_due.get(target.name)
+            if due is not None and now < due:
+                continue
+            self._probe_due[target.name] = now + target.interval
+            result = probe(self._http, target, now)
+            state = advance(self.probes.get(target.name, ProbeState()), result)
+            self.probes[target.name] = state
+            if not result.ok and state.consecutive_failures in (1, target.failures):
+                logger.warning("probe {} failed ({} in a row): {}", target.name, state.consecutive_failures,
+                               result.error or f"HTTP {result.status}")
+            if self.shard_index == 0 and self.leadership.is_leader():
+                try:
+                    self._scale(target, state)
+                except GuardianError as exc:
+                    logger.warning("scaling {} not planned: {}", target.name, exc)
+        self.publish_probes(dict(self.probes))
+
+    def _scale(self, target: ScaleTarget, state: ProbeState) -> None:
+        api = self.api
+        if api is None:
+            return
+        scaler = HerokuScaler(api)
+        key = f"scale.{target.app}/{target.process_type}"
+        try:
+            memory = ScaleMemory.from_json(self.state.get(key) or {})
+        except ValueError as exc:
+            logger.warning("scale memory of {} unreadable ({}); starting from the current formation", key, exc)
+            memory = ScaleMemory()
+        current = scaler.quantity(target.app, target.process_type)
+        step, adjusted = plan_scale(target, state, current, memory, self.clock())
+        if adjusted != memory:
+            self.state.put(key, adjusted.to_json())
+            logger.info("scale {}: a person set {} to {}; that is the new baseline", target.name,
+                        target.process_type, current)
+        if step.direction == "none" and step.blocked is None:
+            return
+        name = f"{target.app}/{target.process_type}"
+        params: dict[str, Any] = {"from_quantity": step.from_quantity, "to_quantity": step.to_quantity,
+                                  "probe": target.name}
+        if step.blocked:
+            params["blocked_reason"] = step.reason
+        intent = Intent("scale", name, step.reason, triggers=(f"probe_{step.direction}",), params=params,
+                        blocked=step.blocked)
+        decision = self._decide_scale(intent, target, adjusted, leader=True)
+        if not decision.go:
+            self.runner.note(decision)
+            return
+
+        def run(_id: int) -> Outcome:
+            # the memory is written before the change: a store failure afterwards must never leave extra dynos
+            # that the guardian no longer knows are its own
+            pending = remember(adjusted, step, self.clock())
+            self.state.put(key, pending.to_json())
+            try:
+                new = scaler.scale(target.app, target.process_type, step.to_quantity)
+            except GuardianError:
+                self.state.put(key, adjusted.to_json())
+                raise
+            if new != step.to_quantity:
+                self.state.put(key, replace(pending, ours=new).to_json())
+            return Outcome(True, f"scaled {name} from {step.from_quantity} to {new}",
+                           {"from_quantity": step.from_quantity, "to_quantity": new})
+
+        self.runner.execute(decision, run, lambda: self._decide_scale(intent, target, adjusted,
+                                                                      leader=self.leadership.elect()))
+
+    def _decide_scale(self, intent: Intent, target: ScaleTarget, memory: ScaleMemory, leader: bool) -> Decision:
+        try:
+            history = self.runner.history("scale", intent.target, max(target.cooldown, timedelta(hours=24)))
+        except GuardianError as exc:
+            return Decision(intent, "skipped_unavailable", f"action history unavailable, not deciding blind: {exc}")
+        now = self.clock()
+        last = max((h.started_at for h in history), default=None)
+        if memory.changed_at is not None and (last is None or memory.changed_at > last):
+            last = memory.changed_at
+        taken = sum(1 for h in history if h.started_at >= now - timedelta(hours=24))
+        # scaling back to the person's baseline is never held by the cap: a capped day must not keep extra dynos
+        down = intent.params.get("to_quantity", 0) < intent.params.get("from_quantity", 0)
+        facts = Facts(enabled=self.cfg.enabled, paused=pause_reason(self.state), dry_run=self.cfg.dry_run,
+                      leader=leader, running=None, last_taken=last, last_taken_what="the last scale change",
+                      taken_24h=taken, cooldown=target.cooldown, daily_cap=taken + 1 if down else target.daily_cap)
+        return self.gate.decide(SCALE, intent, base=facts)
+
+    def close(self) -> None:
+        if self._http is not None:
+            self._http.close()

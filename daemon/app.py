@@ -18,10 +18,11 @@ from actions.drill.jobs import DrillJobs, drill_policy
 from actions.drill.outcome import FULL, DrillRun, Progress
 from actions.drill.run import DrillRunner
 from actions.mirror import Mirror, Mirrors
-from actions.pipeline import ActionKind, Gate, Pipeline, Switches
+from actions.pipeline import ActionKind, Gate, Pipeline, Switches, pause_reason
 from actions.prune import Deletions
-from actions.remedy import OwnCaptures, Remedies, in_shard, pause_reason
+from actions.remedy import OwnCaptures, Remedies
 from actions.runner import ActionRunner
+from actions.scale import Scaling
 from collectors.archive import ArchiveReader
 from collectors.boundary import CollectorBoundary
 from collectors.collection import Collection, HerokuSide
@@ -40,7 +41,7 @@ from daemon.control import ControlPanel
 from daemon.core.retention import PruneDecision
 from daemon.core.snapshot import DatabaseState, Snapshot, StateHolder
 from daemon.evaluation import Completion, Evaluator
-from daemon.leadership import Leadership
+from daemon.leadership import Leadership, in_shard
 from daemon.metrics import Exposition
 from daemon.push import Pusher
 from daemon.runtime import Runtime, collect_pass
@@ -198,8 +199,13 @@ class Guardian:
         own = OwnCaptures(self.captures.capture, self.capturer.running,
                           lambda name: self.collection.refresh_heroku(name), self._reread)
         return Remedies(self.config.actions, self.databases, self.runner, self.gate, self.state, self.holder,
-                        self.leadership, self.heroku, self.archive, self.mirrors.mirror, own,
-                        self.config.state.shard_index, self.control.publish_probes, self.clock, self.processes.closing)
+                        self.leadership, self.heroku, self.archive, self.mirrors.mirror, own, self.clock,
+                        self.processes.closing)
+
+    @cached_property
+    def scaling(self) -> Scaling:
+        return Scaling(self.config.actions, self.runner, self.gate, self.state, self.leadership, self.heroku_api,
+                       self.config.state.shard_index, self.control.publish_probes, self.clock)
 
     @cached_property
     def exposition(self) -> Exposition:

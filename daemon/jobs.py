@@ -14,6 +14,7 @@ from loguru import logger
 from actions.capture import CaptureService
 from actions.drill.jobs import DrillJobs, scenarios
 from actions.remedy import Remedies
+from actions.scale import Scaling
 from collectors.archive import ArchiveReader
 from daemon.config import DatabaseConfig, GuardianConfig
 from daemon.core.durations import format_duration
@@ -92,6 +93,8 @@ class GuardianParts(Protocol):
     def drills(self) -> DrillJobs: ...
     @property
     def remedies(self) -> Remedies: ...
+    @property
+    def scaling(self) -> Scaling: ...
     def heartbeat(self) -> None: ...
     def collect_all(self, one_shot: bool = False) -> Any: ...
     def elect(self) -> bool: ...
@@ -110,7 +113,7 @@ def periodic_jobs(g: GuardianParts, now: datetime) -> list[JobSpec]:
             JobSpec("collect", g.collect_all, "interval", {"seconds": every.total_seconds(), "next_run_time": now}),
             JobSpec("leader", g.elect, "interval", {"seconds": cfg.state.leader_interval.total_seconds()}, "leader")]
     if cfg.actions.scale:
-        jobs.append(JobSpec("probe", g.remedies.probe_all, "interval", {
+        jobs.append(JobSpec("probe", g.scaling.probe_all, "interval", {
             "seconds": min(t.interval for t in cfg.actions.scale).total_seconds(), "next_run_time": now}))
     if any(g.archive.covers(db) and db.heroku is not None for db in dbs):
         jobs.append(JobSpec("mirror", g.mirror_pending, "interval", archive_every, "archive", leader_only=True))

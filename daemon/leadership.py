@@ -1,4 +1,5 @@
-"""Leadership among replicas sharing a state store: the leader acts and drills, the others collect and export.
+"""Replicas: leadership among those sharing a state store (the leader acts and drills, the others collect and
+export), and shards (replica groups that each watch their share of a large fleet).
 
 Leadership is a lease in the state store (`StateStore.try_leadership`), renewed by the runtime's `leader` job.
 A change is logged once; a follower that becomes the leader takes over the shared finding states first, so it
@@ -7,11 +8,13 @@ does not tell again what the previous leader already told.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 
 from loguru import logger
 
 from daemon.adapters.statestore import StateStore
+from daemon.config import DatabaseConfig
 
 
 class Leadership:
@@ -50,3 +53,12 @@ class Leadership:
 
     def release(self) -> None:
         self.state.release_leadership()
+
+
+def shard_of(name: str, count: int) -> int:
+    """The replica group of a database: a stable hash of its name (the same on every machine and run)."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big") % count
+
+
+def in_shard(db: DatabaseConfig, count: int, index: int) -> bool:
+    return count <= 1 or shard_of(db.name, count) == index

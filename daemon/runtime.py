@@ -153,6 +153,8 @@ class Runtime:
             g.drills.runner.close()
         if "remedies" in built:
             g.remedies.close()
+        if "scaling" in built:
+            g.scaling.close()
         if "notifier" in built:
             g.notifier.close()
         for thread in self.unfinished_threads():

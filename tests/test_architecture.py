@@ -20,7 +20,7 @@ PACKAGES = ("daemon", "collectors", "actions")
 WRITES = {"begin", "commit", "record_failure", "delete", "sweep_partials", "set_tier", "put_blob",  # archive
           "capture", "update_formation"}  # Heroku: a backup, a dyno formation
 #: The composition root's parts that live in actions/: a call on one of them is a delegation into actions.
-ACTION_PARTS = {"captures", "deletions", "mirrors", "drills", "remedies"}
+ACTION_PARTS = {"captures", "deletions", "mirrors", "drills", "remedies", "scaling"}
 
 
 def cycles(graph: grimp.ImportGraph) -> list[list[str]]:

@@ -42,7 +42,7 @@ def add_parsers(sub: Any, with_config: Callable[[argparse.ArgumentParser], argpa
 
 def run_actions(args: argparse.Namespace, config: GuardianConfig) -> int:
     from actions.audit import AuditLog
-    from actions.remedy import PAUSE_KEY
+    from actions.pipeline import PAUSE_KEY
     from daemon.adapters.statestore import open_state_store
 
     url = config.state.url.get_secret_value() if config.state.url is not None else None

@@ -15,7 +15,7 @@ import psycopg
 import pytest
 
 from actions.guards import Intent
-from actions.remedy import PAUSE_KEY
+from actions.pipeline import PAUSE_KEY
 from daemon.adapters.heroku import HerokuClient
 from daemon.adapters.statestore import open_state_store
 from daemon.app import Guardian

@@ -19,8 +19,7 @@ import pytest
 
 from actions.audit import person
 from actions.guards import Intent
-from actions.pipeline import DRY_RUN, GUARDS, KINDS, LEADER, ActionKind, Gate, Switches
-from actions.remedy import PAUSE_KEY
+from actions.pipeline import DRY_RUN, GUARDS, KINDS, LEADER, PAUSE_KEY, ActionKind, Gate, Switches
 from daemon.adapters.postgres.cluster import LocalCluster
 from daemon.app import Guardian
 from daemon.config import GuardianConfig

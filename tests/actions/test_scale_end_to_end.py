@@ -92,7 +92,7 @@ def patches(heroku: HerokuDouble) -> list[bytes]:
 
 def probe(g: Guardian, clock: FakeClock, n: int = 1, every: timedelta = timedelta(seconds=30)) -> None:
     for _ in range(n):
-        g.remedies.probe_all()
+        g.scaling.probe_all()
         clock.now += every
 
 

@@ -91,7 +91,7 @@ def scrape(pg_cluster: LocalCluster, moto_server: MotoServer, sample_dump: Path)
             try:
                 Capturer(g.store, g.processes).capture(CaptureRequest(database=SELF_DB, url=url))
                 assert g.remedies.request_capture(SELF_DB, "drift check").outcome == "done"
-                g.remedies.probe_all()
+                g.scaling.probe_all()
                 g.collect_all(one_shot=True)
                 assert g.mirror_pending() == 1
                 run = g.drill(SELF_DB)

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from actions.remedy import in_shard, shard_of
 from daemon.adapters.postgres.cluster import LocalCluster
 from daemon.adapters.statestore import open_state_store
+from daemon.leadership import in_shard, shard_of
 from tests.doubles.heroku import HerokuDouble
 from tests.support import DaemonProcess, create_database
 
