@@ -1,6 +1,6 @@
-"""Remedial actions wired to the running guardian: emergency captures after each evaluation, app health probes
-and dyno scaling on their own interval. The decisions are pure (`actions.planner`, `actions.guards`,
-`actions.scale`); this module gathers their facts, runs the executions on a small pool and reports them.
+"""Emergency captures after each evaluation, and a person's capture (`backup-guardian capture`). The decisions
+are pure (`actions.planner`, `actions.guards`); this module gathers their facts, runs the executions on a small
+pool (a Heroku capture followed to its end, or this guardian's own pg_dump) and reports them.
 
 Only the leader acts. Followers still collect and export, and keep quiet about actions (the leader audits).
 """

@@ -1,6 +1,6 @@
 """Dyno scale-up on a failing health probe, and back to the person's quantity once healthy.
 
-Three parts, from the outside in:
+Four parts, from the outside in:
   - `probe()` GETs one app URL and turns every outcome (an answer, a slow answer, a timeout, a refused
     connection) into a `ProbeResult`; it never raises;
   - `advance()`, `plan_scale()` and `remember()` are pure: they take `now` and decide, from the probe history,
@@ -8,9 +8,9 @@ Three parts, from the outside in:
     take. The guardian only ever scales up one dyno at a time, never above `max_quantity`, and only ever scales
     down to the quantity a person had set (the baseline), never below it; a change a person made is adopted,
     never undone;
-  - `HerokuScaler` reads and sets the formation through a `HerokuAPI`.
-Cooldown, daily cap, dry-run and the kill switch are not decided here: the guard layer applies them to the
-`ScaleStep` from the action history.
+  - `HerokuScaler` reads and sets the formation through a `HerokuAPI`;
+  - `Scaling` probes each target on its interval and takes the step through the pipeline: cooldown, daily cap,
+    dry run, pause, leadership and the kill switch are the guards' (from the action history), not decided here.
 """
 
 from __future__ import annotations
