@@ -3,6 +3,10 @@
 The dump is read from pg_dump's stdout in chunks, hashed (sha256) on the way and written to the store's
 writer; only a clean exit of pg_dump commits it. Any failure aborts the writer (no partial file remains)
 and is recorded as a failed attempt. The password reaches pg_dump through PGPASSWORD, never argv.
+
+`Capturer` runs one pg_dump; `CaptureService` is the guardian's capture action: each capture (scheduled,
+emergency or a person's) under `capture:<name>` with its history record, then keep_last and a re-read of the
+archive; it also sweeps the partial files a crash left, and says when the first capture after a start is due.
 """
 
 from __future__ import annotations

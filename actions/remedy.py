@@ -21,13 +21,12 @@ from actions.audit import person
 from actions.emergency import HerokuCapture, expiring_backup, failure_text, running_capture
 from actions.guards import Decision, Intent
 from actions.mirror import Mirror
-from actions.pipeline import EMERGENCY_CAPTURE, MANUAL_CAPTURE, Gate, pause_reason
+from actions.pipeline import EMERGENCY_CAPTURE, MANUAL_CAPTURE, Gate
 from actions.planner import capture_facts, capture_source, plan_captures
 from actions.runner import ActionRunner, Outcome
 from collectors.archive import ArchiveReader
-from collectors.collection import HerokuSide
+from collectors.fleet import HerokuSide
 from collectors.heroku import transfer_name, transfer_num
-from daemon.adapters.statestore import StateStore
 from daemon.config import ActionsConfig, DatabaseConfig
 from daemon.core.errors import CaptureError, GuardianError, StoppedByShutdown
 from daemon.core.snapshot import SOURCE_ARCHIVE, SOURCE_HEROKU, Snapshot, StateHolder
@@ -48,7 +47,7 @@ class Remedies:
     """Plans, guards and runs emergency captures (and a person's) for one guardian."""
 
     def __init__(self, cfg: ActionsConfig, databases: dict[str, DatabaseConfig], runner: ActionRunner, gate: Gate,
-                 state: StateStore, holder: StateHolder, leadership: Leadership, heroku: HerokuSide,
+                 paused: Callable[[], str | None], holder: StateHolder, leadership: Leadership, heroku: HerokuSide,
                  archive: ArchiveReader, mirror: Mirror | None, own: OwnCaptures, clock: Callable[[], datetime],
                  closing: threading.Event) -> None:
         """`own`: this guardian's own captures (pg_dump) and what follows one; `closing`: set at shutdown."""
@@ -56,7 +55,7 @@ class Remedies:
         self.databases = databases
         self.runner = runner
         self.gate = gate
-        self.state = state
+        self.paused = paused  # why actions are paused (`backup-guardian actions pause`), or None
         self.holder = holder
         self.leadership = leadership
         self.heroku = heroku
@@ -71,10 +70,6 @@ class Remedies:
         self._lock = threading.Lock()
 
     # -- switches -----------------------------------------------------------------------------------------
-    def paused(self) -> str | None:
-        """The run-time pause (`backup-guardian actions pause`), shared by every replica through the store."""
-        return pause_reason(self.state)
-
     def announce(self) -> None:
         """Say loudly, once at start, what mode actions are in."""
         if not self.cfg.enabled:

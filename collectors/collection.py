@@ -21,9 +21,8 @@ from loguru import logger
 from collectors.archive import ArchiveReader
 from collectors.boundary import CollectorBoundary
 from collectors.database import collect_live
-from collectors.fleet import HerokuFleet
+from collectors.fleet import HerokuSide
 from collectors.heroku import HerokuWatcher
-from daemon.adapters.heroku import HerokuAPI
 from daemon.config import DatabaseConfig
 from daemon.core.errors import GuardianError
 from daemon.core.snapshot import (
@@ -56,18 +55,6 @@ class Publisher(Protocol):
     """What a pass hands its results to (the `Evaluator`): merge, evaluate, publish one snapshot."""
 
     def publish(self, results: list[Collected], first_pass_done: bool = False) -> Snapshot: ...
-
-
-@dataclass
-class HerokuSide:
-    """The Heroku fleet and the client it polls with (both absent when no database is on Heroku)."""
-
-    fleet: HerokuFleet | None
-    api: HerokuAPI | None
-
-    def billing_app(self, name: str) -> str | None:
-        watcher = self.fleet.watchers.get(name) if self.fleet is not None else None
-        return watcher.resolved.billing_app if watcher is not None and watcher.resolved is not None else None
 
 
 class Collection:

@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 from loguru import logger
 
 from collectors.heroku import HerokuWatcher
-from daemon.adapters.heroku import REFILL_PER_MINUTE
+from daemon.adapters.heroku import REFILL_PER_MINUTE, HerokuAPI
 from daemon.config import HerokuPolling
 from daemon.core.schedules import last_due, next_due
 from daemon.core.snapshot import Schedule, SourceState
@@ -246,3 +246,15 @@ class HerokuFleet:
         self._stretched_logged = stretched
         self.last_report = report
         return report
+
+
+@dataclass
+class HerokuSide:
+    """The Heroku fleet and the client it polls with (both absent when no database is on Heroku)."""
+
+    fleet: HerokuFleet | None
+    api: HerokuAPI | None
+
+    def billing_app(self, name: str) -> str | None:
+        watcher = self.fleet.watchers.get(name) if self.fleet is not None else None
+        return watcher.resolved.billing_app if watcher is not None and watcher.resolved is not None else None

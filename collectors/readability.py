@@ -14,7 +14,7 @@ from dataclasses import replace
 from loguru import logger
 
 from collectors.archive import ArchiveReader
-from collectors.collection import HerokuSide
+from collectors.fleet import HerokuSide
 from collectors.heroku import require_transfer_num, transfer_num
 from daemon.adapters.archive.download import stream
 from daemon.adapters.postgres.toc import Toc, read_stream

@@ -11,28 +11,29 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from functools import cached_property, partial
+from typing import TYPE_CHECKING
 
 from actions.audit import AuditLog
 from actions.capture import Capturer, CaptureService
-from actions.drill.jobs import DrillJobs, drill_policy
+from actions.deletions import Deletions
 from actions.drill.outcome import FULL, DrillRun, Progress
 from actions.drill.run import DrillRunner
+from actions.drill.service import DrillService, drill_policy
 from actions.mirror import Mirror, Mirrors
 from actions.pipeline import ActionKind, Gate, Pipeline, Switches, pause_reason
-from actions.prune import Deletions
 from actions.remedy import OwnCaptures, Remedies
 from actions.runner import ActionRunner
 from actions.scale import Scaling
 from collectors.archive import ArchiveReader
 from collectors.boundary import CollectorBoundary
-from collectors.collection import Collection, HerokuSide
-from collectors.fleet import HerokuFleet
+from collectors.collection import Collection
+from collectors.fleet import HerokuFleet, HerokuSide
 from collectors.freshness import load_successes, stale_after
 from collectors.heroku import HerokuWatcher
 from collectors.readability import ReadThrough
 from daemon.adapters.archive import open_store
 from daemon.adapters.archive.store import ArchiveStore
-from daemon.adapters.heroku import HerokuAPI, client_for
+from daemon.adapters.heroku import HerokuAPI, HerokuClient, client_for
 from daemon.adapters.postgres.tools import ProcessRegistry
 from daemon.adapters.sentry import LogNotifier, make_notifier
 from daemon.adapters.statestore import StateStore, open_state_store
@@ -44,9 +45,10 @@ from daemon.evaluation import Completion, Evaluator
 from daemon.leadership import Leadership, in_shard
 from daemon.metrics import Exposition
 from daemon.push import Pusher
-from daemon.runtime import Runtime, collect_pass
-from daemon.web.server import GuardianHTTP
+from daemon.runtime import Runtime, StopSteps, collect_pass
 
+if TYPE_CHECKING:
+    from daemon.web.server import GuardianHTTP
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -71,12 +73,16 @@ class Guardian:
                                            demo=demo, started_at=clock()))
         self.processes = ProcessRegistry()  # per guardian: stopping one never poisons another in the process
         self.http: GuardianHTTP | None = None
+        self.on_stop = StopSteps()  # each part that holds threads, sockets or the store says how it ends
+        if isinstance(heroku_api, HerokuClient):
+            self.on_stop.close.append(heroku_api.close)
 
     # -- adapters -----------------------------------------------------------------------------------------
     @cached_property
     def heroku_api(self) -> HerokuAPI | None:
         if self._heroku_api is None and (self.config.heroku_databases or self.config.actions.scale):
-            self._heroku_api = client_for(self.config.heroku)  # scaling speaks the Platform API too
+            self._heroku_api = client = client_for(self.config.heroku)  # scaling speaks the Platform API too
+            self.on_stop.close.append(client.close)
         return self._heroku_api
 
     @cached_property
@@ -101,7 +107,9 @@ class Guardian:
     @cached_property
     def state(self) -> StateStore:
         url = self.config.state.url
-        return open_state_store(url.get_secret_value() if url is not None else None, self.config.state_dir)
+        state = open_state_store(url.get_secret_value() if url is not None else None, self.config.state_dir)
+        self.on_stop.last.append(state.close)  # after the actions ended, so a successor never overlaps them
+        return state
 
     @cached_property
     def notifier(self) -> LogNotifier:
@@ -109,13 +117,17 @@ class Guardian:
         notifier = make_notifier(s.dsn.get_secret_value() if s.dsn else None, self.config.state_dir, s.reminder,
                                  s.environment, self.clock, self.quiet, store=self.state, flap_window=s.flap_window)
         notifier.tracker.scope = set(self.databases)
+        self.on_stop.close.append(notifier.close)
         return notifier
 
     # -- the core of the running guardian -----------------------------------------------------------------
     @cached_property
     def leadership(self) -> Leadership:
-        return Leadership(self.state, self.config.state.shard_index, self.config.state.shard_count,
-                          on_takeover=lambda: self.notifier.tracker.reload(), on_change=lambda: self.control.publish())
+        leadership = Leadership(self.state, self.config.state.shard_index, self.config.state.shard_count,
+                                on_takeover=lambda: self.notifier.tracker.reload(),
+                                on_change=lambda: self.control.publish())
+        self.on_stop.last.insert(0, leadership.release)  # before the store closes
+        return leadership
 
     @cached_property
     def control(self) -> ControlPanel:
@@ -155,9 +167,11 @@ class Guardian:
                                 with_readability=self.readthrough.with_verdicts)
         evaluator = Evaluator(self.holder, self.databases, completion, self.archive.policy, drill_policy,
                               self.heroku, self._notify, self.clock)
-        self.drills.load_history()
-        return Collection(self.databases, self.archive, self.heroku, boundary, evaluator,
-                          self.config.collect_interval.total_seconds(), self.clock, self.processes.closing.is_set)
+        self.drills  # noqa: B018 - built first: its history is in the snapshot before the first evaluation
+        collection = Collection(self.databases, self.archive, self.heroku, boundary, evaluator,
+                                self.config.collect_interval.total_seconds(), self.clock, self.processes.closing.is_set)
+        self.on_stop.close.append(collection.close)
+        return collection
 
     @cached_property
     def readthrough(self) -> ReadThrough:
@@ -187,25 +201,32 @@ class Guardian:
                        self.processes.closing.is_set, self._reread)
 
     @cached_property
-    def drills(self) -> DrillJobs:
+    def drills(self) -> DrillService:
         runner = DrillRunner(self.store, self.heroku_api, self.config.state_dir, self.processes, self.state,
                              self.config.all_databases, self.clock)
-        return DrillJobs(self.databases, runner, self.pipeline, self.holder, self.state, self.store, self.notifier,
+        drills = DrillService(self.databases, runner, self.pipeline, self.holder, self.state, self.store, self.notifier,
                          self.audit, self.config.state_dir, self.config.archive.kind == "s3", self.heroku.billing_app,
-                         lambda: self.collection.republish(), self.control.count, self.clock)
+                              lambda: self.collection.republish(), self.control.count, self.clock)
+        drills.load_history()  # the newest drills are in the snapshot before anything evaluates or serves it
+        self.on_stop.close.append(runner.close)
+        return drills
 
     @cached_property
     def remedies(self) -> Remedies:
         own = OwnCaptures(self.captures.capture, self.capturer.running,
                           lambda name: self.collection.refresh_heroku(name), self._reread)
-        return Remedies(self.config.actions, self.databases, self.runner, self.gate, self.state, self.holder,
-                        self.leadership, self.heroku, self.archive, self.mirrors.mirror, own, self.clock,
-                        self.processes.closing)
+        remedies = Remedies(self.config.actions, self.databases, self.runner, self.gate, self.paused, self.holder,
+                            self.leadership, self.heroku, self.archive, self.mirrors.mirror, own, self.clock,
+                            self.processes.closing)
+        self.on_stop.cancel.append(remedies.cancel_queued)
+        return remedies
 
     @cached_property
     def scaling(self) -> Scaling:
-        return Scaling(self.config.actions, self.runner, self.gate, self.state, self.leadership, self.heroku_api,
-                       self.config.state.shard_index, self.control.publish_probes, self.clock)
+        scaling = Scaling(self.config.actions, self.runner, self.gate, self.state, self.leadership, self.heroku_api,
+                          self.config.state.shard_index, self.control.publish_probes, self.clock)
+        self.on_stop.close.append(scaling.close)
+        return scaling
 
     @cached_property
     def exposition(self) -> Exposition:
@@ -228,6 +249,8 @@ class Guardian:
 
     def _reread(self, name: str) -> Snapshot:
         """Read one database's archive again (after a capture, a copy or a deletion) and re-evaluate."""
+        if self.stopping:  # nothing reads the state any more; and no part is built during the shutdown
+            return self.holder.current()
         return self.collection.collect_archive_of(name)
 
     def _notify(self, snap: Snapshot, now: datetime) -> None:
@@ -278,12 +301,16 @@ class Guardian:
 
     # -- running ------------------------------------------------------------------------------------------
     def start(self, serve_http: bool = True) -> None:
+        """Build every part the jobs and requests use, here in one thread, then let the run time start them."""
+        for _part in (self.collection, self.readthrough, self.pusher, self.captures, self.deletions, self.mirrors,
+                      self.drills, self.remedies, self.scaling):
+            pass
         self.runtime.launch(self, serve_http)
 
     def add_job(self, job_id: str, fn: Callable[[], None], every: timedelta) -> None:
         self.runtime.add_job(job_id, fn, every)
 
     def stop(self) -> None:
-        self.runtime.stop_all(self, set(vars(self)))
+        self.runtime.stop_all(self.processes, self.http, self.on_stop)
 
     unfinished_threads = staticmethod(Runtime.unfinished_threads)

@@ -3,8 +3,9 @@
 The merge and the evaluation run outside the snapshot lock (`StateHolder.update_outside`), so a scrape or
 another writer never waits for them. Each database's facts are completed before the policy sees them: the
 archive source of a self-managed database carries the attempts the store could not record, the capture in
-progress and the schedule's next run; Heroku backups carry the verdict of their read-through. Then the notifier
-hears about the new findings (the leader only: one event per finding, not one per replica).
+progress and the schedule's next run; Heroku backups carry the verdict of their read-through. Then `on_evaluation`
+hears about the new findings (the composition root passes them to the notifier unless this replica is a
+follower: one event per finding, not one per replica).
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from collectors.archive import with_unrecorded
-from collectors.collection import Collected, HerokuSide
+from collectors.collection import Collected
+from collectors.fleet import HerokuSide
 from daemon.config import DatabaseConfig
 from daemon.core import policy, risk
 from daemon.core.snapshot import (

@@ -12,7 +12,7 @@ from apscheduler.triggers.cron import CronTrigger
 from loguru import logger
 
 from actions.capture import CaptureService
-from actions.drill.jobs import DrillJobs, scenarios
+from actions.drill.service import DrillService, scenarios
 from actions.remedy import Remedies
 from actions.scale import Scaling
 from collectors.archive import ArchiveReader
@@ -90,7 +90,7 @@ class GuardianParts(Protocol):
     @property
     def mirrors(self) -> Mirrors: ...
     @property
-    def drills(self) -> DrillJobs: ...
+    def drills(self) -> DrillService: ...
     @property
     def remedies(self) -> Remedies: ...
     @property

@@ -1,7 +1,7 @@
 """The run-time shell: the start, the scheduler with every periodic job behind one error boundary, what follows
 each collection pass, and the ordered stop.
 
-Each job is declared as data (`JobSpec`) by the composition root; here it is wrapped: a job queued before the
+Each job is declared as data (`JobSpec`, `daemon.jobs.periodic_jobs`); here it is wrapped: a job queued before the
 shutdown never starts, a failure is logged and the daemon goes on, and a leader-only job is skipped quietly on
 a follower. Captures, the archive's jobs, drills, the heartbeat and the leadership renewal each have their own
 workers, so a long mirror never delays a backup and a stuck store never starves the heartbeat.
@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -21,14 +22,15 @@ from apscheduler.schedulers.base import STATE_STOPPED
 from loguru import logger
 
 from collectors.freshness import save_successes
-from daemon.adapters.heroku import HerokuClient
 from daemon.core.errors import StoppedByShutdown
 from daemon.core.redact import REDACTOR
 from daemon.jobpool import CancellingThreadPool
 from daemon.jobs import GuardianParts, JobSpec, periodic_jobs
 
 if TYPE_CHECKING:
+    from daemon.adapters.postgres.tools import ProcessRegistry
     from daemon.core.snapshot import Snapshot
+    from daemon.web.server import GuardianHTTP
 
 #: Thread names of `concurrent.futures` pool workers (ours and APScheduler's): the interpreter's exit joins them.
 POOL_THREADS = ("ThreadPoolExecutor-", "collect", "action", "s3-part", "toc-result")
@@ -47,6 +49,16 @@ class _Scheduler(BackgroundScheduler):
         except JobLookupError:
             if self.state != STATE_STOPPED:
                 raise
+
+
+@dataclass
+class StopSteps:
+    """How the built parts end, in the order the stop takes them: `cancel` before running children are
+    stopped (queued work), `close` after (pools, clients), `last` after every thread ended (the store)."""
+
+    cancel: list[Callable[[], None]] = field(default_factory=list)
+    close: list[Callable[[], None]] = field(default_factory=list)
+    last: list[Callable[[], None]] = field(default_factory=list)
 
 
 class Runtime:
@@ -115,6 +127,7 @@ class Runtime:
         """Start HTTP first (so /healthz answers at once), then the scheduler with every job."""
         from daemon.web.server import GuardianHTTP  # the web server's imports only when it is started
 
+        g.control.publish()  # the switches are right from the first scrape, before the first election
         try:
             g.config.archive_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -131,37 +144,26 @@ class Runtime:
         g.remedies.announce()
         self.start(periodic_jobs(g, g.clock()))
 
-    def stop_all(self, g: GuardianParts, built: set[str]) -> None:
-        """Ordered shutdown of the parts that were `built`: the stopping flag (no queued job or child starts from
-        here on), scheduler and action pools (queued jobs cancelled), running children, HTTP, worker pools, and the
-        leadership last (after the actions ended, so a successor never overlaps them)."""
+    def stop_all(self, processes: ProcessRegistry, http: GuardianHTTP | None, steps: StopSteps) -> None:
+        """Ordered shutdown: the stopping flag (no queued job or child starts from here on), the scheduler and
+        the action pools (queued work cancelled), running children, HTTP, then every part that was built closes,
+        threads get the rest of the budget, and last the leadership and the store (after the actions ended, so
+        a successor never overlaps them). The steps are read as they are reached: a part built meanwhile ends
+        too."""
         deadline = time.monotonic() + SHUTDOWN_BUDGET
-        g.processes.closing.set()
+        processes.closing.set()
         self.shutdown()
-        if "remedies" in built:
-            g.remedies.cancel_queued()
-        g.processes.terminate_all()
-        if g.http is not None:
-            g.http.stop()
-        if "collection" in built:
-            g.collection.close()
-        if "heroku_api" in built and isinstance(g.heroku_api, HerokuClient):
-            g.heroku_api.close()
-        if "mirrors" in built and g.mirrors.mirror is not None:
-            g.mirrors.mirror.close()
-        if "drills" in built:
-            g.drills.runner.close()
-        if "remedies" in built:
-            g.remedies.close()
-        if "scaling" in built:
-            g.scaling.close()
-        if "notifier" in built:
-            g.notifier.close()
+        for step in list(steps.cancel):
+            step()
+        processes.terminate_all()
+        if http is not None:
+            http.stop()
+        for step in list(steps.close):
+            step()
         for thread in self.unfinished_threads():
             thread.join(timeout=max(0.0, deadline - time.monotonic() - 2))
-        if "state" in built:
-            g.state.release_leadership()
-            g.state.close()
+        for step in list(steps.last):
+            step()
 
     @staticmethod
     def unfinished_threads() -> list[threading.Thread]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import socket
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -134,10 +133,6 @@ def load_latest(state_dir: Path, database: str) -> list[dict[str, Any]]:
             if doc.get("succeeded") and (last_good is None or doc["started_at"] >= last_good["started_at"]):
                 latest[f"{doc['scenario']}:good"] = doc
     return list(latest.values())
-
-
-def parse_started(doc: dict[str, Any]) -> datetime:
-    return datetime.fromisoformat(doc["started_at"])
 
 
 def _cell(text: str) -> str:

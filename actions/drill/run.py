@@ -1,4 +1,5 @@
-"""Restore drills: restore the newest good backup into a scratch database, check it, time it, report it.
+"""Restore drills: restore the newest good backup into a scratch database, check it and time it (the report, the
+history and the schedule are `actions.drill.service`'s).
 
 Scenarios (the RTO table of the SuoOps backup and recovery procedures): `database_corruption` is the full
 drill, `accidental_deletion` the table drill (only the configured critical tables, as scenario 2 of those
@@ -7,9 +8,8 @@ procedures does for invoices with `pg_restore -t`: their entries chosen by exact
 Phases are timed: download (streamed to a temp file), verify (sha256 and the readability check), restore,
 checks; the recovery time is download + restore + checks, wall clock, compared with the scenario's RTO.
 One drill at a time; a timeout; killable on shutdown; the scratch database is always dropped. The scratch
-target is proven not to be production on the connections that create and drop
-(daemon.adapters.postgres.scratch); pg_restore
-dies with the guardian (daemon.adapters.processes).
+target is proven not to be production on the connections that create and drop (daemon.adapters.postgres.scratch);
+pg_restore dies with the guardian (daemon.adapters.processes).
 
 This module is the drill's course (`DrillRunner`: pick, download, prove the scratch target, restore, check,
 drop) and its cross-process lock; the steps live beside it: `restore` (verify, version gate, pg_restore),
@@ -35,7 +35,7 @@ from actions.drill.outcome import TABLE, DrillRun, Progress
 from actions.drill.restore import restore, verify_dump, version_gate
 from actions.drill.sweep import SweepReport, sweep
 from collectors.heroku import require_transfer_num
-from daemon.adapters.archive.download import Download
+from daemon.adapters.archive.download import stream
 from daemon.adapters.archive.store import ArchiveStore
 from daemon.adapters.heroku import HerokuAPI
 from daemon.adapters.postgres import scratch as scratchdb
@@ -203,7 +203,7 @@ class DrillRunner:
         else:
             assert self.heroku is not None and billing_app is not None
             url = str(self.heroku.public_url(billing_app, require_transfer_num(backup.backup_id))["url"])
-            chunks = self._download(url)
+            chunks = stream(url)
             total = backup.size_bytes or None
         done = 0
         with contextlib.closing(chunks), dump.open("wb") as fh:  # type: ignore[type-var]
@@ -215,16 +215,6 @@ class DrillRunner:
                 fh.write(chunk)
                 done += len(chunk)
                 progress("download", done, total)
-
-    def stream(self, url: str) -> Iterator[bytes]:
-        """A signed URL's bytes in chunks; raises GuardianError on HTTP errors."""
-        return self._download(url)
-
-    def _download(self, url: str) -> Iterator[bytes]:
-        with Download(url, timeout=60.0) as body:  # DownloadError is a GuardianError that names only the host
-            if body.status != 200:
-                raise GuardianError(f"download failed: HTTP {body.status}")
-            yield from body.chunks(1 << 20)
 
 
 class DrillBusy(GuardianError):

@@ -346,11 +346,3 @@ class StateHolder:
             return replace(snap, databases=dbs)
 
         return self.update(apply)
-
-    def update_collector(self, status: CollectorStatus) -> Snapshot:
-        def apply(snap: Snapshot) -> Snapshot:
-            cols = dict(snap.collectors)
-            cols[(status.collector, status.database)] = status
-            return replace(snap, collectors=cols)
-
-        return self.update(apply)

@@ -81,7 +81,7 @@ def begun(s: Scenario) -> list[datetime]:
 
 
 def evaluated(s: Scenario, objectives: Objectives, now: datetime) -> DatabaseState:
-    """The database as the guardian holds it after evaluating at `now` (what daemon/app.py stores)."""
+    """The database as the guardian holds it after evaluating at `now` (what daemon/evaluation.py publishes)."""
     db = world(now, begun(s), schedules=s.schedules)
     db = replace(db, rpo_seconds=objectives.rpo.total_seconds(), rpo_warning_ratio=objectives.rpo_at_risk_ratio)
     return replace(db, findings=evaluate(db, objectives, [], now), evaluated_at=now,

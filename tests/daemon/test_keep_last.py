@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from actions.audit import AuditLog
+from actions.deletions import Deletions
 from actions.pipeline import Gate, Switches
-from actions.prune import Deletions
 from daemon.adapters.archive.local import LocalDirectoryStore
 from daemon.adapters.archive.records import BackupRecord
 from daemon.adapters.archive.s3 import S3ArchiveStore

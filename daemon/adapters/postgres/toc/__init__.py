@@ -5,12 +5,6 @@ and `pg_restore -f /dev/null` reads every data block through (the TOC alone says
 or corrupted after its header). `read_toc(path)` checks a file; `TocTee` checks a stream as the dump goes by
 (a capture or a mirror), so no second pass over the dump is needed.
 
-Names in the listing are printed as they are, unquoted and separated by spaces (newlines in a name become
-spaces), so a name cannot be read back out of a line for sure. What is exact: each entry's dump id and catalog
-OIDs. So a table entry keeps its line's text, and is matched against names taken from elsewhere (the restored
-database's catalog: `match_tables`), and `table_entries` selects a table's entries with pg_restore's own exact
-`--schema`/`--table` comparison.
-
 The package: `listing` (the table of contents, name matching, entry selection), `readability` (the check on a
 file or a stream), `messages` (pg_restore's errors in plain words).
 """

@@ -84,7 +84,7 @@ def result_from_report(doc: dict[str, Any]) -> DrillResult:
     )
 
 
-class DrillJobs:
+class DrillService:
     """Drills of the databases this guardian watches, and the scratch sweep."""
 
     def __init__(self, databases: dict[str, DatabaseConfig], runner: DrillRunner, pipeline: Pipeline,
