@@ -118,3 +118,21 @@ def test_a_command_builds_only_the_parts_it_uses(config: GuardianConfig, capsys:
     assert "store" in built
     assert not built & {"collection", "notifier", "heroku_api", "heroku", "remedies", "runtime", "drills",
                         "mirrors", "captures", "state"}
+
+
+def test_a_started_guardian_builds_no_part_later(config: GuardianConfig) -> None:
+    """`start()` builds every part the jobs and requests use before any of them runs, so no part is first built
+    from a job's thread (two jobs at once would build two) or during the shutdown."""
+    g = Guardian(config, quiet=True)
+    try:
+        g.start(serve_http=False)
+        built = set(vars(g))
+        g.collect_all()
+        g.sweep_scratch(manual=True)
+        g.mirror_pending()
+        g.check_readability()
+        g.prune()
+        assert set(vars(g)) == built
+    finally:
+        g.stop()
+    assert set(vars(g)) == built
