@@ -10,7 +10,9 @@ and a capture takes a while before it counts. So on a healthy schedule the data 
 and from them answers three questions the policy asks:
 
 - `tolerance_seconds`: how far past the RPO data at risk may normally go before it is a breach
-  (jitter + capture time, bounded by the objectives' floor and ceiling; 0 without a schedule);
+  (jitter + capture time, bounded by the objectives' floor and ceiling; 0 without a schedule), plus the hour a
+  daily schedule's own gap grows the night its timezone leaves summer time (25 h between two backups that the
+  schedule delivers on time: a fact of the schedule, not a failure, so it is no page);
 - `next_expected`: when the next good backup of each scheduled source is expected to start (its
   recovery point): a capture running now, the current due time plus the usual delay when it has not started
   yet, or the next due time plus the usual delay;
@@ -92,7 +94,24 @@ def tolerance_seconds(db: DatabaseState, objectives: Objectives, now: datetime) 
     floor = objectives.rpo_breach_tolerance_min.total_seconds()
     ceiling = objectives.rpo_breach_tolerance_max.total_seconds()
     learned = max((c.jitter + c.duration) if c.samples >= MIN_HISTORY else 0.0 for c in found)
-    return min(max(learned, floor), ceiling)
+    return min(max(learned, floor), ceiling) + clock_change_seconds(db)
+
+
+def clock_change_seconds(db: DatabaseState) -> float:
+    """How much longer than its normal interval the gap after the newest good scheduled backup is, because the
+    schedule's timezone changes its clocks in between (a daily backup at 02:00 Europe/Berlin is 25 h after the
+    one before on the night summer time ends); 0 otherwise. Taken from the due time that backup answered, so it
+    holds for the whole exposure until the next backup lands, however late."""
+    extra = 0.0
+    for src in db.sources.values():
+        newest = src.newest_good
+        if not src.schedules or newest is None:
+            continue
+        answered = max(last_due(s, newest.started_at) for s in src.schedules)
+        following = min(next_due(s, answered) for s in src.schedules)
+        normal = _daily_interval(src, answered)
+        extra = max(extra, (following - answered).total_seconds() - normal)
+    return extra
 
 
 def next_expected(db: DatabaseState, objectives: Objectives, now: datetime) -> dict[str, datetime]:

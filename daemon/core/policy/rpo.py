@@ -9,7 +9,7 @@ from datetime import datetime
 
 from daemon.config import Objectives
 from daemon.core.policy.findings import data_at_risk_seconds, finding, format_duration_s, newest_good_backup
-from daemon.core.risk import cadences, next_expected, tolerance_seconds
+from daemon.core.risk import cadences, clock_change_seconds, next_expected, tolerance_seconds
 from daemon.core.schedules import last_due
 from daemon.core.snapshot import SOURCE_HEROKU, DatabaseState, Finding
 
@@ -38,8 +38,10 @@ def rpo_checks(db: DatabaseState, objectives: Objectives, missed: bool, now: dat
     limit = rpo + tolerance
     breach = risk > limit
     age = format_duration_s(risk)
-    within = (f" (+ {format_duration_s(tolerance)} tolerance: the schedule's normal start jitter and capture time)"
-              if tolerance else "")
+    shifted = clock_change_seconds(db)
+    within = (f" (+ {format_duration_s(tolerance)} tolerance: the schedule's normal start jitter and capture time"
+              + (f", and {format_duration_s(shifted)} the clocks going back added to the schedule's gap"
+                 if shifted else "") + ")" if tolerance else "")
     breach_finding = finding(db, "rpo_breach", breach, f"newest good backup captured {age} ago; RPO is "
                               f"{objective}{within}", now, value=risk, threshold=limit)
     expected = next_expected(db, objectives, now)

@@ -6,6 +6,7 @@ SuoOps configuration), never read from the wall clock.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -313,3 +314,53 @@ def test_an_evaluation_runs_outside_the_snapshot_lock_and_keeps_what_others_wrot
     final = holder.current().databases["shop"]
     assert final.rpo_seconds == 3600 and final.evaluated_at == DUE  # both writes kept
     assert len(calls) == 2 and holder.current().version == 2
+
+
+# -- the clocks change under a daily schedule in its own timezone ----------------------------------------------
+
+BERLIN = Schedule(hour=2, timezone="Europe/Berlin")
+NEW_YORK = Schedule(hour=2, timezone="America/New_York")
+
+
+def dues(schedule: Schedule, around: datetime, days: int) -> list[datetime]:
+    """The schedule's due times from `days` before `around` to `days` after it (its own timezone's rules)."""
+    from daemon.core.schedules import last_due, next_due
+
+    out = [last_due(schedule, around - days * DAY)]
+    while out[-1] < around + days * DAY:
+        out.append(next_due(schedule, out[-1]))
+    return out
+
+
+@pytest.mark.parametrize("schedule, change", [
+    (BERLIN, datetime(2026, 10, 25, 1, 0, tzinfo=UTC)),  # summer time ends in Europe/Berlin
+    (NEW_YORK, datetime(2026, 11, 1, 6, 0, tzinfo=UTC)),  # and in America/New_York
+])
+def test_the_night_the_clocks_go_back_a_schedule_on_time_is_not_a_breach(schedule: Schedule, change: datetime) -> None:
+    """A daily backup at 02:00 local time is 25 h after the one before when summer time ends: its schedule, run
+    on time, neither breaches a 1 d RPO nor calls for an emergency capture; the tolerance says why."""
+    times = dues(schedule, change, 8)
+    gaps = [(b - a) for a, b in itertools.pairwise(times)]
+    long_gap = gaps.index(25 * HOUR)  # the schedule itself: one gap of 25 h
+    before, after = times[long_gap], times[long_gap + 1]
+    begun = [d + 3 * MIN for d in times if d <= after]  # every backup 3 minutes after its due time
+    for now in (before + 23 * HOUR, before + 24 * HOUR + 30 * MIN, after + 2 * MIN):  # 24h32m at risk at most
+        db = world(now, begun, schedules=(schedule,))
+        found = check(db, now)
+        assert not found["rpo_breach"].active and not found["rpo_at_risk"].active, (now, found["rpo_breach"].hint)
+        assert tolerance_seconds(db, objectives(), now) == pytest.approx(15 * 60 + 3600)
+    assert "the clocks going back added to the schedule's gap" in found["rpo_breach"].hint
+    # the next backup missed: a breach once 25 h plus the usual tolerance have passed, not an hour later
+    missed = [b for b in begun if b < after]
+    db = world(after + 30 * MIN, missed, schedules=(schedule,))
+    assert check(db, after + 30 * MIN)["rpo_breach"].active
+    assert not check(world(after + 10 * MIN, missed, schedules=(schedule,)), after + 10 * MIN)["rpo_breach"].active
+
+
+def test_spring_forward_and_ordinary_days_add_nothing_to_the_tolerance() -> None:
+    spring = datetime(2026, 3, 29, 1, 0, tzinfo=UTC)  # summer time begins in Europe/Berlin: a 23 h gap
+    for around in (spring, spring + 30 * DAY):
+        times = dues(BERLIN, around, 3)
+        begun = [d + 3 * MIN for d in times if d <= around]
+        db = world(around + 20 * HOUR, begun, schedules=(BERLIN,))
+        assert tolerance_seconds(db, objectives(), around + 20 * HOUR) == pytest.approx(15 * 60)
