@@ -1,11 +1,17 @@
-"""How the configuration is loaded: the YAML file (read by `daemon.config.file`), then the environment
-(`DATABASE_URL` and the explicit `GUARDIAN_*` table), validated by the model, every problem reported at once, one
-line each, naming the field and where it came from, secrets never echoed.
+"""How the configuration is loaded: the YAML file (read by `daemon.config.file`), its `${VAR}` references
+expanded from the environment, then the environment's own settings (`DATABASE_URL` and the explicit `GUARDIAN_*`
+table), validated by the model, every problem reported at once, one line each, naming the field and where it came
+from, secrets never echoed.
+
+`${NAME}` anywhere in a string value of the file is replaced by the variable's value (an unset variable is a
+configuration error naming the field and the variable); `$${NAME}` stands for a literal `${NAME}`. A value put
+into a secret field this way is registered with the redactor, like one written in the file.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +81,7 @@ def load_config(path: str | Path | None = None, environ: dict[str, str] | None =
     where = str(path) if path else "environment"
     if path:
         doc = read_config_file(Path(path), problems)
+        doc = expand_env(doc, env, where, problems)
 
     unknown = sorted(k for k in env if k.startswith("GUARDIAN_") and k not in ENV_VARS
                      and k not in LIST_ENV_VARS and k not in _NOT_SETTINGS)
@@ -122,6 +129,38 @@ def load_config(path: str | Path | None = None, environ: dict[str, str] | None =
     if problems:
         raise ConfigError(_bounded(list(dict.fromkeys(problems))))  # the raw and model uniqueness checks may agree
     return config
+
+
+_REFERENCE = re.compile(r"\$(\$?)\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def expand_env(node: Any, env: dict[str, str], where: str, problems: list[str], at: tuple[str, ...] = ()) -> Any:
+    """`node` with every `${NAME}` in its strings replaced from `env`; an unset one is a problem naming the field
+    and the variable (the reference stays, so the model reports nothing more for it)."""
+    if isinstance(node, dict):
+        return {k: expand_env(v, env, where, problems, (*at, str(k))) for k, v in node.items()}
+    if isinstance(node, list):
+        return [expand_env(v, env, where, problems, (*at, str(i))) for i, v in enumerate(node)]
+    if not isinstance(node, str) or "${" not in node:
+        return node
+
+    def value(m: re.Match[str]) -> str:
+        literal, name = m.group(1), m.group(2)
+        if literal:
+            return m.group(0)[1:]  # $${NAME}: the text ${NAME}
+        if name not in env:
+            problems.append(f"{where}: {dotted_path(at) or '(top level)'}: environment variable {name} is not set "
+                            f"(the file says ${{{name}}})")
+            return m.group(0)
+        return env[name]
+
+    expanded = _REFERENCE.sub(value, node)
+    if expanded != node and at and at[-1] in _SECRET_FIELDS:
+        if at[-1].endswith("url"):
+            REDACTOR.add_url(expanded)
+        else:
+            REDACTOR.add(expanded)
+    return expanded
 
 
 #: At most this many problem lines, each at most MAX_PROBLEM_CHARS long: a file of 10,000 bad entries or one

@@ -398,8 +398,14 @@ def test_example_yaml_parses_and_lists_every_field_of_the_model() -> None:
     _assert_lists_every_field(GuardianConfig, doc, "(top level)")
 
 
+#: The variables the generated example refers to with ${NAME}, as a deployment would set them.
+EXAMPLE_ENV = {"AWS_ACCESS_KEY_ID": "AKIAEXAMPLEKEY", "AWS_SECRET_ACCESS_KEY": "aws-secret-from-env",
+               "HEROKU_API_KEY": "heroku-token-from-env", "SENTRY_DSN": "https://key@o1.ingest.sentry.io/2",
+               "GUARDIAN_PUSH_PASSWORD": "push-password-from-env", "GUARDIAN_WEB_TOKEN": "web-token-from-env"}
+
+
 def test_example_yaml_loads_without_error(tmp_path: Path) -> None:
-    config = load_config(write(tmp_path, example_yaml()), {})
+    config = load_config(write(tmp_path, example_yaml()), dict(EXAMPLE_ENV))
 
     [db] = config.databases
     assert db.name == "suoops-backend"
@@ -466,8 +472,9 @@ def test_format_duration_of_a_negative_duration_keeps_its_size() -> None:
 
 # -- the CLI ----------------------------------------------------------------------------------------------
 
-def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GUARDIAN_") and k != "DATABASE_URL"}
+def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GUARDIAN_") and k != "DATABASE_URL"
+           and k not in EXAMPLE_ENV} | (env or {})
     env["PYTHONPATH"] = str(REPO)
     return subprocess.run([sys.executable, "-m", "daemon", *args], capture_output=True, text=True, env=env,
                           cwd=cwd, timeout=60)
@@ -521,7 +528,60 @@ def test_cli_config_example_exits_0_and_its_output_validates(tmp_path: Path) -> 
     assert example.returncode == 0, example.stderr
     assert example.stdout == example_yaml()
     path = write(tmp_path, example.stdout, name="example.yaml")
-    assert run_cli("config", "validate", "--config", str(path), cwd=tmp_path).returncode == 0
+    assert run_cli("config", "validate", "--config", str(path), cwd=tmp_path, env=EXAMPLE_ENV).returncode == 0
+    unset = run_cli("config", "validate", "--config", str(path), cwd=tmp_path)  # the variables it refers to unset
+    assert unset.returncode == 2, unset.stderr
+    for name in EXAMPLE_ENV:
+        assert f"environment variable {name} is not set" in unset.stderr
+    assert "Traceback" not in unset.stderr
+
+
+# -- ${VAR} in the file ----------------------------------------------------------------------------------------
+
+def test_a_variable_in_the_file_is_expanded_from_the_environment_and_its_value_is_used(tmp_path: Path) -> None:
+    path = write(tmp_path, """
+        databases:
+          - name: shop
+            url: ${SHOP_URL}
+        archive:
+          kind: s3
+          s3:
+            bucket: backups-${STAGE}
+            access_key_id: ${AWS_ACCESS_KEY_ID}
+            secret_access_key: '${AWS_SECRET_ACCESS_KEY}'
+        sentry:
+          environment: 'literal $${STAGE} stays'
+    """)
+    env = {"SHOP_URL": "postgresql://guardian:pw-from-env@db.example.com/shop", "STAGE": "prod",
+           "AWS_ACCESS_KEY_ID": "AKIAFROMENV", "AWS_SECRET_ACCESS_KEY": "s3cr3t-from-env"}
+    config = load_config(path, env)
+    s3 = config.archive.s3
+    assert s3 is not None and s3.bucket == "backups-prod"
+    assert s3.access_key_id is not None and s3.access_key_id.get_secret_value() == "AKIAFROMENV"
+    assert s3.secret_access_key is not None and s3.secret_access_key.get_secret_value() == "s3cr3t-from-env"
+    assert config.databases[0].url is not None
+    assert config.databases[0].url.get_secret_value() == env["SHOP_URL"]
+    assert config.sentry.environment == "literal ${STAGE} stays"
+    from daemon.core.redact import REDACTOR
+
+    shown = REDACTOR(f"key s3cr3t-from-env, url {env['SHOP_URL']}")  # secrets from the environment stay hidden
+    assert "s3cr3t-from-env" not in shown and "pw-from-env" not in shown
+
+
+def test_an_unset_variable_is_a_config_error_naming_the_field_and_the_variable(tmp_path: Path) -> None:
+    path = write(tmp_path, """
+        databases:
+          - name: shop
+            url: ${SHOP_URL}
+        heroku:
+          api_key: ${HEROKU_API_KEY}
+    """)
+    with pytest.raises(ConfigError) as err:
+        load_config(path, {"HEROKU_API_KEY": "set-but-the-other-is-not"})
+    lines = err.value.problems
+    assert any("databases[0].url: environment variable SHOP_URL is not set" in line for line in lines), lines
+    assert not any("HEROKU_API_KEY is not set" in line for line in lines)
+    assert not any("set-but-the-other-is-not" in line for line in lines)
 
 
 # -- hostile input: every bad file or variable is a config error (exit 2), one bounded line, no traceback -----
