@@ -52,7 +52,7 @@ def archive_checks(db: DatabaseState, policy: ArchivePolicy | None, now: datetim
     out.append(finding(db, "bucket_posture", bool(facts.posture_problems),
                         "; ".join(facts.posture_problems) or "bucket set up as recommended", now,
                         value=len(facts.posture_problems)))
-    missing = facts.monthly_missing
+    missing = [m for m in facts.monthly_missing if not _month_just_begun(m, now, policy.gap_grace)]
     out.append(finding(db, "retention", bool(missing),
                         f"no monthly copy for {', '.join(missing)}" if missing
                         else f"{facts.monthly_covered} of the last {facts.monthly_expected} months covered", now,
@@ -87,3 +87,10 @@ def _copy_lag(db: DatabaseState, policy: ArchivePolicy, now: datetime) -> Findin
     return finding(db, "copy_lag", active,
                     f"{policy.mirrored_from} backup {newest.backup_id} finished {format_duration_s(waited)} ago and "
                     "is not in the archive yet", now, value=waited, threshold=policy.copy_grace.total_seconds())
+
+
+def _month_just_begun(month: str, now: datetime, grace: timedelta) -> bool:
+    """The current month ("YYYY-MM") within a day plus the gap grace of its start: its first copy (the monthly
+    one) is not due yet, so its absence is no finding (it was one at every month's first minutes)."""
+    start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    return month == f"{now.year:04d}-{now.month:02d}" and now - start < TIER_CADENCE["daily"] + grace

@@ -424,3 +424,30 @@ def test_monitor_slugs_of_long_names_stay_distinct() -> None:
     b = slug("pgbackup-drill-database_corruption-suoops-backend/HEROKU_POSTGRESQL_RED")
     assert a != b and len(a) <= 50 and len(b) <= 50
     assert slug("pgbackup-rpo-shop") == "pgbackup-rpo-shop"
+
+
+# -- retention: a month without a monthly copy ----------------------------------------------------------------
+
+MONTH_START = datetime(2026, 11, 1, 0, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("now, missing, active", [
+    (MONTH_START + timedelta(minutes=5), ("2026-11",), False),  # the month's first copy is not due yet
+    (MONTH_START + timedelta(hours=37), ("2026-11",), True),  # past a day plus the 12 h grace: it should be there
+    (MONTH_START + timedelta(minutes=5), ("2026-11", "2026-10"), True),  # last month has none: always a finding
+    (MONTH_START + timedelta(days=20), (), False),
+])
+def test_retention_does_not_count_the_current_month_before_its_first_copy_is_due(
+        now: datetime, missing: tuple[str, ...], active: bool) -> None:
+    from daemon.core.policy.archive import ArchivePolicy, archive_checks
+    from daemon.core.snapshot import ArchiveFacts, DatabaseState
+
+    facts = ArchiveFacts(kind="local", tiers={}, unencrypted=0, monthly_covered=2 - len(missing), monthly_expected=2,
+                         monthly_missing=missing, oldest=MONTH_START - timedelta(days=15), posture_problems=(),
+                         observed_at=now)
+    db = DatabaseState(name="shop", rpo_seconds=86400, rto_seconds={}, archive=facts)
+    policy = ArchivePolicy(copy_grace=timedelta(hours=2), gap_grace=timedelta(hours=12), mirrored_from=None)
+    [retention] = [f for f in archive_checks(db, policy, now) if f.check == "retention"]
+    assert retention.active is active, retention.hint
+    if active:
+        assert "2026-10" in retention.hint or now - MONTH_START > timedelta(days=1)
