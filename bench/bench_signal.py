@@ -493,7 +493,8 @@ def drive_fault(heroku: HerokuDouble, f: Fault, now: datetime, hung_state: dict[
                                 started_at=started, processed_bytes=5_000_000)
             hung_state[f.app.name] = "running"
         elif now >= started + HUNG_FOR and hung_state.get(f.app.name) == "running":
-            heroku.finish_running(f.app.name)
+            # it ends at the app's usual size: a hung dump that finishes is whole, not half its size
+            heroku.finish_running(f.app.name, processed_bytes=10_000_000 + f.app.index * 1_000)
             hung_state[f.app.name] = "done"
             f.end = now
 

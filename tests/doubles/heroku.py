@@ -693,7 +693,7 @@ class HerokuDouble:
             t.dump_path = path
             t.processed_bytes = path.stat().st_size
 
-    def finish_running(self, app: str, *, succeeded: bool = True) -> None:
+    def finish_running(self, app: str, *, succeeded: bool = True, processed_bytes: int | None = None) -> None:
         with self._lock:
             a = self._app(app)
             now = self._now()
@@ -703,6 +703,8 @@ class HerokuDouble:
                     t.started_at = t.started_at or now
                     t.finished_at = t.updated_at = now
                     t.succeeded = succeeded
+                    if processed_bytes is not None:
+                        t.processed_bytes = processed_bytes
                     t.logs.append({"created_at": now, "level": "info" if succeeded else "error",
                                    "message": "Transfer completed" if succeeded else "Transfer failed"})
                     if t.proc is not None:
