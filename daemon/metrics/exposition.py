@@ -1,6 +1,8 @@
 """Serving /metrics: `Exposition` renders the families of `daemon.metrics.families` once per snapshot version
-and content type on a background thread, so a scrape of a large fleet returns the last complete rendering and
+and content type off the request path, so a scrape of a large fleet returns the last complete rendering and
 never waits for the next one; content negotiation (text 0.0.4, OpenMetrics) and gzip are prometheus-client's own.
+Where the platform can fork, the rendering itself runs in a forked child (`daemon.metrics.forked`), so it does
+not compete with scrapes and collection for the daemon's interpreter lock.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ import gzip
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 from loguru import logger
 from prometheus_client import CollectorRegistry
@@ -18,6 +21,7 @@ from prometheus_client.registry import Collector
 from daemon.core.redact import REDACTOR
 from daemon.core.snapshot import Snapshot, StateHolder
 from daemon.metrics.families import RenderCancelled, SnapshotCollector
+from daemon.metrics.forked import ForkedRunner, Stopped, fork_available
 
 #: Variants (content type, gzip) kept rendered; content negotiation yields only a few, this bounds a hostile mix.
 MAX_VARIANTS = 8
@@ -48,15 +52,20 @@ class Exposition:
 
     Once `start()`ed, a background thread (`metrics-render`) wakes on every new snapshot version and renders
     every variant scrapers asked for (text 0.0.4, OpenMetrics, each plain or gzip) from that one snapshot, then
-    swaps the result in under one lock. `render()` only reads that cache, so a scrape never waits for a
-    rendering; the body it serves is at most one rendering behind the snapshot. A scrape renders inline only:
+    swaps the result in under one lock. With `isolated` (the default where the platform can fork) the thread
+    only waits while a forked child renders: at 1,000 databases a rendering is about half a second of CPU that
+    would otherwise hold the interpreter lock against every scrape and collection thread. `render()` only reads
+    that cache, so a scrape never waits for a rendering; the body it serves is at most one rendering behind the
+    snapshot. A scrape renders inline only:
     before any rendering exists, for a variant never asked for before (once, from the cached snapshot), and when
     the renderer cannot be trusted (not started, stopped, died, its last rendering failed, or it lags more than
     `MAX_LAG_VERSIONS` versions); the last three are logged when they begin and when they end.
     """
 
-    def __init__(self, holder: StateHolder) -> None:
+    def __init__(self, holder: StateHolder, *, isolated: bool | None = None) -> None:
         self.holder = holder
+        self.isolated = fork_available() if isolated is None else isolated
+        self._forked: ForkedRunner[dict[Variant, bytes]] = ForkedRunner()
         self.registry = CollectorRegistry(auto_describe=False)
         self._collector = SnapshotCollector(holder)
         self.registry.register(self._collector)
@@ -84,6 +93,7 @@ class Exposition:
         thread ended (or after `timeout`). Scrapes after this render inline."""
         self._stopping.set()
         self._wake.set()
+        self._forked.stop()
         if self._thread is not None and self._thread.is_alive():
             self._thread.join(timeout)
 
@@ -104,8 +114,11 @@ class Exposition:
                     and wanted.keys() <= cached.bodies.keys()):
                 continue  # nothing new, every variant there (after a failure it renders again, to recover)
             try:
-                bodies = self._render_all(snap, wanted)
-            except RenderCancelled:
+                if self.isolated:
+                    bodies = self._forked.run(partial(self._render_all, snap, wanted))
+                else:
+                    bodies = self._render_all(snap, wanted)
+            except (RenderCancelled, Stopped):
                 return
             except Exception as exc:
                 self._failure = REDACTOR(f"{type(exc).__name__}: {exc}")  # an error may quote a URL

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import multiprocessing
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -120,14 +121,19 @@ def log_lines() -> Iterator[list[str]]:
 
 
 class FailsWhenArmed(Collector):
-    """A registered collector that raises on its next collection once armed (then works again)."""
+    """A registered collector that raises on its next collection once armed (then works again). The flag lives
+    in shared memory: the renderer's forked child disarms it for the parent too."""
 
     def __init__(self) -> None:
-        self.armed = threading.Event()
+        self._armed = multiprocessing.Value("b", 0)
+
+    def arm(self) -> None:
+        self._armed.value = 1
 
     def collect(self) -> Iterator[Metric]:
-        if self.armed.is_set():
-            self.armed.clear()
+        with self._armed.get_lock():
+            armed, self._armed.value = self._armed.value, 0
+        if armed:
             raise RuntimeError("a collector broke while rendering")
         yield GaugeMetricFamily("test_extra_collector_ok", "1 when this extra collector rendered.", value=1)
 
@@ -166,7 +172,7 @@ def test_a_failing_renderer_falls_back_to_rendering_inline_and_says_so() -> None
         scrape_until(server.port, lambda s: "first_00000" in s.body)
         assert exposition.renderer_alive
 
-        extra.armed.set()
+        extra.arm()
         holder.update(lambda _: fleet("second", 3))
         wait_for(lambda: any("rendering /metrics for snapshot version" in line and "failed" in line
                              for line in lines))  # the renderer hit the broken collector
