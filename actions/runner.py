@@ -47,6 +47,7 @@ class Outcome:
     details: dict[str, Any] = field(default_factory=dict)
     skipped: bool = False
     interrupted: bool = False  # stopped by the shutdown: "interrupted", never a failure of the action
+    counted: bool = True  # False: the execution's parts are counted one by one (prune: each copy), not its end
 
     @property
     def outcome(self) -> str:
@@ -264,7 +265,8 @@ class ActionRunner:
         log("action {} {} {}: {}", intent.action, intent.target, outcome, result.detail)
         self.audit.record(intent.action, intent.target, outcome, result.detail,
                           seconds=round((ended - run.started).total_seconds(), 1), **result.details)
-        self.count(intent.action, outcome)
+        if result.counted:
+            self.count(intent.action, outcome)
         if not (result.skipped or result.interrupted):
             self.last_taken[intent.action] = ended
         return result

@@ -190,8 +190,8 @@ class Guardian:
 
     @cached_property
     def deletions(self) -> Deletions:
-        return Deletions(self.store, dict(self.config.archive.keeps), self.gate, self.audit, self.control.count,
-                         self.clock, self.state.exclusive)
+        return Deletions(self.store, dict(self.config.archive.keeps), self.pipeline, self.audit, self.control.count,
+                         self.clock)
 
     @cached_property
     def mirrors(self) -> Mirrors:

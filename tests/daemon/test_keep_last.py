@@ -15,14 +15,17 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from actions.audit import AuditLog
 from actions.deletions import Deletions
-from actions.pipeline import Gate, Switches
+from actions.pipeline import Gate, Pipeline, Switches
+from actions.runner import ActionRunner
 from daemon.adapters.archive.local import LocalDirectoryStore
 from daemon.adapters.archive.records import BackupRecord
 from daemon.adapters.archive.s3 import S3ArchiveStore
 from daemon.adapters.archive.store import ArchiveStore
-from daemon.adapters.statestore import open_state_store
+from daemon.adapters.statestore import StateStore, open_state_store
 from daemon.app import Guardian
 from daemon.config import GuardianConfig
 from tests.doubles.s3 import MotoServer, s3_client
@@ -50,6 +53,22 @@ def config_doc(tmp_path: Path, url: str, keep_last: int, **archive: Any) -> dict
             "databases": [{"name": "db", "url": url, "capture": {"keep_last": keep_last}}]}
 
 
+def deletions(store: ArchiveStore, config: GuardianConfig, state: StateStore, now: datetime,
+              paused: Callable[[], str | None] = lambda: None,
+              counted: list[tuple[str, str]] | None = None) -> Deletions:
+    """Deletions over `store` with real guards, runner (history, lock) and audit log on `state`; what
+    `pgbackup_actions_total` would count goes to `counted`, from both, as the daemon wires them."""
+    def count(action: str, outcome: str) -> None:
+        if counted is not None:
+            counted.append((action, outcome))
+
+    gate = Gate(Switches(enabled=lambda: True, paused=paused, leader=lambda: True, dry_run=lambda _kind: False),
+                lambda: now)
+    audit = AuditLog(state, lambda: now)
+    runner = ActionRunner(state, audit, count, lambda: now)
+    return Deletions(store, dict(config.archive.keeps), Pipeline(runner, gate), audit, count, lambda: now)
+
+
 def ids(store: ArchiveStore) -> set[str]:
     return {r.backup_id for r in store.list_records("db")}
 
@@ -73,6 +92,7 @@ def test_keep_last_never_deletes_a_milestone_or_the_newest_of_a_tier_and_audits_
         ok, detail = g.capture("db", "manual")
         assert ok, detail
         audit = g.audit.read(action="keep_last")
+        history = g.state.actions(action="keep_last")
     finally:
         g.stop()
 
@@ -82,8 +102,13 @@ def test_keep_last_never_deletes_a_milestone_or_the_newest_of_a_tier_and_audits_
     assert left == {new, "day1", "launch", "month", "week"}
     deleted = seeded - left
     assert deleted == {"day2", "day3", "day4"}
-    assert sorted(a["target"] for a in audit if a["outcome"] == "done") == sorted(f"db/{b}" for b in deleted)
-    assert all("beyond the 2 newest good copies" in a["reason"] for a in audit)
+    copies = [a for a in audit if a["target"] != "db"]
+    assert sorted(a["target"] for a in copies if a["outcome"] == "done") == sorted(f"db/{b}" for b in deleted)
+    assert all("beyond the 2 newest good copies" in a["reason"] for a in copies)
+    # the database's run: one execution in the history, its start and end in the audit log
+    assert [(a["outcome"], a["reason"]) for a in audit if a["target"] == "db"] == [
+        ("started", "3 copies past their keep"), ("done", "3 of 3 copies deleted")]
+    assert [(h.target, h.outcome, h.details["deleted"]) for h in history] == [("db", "done", 3)]
 
 
 def _cli(cfg: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -172,28 +197,29 @@ def test_an_object_locked_copy_refused_during_keep_last_leaves_the_capture_succe
 
 def test_a_pause_that_comes_during_a_prune_stops_the_deletions_still_to_come(tmp_path: Path) -> None:
     store = LocalDirectoryStore(tmp_path / "archive")
-    now = datetime.now(UTC)
+    now = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
     for age in (30, 31, 32, 33):
         seed(store, f"old-{age}", now - age * D, "daily")  # all four past the daily keep
     seed(store, "recent", now - D, "daily")
     config = GuardianConfig.model_validate(config_doc(tmp_path, "postgresql://unused@127.0.0.1/db", keep_last=0))
     state = open_state_store(None, tmp_path / "state")
-    answers = iter([None])  # not paused when the first copy goes; the operator pauses right after it
+    answers = iter([None, None])  # not paused when the run starts and the first copy goes; paused right after
 
     def paused() -> str | None:
         return next(answers, "paused by hand during the prune")
 
     try:
-        gate = Gate(Switches(enabled=lambda: True, paused=paused, leader=lambda: True,
-                             dry_run=lambda _kind: False), lambda: now)
-        service = Deletions(store, dict(config.archive.keeps), gate, AuditLog(state, lambda: now),
-                            lambda action, outcome: None, lambda: now, state.exclusive)
-        service.prune(["db"], apply=True)
-        audit = [(a["outcome"], a.get("backups")) for a in state.audit(action="prune")]
+        deletions(store, config, state, now, paused).prune(["db"], apply=True)
+        audit = [(a["target"], a["outcome"], a.get("backups")) for a in state.audit(action="prune")]
+        history = state.actions(action="prune")
     finally:
         state.close()
     assert ids(store) == {"old-30", "old-31", "old-32", "recent"}  # only the oldest went
-    assert audit == [("done", None), ("skipped_paused", ["old-32", "old-31", "old-30"])]
+    assert audit == [("db", "started", None), ("db/old-33", "done", None), ("db", "done", None),
+                     ("db", "skipped_paused", ["old-32", "old-31", "old-30"])]
+    # the run is one execution in the history: what went and what a pause left
+    assert [(h.target, h.outcome, h.details["deleted"], h.details["left"]) for h in history] == [("db", "done", 1, 3)]
+    assert "1 of 4 copies deleted, 3 left: " in history[0].details["detail"]
 
 
 def test_a_prune_never_deletes_from_an_archive_another_process_is_pruning(tmp_path: Path) -> None:
@@ -201,26 +227,60 @@ def test_a_prune_never_deletes_from_an_archive_another_process_is_pruning(tmp_pa
     connection, as another guardian or `archive prune --apply` would hold it) prunes it, nothing is deleted and
     the record says so; once it let go, the prune goes."""
     store = LocalDirectoryStore(tmp_path / "archive")
-    now = datetime.now(UTC)
+    now = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
     for age in (30, 31):
         seed(store, f"old-{age}", now - age * D, "daily")
     seed(store, "recent", now - D, "daily")
     config = GuardianConfig.model_validate(config_doc(tmp_path, "postgresql://unused@127.0.0.1/db", keep_last=0))
     state = open_state_store(None, tmp_path / "state")
     other = open_state_store(None, tmp_path / "state")
+    counted: list[tuple[str, str]] = []
     try:
-        gate = Gate(Switches(enabled=lambda: True, paused=lambda: None, leader=lambda: True,
-                             dry_run=lambda _kind: False), lambda: now)
-        service = Deletions(store, dict(config.archive.keeps), gate, AuditLog(state, lambda: now),
-                            lambda action, outcome: None, lambda: now, state.exclusive)
+        service = deletions(store, config, state, now, counted=counted)
         with other.exclusive("prune:db"):
             service.prune(["db"], apply=True)
             assert ids(store) == {"old-30", "old-31", "recent"}
         busy = [(a["outcome"], a["target"]) for a in state.audit(action="prune")]
+        busy_history = state.actions(action="prune")
         service.prune(["db"], apply=True)
-        after = [a["outcome"] for a in state.audit(action="prune")]
+        after = [(a["target"], a["outcome"]) for a in state.audit(action="prune")]
+        history = state.actions(action="prune")
     finally:
         other.close()
         state.close()
-    assert busy == [("skipped_busy", "db")]
-    assert ids(store) == {"recent"} and after.count("done") == 2
+    assert busy == [("skipped_busy", "db")] and busy_history == []
+    assert ids(store) == {"recent"}
+    assert after[1:] == [("db", "started"), ("db/old-31", "done"), ("db/old-30", "done"), ("db", "done")]
+    assert [(h.outcome, h.details["deleted"]) for h in history] == [("done", 2)]
+    # the counter counts copies, as before: the run's own end is not counted a second time
+    assert counted == [("prune", "skipped_busy"), ("prune", "done"), ("prune", "done")]
+
+
+def test_a_prune_cut_short_by_a_crash_is_closed_as_interrupted(tmp_path: Path) -> None:
+    """A prune whose process died mid-run leaves its history record "running"; the next guardian to read the
+    history closes it as interrupted (its lock is free), so it never blocks or misleads the guards."""
+    store = LocalDirectoryStore(tmp_path / "archive")
+    now = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+    for age in (30, 31):
+        seed(store, f"old-{age}", now - age * D, "daily")
+    seed(store, "recent", now - D, "daily")
+    config = GuardianConfig.model_validate(config_doc(tmp_path, "postgresql://unused@127.0.0.1/db", keep_last=0))
+    state = open_state_store(None, tmp_path / "state")
+    try:
+        service = deletions(store, config, state, now)
+        real_delete = store.delete
+
+        def crash_after_first(database: str, backup_id: str) -> None:
+            real_delete(database, backup_id)
+            raise SystemExit("the process died in the middle of the prune")
+
+        store.delete = crash_after_first  # type: ignore[method-assign]
+        with pytest.raises(SystemExit):
+            service.prune(["db"], apply=True)
+        running = state.running_actions("prune", "db")
+        service.pipeline.runner.close_interrupted("prune", "db")
+        history = state.actions(action="prune")
+    finally:
+        state.close()
+    assert [r.outcome for r in running] == ["running"]
+    assert [h.outcome for h in history] == ["interrupted"]
