@@ -108,7 +108,8 @@ class Deletions:
         if not apply:
             return self._delete(action, kind, doomed, apply=False)
         first = doomed[0]
-        decision = self.pipeline.gate.decide(kind, Intent(action, f"{database}/{first.obj.backup_id}", first.reason))
+        decision = self.pipeline.gate.decide(kind, Intent(action, f"{database}/{first.obj.backup_id}", first.reason),
+                                             dry_run=False)
         if not decision.go:
             return _Run(declined=decision, rest=doomed)
         run = _Run()

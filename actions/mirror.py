@@ -144,8 +144,10 @@ class Mirrors:
 
     def __init__(self, mirror: Mirror | None, pipeline: Pipeline, databases: dict[str, DatabaseConfig],
                  billing_app: Callable[[str], str | None], enabled: bool, stopping: Callable[[], bool],
-                 after_copy: Callable[[str], object]) -> None:
-        """`enabled`: the archive mirrors Heroku backups; `after_copy(database)` re-reads its archive."""
+                 after_copy: Callable[[str], object], snapshot: Callable[[], Snapshot]) -> None:
+        """`enabled`: the archive mirrors Heroku backups; `after_copy(database)` re-reads its archive;
+        `snapshot()` is the current one (what the archive lacks is read from it)."""
+        self.snapshot = snapshot
         self.mirror = mirror
         self.pipeline = pipeline
         self.databases = databases
@@ -170,12 +172,11 @@ class Mirrors:
                 jobs.append(MirrorJob(name, app, backup))
         return jobs
 
-    def pending(self, snap: Snapshot, only: str | None = None,
-                progress: Callable[[str, int, int | None], None] | None = None) -> int:
-        """Copy every Heroku backup the archive lacks (one at a time); returns how many were copied.
-        `progress(what, bytes done, total)` follows each copy (else the log does, once a minute)."""
+    def pending(self, only: str | None = None, progress: Callable[[str, int, int | None], None] | None = None) -> int:
+        """Copy every Heroku backup the current snapshot says the archive lacks (one at a time); returns how many
+        were copied. `progress(what, bytes done, total)` follows each copy (else the log does, once a minute)."""
         done = 0
-        for job in self.jobs(snap):
+        for job in self.jobs(self.snapshot()):
             if only is not None and job.database != only:
                 continue
             if self.stopping():

@@ -21,6 +21,7 @@ from loguru import logger
 from actions.guards import Decision, Facts, Intent, decide
 from actions.runner import ActionRunner, Outcome
 from daemon.adapters.statestore import StateStore
+from daemon.config import GuardianConfig
 from daemon.core.errors import GuardianError
 
 KILL_SWITCH, PAUSE, LEADER, SINGLE_FLIGHT = "kill switch", "pause", "leader", "single flight"
@@ -181,6 +182,14 @@ class Pipeline:
             self.note(decision)
             return decision
         return self.runner.run_held(intent, fn, unlocked_ok=unlocked_ok)
+
+
+def dry_run_of(config: GuardianConfig, kind: ActionKind) -> bool:
+    """The dry-run switch `kind` declares, as configured: `actions.dry_run` for the remedies, the inverse of
+    `archive.prune_apply` for the prune."""
+    if kind.dry_run_switch == "archive.prune_apply":
+        return not config.archive.prune_apply
+    return config.actions.dry_run
 
 
 #: Where `backup-guardian actions pause` keeps the switch, shared by every replica through the state store.

@@ -22,13 +22,13 @@ fresh scratch cluster are slower, and whichever side ran first would carry that;
 marked as not counted), REPS repetitions each, alternating which goes first in each repetition (repetition 0:
 plain then drill, repetition 1: drill then plain, ...; an even REPS gives each side first place equally often):
 
-(a) **drill**: ``Guardian.drill(name)``, the full drill (``database_corruption``): download (a streamed copy of
+(a) **drill**: ``guardian.drills.drill(name)``, the full drill (``database_corruption``): download (a streamed copy of
     the archived dump into a temp file), verify
     (sha256 + ``daemon.adapters.postgres.toc.read_toc``), safety and version gates,
     create the scratch database, restore (``pg_restore --jobs JOBS --no-owner --no-privileges --exit-on-error``),
     smoke checks, drop. Its own phase timings (``DrillRun.phases``) are reported, plus the recovery time
     (download + restore + checks, what the guardian compares with the RTO) and the wall clock of the whole
-    ``Guardian.drill`` call (which also writes the report and publishes the result).
+    ``drills.drill`` call (which also writes the report and publishes the result).
 (b) **plain**: ``CREATE DATABASE`` on the scratch cluster (untimed, as the drill's create is outside its restore
     phase), then ``pg_restore --jobs JOBS --no-owner --no-privileges --exit-on-error -d <that database>`` of the
     same archived dump file, over the same TCP connection spelling (password through PGPASSWORD), timed around
@@ -223,7 +223,7 @@ class DrillTiming:
 
 def drill(g: Guardian) -> DrillTiming:
     t0 = time.perf_counter()
-    run = g.drill(DB)
+    run = g.drills.drill(DB)
     return DrillTiming(run, time.perf_counter() - t0)
 
 
@@ -350,7 +350,7 @@ def main(argv: list[str]) -> int:
         recovery = [d.run.recovery_seconds for d in drills]
         walls = [d.wall for d in drills]
         print(f"  drill recovery time     {median(recovery):7.2f}{spread(recovery)}  (download + restore + checks)")
-        print(f"  drill wall clock        {median(walls):7.2f}{spread(walls)}  (whole Guardian.drill call)")
+        print(f"  drill wall clock        {median(walls):7.2f}{spread(walls)}  (whole drills.drill call)")
         if drills:
             other = median([d.wall - d.run.phases.get("restore", 0.0) for d in drills])
             print(f"  drill outside restore   {other:7.2f}  (wall clock minus the restore phase)")

@@ -411,7 +411,7 @@ def run_fleet(args: Args, hours: float, trace: bool, notices: Counter[str]) -> F
         traced_at_start = tracemalloc.get_traced_memory()[0] if trace else 0
 
         g = build_guardian(heroku, clock, apps, args.share, state_dir)
-        fleet = g.fleet
+        fleet = g.heroku.fleet
         assert fleet is not None
         first_cycle_passes: int | None = None
         first_cycle_at: datetime | None = None

@@ -23,7 +23,7 @@ from loguru import logger
 
 from collectors.heroku import HerokuWatcher
 from daemon.adapters.heroku import REFILL_PER_MINUTE, HerokuAPI
-from daemon.config import HerokuPolling
+from daemon.config import GuardianConfig, HerokuPolling
 from daemon.core.schedules import last_due, next_due
 from daemon.core.snapshot import Schedule, SourceState
 
@@ -258,3 +258,12 @@ class HerokuSide:
     def billing_app(self, name: str) -> str | None:
         watcher = self.fleet.watchers.get(name) if self.fleet is not None else None
         return watcher.resolved.billing_app if watcher is not None and watcher.resolved is not None else None
+
+    @classmethod
+    def configured(cls, config: GuardianConfig, watched: set[str], api: HerokuAPI | None) -> HerokuSide:
+        """The side for the configured Heroku databases among `watched` (this replica group's share)."""
+        if not config.heroku_databases or api is None:
+            return cls(None, api)
+        watchers = {db.name: HerokuWatcher(db.name, db.heroku.app, db.heroku.attachment, api)
+                    for db in config.heroku_databases if db.heroku is not None and db.name in watched}
+        return cls(HerokuFleet(watchers, polling=config.heroku.polling, share=config.heroku.rate_budget_share), api)

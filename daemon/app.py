@@ -9,27 +9,25 @@ where each part lives and how facts flow from the collectors to the actions.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from functools import cached_property, partial
 from typing import TYPE_CHECKING
 
 from actions.audit import AuditLog
 from actions.capture import Capturer, CaptureService
 from actions.deletions import Deletions
-from actions.drill.outcome import FULL, DrillRun, Progress
 from actions.drill.run import DrillRunner
 from actions.drill.service import DrillService, drill_policy
 from actions.mirror import Mirror, Mirrors
-from actions.pipeline import ActionKind, Gate, Pipeline, Switches, pause_reason
+from actions.pipeline import Gate, Pipeline, Switches, dry_run_of, pause_reason
 from actions.remedy import OwnCaptures, Remedies
 from actions.runner import ActionRunner
 from actions.scale import Scaling
 from collectors.archive import ArchiveReader
 from collectors.boundary import CollectorBoundary
 from collectors.collection import Collection
-from collectors.fleet import HerokuFleet, HerokuSide
+from collectors.fleet import HerokuSide
 from collectors.freshness import load_successes, stale_after
-from collectors.heroku import HerokuWatcher
 from collectors.readability import ReadThrough
 from daemon.adapters.archive import open_store
 from daemon.adapters.archive.store import ArchiveStore
@@ -37,11 +35,11 @@ from daemon.adapters.heroku import HerokuAPI, HerokuClient, client_for
 from daemon.adapters.postgres.tools import ProcessRegistry
 from daemon.adapters.sentry import LogNotifier, make_notifier
 from daemon.adapters.statestore import StateStore, open_state_store
-from daemon.config import DatabaseConfig, GuardianConfig
+from daemon.config import GuardianConfig
 from daemon.control import ControlPanel
 from daemon.core.retention import PruneDecision
-from daemon.core.snapshot import DatabaseState, Snapshot, StateHolder
-from daemon.evaluation import Completion, Evaluator
+from daemon.core.snapshot import Snapshot, StateHolder
+from daemon.evaluation import Completion, Evaluator, initial_state
 from daemon.leadership import Leadership, in_shard
 from daemon.metrics import Exposition
 from daemon.push import Pusher
@@ -50,14 +48,9 @@ from daemon.runtime import Runtime, StopSteps, collect_pass
 if TYPE_CHECKING:
     from daemon.web.server import GuardianHTTP
 
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-def initial_state(db: DatabaseConfig) -> DatabaseState:
-    obj = db.objectives
-    return DatabaseState(name=db.name, rpo_seconds=obj.rpo.total_seconds(), rpo_warning_ratio=obj.rpo_at_risk_ratio,
-                         rto_seconds={k: v.total_seconds() for k, v in obj.rto})
 
 
 class Guardian:
@@ -71,7 +64,7 @@ class Guardian:
                           if in_shard(db, shards.shard_count, shards.shard_index)}
         self.holder = StateHolder(Snapshot(databases={n: initial_state(db) for n, db in self.databases.items()},
                                            demo=demo, started_at=clock()))
-        self.processes = ProcessRegistry()  # per guardian: stopping one never poisons another in the process
+        self.processes = ProcessRegistry()  # per guardian, never shared; `closing` is set once `stop()` begins
         self.http: GuardianHTTP | None = None
         self.on_stop = StopSteps()  # each part that holds threads, sockets or the store says how it ends
         if isinstance(heroku_api, HerokuClient):
@@ -87,18 +80,7 @@ class Guardian:
 
     @cached_property
     def heroku(self) -> HerokuSide:
-        fleet = None
-        if self.config.heroku_databases and self.heroku_api is not None:
-            fleet = HerokuFleet(
-                watchers={db.name: HerokuWatcher(db.name, db.heroku.app, db.heroku.attachment, self.heroku_api)
-                          for db in self.config.heroku_databases
-                          if db.heroku is not None and db.name in self.databases},
-                polling=self.config.heroku.polling, share=self.config.heroku.rate_budget_share)
-        return HerokuSide(fleet, self.heroku_api)
-
-    @property
-    def fleet(self) -> HerokuFleet | None:
-        return self.heroku.fleet
+        return HerokuSide.configured(self.config, set(self.databases), self.heroku_api)
 
     @cached_property
     def store(self) -> ArchiveStore:
@@ -147,7 +129,8 @@ class Guardian:
     def gate(self) -> Gate:
         """Every change to the world is decided by the guards its kind declares (actions.pipeline)."""
         return Gate(Switches(enabled=lambda: self.config.actions.enabled, paused=self.paused,
-                             leader=lambda: self.leadership.is_leader(), dry_run=self._dry_run), self.clock)
+                             leader=lambda: self.leadership.is_leader(),
+                             dry_run=partial(dry_run_of, self.config)), self.clock)
 
     @cached_property
     def pipeline(self) -> Pipeline:
@@ -186,7 +169,7 @@ class Guardian:
     @cached_property
     def captures(self) -> CaptureService:
         return CaptureService(self.databases, self.config.all_databases, self.capturer, self.pipeline, self.holder,
-                              self.notifier, self._reread, self.deletions.keep_last, lambda: self.stopping)
+                              self.notifier, self._reread, self.deletions.keep_last, self.processes.closing.is_set)
 
     @cached_property
     def deletions(self) -> Deletions:
@@ -198,7 +181,7 @@ class Guardian:
         api = self.heroku_api
         mirror = Mirror(self.store, api, clock=self.clock, stopping=self.processes.closing.is_set) if api else None
         return Mirrors(mirror, self.pipeline, self.databases, self.heroku.billing_app, self.config.archive.mirrors,
-                       self.processes.closing.is_set, self._reread)
+                       self.processes.closing.is_set, self._reread, self.holder.current)
 
     @cached_property
     def drills(self) -> DrillService:
@@ -234,36 +217,22 @@ class Guardian:
 
     @cached_property
     def runtime(self) -> Runtime:
-        return Runtime(lambda: self.stopping, lambda: self.leadership.is_leader())
+        return Runtime(self.processes.closing.is_set, lambda: self.leadership.is_leader())
 
     # -- wiring helpers -----------------------------------------------------------------------------------
-    def _dry_run(self, kind: ActionKind) -> bool:
-        """The dry-run switch a kind declares: actions.dry_run for remedies, archive.prune_apply for the prune."""
-        if kind.dry_run_switch == "archive.prune_apply":
-            return not self.config.archive.prune_apply
-        return self.config.actions.dry_run
-
     def paused(self) -> str | None:
         """Why actions are paused (`backup-guardian actions pause`), or None."""
         return pause_reason(self.state)
 
     def _reread(self, name: str) -> Snapshot:
         """Read one database's archive again (after a capture, a copy or a deletion) and re-evaluate."""
-        if self.stopping:  # nothing reads the state any more; and no part is built during the shutdown
+        if self.processes.closing.is_set():  # nothing reads the state any more; and no part is built during the shutdown
             return self.holder.current()
         return self.collection.collect_archive_of(name)
 
     def _notify(self, snap: Snapshot, now: datetime) -> None:
         if self.leadership.held is not False:  # followers stay quiet: the leader tells (one event, not one each)
             self.notifier.on_evaluation(snap.databases, now)
-
-    def elect(self) -> bool:
-        return self.leadership.elect()
-
-    @property
-    def stopping(self) -> bool:
-        """From the start of `stop()` on: no job starts, no child process starts."""
-        return self.processes.closing.is_set()
 
     # -- operations (the CLI commands and the jobs call these) -------------------------------------------
     def collect_all(self, one_shot: bool = False) -> Snapshot:
@@ -274,26 +243,9 @@ class Guardian:
     def pusher(self) -> Pusher:
         return Pusher(self.config.push, self.exposition.registry)
 
-    def capture(self, name: str, kind: str = "scheduled", lock: bool = True) -> tuple[bool, str]:
-        return self.captures.capture(name, kind, lock)
-
-    def mirror_pending(self, only: str | None = None,
-                       progress: Callable[[str, int, int | None], None] | None = None) -> int:
-        return self.mirrors.pending(self.holder.current(), only, progress)
-
-    def check_readability(self) -> int:
-        return self.readthrough.check()
-
     def prune(self, apply: bool | None = None) -> list[PruneDecision]:
         names = [n for n, db in self.databases.items() if self.archive.covers(db)]
         return self.deletions.prune(names, self.config.archive.prune_apply if apply is None else apply)
-
-    def drill(self, name: str, scenario: str = FULL, progress: Progress | None = None,
-              manual: bool = False) -> DrillRun:
-        return self.drills.drill(name, scenario, progress, manual)
-
-    def sweep_scratch(self, manual: bool = False) -> None:
-        self.drills.sweep_scratch(manual)
 
     def heartbeat(self) -> None:
         self.holder.heartbeat_at = self.clock()
@@ -307,10 +259,6 @@ class Guardian:
             pass
         self.runtime.launch(self, serve_http)
 
-    def add_job(self, job_id: str, fn: Callable[[], None], every: timedelta) -> None:
-        self.runtime.add_job(job_id, fn, every)
-
     def stop(self) -> None:
         self.runtime.stop_all(self.processes, self.http, self.on_stop)
 
-    unfinished_threads = staticmethod(Runtime.unfinished_threads)

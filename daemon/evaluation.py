@@ -109,3 +109,10 @@ class Evaluator:
         return HerokuStatus(ratelimit_remaining=api.ratelimit_remaining, requests_total=api.requests_total,
                             pass_requests=rep.requests, pass_allowance=rep.allowance, pass_deferred=rep.deferred,
                             stretch=rep.stretch)
+
+
+def initial_state(db: DatabaseConfig) -> DatabaseState:
+    """A watched database before anything is known of it: its objectives only."""
+    obj = db.objectives
+    return DatabaseState(name=db.name, rpo_seconds=obj.rpo.total_seconds(), rpo_warning_ratio=obj.rpo_at_risk_ratio,
+                         rto_seconds={k: v.total_seconds() for k, v in obj.rto})

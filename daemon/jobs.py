@@ -25,12 +25,14 @@ if TYPE_CHECKING:
     from actions.mirror import Mirrors
     from actions.runner import ActionRunner
     from collectors.collection import Collection
+    from collectors.readability import ReadThrough
     from daemon.adapters.heroku import HerokuAPI
     from daemon.adapters.postgres.tools import ProcessRegistry
     from daemon.adapters.sentry import LogNotifier
     from daemon.adapters.statestore import StateStore
     from daemon.control import ControlPanel
     from daemon.core.snapshot import StateHolder
+    from daemon.leadership import Leadership
     from daemon.metrics import Exposition
     from daemon.push import Pusher
     from daemon.web.server import GuardianHTTP
@@ -95,14 +97,13 @@ class GuardianParts(Protocol):
     def remedies(self) -> Remedies: ...
     @property
     def scaling(self) -> Scaling: ...
+    @property
+    def leadership(self) -> Leadership: ...
+    @property
+    def readthrough(self) -> ReadThrough: ...
     def heartbeat(self) -> None: ...
     def collect_all(self, one_shot: bool = False) -> Any: ...
-    def elect(self) -> bool: ...
-    def mirror_pending(self) -> int: ...
-    def check_readability(self) -> int: ...
     def prune(self) -> Any: ...
-    def sweep_scratch(self) -> None: ...
-    def capture(self, name: str) -> tuple[bool, str]: ...
 
 
 def periodic_jobs(g: GuardianParts, now: datetime) -> list[JobSpec]:
@@ -111,26 +112,29 @@ def periodic_jobs(g: GuardianParts, now: datetime) -> list[JobSpec]:
     archive_every = {"seconds": max(60.0, every.total_seconds()), "next_run_time": now + every}
     jobs = [JobSpec("heartbeat", g.heartbeat, "interval", {"seconds": HEARTBEAT_SECONDS}, "heartbeat"),
             JobSpec("collect", g.collect_all, "interval", {"seconds": every.total_seconds(), "next_run_time": now}),
-            JobSpec("leader", g.elect, "interval", {"seconds": cfg.state.leader_interval.total_seconds()}, "leader")]
+            JobSpec("leader", g.leadership.elect, "interval", {"seconds": cfg.state.leader_interval.total_seconds()},
+                    "leader")]
     if cfg.actions.scale:
         jobs.append(JobSpec("probe", g.scaling.probe_all, "interval", {
             "seconds": min(t.interval for t in cfg.actions.scale).total_seconds(), "next_run_time": now}))
     if any(g.archive.covers(db) and db.heroku is not None for db in dbs):
-        jobs.append(JobSpec("mirror", g.mirror_pending, "interval", archive_every, "archive", leader_only=True))
+        jobs.append(JobSpec("mirror", g.mirrors.pending, "interval", archive_every, "archive", leader_only=True))
     if any(db.heroku is not None and not g.archive.covers(db) for db in dbs):
-        jobs.append(JobSpec("readability", g.check_readability, "interval", archive_every, "archive",
+        jobs.append(JobSpec("readability", g.readthrough.check, "interval", archive_every, "archive",
                             leader_only=True))
     if any(g.archive.covers(db) for db in dbs):
         jobs.append(JobSpec("prune", g.prune, "interval", {"hours": 24, "next_run_time": now + timedelta(minutes=10)},
                             "archive", leader_only=True))
-    jobs.append(JobSpec("sweep-scratch", g.sweep_scratch, "date", {"run_date": now}, "archive", leader_only=True))
+    jobs.append(JobSpec("sweep-scratch", g.drills.sweep_scratch, "date", {"run_date": now}, "archive",
+                        leader_only=True))
     for db in dbs:
         for scenario, cron in scenarios(db).items():
             jobs.append(JobSpec(f"drill:{scenario}:{db.name}", g.drills.drill, CronTrigger.from_crontab(
                 cron, timezone=UTC), {"misfire_grace_time": None}, "drills", True, (db.name, scenario)))
         if db.self_managed:
             first = g.captures.first_capture_at(db, now)
-            jobs.append(JobSpec(f"capture:{db.name}", g.capture, "interval", {  # a late capture runs late, never not
+            # a late capture runs late, never not
+            jobs.append(JobSpec(f"capture:{db.name}", g.captures.capture, "interval", {
                 "seconds": db.capture_interval.total_seconds(), "next_run_time": first, "misfire_grace_time": None},
                 "captures", True, (db.name,)))
             logger.info("capture of {} every {}; next at {}", db.name, format_duration(db.capture_interval),

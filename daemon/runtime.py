@@ -140,7 +140,7 @@ class Runtime:
             g.http.start()
             logger.info("serving /metrics, /healthz, /readyz, /api/status on {}", g.http.url)
         g.heartbeat()
-        g.elect()
+        g.leadership.elect()
         g.remedies.announce()
         self.start(periodic_jobs(g, g.clock()))
 

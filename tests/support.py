@@ -278,7 +278,7 @@ def drill_once(g: Guardian) -> tuple[DrillRun, Snapshot]:
     """Collect, run one drill, and stop the guardian: the drill and the snapshot after it."""
     try:
         g.collect_all()
-        run = g.drill(DRILLED_DB)
+        run = g.drills.drill(DRILLED_DB)
         return run, g.holder.current()
     finally:
         g.stop()

@@ -128,9 +128,9 @@ def test_a_started_guardian_builds_no_part_later(config: GuardianConfig) -> None
         g.start(serve_http=False)
         built = set(vars(g))
         g.collect_all()
-        g.sweep_scratch(manual=True)
-        g.mirror_pending()
-        g.check_readability()
+        g.drills.sweep_scratch(manual=True)
+        g.mirrors.pending()
+        g.readthrough.check()
         g.prune()
         assert set(vars(g)) == built
     finally:

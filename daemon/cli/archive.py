@@ -106,7 +106,7 @@ def _mirror(guardian: Guardian, database: str | None) -> int:
     before = dict(guardian.holder.current().actions)
     bar = ProgressLine()  # on a terminal; otherwise the log says how a long copy goes, once a minute
     try:
-        copied = guardian.mirror_pending(only=database, progress=bar if bar.tty else None)
+        copied = guardian.mirrors.pending(only=database, progress=bar if bar.tty else None)
     finally:
         bar.done()
     failed = guardian.holder.current().actions.get(("mirror", "failed"), 0) - before.get(("mirror", "failed"), 0)

@@ -19,11 +19,11 @@ def run(config: GuardianConfig, database: str | None, scenario: str) -> int:
         if unknown:
             raise GuardianError(f"unknown database {unknown[0]!r}; known: {', '.join(guardian.databases)}")
         guardian.collect_all(one_shot=True)
-        guardian.sweep_scratch(manual=True)
+        guardian.drills.sweep_scratch(manual=True)
         worst = 0
         for name in names:
             bar = ProgressLine()
-            result = guardian.drill(name, SCENARIOS.get(scenario, FULL), bar, manual=True)
+            result = guardian.drills.drill(name, SCENARIOS.get(scenario, FULL), bar, manual=True)
             bar.done()
             if result.skipped:
                 sys.stdout.write(f"{name}: {result.scenario} drill skipped: {result.reason}\n")

@@ -157,6 +157,7 @@ def _check_listen(config: GuardianConfig) -> None:
 def _run(config: GuardianConfig) -> int:
     from daemon.app import Guardian
     from daemon.embedded import DemoDatabase, demo_config
+    from daemon.runtime import Runtime
 
     stop = threading.Event()
 
@@ -186,7 +187,7 @@ def _run(config: GuardianConfig) -> int:
         guardian.start()
         if demo is not None:
             demo_url = config.databases[0].url.get_secret_value() if config.databases[0].url else ""
-            guardian.add_job("demo-activity", lambda: demo.add_activity(demo_url), timedelta(seconds=20))
+            guardian.runtime.add_job("demo-activity", lambda: demo.add_activity(demo_url), timedelta(seconds=20))
         logger.info("pg-backup-guardian {} running; watching {} database(s)", __version__, len(config.all_databases))
         stop.wait()
         logger.info("shutting down")
@@ -195,7 +196,7 @@ def _run(config: GuardianConfig) -> int:
         if demo is not None:
             demo.stop()
         logger.info("stopped")
-    if Guardian.unfinished_threads():  # the interpreter's exit would wait for them, without a bound
+    if Runtime.unfinished_threads():  # the interpreter's exit would wait for them, without a bound
         logger.warning("some worker threads did not finish within the shutdown budget; exiting anyway")
         sys.stderr.flush()
         os._exit(EXIT_OK)

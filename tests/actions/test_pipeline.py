@@ -139,14 +139,14 @@ def test_a_paused_guardian_neither_captures_nor_drills_nor_sweeps(fresh_db: str,
                                                                    open_tmp: Path) -> None:
     g = _guardian(open_tmp, fresh_db, own_cluster.url("postgres"))
     try:
-        assert g.capture("shop")[0]  # not paused: a capture lands, a drill restores it
-        assert g.drill("shop").succeeded
+        assert g.captures.capture("shop")[0]  # not paused: a capture lands, a drill restores it
+        assert g.drills.drill("shop").succeeded
         before, drills = _archived(open_tmp), len(g.state.drills("shop"))
 
         g.state.put(PAUSE_KEY, {"paused": True, "reason": "restoring by hand"})
-        ok, detail = g.capture("shop")
-        run = g.drill("shop")
-        g.sweep_scratch()
+        ok, detail = g.captures.capture("shop")
+        run = g.drills.drill("shop")
+        g.drills.sweep_scratch()
         asked = g.remedies.request_capture("shop", "before the restore")  # a person's request: paused too
         records = g.audit.read()
         audit = [(a["action"], a["outcome"], a["reason"]) for a in records if a["outcome"] == "skipped_paused"]
@@ -171,10 +171,10 @@ def test_a_follower_changes_nothing_and_leaves_the_record_to_the_leader(fresh_db
     leader = _guardian(open_tmp, fresh_db, own_cluster.url("postgres"))
     follower = _guardian(open_tmp, fresh_db, own_cluster.url("postgres"))  # the same state store: a replica
     try:
-        assert leader.elect() and not follower.elect()
-        ok, detail = follower.capture("shop")
-        run = follower.drill("shop")
-        follower.sweep_scratch()
+        assert leader.leadership.elect() and not follower.leadership.elect()
+        ok, detail = follower.captures.capture("shop")
+        run = follower.drills.drill("shop")
+        follower.drills.sweep_scratch()
         audit: list[dict[str, Any]] = follower.audit.read()
     finally:
         follower.stop()
@@ -193,11 +193,11 @@ def test_a_paused_guardian_mirrors_nothing(heroku: HerokuDouble, moto_server: Mo
     try:
         g.collect_all(one_shot=True)
         g.state.put(PAUSE_KEY, {"paused": True, "reason": "bucket migration"})
-        assert g.mirror_pending() == 0
+        assert g.mirrors.pending() == 0
         mirror = [(a["outcome"], a["reason"]) for a in g.audit.read() if a["action"] == "mirror"]
         assert client.list_objects_v2(Bucket=bucket).get("KeyCount", 0) == 0
         g.state.put(PAUSE_KEY, {"paused": False})
-        assert g.mirror_pending() == 1  # resumed: the copy is made, through the same path
+        assert g.mirrors.pending() == 1  # resumed: the copy is made, through the same path
         after = [a["outcome"] for a in g.audit.read() if a["action"] == "mirror"]
     finally:
         g.stop()

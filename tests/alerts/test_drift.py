@@ -93,8 +93,8 @@ def scrape(pg_cluster: LocalCluster, moto_server: MotoServer, sample_dump: Path)
                 assert g.remedies.request_capture(SELF_DB, "drift check").outcome == "done"
                 g.scaling.probe_all()
                 g.collect_all(one_shot=True)
-                assert g.mirror_pending() == 1
-                run = g.drill(SELF_DB)
+                assert g.mirrors.pending() == 1
+                run = g.drills.drill(SELF_DB)
                 assert run.succeeded, run.reason
                 g.collect_all(one_shot=True)
                 body = g.exposition.render()[0].decode()

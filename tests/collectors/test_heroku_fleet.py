@@ -55,7 +55,7 @@ def first_poll(g: Guardian, clock: FakeClock) -> Snapshot:
     """Passes until every Heroku database has been read once (the fleet's credit starts empty and accrues)."""
     for _ in range(20):
         snap = g.collect_all()
-        if all(("heroku", name) in snap.collectors for name in (g.fleet.watchers if g.fleet else {})):
+        if all(("heroku", name) in snap.collectors for name in (g.heroku.fleet.watchers if g.heroku.fleet else {})):
             return snap
         clock.now += timedelta(seconds=30)
     raise AssertionError("the fleet never polled")
@@ -121,13 +121,13 @@ def test_a_fleet_of_1000_apps_stays_within_the_rate_budget(heroku: HerokuDouble,
         heroku.add_transfer(name, created_at=clock.now - timedelta(hours=5))
     share = 0.5
     g = guardian(heroku, clock, apps, share=share)
-    assert g.fleet is not None
+    assert g.heroku.fleet is not None
     per_pass, window = [], []
     for _ in range(30):  # fifteen minutes of passes
         before = heroku.request_count()
         snap = g.collect_all()
         spent = heroku.request_count() - before
-        report = g.fleet.last_report
+        report = g.heroku.fleet.last_report
         assert spent == report.requests <= report.allowance + 1e-9
         per_pass.append(spent)
         window.append(spent)
@@ -220,8 +220,8 @@ def test_new_heroku_backups_are_read_through_when_no_archive_copies_them(
     g = guardian(heroku, clock, ["shop", "bad"])
     try:
         g.collect_all(one_shot=True)
-        assert g.check_readability() == 2
-        assert g.check_readability() == 0  # each backup is read once
+        assert g.readthrough.check() == 2
+        assert g.readthrough.check() == 0  # each backup is read once
         snap = g.holder.current()
         # a newer backup is read in turn; the verdict of one the source no longer lists is forgotten (bounded)
         newer = clock.now - timedelta(minutes=30)
@@ -231,7 +231,7 @@ def test_new_heroku_backups_are_read_through_when_no_archive_copies_them(
                             headers={"Authorization": f"Bearer {heroku.token}"}, timeout=10)
         assert gone.status_code == 200  # deleted: the guardian's list leaves it out
         g.collect_all(one_shot=True)
-        assert g.check_readability() == 1
+        assert g.readthrough.check() == 1
         assert sorted(k for k in g.readthrough.verdicts if k[0] == "shop/DATABASE") == [
             ("shop/DATABASE", f"a{second['num']:03d}")]  # a scheduled backup
     finally:

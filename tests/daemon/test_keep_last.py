@@ -89,7 +89,7 @@ def test_keep_last_never_deletes_a_milestone_or_the_newest_of_a_tier_and_audits_
             seed(store, f"day{n}", now - n * D, "daily")
         seeded = ids(store)
 
-        ok, detail = g.capture("db", "manual")
+        ok, detail = g.captures.capture("db", "manual")
         assert ok, detail
         audit = g.audit.read(action="keep_last")
         history = g.state.actions(action="keep_last")
@@ -133,7 +133,7 @@ def test_a_paused_guardian_deletes_nothing_by_keep_last_the_prune_job_or_the_cli
 
     g = Guardian(GuardianConfig.model_validate(doc))
     try:
-        ok, detail = g.capture("db", "manual")  # the pause stops the capture itself too
+        ok, detail = g.captures.capture("db", "manual")  # the pause stops the capture itself too
         assert not ok and "actions are paused: restoring by hand" in detail
         assert g.deletions.keep_last("db", 1) == 0  # what runs after each good capture
         g.prune()  # what the daily prune job runs (prune_apply: true)
@@ -177,7 +177,7 @@ def test_an_object_locked_copy_refused_during_keep_last_leaves_the_capture_succe
         client.put_object_retention(Bucket=bucket, Key=store.key("db", "locked"), Retention={
             "Mode": "COMPLIANCE", "RetainUntilDate": now + 30 * D})
 
-        ok, detail = g.capture("db", "manual")
+        ok, detail = g.captures.capture("db", "manual")
         snap = g.holder.current()
         audit = g.audit.read(action="keep_last")
     finally:
@@ -193,6 +193,8 @@ def test_an_object_locked_copy_refused_during_keep_last_leaves_the_capture_succe
     assert outcomes["db/locked"]["outcome"] == "refused"
     assert "Object Lock" in outcomes["db/locked"]["reason"]
     assert outcomes["db/old"]["outcome"] == "done"
+    # keep_last's run ends failed (the store refused one copy); the capture that triggered it did not
+    assert outcomes["db"]["outcome"] == "failed" and "1 refused by the store" in outcomes["db"]["reason"]
 
 
 def test_a_pause_that_comes_during_a_prune_stops_the_deletions_still_to_come(tmp_path: Path) -> None:

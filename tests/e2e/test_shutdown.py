@@ -161,7 +161,7 @@ def test_a_drill_stopped_by_the_shutdown_closes_its_history_as_interrupted(
         g = Guardian(read_config(cfg))
         g.collect_all(one_shot=True)  # as `backup-guardian drill` does: the drill needs the archive read
         runs: list[Any] = []
-        drill = threading.Thread(target=lambda: runs.append(g.drill("shop")))
+        drill = threading.Thread(target=lambda: runs.append(g.drills.drill("shop")))
         drill.start()
         deadline = time.monotonic() + 120
         while not any(db.startswith(PREFIX) for db in databases(scratch)):

@@ -63,7 +63,7 @@ def test_table_drill_restores_only_the_critical_tables(
     g = drill_guardian(open_tmp, url, scratch=own_cluster.url("postgres"), tables=["invoices"])
     try:
         g.collect_all()
-        run = g.drill(DB, "accidental_deletion")
+        run = g.drills.drill(DB, "accidental_deletion")
     finally:
         g.stop()
     assert run.succeeded, run.reason
@@ -185,7 +185,7 @@ def test_killed_mid_restore_the_next_start_sweeps_only_its_own_scratch_database(
     g = Guardian(GuardianConfig.model_validate(json.loads(cfg.read_text())))
     try:
         assert list((open_tmp / "state" / "drills" / "tmp").glob("download-*"))  # the killed drill's download
-        g.sweep_scratch()  # what the next start does
+        g.drills.sweep_scratch()  # what the next start does
     finally:
         g.stop()
     left = databases(own_cluster)
@@ -205,7 +205,7 @@ def test_a_drill_while_another_runs_is_skipped_not_failed(
     try:
         g.collect_all()
         with drill_lock(open_tmp / "state"):  # another process holds the drill lock
-            run = g.drill(DB)
+            run = g.drills.drill(DB)
         snap = g.holder.current()
     finally:
         g.stop()

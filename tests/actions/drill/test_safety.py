@@ -123,7 +123,7 @@ def sweep() -> Iterator[Callable[[Path], Guardian]]:
         g = Guardian(read_config(cfg))
         made.append(g)
         # as the leader's sweep at start (the earlier guardians of a test, still open, hold the leadership)
-        g.sweep_scratch(manual=True)
+        g.drills.sweep_scratch(manual=True)
         return g
 
     yield run

@@ -86,7 +86,7 @@ def test_table_drill_restores_a_critical_table_in_any_schema_with_its_rows(
     g = drill_guardian(open_tmp, production, scratch=own_cluster.url("postgres"), tables=[spelling])
     try:
         g.collect_all()
-        run = g.drill("shop", "accidental_deletion")
+        run = g.drills.drill("shop", "accidental_deletion")
     finally:
         g.stop()
     assert run.succeeded, run.reason
@@ -101,7 +101,7 @@ def test_table_drill_of_a_table_the_backup_lacks_fails_and_says_so(
     g = drill_guardian(open_tmp, production, scratch=own_cluster.url("postgres"), tables=["app.inv", "app.gone"])
     try:
         g.collect_all()
-        run = g.drill("shop", "accidental_deletion")
+        run = g.drills.drill("shop", "accidental_deletion")
     finally:
         g.stop()
     assert not run.succeeded

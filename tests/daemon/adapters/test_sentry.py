@@ -135,7 +135,7 @@ def test_findings_open_once_remind_later_and_check_ins_close_the_breach(
         assert len(sentry.events()) == before
 
         # the capture job reports through its own monitor
-        g.capture("shop", "manual")
+        g.captures.capture("shop", "manual")
         flush()
         statuses = [c["status"] for c in sentry.checkins("pgbackup-capture-shop")]
         assert statuses == ["in_progress", "ok"]

@@ -67,8 +67,8 @@ def test_mirror_of_a_real_heroku_backup_is_encrypted_checksummed_tagged_and_rest
     g = guardian_for(heroku, moto_server.endpoint_url, bucket, tmp_path)
     try:
         g.collect_all(one_shot=True)
-        assert g.mirror_pending() == 1
-        assert g.mirror_pending() == 0  # idempotent: the copy is recorded, nothing to do
+        assert g.mirrors.pending() == 1
+        assert g.mirrors.pending() == 0  # idempotent: the copy is recorded, nothing to do
     finally:
         g.stop()
 
@@ -110,7 +110,7 @@ def test_archive_collector_reports_tiers_copy_lag_and_posture(
         snap = g.collect_all(one_shot=True)
         lag = {f.check: f for f in snap.databases[DB].findings}["copy_lag"]
         assert lag.active and "a001" in lag.hint  # finished 3 h ago, not archived, grace 2 h
-        assert g.mirror_pending() == 1
+        assert g.mirrors.pending() == 1
         snap = g.collect_all(one_shot=True)
         facts = snap.databases[DB].archive
         assert facts is not None
@@ -210,9 +210,12 @@ def test_prune_on_s3_dry_run_then_apply_keeps_milestones_newest_and_locked(
         g.stop()
     left = sorted(r.backup_id for r in store.list_records("db"))
     assert left == ["ancient-milestone", "locked-daily", "new-daily", "new-monthly", "new-weekly"]
-    assert sorted(a["target"] for a in audit if a["outcome"] == "done") == [
+    assert sorted(a["target"] for a in audit if a["outcome"] == "done" and a["target"] != "db") == [
         "db/old-daily", "db/old-monthly", "db/old-weekly"]
     assert len([a for a in audit if a["outcome"] == "dry_run"]) == 3
+    # the applied prune is one execution: its start and its end, which counts what went
+    assert [(a["outcome"], a["reason"]) for a in audit if a["target"] == "db"] == [
+        ("started", "3 copies past their keep"), ("done", "3 of 3 copies deleted")]
 
 
 def test_milestone_command_marks_the_newest_good_copy(moto_server: MotoServer, s3_bucket: tuple[Any, str],
@@ -255,7 +258,7 @@ def test_s3_faults_take_the_archive_collector_down_and_lose_nothing(
     expected = {"500": "InternalError", "403": "AccessDenied", "timeout": "timeout"}[fault]
     try:
         g.collect_all(one_shot=True)
-        assert g.mirror_pending() == 1
+        assert g.mirrors.pending() == 1
         if fault == "timeout":
             fault_proxy.inject(r"^GET /" + bucket + r"(/|\?)", fault, delay=3.0)
         else:
@@ -285,13 +288,13 @@ def test_slow_s3_is_waited_for_and_a_mirror_that_cannot_write_is_audited(
         snap = g.collect_all(one_shot=True)
         assert snap.collectors[("archive", DB)].up
         fault_proxy.inject(r"^POST .*uploads", "403")
-        assert g.mirror_pending() == 0
+        assert g.mirrors.pending() == 0
         audit = g.audit.read()
         assert audit[-1]["action"] == "mirror" and audit[-1]["outcome"] == "failed"
         assert "AccessDenied" in audit[-1]["reason"]
         assert g.holder.current().actions[("mirror", "failed")] == 1
         fault_proxy.clear()
-        assert g.mirror_pending() == 1
+        assert g.mirrors.pending() == 1
     finally:
         g.stop()
 
@@ -321,15 +324,15 @@ def test_a_download_cut_short_or_refused_leaves_nothing_that_counts(
         g.collect_all(one_shot=True)
         heroku.inject(r"^GET /xfrtu/", "truncated", times=1)  # the body ends before its Content-Length
         heroku.inject(r"^GET /xfrtu/", "status", status=403, times=1)  # an expired signed URL, say
-        assert g.mirror_pending() == 0
-        assert g.mirror_pending() == 0
+        assert g.mirrors.pending() == 0
+        assert g.mirrors.pending() == 0
         failures = [r for r in g.audit.read() if r["action"] == "mirror" and r["outcome"] != "started"]
         assert [r["outcome"] for r in failures] == ["failed", "failed"]
         assert "cut short" in failures[0]["reason"] and "HTTP 403" in failures[1]["reason"]
         assert not any("Signature" in json.dumps(r) for r in failures)  # the signed query stays out
         assert client.list_objects_v2(Bucket=bucket).get("KeyCount", 0) == 0
         assert client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
-        assert g.mirror_pending() == 1  # the faults are gone: the copy is made
+        assert g.mirrors.pending() == 1  # the faults are gone: the copy is made
         keys = sorted(o["Key"] for o in client.list_objects_v2(Bucket=bucket)["Contents"])
         assert [k.rsplit("/", 1)[1] for k in keys] == ["a001.dump", "a001.json"]
     finally:
@@ -353,7 +356,7 @@ def test_a_mirror_reports_progress_and_a_shutdown_mid_copy_aborts_it_cleanly(
 
     try:
         g.collect_all(one_shot=True)
-        assert g.mirror_pending(progress=stop_after_first_block) == 0
+        assert g.mirrors.pending(progress=stop_after_first_block) == 0
         assert seen == [(f"{DB} a001", 8 * 1024 * 1024, 40 * 1024 * 1024)]
         audit = [r for r in g.audit.read() if r["action"] == "mirror"]
         assert audit[-1]["outcome"] == "failed" and "shutting down" in audit[-1]["reason"]
@@ -365,7 +368,7 @@ def test_a_mirror_reports_progress_and_a_shutdown_mid_copy_aborts_it_cleanly(
     seen.clear()
     try:
         g.collect_all(one_shot=True)
-        assert g.mirror_pending(progress=lambda what, done, total: seen.append((what, done, total))) == 1
+        assert g.mirrors.pending(progress=lambda what, done, total: seen.append((what, done, total))) == 1
     finally:
         g.stop()
     assert [done for _, done, _ in seen] == [n * 8 * 1024 * 1024 for n in range(1, 6)]
