@@ -49,6 +49,6 @@ def test_demo_without_postgresql_programs_says_how_to_install_them(tmp_path: Pat
     out = subprocess.run([sys.executable, "-m", "daemon", "run"], capture_output=True, text=True, timeout=60,
                          env=_env(tmp_path, GUARDIAN_PG_BINDIR=str(empty), GUARDIAN_LISTEN=f"127.0.0.1:{free_port()}"),
                          cwd=tmp_path, check=False)
-    assert out.returncode == 1
+    assert out.returncode == 3
     assert "'initdb' was not found" in out.stderr and "apt-get install postgresql" in out.stderr
     assert "Traceback" not in out.stderr
