@@ -226,7 +226,7 @@ class Guardian:
 
     def _reread(self, name: str) -> Snapshot:
         """Read one database's archive again (after a capture, a copy or a deletion) and re-evaluate."""
-        if self.processes.closing.is_set():  # nothing reads the state any more; and no part is built during the shutdown
+        if self.processes.closing.is_set():  # stopping: nothing reads the state, and no part is built now
             return self.holder.current()
         return self.collection.collect_archive_of(name)
 

@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, NoReturn, TextIO
 from loguru import logger
 
 from daemon import __version__
-from daemon.config import GuardianConfig, example_yaml, load_config
 from daemon.cli.exits import CRITICAL, INTERRUPTED, OK, UNKNOWN, WARNING, worst
+from daemon.config import GuardianConfig, example_yaml, load_config
 from daemon.core.errors import ActionDeclined, ActionFailed, ConfigError, GuardianError
 from daemon.core.redact import REDACTOR
 from daemon.logs import configure_logging
