@@ -29,6 +29,9 @@ from daemon.logs import configure_logging
 if TYPE_CHECKING:
     from daemon.core.snapshot import Snapshot
 
+#: Commands that, given no configuration of their own, work on the guardian running in the state directory.
+ATTACHING = ("check", "drill", "capture", "archive", "actions")
+
 
 class _Parser(argparse.ArgumentParser):
     """argparse, but a bad argument exits UNKNOWN (3), as a Nagios plugin's does, not argparse's 2 (CRITICAL)."""
@@ -79,6 +82,14 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write("configuration error:\n" + "".join(f"  {line}\n" for line in exc.problems))
         return UNKNOWN
     configure_logging(config.log_format, config.log_level)
+    own_config = getattr(args, "config", None) or os.environ.get("GUARDIAN_CONFIG")
+    if args.command in ATTACHING and not config.all_databases and not own_config:
+        from daemon.cli.running import attach
+
+        running = attach(config.state_dir)
+        if running is not None:
+            config, said = running
+            sys.stderr.write(said + "\n")
     try:
         if args.command == "config":
             return _validate(config)
@@ -121,8 +132,8 @@ def _check(config: GuardianConfig, as_json: bool) -> int:
     from daemon.status import status_document, status_table
 
     if not config.all_databases:
-        sys.stderr.write("configuration error:\n  no database to check: set DATABASE_URL or list databases "
-                         "in the config file\n")
+        sys.stderr.write("configuration error:\n  no database to check: set DATABASE_URL, list databases in the "
+                         f"config file, or start `backup-guardian run` with the state directory {config.state_dir}\n")
         return UNKNOWN
     guardian = Guardian(config, quiet=True)
     try:
@@ -171,6 +182,7 @@ def _check_listen(config: GuardianConfig) -> None:
 
 def _run(config: GuardianConfig) -> int:
     from daemon.app import Guardian
+    from daemon.cli import running
     from daemon.embedded import DemoDatabase, demo_config
     from daemon.runtime import Runtime
 
@@ -185,6 +197,7 @@ def _run(config: GuardianConfig) -> int:
     signal.signal(signal.SIGINT, on_signal)
 
     _check_listen(config)
+    logger.info("state directory: {}", config.state_dir)
     demo: DemoDatabase | None = None
     if not config.all_databases:
         if not config.demo.enabled:
@@ -200,6 +213,7 @@ def _run(config: GuardianConfig) -> int:
     guardian = Guardian(config, demo=demo is not None)
     try:
         guardian.start()
+        running.record(config)  # `check`, `drill`, `capture`, `archive`, `actions` with no configuration find it
         if demo is not None:
             demo_url = config.databases[0].url.get_secret_value() if config.databases[0].url else ""
             guardian.runtime.add_job("demo-activity", lambda: demo.add_activity(demo_url), timedelta(seconds=20))
@@ -207,6 +221,7 @@ def _run(config: GuardianConfig) -> int:
         stop.wait()
         logger.info("shutting down")
     finally:
+        running.remove(config)
         guardian.stop()
         if demo is not None:
             demo.stop()
