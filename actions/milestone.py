@@ -10,13 +10,14 @@ from actions.pipeline import MILESTONE, Pipeline
 from actions.runner import Outcome
 from daemon.adapters.archive.records import BackupRecord
 from daemon.adapters.archive.store import ArchiveStore
-from daemon.core.errors import GuardianError
+from daemon.core.errors import ActionDeclined, ActionFailed, GuardianError
 
 
 def mark_milestone(pipeline: Pipeline, store: ArchiveStore, database: str, backup_id: str | None,
                    label: str) -> BackupRecord:
     """Mark `backup_id` (default: the newest good copy) of `database`; returns its record. Raises GuardianError
-    naming the reason when there is no good copy, the store refuses, or the guards decline (e.g. paused)."""
+    naming the reason when there is no good copy; ActionDeclined when the guards decline (e.g. paused), ActionFailed
+    when the store refuses."""
     good = [o for o in store.objects(database) if o.succeeded]
     if not good:
         raise GuardianError(f"{database} has no good archived backup to mark")
@@ -30,7 +31,8 @@ def mark_milestone(pipeline: Pipeline, store: ArchiveStore, database: str, backu
     intent = Intent("milestone", f"{database}/{target}", f'keep forever as "{label}"', manual=True,
                     requested_by=person())
     outcome = pipeline.run(MILESTONE, intent, mark)
-    if outcome is None or not outcome.ok or not marked:
-        why = outcome.detail if outcome is not None else "declined (`backup-guardian actions` lists why)"
-        raise GuardianError(f"{database} {target} not marked: {why}")
+    if outcome is None:
+        raise ActionDeclined(f"{database} {target} not marked: declined (`backup-guardian actions` lists why)")
+    if not outcome.ok or not marked:
+        raise ActionFailed(f"{database} {target} not marked: {outcome.detail}")
     return marked[0]

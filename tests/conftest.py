@@ -24,6 +24,10 @@ from tests.support import DaemonProcess, create_database, throwaway_cluster
 
 pytest_plugins = ["tests.doubles.s3"]  # moto_server, s3_bucket, fault_proxy fixtures
 
+# The default state directory is the per-user one ($XDG_STATE_HOME/pg-backup-guardian): every test and every
+# process it starts gets one of its own, never the home directory of whoever runs the tests.
+os.environ["XDG_STATE_HOME"] = tempfile.mkdtemp(prefix="guardian-tests-xdg-state-")
+
 
 @pytest.fixture(scope="session")
 def pg_cluster() -> Iterator[LocalCluster]:

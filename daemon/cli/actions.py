@@ -12,11 +12,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from daemon.cli.exits import CRITICAL, OK, UNKNOWN, WARNING
 from daemon.config import GuardianConfig
 from daemon.core.errors import GuardianError
 from daemon.core.redact import REDACTOR
-
-EXIT_OK, EXIT_FAIL, EXIT_CONFIG = 0, 1, 2
 
 
 def add_parsers(sub: Any, with_config: Callable[[argparse.ArgumentParser], argparse.ArgumentParser]) -> None:
@@ -55,18 +54,18 @@ def run_actions(args: argparse.Namespace, config: GuardianConfig) -> int:
                                   "at": datetime.now(UTC).isoformat()})
             audit.record("actions", "all", "paused", args.reason, by=who)
             sys.stdout.write(f"remedial actions paused on every replica sharing {store.describe()}\n")
-            return EXIT_OK
+            return OK
         if args.actions_command == "resume":
             store.put(PAUSE_KEY, {"paused": False, "by": who, "at": datetime.now(UTC).isoformat()})
             audit.record("actions", "all", "resumed", "resumed by a person", by=who)
             sys.stdout.write("remedial actions resumed\n")
-            return EXIT_OK
+            return OK
         records = audit.read(limit=args.limit, action=args.action, target=args.target)
         if args.json:
             sys.stdout.writelines(json.dumps(r, sort_keys=True, default=str) + "\n" for r in records)
         else:
             sys.stdout.write(audit_table(records) + "\n")
-        return EXIT_OK
+        return OK
     finally:
         store.close()
 
@@ -94,7 +93,7 @@ def run_capture(args: argparse.Namespace, config: GuardianConfig) -> int:
     if args.database not in names:
         sys.stderr.write(f"configuration error:\n  --database {args.database!r}: not a configured database "
                          f"(known: {', '.join(sorted(names)) or 'none'})\n")
-        return EXIT_CONFIG
+        return UNKNOWN
     if config.archive.kind == "local":
         config.archive_dir.mkdir(parents=True, exist_ok=True)  # as the daemon's start does
     guardian = Guardian(config, quiet=True)
@@ -106,4 +105,6 @@ def run_capture(args: argparse.Namespace, config: GuardianConfig) -> int:
     finally:
         guardian.stop()
     sys.stdout.write(REDACTOR(f"{decision.outcome}: {decision.reason}") + "\n")
-    return EXIT_OK if decision.outcome in ("done", "dry_run") else EXIT_FAIL
+    if decision.outcome in ("done", "dry_run"):
+        return OK
+    return CRITICAL if decision.outcome in ("failed", "interrupted") else WARNING  # else declined by a guard

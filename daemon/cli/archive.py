@@ -9,6 +9,7 @@ from typing import Any
 
 from actions.milestone import mark_milestone
 from daemon.app import Guardian
+from daemon.cli.exits import CRITICAL, OK, WARNING
 from daemon.cli.progress import ProgressLine
 from daemon.config import GuardianConfig
 from daemon.core.errors import GuardianError
@@ -69,7 +70,7 @@ def _list(guardian: Guardian, names: list[str]) -> int:
             out.append(f"    {o.backup_id:<34} {o.tier:<9} {o.recovery_point.isoformat(timespec='seconds')}  "
                        f"{human_size(o.size_bytes):>10}  {enc}{label}{state}")
     sys.stdout.write("\n".join(out) + "\n")
-    return 0
+    return OK
 
 
 def _milestone(guardian: Guardian, database: str, backup_id: str | None, label: str) -> int:
@@ -78,25 +79,30 @@ def _milestone(guardian: Guardian, database: str, backup_id: str | None, label: 
     record = mark_milestone(guardian.pipeline, guardian.store, database, backup_id, label)
     sys.stdout.write(f"{database} {record.backup_id} ({record.started_at.isoformat(timespec='seconds')}) is now a "
                      f'milestone "{label}", kept forever\n')
-    return 0
+    return OK
 
 
 def _prune(guardian: Guardian, apply: bool) -> int:
     paused = guardian.paused() if apply else None
+    before = guardian.holder.current().actions.get(("prune", "refused"), 0)
     decisions = guardian.prune(apply=apply)  # paused: deletes nothing and audits skipped_paused
+    refused = guardian.holder.current().actions.get(("prune", "refused"), 0) - before
     doomed = [d for d in decisions if d.delete]
     if paused is not None:
         for d in doomed:
             sys.stdout.write(f"not deleted {d.obj.database} {d.obj.backup_id} ({d.obj.tier}): {d.reason}\n")
         sys.stdout.write(f"nothing deleted: actions are paused ({paused}); {len(doomed)} would go. "
                          "`backup-guardian actions resume` lets prune run again.\n")
-        return 1
+        return WARNING
     verb = "deleted" if apply else "would delete"
     for d in doomed:
         sys.stdout.write(f"{verb} {d.obj.database} {d.obj.backup_id} ({d.obj.tier}): {d.reason}\n")
     kept = len(decisions) - len(doomed)
     sys.stdout.write(f"{len(doomed)} {verb}, {kept} kept" + ("" if apply else " (dry run: pass --apply)") + "\n")
-    return 0
+    if refused:
+        sys.stdout.write(f"{refused} deletion(s) refused by the store (the audit log says why)\n")
+        return CRITICAL
+    return OK
 
 
 def _mirror(guardian: Guardian, database: str | None) -> int:
@@ -111,4 +117,4 @@ def _mirror(guardian: Guardian, database: str | None) -> int:
         bar.done()
     failed = guardian.holder.current().actions.get(("mirror", "failed"), 0) - before.get(("mirror", "failed"), 0)
     sys.stdout.write(f"{copied} backup(s) mirrored, {failed} failed\n")
-    return 1 if failed else 0
+    return CRITICAL if failed else OK

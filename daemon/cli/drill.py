@@ -6,6 +6,7 @@ import sys
 
 from actions.drill.outcome import FULL, SCENARIOS
 from daemon.app import Guardian
+from daemon.cli.exits import CRITICAL, OK, WARNING, worst
 from daemon.cli.progress import ProgressLine
 from daemon.config import GuardianConfig
 from daemon.core.errors import GuardianError
@@ -20,14 +21,14 @@ def run(config: GuardianConfig, database: str | None, scenario: str) -> int:
             raise GuardianError(f"unknown database {unknown[0]!r}; known: {', '.join(guardian.databases)}")
         guardian.collect_all(one_shot=True)
         guardian.drills.sweep_scratch(manual=True)
-        worst = 0
+        verdict_code = OK
         for name in names:
             bar = ProgressLine()
             result = guardian.drills.drill(name, SCENARIOS.get(scenario, FULL), bar, manual=True)
             bar.done()
             if result.skipped:
                 sys.stdout.write(f"{name}: {result.scenario} drill skipped: {result.reason}\n")
-                worst = max(worst, 1)
+                verdict_code = worst(verdict_code, WARNING)
                 continue
             verdict = "succeeded" if result.succeeded else "FAILED"
             rto = f" (RTO {result.rto_seconds:.0f}s)" if result.rto_seconds else ""
@@ -37,7 +38,7 @@ def run(config: GuardianConfig, database: str | None, scenario: str) -> int:
                 sys.stdout.write(f"  {'ok    ' if check.ok else 'FAILED'} {check.name}: {check.detail}\n")
             report = guardian.holder.current().databases[name].drills[-1].report
             sys.stdout.write(f"  report: {report}\n")
-            worst = max(worst, 0 if result.succeeded else 1)
-        return worst
+            verdict_code = worst(verdict_code, OK if result.succeeded else CRITICAL)
+        return verdict_code
     finally:
         guardian.stop()

@@ -1,8 +1,8 @@
 """Command line: `backup-guardian run | check | config validate | config example | archive | drill | actions |
 capture`.
 
-Exit codes: 0 healthy / done, 1 breach or failure, 2 configuration error; `check` also 3 unknown (Nagios): no
-breach seen, but a collector failed or its facts are stale, so OK cannot be claimed.
+Exit codes follow the Nagios plugin convention for every command (`daemon.cli.exits`): 0 OK, 1 WARNING, 2 CRITICAL,
+3 UNKNOWN (including a configuration error or a bad argument).
 """
 
 from __future__ import annotations
@@ -15,36 +15,47 @@ import sys
 import threading
 from datetime import UTC, datetime, timedelta
 from types import FrameType
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, NoReturn, TextIO
 
 from loguru import logger
 
 from daemon import __version__
+from daemon.cli.exits import CRITICAL, INTERRUPTED, OK, UNKNOWN, WARNING, worst
 from daemon.config import GuardianConfig, example_yaml, load_config
-from daemon.core.errors import ConfigError, GuardianError
+from daemon.core.errors import ActionDeclined, ActionFailed, ConfigError, GuardianError
 from daemon.core.redact import REDACTOR
 from daemon.logs import configure_logging
 
 if TYPE_CHECKING:
     from daemon.core.snapshot import Snapshot
 
-EXIT_OK, EXIT_FAIL, EXIT_CONFIG, EXIT_UNKNOWN = 0, 1, 2, 3
+#: Commands that, given no configuration of their own, work on the guardian running in the state directory.
+ATTACHING = ("check", "drill", "capture", "archive", "actions")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad argument exits UNKNOWN (3), as a Nagios plugin's does, not argparse's 2 (CRITICAL)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(UNKNOWN, f"{self.prog}: error: {message}\n")
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="backup-guardian", description="Watches PostgreSQL backups against RPO/RTO.")
+    p = _Parser(prog="backup-guardian", description="Watches PostgreSQL backups against RPO/RTO.")
     p.add_argument("--version", action="version", version=f"pg-backup-guardian {__version__}")
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def with_config(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
         sp.add_argument("--config", "-c", help="YAML config file (default: $GUARDIAN_CONFIG; optional)")
         return sp
 
     with_config(sub.add_parser("run", help="run the daemon (embedded demo when nothing is configured)"))
-    chk = with_config(sub.add_parser("check", help="collect once, evaluate, print a table; exit 0/1/2/3"))
+    chk = with_config(sub.add_parser("check", help="collect once, evaluate, print a table; exit 0 OK, 1 WARNING, "
+                                                   "2 CRITICAL, 3 UNKNOWN"))
     chk.add_argument("--json", action="store_true", help="print the status document as JSON")
     cfg = sub.add_parser("config", help="configuration helpers")
-    cfg_sub = cfg.add_subparsers(dest="config_command", required=True)
+    cfg_sub = cfg.add_subparsers(dest="config_command", required=True, parser_class=_Parser)
     with_config(cfg_sub.add_parser("validate", help="load the configuration and report every problem"))
     cfg_sub.add_parser("example", help="print a commented example configuration")
     from daemon.cli import archive as archivecli
@@ -64,13 +75,21 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "config" and args.config_command == "example":
         sys.stdout.write(example_yaml())
-        return EXIT_OK
+        return OK
     try:
         config = load_config(args.config)
     except ConfigError as exc:
         sys.stderr.write("configuration error:\n" + "".join(f"  {line}\n" for line in exc.problems))
-        return EXIT_CONFIG
+        return UNKNOWN
     configure_logging(config.log_format, config.log_level)
+    own_config = getattr(args, "config", None) or os.environ.get("GUARDIAN_CONFIG")
+    if args.command in ATTACHING and not config.all_databases and not own_config:
+        from daemon.cli.running import attach
+
+        running = attach(config.state_dir)
+        if running is not None:
+            config, said = running
+            sys.stderr.write(said + "\n")
     try:
         if args.command == "config":
             return _validate(config)
@@ -91,15 +110,21 @@ def main(argv: list[str] | None = None) -> int:
 
             return archivecli.run(args, config)
         return _run(config)
-    except GuardianError as exc:
+    except ActionDeclined as exc:
+        logger.warning("{}", REDACTOR(str(exc)))
+        return WARNING
+    except ActionFailed as exc:
         logger.error("{}", REDACTOR(str(exc)))
-        return EXIT_FAIL
+        return CRITICAL
+    except GuardianError as exc:  # could not be done or evaluated: a store, the archive, an unknown name
+        logger.error("{}", REDACTOR(str(exc)))
+        return UNKNOWN
 
 
 def _validate(config: GuardianConfig) -> int:
     names = ", ".join(d.name for d in config.all_databases) or "none (the embedded demo would run)"
     sys.stdout.write(f"configuration is valid; databases: {names}\n")
-    return EXIT_OK
+    return OK
 
 
 def _check(config: GuardianConfig, as_json: bool) -> int:
@@ -107,9 +132,9 @@ def _check(config: GuardianConfig, as_json: bool) -> int:
     from daemon.status import status_document, status_table
 
     if not config.all_databases:
-        sys.stderr.write("configuration error:\n  no database to check: set DATABASE_URL or list databases "
-                         "in the config file\n")
-        return EXIT_CONFIG
+        sys.stderr.write("configuration error:\n  no database to check: set DATABASE_URL, list databases in the "
+                         f"config file, or start `backup-guardian run` with the state directory {config.state_dir}\n")
+        return UNKNOWN
     guardian = Guardian(config, quiet=True)
     try:
         snap = guardian.collect_all(one_shot=True)
@@ -124,11 +149,10 @@ def _check(config: GuardianConfig, as_json: bool) -> int:
 
 
 def _check_verdict(snap: Snapshot, now: datetime, out: TextIO) -> int:
-    """1 when a critical finding is active (a breach seen is reported even if other facts are missing), else
-    3 (UNKNOWN) when any collector failed or is stale, naming each and since when, else 0."""
-    findings = [f for db in snap.databases.values() for f in db.findings]
-    if any(f.active and f.severity == "critical" for f in findings):
-        return EXIT_FAIL
+    """The worst of: CRITICAL (2) when a critical finding is active (a breach seen is reported even if other
+    facts are missing), UNKNOWN (3) when any collector failed or is stale (each named, with since when), WARNING
+    (1) when a warning finding is active (at risk); else OK (0)."""
+    active = [f for db in snap.databases.values() for f in db.findings if f.active]
     unknown = [c for c in snap.collectors.values() if not c.up or c.stale(now)]
     for c in sorted(unknown, key=lambda c: (c.database, c.collector)):
         state = "down" if not c.up else "late"
@@ -136,7 +160,9 @@ def _check_verdict(snap: Snapshot, now: datetime, out: TextIO) -> int:
         why = f": {c.last_error}" if c.last_error else ""
         out.write(f"UNKNOWN: collector {c.collector} of {c.database} is {state}; its facts are stale since {since}"
                   f"{why}\n")
-    return EXIT_UNKNOWN if unknown else EXIT_OK
+    return worst(CRITICAL if any(f.severity == "critical" for f in active) else OK,
+                 UNKNOWN if unknown else OK,
+                 WARNING if any(f.severity == "warning" for f in active) else OK)
 
 
 def _check_listen(config: GuardianConfig) -> None:
@@ -156,6 +182,7 @@ def _check_listen(config: GuardianConfig) -> None:
 
 def _run(config: GuardianConfig) -> int:
     from daemon.app import Guardian
+    from daemon.cli import running
     from daemon.embedded import DemoDatabase, demo_config
     from daemon.runtime import Runtime
 
@@ -163,13 +190,14 @@ def _run(config: GuardianConfig) -> int:
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         if stop.is_set():
-            os._exit(130)  # a second signal: the person means it
+            os._exit(INTERRUPTED)  # a second signal: the person means it
         stop.set()  # flag only: the main thread does the ordered shutdown
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
 
     _check_listen(config)
+    logger.info("state directory: {}", config.state_dir)
     demo: DemoDatabase | None = None
     if not config.all_databases:
         if not config.demo.enabled:
@@ -185,6 +213,7 @@ def _run(config: GuardianConfig) -> int:
     guardian = Guardian(config, demo=demo is not None)
     try:
         guardian.start()
+        running.record(config)  # `check`, `drill`, `capture`, `archive`, `actions` with no configuration find it
         if demo is not None:
             demo_url = config.databases[0].url.get_secret_value() if config.databases[0].url else ""
             guardian.runtime.add_job("demo-activity", lambda: demo.add_activity(demo_url), timedelta(seconds=20))
@@ -192,6 +221,7 @@ def _run(config: GuardianConfig) -> int:
         stop.wait()
         logger.info("shutting down")
     finally:
+        running.remove(config)
         guardian.stop()
         if demo is not None:
             demo.stop()
@@ -199,5 +229,5 @@ def _run(config: GuardianConfig) -> int:
     if Runtime.unfinished_threads():  # the interpreter's exit would wait for them, without a bound
         logger.warning("some worker threads did not finish within the shutdown budget; exiting anyway")
         sys.stderr.flush()
-        os._exit(EXIT_OK)
-    return EXIT_OK
+        os._exit(OK)
+    return OK

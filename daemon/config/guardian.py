@@ -11,6 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
+from platformdirs import user_state_path
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from daemon.config.actions import ActionsConfig
@@ -19,6 +20,12 @@ from daemon.config.fields import Duration, Secret, StrictModel
 from daemon.config.notifications import PushConfig, SentryConfig
 from daemon.config.sources import ArchiveConfig, HerokuConfig
 from daemon.config.web import WebConfig
+
+
+def default_state_dir() -> Path:
+    """The per-user state directory ($XDG_STATE_HOME/pg-backup-guardian on Linux, ~/.local/state/... by default):
+    the same for every command a user runs, wherever it is run from."""
+    return user_state_path("pg-backup-guardian", appauthor=False)
 
 
 class DemoConfig(StrictModel):
@@ -66,7 +73,9 @@ class GuardianConfig(StrictModel):
         examples=["127.0.0.1:9729"],
     )
     state_dir: Path = Field(
-        Path("guardian-state"), description="Directory for the archive, the demo cluster and state.",
+        default_factory=lambda: default_state_dir(),
+        description="Directory for the archive, the demo cluster and state (default: the per-user state directory, "
+                    "e.g. ~/.local/state/pg-backup-guardian).",
         examples=["/var/lib/guardian"],
     )
     log_format: Literal["text", "json"] = Field(

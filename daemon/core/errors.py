@@ -33,3 +33,12 @@ class ToolMissingError(GuardianError):
 class StoppedByShutdown(GuardianError):
     """Work stopped (or never started) because the guardian is shutting down. Not a failure: it is logged,
     and an action history record it had is closed as "interrupted"; it is never a failed backup attempt."""
+
+
+class ActionDeclined(GuardianError):
+    """A person asked for a change and the guards declined it (paused, kill switch, cooldown, not the leader):
+    nothing was done; the message says why."""
+
+
+class ActionFailed(GuardianError):
+    """A person asked for a change, it ran, and it failed (the store refused it, the tool failed)."""

@@ -49,6 +49,64 @@ def test_demo_without_postgresql_programs_says_how_to_install_them(tmp_path: Pat
     out = subprocess.run([sys.executable, "-m", "daemon", "run"], capture_output=True, text=True, timeout=60,
                          env=_env(tmp_path, GUARDIAN_PG_BINDIR=str(empty), GUARDIAN_LISTEN=f"127.0.0.1:{free_port()}"),
                          cwd=tmp_path, check=False)
-    assert out.returncode == 1
+    assert out.returncode == 3
     assert "'initdb' was not found" in out.stderr and "apt-get install postgresql" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def _command(cwd: Path, env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "daemon", *args], capture_output=True, text=True, timeout=timeout,
+                          env=env, cwd=cwd, check=False)
+
+
+def test_every_command_works_on_the_running_demo_with_no_flags(open_tmp: Path) -> None:
+    """README command 1 starts the demo; a person then runs the commands from anywhere, with no configuration:
+    they find the demo through the state directory (the per-user default here, under $XDG_STATE_HOME) and work
+    on its database. Another folder as the working directory on purpose: nothing depends on where one stands."""
+    home, elsewhere = open_tmp / "xdg-state", open_tmp / "somewhere-else"
+    elsewhere.mkdir()
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GUARDIAN_", "DATABASE_URL"))}
+    env["XDG_STATE_HOME"] = str(home)
+    state = home / "pg-backup-guardian"
+    log_path = open_tmp / "demo.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "daemon", "run"], stdout=log, stderr=subprocess.STDOUT,
+                                env={**env, "GUARDIAN_LISTEN": f"127.0.0.1:{port}"}, cwd=open_tmp)
+    d = DaemonProcess(proc, port, log_path, state)
+    try:
+        key = ("pgbackup_last_success_timestamp_seconds", (("database", "demo/invoicing"), ("source", "archive")))
+        d.wait_for("the demo's first backup in /metrics", lambda: d.metrics().get(key), timeout=90)
+        assert f"state directory: {state}" in d.log()
+        running = state / "running.json"
+        assert running.stat().st_mode & 0o077 == 0  # it holds the demo's URL: the owner's only
+
+        said = f"using the configuration of the guardian running in {state} (pid {proc.pid}"
+        check = _command(elsewhere, env, "check")
+        assert check.returncode in (0, 1), check.stdout + check.stderr  # healthy, or a warning: never unknown
+        assert "demo/invoicing" in check.stdout and said in check.stderr
+
+        listed = _command(elsewhere, env, "archive", "list")
+        assert listed.returncode == 0, listed.stderr
+        assert "demo/invoicing" in listed.stdout and "daily" in listed.stdout
+
+        captured = _command(elsewhere, env, "capture", "--database", "demo/invoicing", "--reason", "before a change")
+        assert captured.returncode == 0, captured.stdout + captured.stderr  # done, or a dry run (the default)
+        assert captured.stdout.startswith(("done:", "dry_run:")), captured.stdout
+
+        drilled = _command(elsewhere, env, "drill", "--database", "demo/invoicing")
+        assert drilled.returncode == 0, drilled.stdout + drilled.stderr
+        assert "demo/invoicing: database_corruption drill succeeded" in drilled.stdout
+
+        actions = _command(elsewhere, env, "actions")
+        assert actions.returncode == 0, actions.stderr
+        assert "capture" in actions.stdout and "before a change" in actions.stdout
+        assert not (elsewhere / "guardian-state").exists()  # nothing was created where the commands ran
+    finally:
+        d.stop()
+        if proc.poll() is None:
+            proc.kill()
+    assert not (state / "running.json").exists()  # a clean stop removes the record
+
+    after = _command(elsewhere, env, "check")  # nothing runs there now: said plainly
+    assert after.returncode == 3 and "no database to check" in after.stderr, after.stderr

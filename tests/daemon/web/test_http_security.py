@@ -376,7 +376,7 @@ def test_malformed_bcrypt_hash_is_a_config_error_naming_the_user_without_a_trace
     cfg.write_text("web:\n  basic_auth_users:\n    prometheus: 'plaintext-password-by-mistake'\n")
     out = subprocess.run([sys.executable, "-m", "daemon", "check", "--config", str(cfg)], capture_output=True,
                          text=True, timeout=60, env={"PATH": "/usr/bin:/bin"})
-    assert out.returncode == 2
+    assert out.returncode == 3
     text = out.stdout + out.stderr
     assert "web.basic_auth_users" in text and "'prometheus'" in text and "not a bcrypt hash" in text
     assert "Traceback" not in text and "plaintext-password-by-mistake" not in text
