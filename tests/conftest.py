@@ -82,9 +82,10 @@ def run_daemon(tmp_path: Path) -> Iterator[Callable[..., DaemonProcess]]:
     started: list[DaemonProcess] = []
 
     def start(config_yaml: str, env: dict[str, str] | None = None, state_dir: Path | None = None,
-              listen_host: str = "127.0.0.1") -> DaemonProcess:
+              listen_host: str = "127.0.0.1", wait_for_health: bool = True) -> DaemonProcess:
         """`state_dir` shares one state directory between daemons (replicas, or a restart); default: its own.
-        `listen_host` 0.0.0.0 binds every interface; the test still talks to it over 127.0.0.1."""
+        `listen_host` 0.0.0.0 binds every interface; the test still talks to it over 127.0.0.1. Without
+        `wait_for_health` (e.g. it speaks HTTPS) it returns once started; the test waits its own way."""
         port = free_port()
         state = state_dir or tmp_path / f"state-{len(started)}"
         cfg = tmp_path / f"guardian-{len(started)}.yaml"
@@ -98,7 +99,8 @@ def run_daemon(tmp_path: Path) -> Iterator[Callable[..., DaemonProcess]]:
                                     env=full_env, cwd=tmp_path)
         d = DaemonProcess(proc, port, log_path, state)
         started.append(d)
-        d.wait_for("/healthz", lambda: d.get("/healthz")[0] == 200, timeout=30)
+        if wait_for_health:
+            d.wait_for("/healthz", lambda: d.get("/healthz")[0] == 200, timeout=30)
         return d
 
     yield start

@@ -32,6 +32,7 @@ TABLE: tuple[tuple[str, str, str, str, str], ...] = (
      "130 after a second signal"),
     ("check", "healthy", "at risk: a warning finding is active", "breach or failure: a critical finding is "
      "active", "cannot evaluate: no database, a collector down or stale (an `UNKNOWN:` line says which)"),
+    ("health", "the daemon's heartbeat is fresh", "-", "/healthz says it is not", "nothing answered"),
     ("config validate", "valid", "-", "-", "invalid"),
     ("config example", "printed", "-", "-", "-"),
     ("archive list", "listed", "-", "-", "the archive cannot be read"),

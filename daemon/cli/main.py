@@ -54,6 +54,8 @@ def _parser() -> argparse.ArgumentParser:
     chk = with_config(sub.add_parser("check", help="collect once, evaluate, print a table; exit 0 OK, 1 WARNING, "
                                                    "2 CRITICAL, 3 UNKNOWN"))
     chk.add_argument("--json", action="store_true", help="print the status document as JSON")
+    with_config(sub.add_parser("health", help="ask the running daemon's /healthz (the container health check); "
+                                              "exit 0 OK, 2 CRITICAL, 3 UNKNOWN"))
     cfg = sub.add_parser("config", help="configuration helpers")
     cfg_sub = cfg.add_subparsers(dest="config_command", required=True, parser_class=_Parser)
     with_config(cfg_sub.add_parser("validate", help="load the configuration and report every problem"))
@@ -95,6 +97,10 @@ def main(argv: list[str] | None = None) -> int:
             return _validate(config)
         if args.command == "check":
             return _check(config, as_json=args.json)
+        if args.command == "health":
+            from daemon.cli import health
+
+            return health.run(config)
         if args.command == "drill":
             from daemon.cli import drill as drillcli
 
