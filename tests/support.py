@@ -402,3 +402,32 @@ def world(now: datetime, begun: Iterable[datetime], *, took: timedelta = TOOK, f
     provider = None if pitr is None else ProviderFacts(plan="standard-0", continuous_protection=pitr,
                                                        rollback_earliest=None, offers_pitr=True, observed_at=now)
     return DatabaseState(name="shop", rpo_seconds=86400, rto_seconds={}, sources={source: src}, provider=provider)
+
+
+def self_signed(tmp_path: Path, names: tuple[str, ...] = ("localhost",),
+                addresses: tuple[str, ...] = ("127.0.0.1",)) -> tuple[Path, Path]:
+    """A throwaway certificate (its own CA) for `names` and `addresses`, valid from a few minutes ago for a day:
+    the certificate and key files it wrote into `tmp_path`."""
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
+    now = datetime.now(UTC)
+    alt = [*(x509.DNSName(n) for n in names), *(x509.IPAddress(ipaddress.ip_address(a)) for a in addresses)]
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(minutes=5)).not_valid_after(now + timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName(alt), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = tmp_path / "tls.crt", tmp_path / "tls.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+

@@ -69,6 +69,17 @@ def deletions(store: ArchiveStore, config: GuardianConfig, state: StateStore, no
     return Deletions(store, dict(config.archive.keeps), Pipeline(runner, gate), audit, count, lambda: now)
 
 
+def two_past_their_keep(tmp_path: Path) -> tuple[LocalDirectoryStore, GuardianConfig, datetime]:
+    """A local archive of `db` with two daily copies past the daily keep and a recent one; its config; now."""
+    store = LocalDirectoryStore(tmp_path / "archive")
+    now = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+    for age in (30, 31):
+        seed(store, f"old-{age}", now - age * D, "daily")
+    seed(store, "recent", now - D, "daily")
+    config = GuardianConfig.model_validate(config_doc(tmp_path, "postgresql://unused@127.0.0.1/db", keep_last=0))
+    return store, config, now
+
+
 def ids(store: ArchiveStore) -> set[str]:
     return {r.backup_id for r in store.list_records("db")}
 
@@ -228,12 +239,7 @@ def test_a_prune_never_deletes_from_an_archive_another_process_is_pruning(tmp_pa
     """The deletions of one database run under `prune:<database>`: while another process (here a second store
     connection, as another guardian or `archive prune --apply` would hold it) prunes it, nothing is deleted and
     the record says so; once it let go, the prune goes."""
-    store = LocalDirectoryStore(tmp_path / "archive")
-    now = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
-    for age in (30, 31):
-        seed(store, f"old-{age}", now - age * D, "daily")
-    seed(store, "recent", now - D, "daily")
-    config = GuardianConfig.model_validate(config_doc(tmp_path, "postgresql://unused@127.0.0.1/db", keep_last=0))
+    store, config, now = two_past_their_keep(tmp_path)
     state = open_state_store(None, tmp_path / "state")
     other = open_state_store(None, tmp_path / "state")
     counted: list[tuple[str, str]] = []
@@ -261,12 +267,7 @@ def test_a_prune_never_deletes_from_an_archive_another_process_is_pruning(tmp_pa
 def test_a_prune_cut_short_by_a_crash_is_closed_as_interrupted(tmp_path: Path) -> None:
     """A prune whose process died mid-run leaves its history record "running"; the next guardian to read the
     history closes it as interrupted (its lock is free), so it never blocks or misleads the guards."""
-    store = LocalDirectoryStore(tmp_path / "archive")
-    now = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
-    for age in (30, 31):
-        seed(store, f"old-{age}", now - age * D, "daily")
-    seed(store, "recent", now - D, "daily")
-    config = GuardianConfig.model_validate(config_doc(tmp_path, "postgresql://unused@127.0.0.1/db", keep_last=0))
+    store, config, now = two_past_their_keep(tmp_path)
     state = open_state_store(None, tmp_path / "state")
     try:
         service = deletions(store, config, state, now)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import http.client
-import ipaddress
 import json
 import select
 import socket
@@ -17,23 +16,19 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import bcrypt
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from daemon.config import WebConfig, load_config
 from daemon.core.errors import ConfigError
 from daemon.core.snapshot import StateHolder
 from daemon.metrics import Exposition
 from daemon.web.server import GuardianHTTP
-from tests.support import DaemonProcess
+from tests.support import DaemonProcess, self_signed
 
 HALF_HEAD = b"GET /metrics HTTP/1.1\r\nHost: guardian\r\nAccept: text/plain\r\n"  # no blank line: never ends
 TOKEN = "t0ken-for-the-guardian-endpoint"
@@ -104,25 +99,6 @@ def closed_by_server(sock: socket.socket, deadline: float) -> bool:
 def still_open(sock: socket.socket) -> bool:
     readable, _, _ = select.select([sock], [], [], 0)
     return not readable  # no EOF (nor any answer) waiting
-
-
-def self_signed(tmp_path: Path) -> tuple[Path, Path]:
-    """A throwaway certificate for localhost and 127.0.0.1, valid from a few minutes ago for a day."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.now(UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - timedelta(minutes=5)).not_valid_after(now + timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256()))
-    cert_path, key_path = tmp_path / "tls.crt", tmp_path / "tls.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return cert_path, key_path
 
 
 # -- slow and idle clients --------------------------------------------------------------------------------
