@@ -95,10 +95,8 @@ class Guardian:
 
     @cached_property
     def notifier(self) -> LogNotifier:
-        s = self.config.sentry
-        notifier = make_notifier(s.dsn.get_secret_value() if s.dsn else None, self.config.state_dir, s.reminder,
-                                 s.environment, self.clock, self.quiet, store=self.state, flap_window=s.flap_window)
-        notifier.tracker.scope = set(self.databases)
+        notifier = make_notifier(self.config.sentry, self.config.state_dir, self.clock, self.quiet, self.state,
+                                 scope=set(self.databases))
         self.on_stop.close.append(notifier.close)
         return notifier
 

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 from loguru import logger
 
 from daemon import __version__
+from daemon.config import SentryConfig
 from daemon.core.errors import GuardianError
 from daemon.core.policy import data_at_risk_seconds, format_duration_s, newest_good_backup
 from daemon.core.redact import REDACTOR, redact_tree
@@ -330,13 +331,17 @@ def _scrub_crumb(crumb: dict[str, Any], hint: dict[str, Any]) -> dict[str, Any]:
     return redact_tree(crumb)
 
 
-def make_notifier(dsn: str | None, state_dir: Path, reminder: timedelta, environment: str,
-                  clock: Callable[[], datetime], quiet: bool = False, store: StateStore | None = None,
-                  flap_window: timedelta = timedelta(0)) -> LogNotifier:
+def make_notifier(sentry: SentryConfig, state_dir: Path, clock: Callable[[], datetime], quiet: bool = False,
+                  store: StateStore | None = None, scope: set[str] | None = None) -> LogNotifier:
+    """Sentry when a DSN is configured, else the log; `quiet` (one-shot commands): the log only, no tracker
+    file. `scope`: the databases this replica group watches (the tracker leaves others' findings alone)."""
     if quiet:
-        return LogNotifier(FindingTracker(None, reminder), quiet=True)
-    tracker = FindingTracker(None if store is not None else state_dir / "findings.json", reminder, store,
-                             flap_window)
-    if dsn:
-        return SentryNotifier(dsn, tracker, environment, clock)
-    return LogNotifier(tracker)
+        notifier = LogNotifier(FindingTracker(None, sentry.reminder), quiet=True)
+    else:
+        tracker = FindingTracker(None if store is not None else state_dir / "findings.json", sentry.reminder, store,
+                                 sentry.flap_window)
+        notifier = SentryNotifier(sentry.dsn.get_secret_value(), tracker, sentry.environment, clock) if sentry.dsn \
+            else LogNotifier(tracker)
+    if scope is not None:
+        notifier.tracker.scope = scope
+    return notifier
