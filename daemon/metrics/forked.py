@@ -2,9 +2,10 @@
 lock (the same idea as a database forking to write its snapshot: the child sees the parent's memory as it was
 at the fork, copy on write, and nothing has to be serialised to hand it over).
 
-`run_forked(work, ...)` forks; the child lowers its priority, turns its garbage collector off (a short-lived
-process, and a collection would copy every page it touches), runs `work()`, writes the pickled result (or the
-error) into a pipe and ends with `os._exit`, so it never returns into the daemon's code, never runs its exit
+`ForkedRunner.run(work)` forks; the child closes every descriptor but its pipe's (a copy of a client's socket
+would keep that connection open), lowers its priority, turns its garbage collector off (a short-lived process,
+and a collection would copy every page it touches), runs `work()`, writes the pickled result (or the error)
+into the pipe and ends with `os._exit`, so it never returns into the daemon's code, never runs its exit
 handlers and never flushes its Sentry queue or log sinks. The parent only reads the pipe, which releases the
 interpreter lock while it waits; it kills the child when it is asked to stop or when the child overruns its
 deadline (a child can only hang on a lock another thread of the parent held at the instant of the fork; it
@@ -72,7 +73,6 @@ class ForkedRunner(Generic[T]):
                 warnings.simplefilter("ignore", DeprecationWarning)
                 pid = os.fork()
             if pid == 0:  # the child: never leaves this branch
-                os.close(read_fd)
                 _child(work, write_fd)
             self._pid = pid
         os.close(write_fd)
@@ -129,10 +129,19 @@ class ForkedRunner(Generic[T]):
         return value
 
 
+def _max_fd() -> int:
+    try:
+        return int(os.sysconf("SC_OPEN_MAX"))
+    except (ValueError, OSError):
+        return 65536
+
+
 def _child(work: Callable[[], object], fd: int) -> None:
     """Run `work` in the child and hand its result back through `fd`; always ends the process."""
     code = 1
     try:
+        os.closerange(3, fd)
+        os.closerange(fd + 1, _max_fd())
         gc.disable()
         with contextlib.suppress(OSError):
             os.nice(CHILD_NICENESS)

@@ -29,6 +29,17 @@ def test_the_work_runs_in_another_process_and_its_result_comes_back() -> None:
     assert body == big[::-1]
 
 
+def test_the_child_keeps_no_copy_of_the_parents_sockets() -> None:
+    """A copy of a scrape's socket in the child would keep that connection open until the child ends."""
+    import socket
+
+    runner: ForkedRunner[list[int]] = ForkedRunner()
+    with socket.socket() as held:
+        open_in_child = runner.run(lambda: sorted(int(fd) for fd in os.listdir("/proc/self/fd")))
+        assert held.fileno() not in open_in_child
+    assert all(fd <= 2 for fd in open_in_child[:3]) and len(open_in_child) <= 5, open_in_child
+
+
 def test_an_error_in_the_child_comes_back_as_child_failed_naming_it() -> None:
     runner: ForkedRunner[None] = ForkedRunner()
 
