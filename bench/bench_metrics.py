@@ -314,6 +314,25 @@ def scrapes_during_collection(snapshot: Snapshot, now: datetime, *, isolated: bo
     return During(seconds, holder.current().version - first_version, behind)
 
 
+def child_private_mb(exposition: Exposition) -> float:
+    """Render every variant once in a forked child, as the daemon does, and return the child's private dirty
+    memory (from /proc/self/smaps_rollup, read in the child after rendering): what the fork really cost."""
+    from prometheus_client.openmetrics.exposition import generate_latest as om_latest
+
+    from daemon.metrics.forked import ForkedRunner
+
+    def work() -> float:
+        snap = exposition.holder.current()
+        with exposition._collector.pinned(snap, lambda: False):
+            generate_latest(exposition.registry)
+            gzip.compress(om_latest(exposition.registry), compresslevel=5)
+        with open("/proc/self/smaps_rollup", encoding="ascii") as f:
+            kb = sum(int(line.split()[1]) for line in f if line.startswith("Private_Dirty:"))
+        return kb / 1024
+
+    return ForkedRunner[float]().run(work)
+
+
 def scrape_client(port: int, count: int, seed: int) -> int:
     """The scraper's side, in its own process as Prometheus is: `count` OpenMetrics + gzip scrapes at random
     gaps; one JSON line per scrape (start, seconds, the newest collector success time in the body)."""
@@ -437,6 +456,11 @@ def main() -> int:
           f"first (render+gzip) {ms(gz_first.seconds):6.1f} ms")
     print(f"  first after a snapshot change             median {ms(statistics.median(changed)):6.1f} ms  "
           f"max {ms(max(changed)):6.1f} ms  ({CHANGE_REPS} runs)")
+
+    # The forked child's own memory: the pages it copied (private dirty) while rendering this snapshot.
+    copied_mb = child_private_mb(exposition)
+    print(f"\nforked render child: {copied_mb:.1f} MB of the daemon's memory copied while rendering "
+          f"({N_DATABASES} databases; the rest is shared with the daemon, copy on write)")
 
     # 3. during collection: the renderer in a forked child and on its thread, alternating, side by side.
     runs: dict[bool, list[During]] = {True: [], False: []}
