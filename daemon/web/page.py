@@ -203,7 +203,8 @@ def _archive(db: dict[str, Any], now: datetime) -> str:
     items = []
     for tier, t in archive["tiers"].items():
         newest = f", newest {_time(t['newest'], now)}" if t["newest"] else ""
-        items.append(f"<li>{escape(tier)}: {t['count']} cop{'y' if t['count'] == 1 else 'ies'}{newest}</li>")
+        copies = f"{t['count']} cop{'y' if t['count'] == 1 else 'ies'}"
+        items.append(f"<li>{escape(tier)}: {escape(copies)}{newest}</li>")
     return f"<ul class='plain'>{''.join(items)}</ul>"
 
 
