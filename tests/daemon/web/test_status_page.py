@@ -353,3 +353,13 @@ def test_every_linked_runbook_exists_and_matches_the_alert_rules() -> None:
     for check, file in RUNBOOKS.items():
         assert (ROOT / "docs" / "runbooks" / file).is_file(), (check, file)
         assert RUNBOOK_BASE + file in rules, (check, file)
+
+
+@pytest.mark.parametrize(("seconds", "words"), [
+    (0, "0 s"), (45, "45 s"), (250, "4 min 10 s"), (3600, "1 h"), (11520, "3 h 12 min"), (86400, "24 h"),
+    (47 * 3600 + 59 * 60, "47 h 59 min"), (2 * 86400 + 3600, "2 d 1 h"), (30 * 86400, "30 d"), (-90, "1 min 30 s"),
+])
+def test_durations_read_in_their_two_largest_units(seconds: float, words: str) -> None:
+    from daemon.web.page import human_duration
+
+    assert human_duration(seconds) == words
