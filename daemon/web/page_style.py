@@ -59,13 +59,15 @@ table.history{width:100%;border-collapse:collapse;background:#fff;border-radius:
 .history th,.history td{text-align:left;vertical-align:top;padding:6px 8px;border-bottom:1px solid #eef0f3}
 .history th{background:#e9edf3;font-size:13px}
 .history td{overflow-wrap:anywhere}
+.history td:not(:last-child){white-space:nowrap;overflow-wrap:normal}  /* only the error may wrap */
 pre.error{margin:0;white-space:pre-wrap;overflow-wrap:anywhere;font:12px/1.4 ui-monospace,monospace;color:#8b1a1a}
 @media (max-width:640px){
   .verdict{font-size:19px}
   .history thead{display:none}
   table.history,.history tbody,.history tr,.history td{display:block;width:100%}
   .history tr{border-bottom:2px solid #d5dae2;padding:4px 0}
-  .history td{border:0;padding:2px 10px;display:grid;grid-template-columns:6.5em minmax(0,1fr);gap:6px}
+  .history td,.history td:not(:last-child){border:0;padding:2px 10px;display:grid;
+    grid-template-columns:6.5em minmax(0,1fr);gap:6px;white-space:normal;overflow-wrap:anywhere}
   .history td::before{content:attr(data-label);color:#5a6372}
   .history td:empty{display:none}
 }
