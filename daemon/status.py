@@ -5,12 +5,16 @@ Built from a snapshot and `now` only; nothing here does I/O or holds a secret (n
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from daemon import __version__
+from daemon.check_guide import guide
 from daemon.core.policy import data_at_risk_seconds, format_duration_s, newest_good_backup
-from daemon.core.snapshot import Backup, DatabaseState, Snapshot
+from daemon.core.snapshot import Backup, DatabaseState, DrillResult, Snapshot
+
+#: How many UTC days the backup timeline covers, the day of `now` included.
+TIMELINE_DAYS = 30
 
 
 def _iso(dt: datetime | None) -> str | None:
@@ -91,13 +95,46 @@ def database_status(db: DatabaseState, now: datetime, snap: Snapshot | None = No
             "size_bytes": db.live.size_bytes, "tables": db.live.table_count,
             "server_version": db.live.server_version, "observed_at": _iso(db.live.observed_at),
         },
+        "archive": None if db.archive is None else {
+            "kind": db.archive.kind,
+            "tiers": {tier: {"count": t.count, "newest": _iso(t.newest), "bytes": t.bytes}
+                      for tier, t in sorted(db.archive.tiers.items())},
+        },
+        "drills": [drill_doc(d) for d in db.drills],
+        "timeline": backup_timeline(db, now),
         "findings": [
             {"check": f.check, "severity": f.severity, "active": f.active, "hint": f.hint,
-             "value": f.value, "threshold": f.threshold}
+             "value": f.value, "threshold": f.threshold, **guide(f.check)}
             for f in db.findings
         ],
         "evaluated_at": _iso(db.evaluated_at),
     }
+
+
+def drill_doc(d: DrillResult) -> dict[str, Any]:
+    """The latest drill of one scenario: when, whether it restored, and its recovery time against the RTO."""
+    return {"scenario": d.scenario, "started_at": _iso(d.started_at), "succeeded": d.succeeded, "reason": d.reason,
+            "recovery_seconds": d.recovery_seconds, "rto_seconds": d.rto_seconds, "checks_failed": d.checks_failed,
+            "backup_id": d.backup_id}
+
+
+def backup_timeline(db: DatabaseState, now: datetime, days: int = TIMELINE_DAYS) -> list[dict[str, Any]]:
+    """Backups started per UTC day over the `days` days ending with `now`'s day, oldest first: `good` counts
+    those that gave a good backup (succeeded, not found unreadable), `failed` the other attempts. A backup listed
+    by several sources under one id (a provider backup and its archived copy) counts once, good if good anywhere."""
+    outcome: dict[str, tuple[datetime, bool]] = {}
+    for src in db.sources.values():
+        good_ids = {b.backup_id for b in src.good}
+        for b in src.backups:
+            seen = outcome.get(b.backup_id)
+            outcome[b.backup_id] = (b.started_at, (seen is not None and seen[1]) or b.backup_id in good_ids)
+    last = now.astimezone(UTC).date()
+    counts = {last - timedelta(days=i): [0, 0] for i in range(days)}
+    for started, good in outcome.values():
+        day = counts.get(started.astimezone(UTC).date())
+        if day is not None:
+            day[0 if good else 1] += 1
+    return [{"day": d.isoformat(), "good": counts[d][0], "failed": counts[d][1]} for d in sorted(counts)]
 
 
 def status_document(snap: Snapshot, now: datetime) -> dict[str, Any]:

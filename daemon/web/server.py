@@ -1,4 +1,4 @@
-"""The HTTP endpoint: /metrics, /healthz, /readyz, /api/status and a small status page at /.
+"""The HTTP endpoint: /metrics, /healthz, /readyz, /api/status and the status page at / and /db/<name>.
 
 Handlers only read the snapshot and the cached exposition; they never touch databases or archives.
 
@@ -11,7 +11,6 @@ timeout in seconds (not whole seconds only), TLS on the event loop, authenticati
 
 from __future__ import annotations
 
-import html
 import ipaddress
 import json
 import socket
@@ -35,12 +34,14 @@ from daemon.core.snapshot import StateHolder
 from daemon.metrics import Exposition
 from daemon.status import status_document
 from daemon.web.auth import Authenticator, server_tls_context
+from daemon.web.page import database_page, overview_page
 
 #: /healthz fails when the scheduler heartbeat is older than this.
 HEARTBEAT_STALE = timedelta(seconds=30)
 #: Paths anyone may read: container health checks carry no credentials.
 OPEN_PATHS = frozenset({"/healthz"})
-ENDPOINTS = ["/metrics", "/healthz", "/readyz", "/api/status", "/"]
+ENDPOINTS = ["/metrics", "/healthz", "/readyz", "/api/status", "/", "/db/<url-quoted database name>"]
+HTML = {"Content-Type": "text/html; charset=utf-8"}
 
 StartResponse = Callable[[str, list[tuple[str, str]]], Any]
 
@@ -296,7 +297,10 @@ class GuardianHTTP:
         if path == "/api/status":
             return 200, *_json(self.status())
         if path == "/":
-            return 200, _page(self.status()).encode(), {"Content-Type": "text/html; charset=utf-8"}
+            return 200, overview_page(self.status()).encode(), HTML
+        if path.startswith("/db/"):  # PATH_INFO arrives unquoted: the rest is the name, "/" included
+            code, page = database_page(self.status(), path[len("/db/"):])
+            return code, page.encode(), HTML
         return 404, *_json({"error": f"no such endpoint: {path}", "endpoints": ENDPOINTS})
 
 
@@ -337,42 +341,3 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False  # a host name: it may resolve to anything
-
-
-def _minute(iso: str | None) -> str:
-    """An ISO time from the status document to the minute, in UTC ('-' when there is none)."""
-    return f"{iso[:16].replace('T', ' ')} UTC" if iso else "-"
-
-
-def _page(doc: dict[str, Any]) -> str:
-    rows = []
-    for db in doc["databases"]:
-        newest = db["newest_good_backup"]
-        active = "<br>".join(html.escape(f"{f['severity']}: {f['check']}: {f['hint']}")
-                             for f in db["findings"] if f["active"]) or "none"
-        rows.append(
-            f"<tr><td>{html.escape(db['name'])}</td><td class='{db['status']}'>{db['status']}</td>"
-            f"<td>{html.escape(newest['id'] if newest else 'none')}</td>"
-            f"<td>{html.escape(newest['recovery_point'] if newest else '-')}</td>"
-            f"<td>{html.escape(db['data_at_risk'] or '-')}</td>"
-            f"<td>{html.escape(_minute(db.get('next_expected_backup')))}</td>"
-            f"<td>{html.escape(_minute(db.get('breach_at')))}</td><td>{active}</td></tr>"
-        )
-    demo = "<p><b>Demo mode</b>: watching a throwaway local database. Set DATABASE_URL to watch yours.</p>" \
-        if doc["demo"] else ""
-    actions = doc.get("actions") or {}
-    if actions.get("mode", "live") != "live":
-        demo += f"<p class='warning'><b>Remedial actions: {html.escape(actions['mode'])}</b>" \
-            f"{' (this replica is the leader)' if actions.get('leader') else ' (this replica is a follower)'}</p>"
-    for warning in (doc.get("security") or {}).get("warnings", []):
-        demo += f"<p class='critical'><b>Security</b>: {html.escape(warning)}</p>"
-    return (
-        "<!doctype html><html><head><meta charset='utf-8'><title>pg-backup-guardian</title>"
-        "<meta http-equiv='refresh' content='15'><style>body{font-family:sans-serif}td,th{padding:4px 10px}"
-        ".critical{color:#b00}.warning{color:#b60}.ok{color:#070}</style></head><body>"
-        f"<h1>pg-backup-guardian {html.escape(doc['version'])}</h1>{demo}"
-        "<table><tr><th>database</th><th>status</th><th>newest good backup</th><th>recovery point</th>"
-        f"<th>data at risk</th><th>next backup expected</th><th>breach after</th><th>findings</th></tr>"
-        f"{''.join(rows)}</table>"
-        "<p><a href='/metrics'>/metrics</a> · <a href='/api/status'>/api/status</a></p></body></html>"
-    )

@@ -77,7 +77,8 @@ def test_daemon_captures_serves_metrics_survives_a_database_outage_and_recovers(
     assert datetime.fromisoformat(status["breach_at"]) == point + timedelta(
         seconds=status["rpo_seconds"] + status["rpo_tolerance_seconds"])
     assert datetime.fromisoformat(status["next_expected_backup"]) > point
-    assert "<th>next backup expected</th><th>breach after</th>" in d.get("/")[1].decode()
+    page = d.get("/")[1].decode()
+    assert "<dt>Next backup</dt><dd><time datetime=" in page and "<dt>Breach after</dt><dd><time datetime=" in page
 
     # 2. promtool has nothing to say about the live exposition
     code, body, _ = d.get("/metrics")
