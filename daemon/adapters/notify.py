@@ -133,8 +133,17 @@ class AppriseNotifier:
 
     def _run(self) -> None:
         while (message := self._queue.get()) is not None:
-            for scheme, target in self.targets:
-                self._send(scheme, target, message)
+            try:
+                for scheme, target in self.targets:
+                    self._send(scheme, target, message)
+            finally:
+                self._queue.task_done()
+        self._queue.task_done()
+
+    def flush(self, timeout: float = CLOSE_WAIT_S) -> bool:
+        """Wait until every queued message was sent (or failed); False if that took longer than `timeout`."""
+        with self._queue.all_tasks_done:
+            return self._queue.all_tasks_done.wait_for(lambda: self._queue.unfinished_tasks == 0, timeout)
 
     def _send(self, scheme: str, target: Any, message: Message) -> None:
         """One message to one URL; a failure is logged by scheme (never the URL) and not retried."""
@@ -164,14 +173,16 @@ def _by_database(findings: list[Finding]) -> dict[str, list[Finding]]:
     return out
 
 
-def _severity(findings: list[Finding]) -> str:
-    return "critical" if any(f.severity == "critical" for f in findings) else findings[0].severity
+_RANK = {"critical": 0, "warning": 1, "info": 2}
 
 
 def _message(db: DatabaseState | None, name: str, findings: list[Finding], prefix: str, now: datetime) -> Message:
-    """`[CRITICAL] shop: Data at risk is past the RPO` (or `3 findings`), the hints, values and thresholds."""
-    severity = _severity(findings)
-    what = title_of(findings[0].check) if len(findings) == 1 else f"{len(findings)} findings"
+    """`[CRITICAL] shop: Data at risk is past the RPO` (`(+2 more)` when several opened together), then every
+    finding's hint, value and threshold, the database, its data at risk and the guardian's version."""
+    findings = sorted(findings, key=lambda f: _RANK.get(f.severity, 3))  # the gravest leads the title
+    severity = findings[0].severity
+    more = f" (+{len(findings) - 1} more)" if len(findings) > 1 else ""
+    what = f"{title_of(findings[0].check)}{more}"
     lines = []
     for f in findings:
         lines.append(f"{title_of(f.check)} ({f.check}, {f.severity}): {f.hint}")
@@ -183,7 +194,7 @@ def _message(db: DatabaseState | None, name: str, findings: list[Finding], prefi
 
 
 def _resolved(name: str, checks: list[str]) -> Message:
-    what = title_of(checks[0]) if len(checks) == 1 else f"{len(checks)} findings"
+    what = title_of(checks[0]) + (f" (+{len(checks) - 1} more)" if len(checks) > 1 else "")
     body = [f"Resolved: {title_of(c)} ({c})" for c in checks]
     return Message(f"[RESOLVED] {name}: {what}", "\n".join([*body, f"pg-backup-guardian {__version__}"]),
                    "success")

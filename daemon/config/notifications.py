@@ -50,21 +50,24 @@ def _apprise_url(url: SecretStr) -> SecretStr:
     import apprise  # imported only when URLs are configured: it loads every service plugin
 
     text = url.get_secret_value().strip()
-    for part in _token_parts(text):
-        REDACTOR.add(part)  # tokens in the path (slack://A/B/C) are not a URL password: register them too
-    if apprise.Apprise.instantiate(text) is None:
+    plugin = apprise.Apprise.instantiate(text)
+    if plugin is None:
         scheme = text.split("://", 1)[0] if "://" in text else ""
         shown = f"{shorten(scheme, 20)}://" if re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*", scheme) else "no scheme"
         raise ValueError(f"Apprise cannot read this URL ({shown}; the rest is not shown: it holds the token)")
+    # Tokens in the path (slack://A/B/C, tgram://bot:token) are no URL password: register each piece Apprise
+    # itself hides when it prints the URL privately (host, port, user and plain path words stay readable).
+    shown_pieces = set(_pieces(unquote(plugin.url(privacy=True))))
+    for piece in _pieces(text):
+        if piece not in shown_pieces:
+            REDACTOR.add(piece)
+            REDACTOR.add(unquote(piece))
     return SecretStr(text)
 
 
-def _token_parts(url: str) -> list[str]:
-    """The pieces of a notification URL that may be tokens: user, password, path segments and query values of
-    at least 8 characters (shorter pieces are words like `hooks`; masking them everywhere would garble logs)."""
-    rest = url.split("://", 1)[-1]
-    pieces = re.split(r"[/@:?&=,#]+", rest)
-    return [unquote(p) for p in pieces if len(p) >= 8]
+def _pieces(url: str) -> list[str]:
+    """The parts of an URL between its delimiters (scheme excluded)."""
+    return [p for p in re.split(r"[/@:?&=,#]+", url.split("://", 1)[-1]) if p]
 
 
 #: One Apprise notification URL: a secret (it carries the endpoint's token), checked by Apprise at load time.
