@@ -4,7 +4,10 @@
 
 from __future__ import annotations
 
+import logging
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, time, timedelta
 from typing import Annotated
 from urllib.parse import unquote
@@ -50,7 +53,8 @@ def _apprise_url(url: SecretStr) -> SecretStr:
     import apprise  # imported only when URLs are configured: it loads every service plugin
 
     text = url.get_secret_value().strip()
-    plugin = apprise.Apprise.instantiate(text)
+    with _apprise_silenced():  # Apprise logs an URL it cannot read in full, token and all
+        plugin = apprise.Apprise.instantiate(text)
     if plugin is None:
         scheme = text.split("://", 1)[0] if "://" in text else ""
         shown = f"{shorten(scheme, 20)}://" if re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*", scheme) else "no scheme"
@@ -63,6 +67,17 @@ def _apprise_url(url: SecretStr) -> SecretStr:
             REDACTOR.add(piece)
             REDACTOR.add(unquote(piece))
     return SecretStr(text)
+
+
+@contextmanager
+def _apprise_silenced() -> Iterator[None]:
+    log = logging.getLogger("apprise")
+    was = log.disabled
+    log.disabled = True
+    try:
+        yield
+    finally:
+        log.disabled = was
 
 
 def _pieces(url: str) -> list[str]:
@@ -82,7 +97,8 @@ class NotificationsConfig(StrictModel):
     urls: list[NotifyUrl] = Field(
         default_factory=list, description="Apprise URLs (better: GUARDIAN_NOTIFY_URLS, whitespace- or "
         "comma-separated); each is a secret. See https://github.com/caronc/apprise/wiki for every service.",
-        examples=[["slack://TokenA/TokenB/TokenC/#backups", "${GUARDIAN_TEAMS_URL}"]])
+        examples=[["slack://T1JJ3T3L2/A1BRTD4JD/TIiajkdnlazkcOXrIdevi7FQ/#backups",
+                   "mailtos://user:app-password@gmail.com"]])
     digest: str | None = Field(None, description="Daily digest of every database's state at this time (HH:MM, "
                                "UTC); none: no digest.", examples=["08:00"])
 

@@ -4,7 +4,9 @@ every request. The notifier is the real one `make_notifier` builds; the clock is
 from __future__ import annotations
 
 import json
+import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -32,11 +34,17 @@ class Receiver:
     def __init__(self) -> None:
         self.requests: list[tuple[str, dict[str, str], dict[str, Any]]] = []
         self.status = 200
+        self.release = threading.Event()  # cleared: each request is held until it is set again
+        self.release.set()
+        self.held = 0
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if not outer.release.is_set():
+                    outer.held += 1
+                    outer.release.wait(30)
                 if outer.status == 200:
                     outer.requests.append((self.path, dict(self.headers), json.loads(body)))
                 self.send_response(outer.status)
@@ -165,6 +173,20 @@ def test_a_failing_endpoint_is_logged_without_its_token_and_the_next_transition_
     assert not [line for line in lines if TOKEN in line]
 
 
+def test_a_hanging_endpoint_does_not_hold_the_evaluation(notifier: LogNotifier, receiver: Receiver) -> None:
+    receiver.release.clear()
+    try:
+        started = time.monotonic()
+        notifier.on_evaluation(state(breach()), T0)
+        returned = time.monotonic() - started
+        wait_for(lambda: receiver.held == 1)  # the message is on the wire, unanswered
+        assert returned < 2  # a send in the evaluation would wait for Apprise's 4 s read timeout
+    finally:
+        receiver.release.set()
+    assert sink(notifier).flush(10)
+    assert receiver.titles() == ["[CRITICAL] shop: Data at risk is past the RPO"]
+
+
 def test_sentry_and_apprise_both_get_the_open_from_one_tracker(receiver: Receiver, tmp_path: Path) -> None:
     from tests.daemon.adapters.test_sentry import EnvelopeServer
 
@@ -202,14 +224,20 @@ def test_the_daily_digest_is_sent_once_at_its_time(receiver: Receiver, tmp_path:
 
 # -- configuration ----------------------------------------------------------------------------------------
 
-def test_an_url_apprise_cannot_read_is_a_config_error_naming_the_field_without_its_token(tmp_path: Path) -> None:
+def test_an_url_apprise_cannot_read_is_a_config_error_naming_the_field_without_its_token(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]) -> None:
     cfg = tmp_path / "guardian.yaml"
-    cfg.write_text(f"notifications:\n  urls:\n    - json://127.0.0.1:9/ok\n    - slack://{TOKEN}\n")
+    cfg.write_text(f"notifications:\n  urls:\n    - json://127.0.0.1:9/ok\n    - slack://{TOKEN}\n"
+                   f"    - hooks.slack.com/services/{TOKEN}\n")  # a webhook address pasted without its scheme
+    caplog.set_level(logging.DEBUG)
     with pytest.raises(ConfigError) as err:
         load_config(cfg, {})
     text = str(err.value)
-    assert "notifications.urls[1]" in text and "slack://" in text
+    assert "notifications.urls[1]: Apprise cannot read this URL (slack://;" in text
+    assert "notifications.urls[2]: Apprise cannot read this URL (no scheme;" in text
     assert TOKEN not in text
+    out, errors = capfd.readouterr()
+    assert TOKEN not in caplog.text + out + errors  # Apprise's own log of the unreadable URL is silenced
 
 
 def test_notify_urls_from_the_environment_whitespace_or_comma_separated() -> None:
