@@ -22,6 +22,7 @@ from daemon.config import NotificationsConfig, SentryConfig
 from daemon.config.loading import load_config
 from daemon.core.errors import ConfigError
 from daemon.core.snapshot import DatabaseState, Finding
+from tests.doubles.sentry import EnvelopeServer
 from tests.support import DaemonProcess, wait_for
 
 T0 = datetime(2026, 3, 1, 2, 0, tzinfo=UTC)
@@ -188,8 +189,6 @@ def test_a_hanging_endpoint_does_not_hold_the_evaluation(notifier: LogNotifier, 
 
 
 def test_sentry_and_apprise_both_get_the_open_from_one_tracker(receiver: Receiver, tmp_path: Path) -> None:
-    from tests.daemon.adapters.test_sentry import EnvelopeServer
-
     sentry = EnvelopeServer()
     n = make_notifier(SentryConfig(dsn=sentry.dsn), tmp_path, lambda: T0,
                       notifications=NotificationsConfig(urls=[receiver.url()]))
