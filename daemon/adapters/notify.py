@@ -79,7 +79,6 @@ class AppriseNotifier:
     def __init__(self, urls: Iterable[str], digest: time | None = None) -> None:
         import apprise  # imported only when URLs are configured
 
-        self.apprise = apprise
         self.targets: list[tuple[str, Any]] = []  # (scheme, Apprise object holding one URL)
         for url in urls:
             REDACTOR.add(url)
@@ -210,7 +209,8 @@ def digest_message(databases: dict[str, DatabaseState], now: datetime) -> Messag
         lines.append(f"{name}: {_risk_text(db, now)}; " + (
             ", ".join(f"{f.check} ({f.severity})" for f in active) if active else "no open finding"))
     lines.append(f"pg-backup-guardian {__version__}")
-    title = f"[DIGEST] {len(databases)} databases, {troubled} with open findings"
+    plural = "" if len(databases) == 1 else "s"
+    title = f"[DIGEST] {len(databases)} database{plural}, {troubled} with open findings"
     return Message(title, "\n".join(lines), "warning" if troubled else "info")
 
 

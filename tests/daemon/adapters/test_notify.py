@@ -215,7 +215,7 @@ def test_the_daily_digest_is_sent_once_at_its_time(receiver: Receiver, tmp_path:
             n.on_evaluation(state(breach()), now)
         assert sink(n).flush(10)
         digests = [b for _, _, b in receiver.requests if b["title"].startswith("[DIGEST]")]
-        assert [d["title"] for d in digests] == ["[DIGEST] 1 databases, 1 with open findings"]
+        assert [d["title"] for d in digests] == ["[DIGEST] 1 database, 1 with open findings"]
         assert "shop: no good backup; rpo_breach (critical)" in digests[0]["message"]
     finally:
         n.close()
