@@ -96,7 +96,7 @@ class Guardian:
     @cached_property
     def notifier(self) -> LogNotifier:
         notifier = make_notifier(self.config.sentry, self.config.state_dir, self.clock, self.quiet, self.state,
-                                 scope=set(self.databases))
+                                 scope=set(self.databases), notifications=self.config.notifications)
         self.on_stop.close.append(notifier.close)
         return notifier
 

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 from loguru import logger
 
 from daemon import __version__
-from daemon.config import SentryConfig
+from daemon.config import NotificationsConfig, SentryConfig
 from daemon.core.errors import GuardianError
 from daemon.core.policy import data_at_risk_seconds, format_duration_s, newest_good_backup
 from daemon.core.redact import REDACTOR, redact_tree
@@ -56,6 +56,16 @@ class Notifier(Protocol):
     def job_finished(self, job: str, token: str | None, ok: bool, seconds: float) -> None: ...
 
     def heartbeat(self, now: datetime) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class FindingSink(Protocol):
+    """Another place told of the tracker's transitions (e.g. daemon.adapters.notify.AppriseNotifier). Never
+    raises, never blocks for long."""
+
+    def told(self, databases: dict[str, DatabaseState], opened: list[Finding], remind: list[Finding],
+             closed: list[str], now: datetime) -> None: ...
 
     def close(self) -> None: ...
 
@@ -174,6 +184,7 @@ class LogNotifier:
     def __init__(self, tracker: FindingTracker, quiet: bool = False) -> None:
         self.tracker = tracker
         self.quiet = quiet
+        self.sinks: list[FindingSink] = []  # told the same transitions (the tracker is asked once)
 
     def on_evaluation(self, databases: dict[str, DatabaseState], now: datetime) -> None:
         if self.quiet:
@@ -188,6 +199,15 @@ class LogNotifier:
         for key in closed:
             database, check = key.split("\x1f")
             logger.info("resolved: {} on {}", check, database)
+        self._tell_sinks(databases, opened, remind, closed, now)
+
+    def _tell_sinks(self, databases: dict[str, DatabaseState], opened: list[Finding], remind: list[Finding],
+                    closed: list[str], now: datetime) -> None:
+        for sink in self.sinks:
+            try:
+                sink.told(databases, opened, remind, closed, now)
+            except Exception as exc:  # telling people must not break watching
+                logger.warning("notification sink failed: {}", REDACTOR(str(exc)))
 
     def job_started(self, job: str, schedule: dict[str, Any] | None = None) -> str | None:
         return None
@@ -199,7 +219,8 @@ class LogNotifier:
         return None
 
     def close(self) -> None:
-        return None
+        for sink in self.sinks:
+            sink.close()
 
 
 class SentryNotifier(LogNotifier):
@@ -240,6 +261,7 @@ class SentryNotifier(LogNotifier):
         for key in closed:
             database, check = key.split("\x1f")
             logger.info("resolved: {} on {}", check, database)
+        self._tell_sinks(databases, opened, remind, closed, now)
         for name, db in databases.items():
             breached = self.tracker.holds(name, "rpo_breach")  # open, or closed for less than the flap window
             if db.evaluated_at is not None and db.sources:
@@ -315,6 +337,7 @@ class SentryNotifier(LogNotifier):
 
     def close(self) -> None:
         """Flush what is queued (the last step of the ordered shutdown) and close the client."""
+        super().close()
         try:
             self.sdk.flush(timeout=3)
             self.sdk.get_client().close(timeout=2)
@@ -332,9 +355,11 @@ def _scrub_crumb(crumb: dict[str, Any], hint: dict[str, Any]) -> dict[str, Any]:
 
 
 def make_notifier(sentry: SentryConfig, state_dir: Path, clock: Callable[[], datetime], quiet: bool = False,
-                  store: StateStore | None = None, scope: set[str] | None = None) -> LogNotifier:
-    """Sentry when a DSN is configured, else the log; `quiet` (one-shot commands): the log only, no tracker
-    file. `scope`: the databases this replica group watches (the tracker leaves others' findings alone)."""
+                  store: StateStore | None = None, scope: set[str] | None = None,
+                  notifications: NotificationsConfig | None = None) -> LogNotifier:
+    """Sentry when a DSN is configured, else the log; plus Apprise messages when `notifications` has URLs (the
+    same tracker's transitions); `quiet` (one-shot commands): the log only, no tracker file. `scope`: the
+    databases this replica group watches (the tracker leaves others' findings alone)."""
     if quiet:
         notifier = LogNotifier(FindingTracker(None, sentry.reminder), quiet=True)
     else:
@@ -344,4 +369,9 @@ def make_notifier(sentry: SentryConfig, state_dir: Path, clock: Callable[[], dat
             else LogNotifier(tracker)
     if scope is not None:
         notifier.tracker.scope = scope
+    if not quiet and notifications is not None and notifications.urls:
+        from daemon.adapters.notify import AppriseNotifier
+
+        notifier.sinks.append(AppriseNotifier([u.get_secret_value() for u in notifications.urls],
+                                              notifications.digest_time))
     return notifier

@@ -24,7 +24,7 @@ from daemon.config.example import example_yaml
 from daemon.config.fields import Duration, Secret, TableSpec
 from daemon.config.guardian import DemoConfig, GuardianConfig, StateConfig
 from daemon.config.loading import ENV_VARS, LIST_ENV_VARS, MAX_PROBLEM_CHARS, MAX_PROBLEMS, load_config
-from daemon.config.notifications import PushConfig, SentryConfig
+from daemon.config.notifications import NotificationsConfig, PushConfig, SentryConfig
 from daemon.config.sources import ArchiveConfig, HerokuConfig, HerokuPolling, S3Config, TierKeeps
 from daemon.config.web import TlsServerConfig, WebConfig
 
@@ -48,6 +48,7 @@ __all__ = [
     "HerokuDatabase",
     "HerokuPolling",
     "HttpCheck",
+    "NotificationsConfig",
     "Objectives",
     "PushConfig",
     "RtoObjectives",

@@ -17,7 +17,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from daemon.config.actions import ActionsConfig
 from daemon.config.databases import DatabaseConfig, HerokuDatabase
 from daemon.config.fields import Duration, Secret, StrictModel
-from daemon.config.notifications import PushConfig, SentryConfig
+from daemon.config.notifications import NotificationsConfig, PushConfig, SentryConfig
 from daemon.config.sources import ArchiveConfig, HerokuConfig
 from daemon.config.web import WebConfig
 
@@ -91,6 +91,8 @@ class GuardianConfig(StrictModel):
     demo: DemoConfig = Field(default_factory=DemoConfig, description="Embedded demo mode.")
     heroku: HerokuConfig = Field(default_factory=HerokuConfig, description="Heroku API access and fleet.")
     sentry: SentryConfig = Field(default_factory=SentryConfig, description="Sentry notifications.")
+    notifications: NotificationsConfig = Field(default_factory=NotificationsConfig,
+                                               description="Chat, email, paging and webhook messages (Apprise).")
     push: PushConfig = Field(default_factory=PushConfig, description="Pushgateway push mode.")
     actions: ActionsConfig = Field(default_factory=ActionsConfig, description="Remedial actions and guards.")
     state: StateConfig = Field(default_factory=StateConfig, description="State store, leadership, sharding.")

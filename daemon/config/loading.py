@@ -62,10 +62,11 @@ ENV_VARS: dict[str, tuple[str, ...]] = {
     "GUARDIAN_WEB_TOKEN": ("web", "bearer_token"),
 }
 #: Comma-separated list variables -> path.
-LIST_ENV_VARS: dict[str, tuple[str, ...]] = {"GUARDIAN_HEROKU_APPS": ("heroku", "apps")}
+LIST_ENV_VARS: dict[str, tuple[str, ...]] = {"GUARDIAN_HEROKU_APPS": ("heroku", "apps"),
+                                             "GUARDIAN_NOTIFY_URLS": ("notifications", "urls")}
 _NOT_SETTINGS = {"GUARDIAN_CONFIG", "GUARDIAN_PG_BINDIR"}  # read before/outside the model
 _SECRET_FIELDS = {"url", "api_key", "dsn", "password", "secret_access_key", "scratch_url", "bearer_token",
-                  "basic_auth_users"}
+                  "basic_auth_users", "urls"}
 
 
 def load_config(path: str | Path | None = None, environ: dict[str, str] | None = None) -> GuardianConfig:
@@ -117,7 +118,8 @@ def load_config(path: str | Path | None = None, environ: dict[str, str] | None =
         origin[target] = f"environment variable {var}"
     for var, target in LIST_ENV_VARS.items():
         if env.get(var):
-            _set_path(doc, target, [x.strip() for x in env[var].split(",") if x.strip()])  # type: ignore[arg-type]
+            items = split_urls(env[var]) if var == "GUARDIAN_NOTIFY_URLS" else env[var].split(",")
+            _set_path(doc, target, [x.strip() for x in items if x.strip()])  # type: ignore[arg-type]
             origin[target] = f"environment variable {var}"
 
     if problems and not doc:
@@ -129,6 +131,12 @@ def load_config(path: str | Path | None = None, environ: dict[str, str] | None =
     if problems:
         raise ConfigError(_bounded(list(dict.fromkeys(problems))))  # the raw and model uniqueness checks may agree
     return config
+
+
+def split_urls(text: str) -> list[str]:
+    """URLs separated by whitespace or commas; a comma inside a URL (Apprise's `?to=a@x.com,b@x.com`) stays,
+    since only a comma followed by the next `scheme://` separates."""
+    return [u for u in re.split(r"\s+|,(?=\s*[A-Za-z][A-Za-z0-9+.-]*://)", text) if u]
 
 
 _REFERENCE = re.compile(r"\$(\$?)\{([A-Za-z_][A-Za-z0-9_]*)\}")
