@@ -173,20 +173,27 @@ def actions_status(snap: Snapshot) -> dict[str, Any]:
 
 
 def status_table(snap: Snapshot, now: datetime, backups: int = 5) -> str:
-    """A readable table for terminals: one block per database."""
-    lines = []
-    header = f"{'DATABASE':<28} {'STATUS':<9} {'NEWEST GOOD BACKUP':<30} {'DATA AT RISK':>12} {'RPO':>6}"
-    lines.append(header)
-    lines.append("-" * len(header))
+    """A readable table for terminals: one block per database; the columns are as wide as their widest value,
+    so the header stands over its values whatever the backup ids' lengths."""
+    docs = [(db, database_status(db, now, snap)) for db in snap.databases.values()]
+    head = ("DATABASE", "STATUS", "NEWEST GOOD BACKUP", "DATA AT RISK", "RPO")
+    rows = [(db.name, doc["status"].upper(),
+             f"{doc['newest_good_backup']['id']} ({doc['newest_good_backup']['source']})"
+             if doc["newest_good_backup"] else "none",
+             doc["data_at_risk"] or "-", format_duration_s(db.rpo_seconds)) for db, doc in docs]
+    widths = [max(len(r[i]) for r in (head, *rows)) for i in range(len(head))]
+
+    def line(cells: tuple[str, ...]) -> str:
+        left = [f"{c:<{w}}" for c, w in zip(cells[:3], widths[:3], strict=True)]
+        right = [f"{c:>{w}}" for c, w in zip(cells[3:], widths[3:], strict=True)]
+        return "  ".join(left + right).rstrip()
+
+    lines = [line(head), "-" * len(line(head))]
     mode = actions_status(snap)["mode"]
     if mode != "live":
         lines.insert(0, f"remedial actions: {mode}")
-    for db in snap.databases.values():
-        doc = database_status(db, now, snap)
-        newest = doc["newest_good_backup"]
-        newest_s = f"{newest['id']} ({newest['source']})" if newest else "none"
-        lines.append(f"{db.name:<28} {doc['status'].upper():<9} {newest_s:<30} "
-                     f"{doc['data_at_risk'] or '-':>12} {format_duration_s(db.rpo_seconds):>6}")
+    for (db, doc), row in zip(docs, rows, strict=True):
+        lines.append(line(row))
         if doc["next_expected_backup"] or doc["breach_at"]:
             parts = ([f"next good backup expected {_when(db.next_expected, now)}"] if db.next_expected else []) + (
                 [f"breach after {doc['breach_at'][:16].replace('T', ' ')} UTC (RPO "

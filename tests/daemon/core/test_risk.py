@@ -281,6 +281,24 @@ def test_without_a_schedule_the_status_has_no_next_backup_but_still_the_breach_t
     assert "next good backup expected" not in status_table(Snapshot(databases={"shop": db}), now)
 
 
+def test_the_check_tables_header_stands_over_its_values_whatever_their_length() -> None:
+    """Each column starts where its header starts, however long a database name or backup id is."""
+    now = DUE + HOUR
+    short = DatabaseState(**{**world(now, [DUE]).__dict__, "name": "a", "evaluated_at": now})
+    long = DatabaseState(**{**world(now, [DUE]).__dict__, "name": "billing-" * 6 + "primary", "evaluated_at": now})
+    table = status_table(Snapshot(databases={"a": short, long.name: long}), now).splitlines()
+    header = next(line for line in table if line.startswith("DATABASE"))
+    rows = [line for line in table if line.startswith(("a ", "billing-"))]
+    assert len(rows) == 2
+    starts = [header.index(h) for h in ("STATUS", "NEWEST GOOD BACKUP")]
+    for row in rows:
+        for start in starts:
+            assert row[start - 2:start] == "  " and row[start] != " ", (header, row)
+    ends = [header.index("DATA AT RISK") + len("DATA AT RISK"), len(header)]
+    for row in rows:
+        assert all(row[end - 1] != " " and (end == len(row) or row[end] == " ") for end in ends), (header, row)
+
+
 def test_an_evaluation_runs_outside_the_snapshot_lock_and_keeps_what_others_wrote_meanwhile() -> None:
     """A slow evaluation (a large fleet) must not hold up a capture's progress or a drill's result: the other
     writer finishes while the evaluation is still running, and the evaluation, run again on the newer snapshot,
