@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from daemon import __version__
-from daemon.check_guide import guide
+from daemon.core.check_guide import guide
 from daemon.core.policy import data_at_risk_seconds, format_duration_s, newest_good_backup
 from daemon.core.snapshot import Backup, DatabaseState, DrillResult, Snapshot
 

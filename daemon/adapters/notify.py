@@ -27,38 +27,13 @@ from typing import Any
 from loguru import logger
 
 from daemon import __version__
+from daemon.core.check_guide import title as title_of
 from daemon.core.policy import data_at_risk_seconds, format_duration_s
 from daemon.core.redact import REDACTOR
 from daemon.core.snapshot import DatabaseState, Finding
 
-#: What each check means, for a message title (a check not listed is spelled from its name).
-TITLES: dict[str, str] = {
-    "rpo_breach": "Data at risk is past the RPO",
-    "rpo_at_risk": "The RPO is at risk",
-    "rpo_unachievable": "The backup schedule cannot meet the RPO",
-    "last_attempt_failed": "The last backup failed",
-    "size_anomaly": "The newest backup is far smaller than usual",
-    "collector_down": "The guardian cannot read this database's facts",
-    "missed_schedule": "A scheduled backup did not start",
-    "no_schedule": "No backup schedule",
-    "continuous_protection_off": "Continuous protection is off",
-    "archive_gap": "The archive is missing recent backups",
-    "copy_lag": "Copies to the archive lag behind",
-    "unencrypted_object": "An archive object is not encrypted",
-    "bucket_posture": "The archive bucket's settings are weak",
-    "retention": "Retention is not kept",
-    "unreadable_backup": "A backup cannot be read",
-    "drill_failed": "The restore drill failed",
-    "drill_overdue": "The restore drill is overdue",
-    "recovery_time_over_rto": "Recovery takes longer than the RTO",
-    "scratch_leftover": "A drill's scratch database was left behind",
-}
 QUEUE_SIZE = 100  # messages waiting to be sent; beyond this a burst is dropped (logged), never blocking
 CLOSE_WAIT_S = 10.0  # how long shutdown waits for queued messages
-
-
-def title_of(check: str) -> str:
-    return TITLES.get(check, check.replace("_", " ").capitalize())
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from urllib.parse import quote
 
 import pytest
 
-from daemon.check_guide import FIRST_STEPS, RUNBOOK_BASE, RUNBOOKS, TITLES
+from daemon.core.check_guide import FIRST_STEPS, RUNBOOK_BASE, RUNBOOKS, TITLES
 from daemon.core.policy import CHECKS
 from daemon.core.snapshot import (
     ArchiveFacts,

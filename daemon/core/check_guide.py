@@ -1,6 +1,7 @@
 """What a person reads about each check of the policy: a plain title, what to do first, and its runbook.
 
-Served with every finding in the status document (so the JSON API and the status page say the same thing).
+Served with every finding in the status document (so the JSON API and the status page say the same thing) and
+used for the titles of notifications (daemon.adapters.notify).
 Every check in `daemon.core.policy.CHECKS` has a title and a first step (a test holds this); a runbook link
 exists for the checks that have a file in docs/runbooks/ (the ones the alert rules page or ticket on).
 """
@@ -73,8 +74,13 @@ RUNBOOKS: dict[str, str] = {
 }
 
 
+def title(check: str) -> str:
+    """The plain title of `check`; an unknown check reads as its own name."""
+    return TITLES.get(check, check.replace("_", " "))
+
+
 def guide(check: str) -> dict[str, str | None]:
-    """Title, first step and runbook URL of `check`; an unknown check reads as its own name, with no advice."""
+    """Title, first step and runbook URL of `check` (no advice for an unknown check)."""
     runbook = RUNBOOKS.get(check)
-    return {"title": TITLES.get(check, check.replace("_", " ")), "first_step": FIRST_STEPS.get(check),
+    return {"title": title(check), "first_step": FIRST_STEPS.get(check),
             "runbook_url": RUNBOOK_BASE + runbook if runbook else None}
