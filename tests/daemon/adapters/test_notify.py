@@ -258,6 +258,6 @@ def test_the_daemon_sends_the_open_message_to_the_webhook(
     wait_for(lambda: receiver.titles() == ["[CRITICAL] shop: Data at risk is past the RPO (+1 more)"], 60)
     path, _, body = receiver.requests[0]
     assert path == "/daemon" and "Database: shop (no good backup, RPO 1d)" in body["message"]
-    assert "No backup schedule (no_schedule, warning)" in body["message"]
+    assert "No backup schedule is configured (no_schedule, warning)" in body["message"]
     log = d.log()
     assert TOKEN not in log and "pg-backup-guardian 0." in log  # the token masked, and only the token
