@@ -27,7 +27,7 @@ from loguru import logger
 from daemon import __version__
 from daemon.config import NotificationsConfig, SentryConfig
 from daemon.core.errors import GuardianError
-from daemon.core.policy import data_at_risk_seconds, format_duration_s, newest_good_backup
+from daemon.core.policy import STANDING, data_at_risk_seconds, format_duration_s, newest_good_backup
 from daemon.core.redact import REDACTOR, redact_tree
 from daemon.core.snapshot import DatabaseState, Finding
 
@@ -72,7 +72,7 @@ class FindingSink(Protocol):
 
 #: Checks that describe a standing condition of the configuration, not an incident: said once when they
 #: open, then reminded at most this often (an RPO the schedule cannot meet is one ticket, not a daily alarm).
-STANDING_REMINDER: dict[str, timedelta] = {"rpo_unachievable": timedelta(days=30)}
+STANDING_REMINDER: dict[str, timedelta] = {check: timedelta(days=30) for check in STANDING}
 
 
 class FindingTracker:

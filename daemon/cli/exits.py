@@ -30,7 +30,8 @@ TABLE: tuple[tuple[str, str, str, str, str], ...] = (
     ("every command", "-", "-", "-", "configuration error or bad argument (every problem named)"),
     ("run", "stopped cleanly (SIGTERM/SIGINT)", "-", "-", "cannot start (e.g. the listen address is taken); "
      "130 after a second signal"),
-    ("check", "healthy", "at risk: a warning finding is active", "breach or failure: a critical finding is "
+    ("check", "healthy", "at risk: a warning finding is active (a standing one, an RPO the schedule cannot meet, "
+     "is shown, not counted)", "breach or failure: a critical finding is "
      "active", "cannot evaluate: no database, a collector down or stale (an `UNKNOWN:` line says which)"),
     ("health", "the daemon's heartbeat is fresh", "-", "/healthz says it is not", "nothing answered"),
     ("config validate", "valid", "-", "-", "invalid"),

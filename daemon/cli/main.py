@@ -157,7 +157,10 @@ def _check(config: GuardianConfig, as_json: bool) -> int:
 def _check_verdict(snap: Snapshot, now: datetime, out: TextIO) -> int:
     """The worst of: CRITICAL (2) when a critical finding is active (a breach seen is reported even if other
     facts are missing), UNKNOWN (3) when any collector failed or is stale (each named, with since when), WARNING
-    (1) when a warning finding is active (at risk); else OK (0)."""
+    (1) when a warning finding is active (at risk; a standing one such as `rpo_unachievable` is in the table,
+    not in the code: a check that always warns would be ignored); else OK (0)."""
+    from daemon.core.policy import STANDING
+
     active = [f for db in snap.databases.values() for f in db.findings if f.active]
     unknown = [c for c in snap.collectors.values() if not c.up or c.stale(now)]
     for c in sorted(unknown, key=lambda c: (c.database, c.collector)):
@@ -168,7 +171,7 @@ def _check_verdict(snap: Snapshot, now: datetime, out: TextIO) -> int:
                   f"{why}\n")
     return worst(CRITICAL if any(f.severity == "critical" for f in active) else OK,
                  UNKNOWN if unknown else OK,
-                 WARNING if any(f.severity == "warning" for f in active) else OK)
+                 WARNING if any(f.severity == "warning" and f.check not in STANDING for f in active) else OK)
 
 
 def _check_listen(config: GuardianConfig) -> None:

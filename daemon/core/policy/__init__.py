@@ -49,7 +49,7 @@ from daemon.core.policy.backups import (
     unreadable_check,
 )
 from daemon.core.policy.drills import DrillPolicy, drill_checks, scratch_leftover_check
-from daemon.core.policy.findings import CHECKS, data_at_risk_seconds, format_duration_s, newest_good_backup
+from daemon.core.policy.findings import CHECKS, STANDING, data_at_risk_seconds, format_duration_s, newest_good_backup
 from daemon.core.policy.rpo import (
     continuous_protection_check,
     missed_schedule_check,
@@ -59,7 +59,7 @@ from daemon.core.policy.rpo import (
 )
 from daemon.core.snapshot import CollectorStatus, DatabaseState, Finding
 
-__all__ = ["CHECKS", "SIZE_HISTORY", "TIER_CADENCE", "ArchivePolicy", "DrillPolicy", "copy_lag_seconds",
+__all__ = ["CHECKS", "SIZE_HISTORY", "STANDING", "TIER_CADENCE", "ArchivePolicy", "DrillPolicy", "copy_lag_seconds",
            "data_at_risk_seconds", "evaluate", "format_duration_s", "is_healthy", "newest_good_backup", "stale_since"]
 
 

@@ -62,6 +62,8 @@ def snapshot(*findings: tuple[str, str], collector_up: bool = True) -> Snapshot:
     ((("rpo_at_risk", "warning"),), False, UNKNOWN),  # facts it could not read may hide something worse
     ((("missed_schedule", "critical"),), False, CRITICAL),  # a breach it did see is never hidden
     ((("retention", "info"),), True, OK),
+    ((("rpo_unachievable", "warning"),), True, OK),  # standing: said in the table, not a lasting WARNING
+    ((("rpo_unachievable", "warning"), ("size_anomaly", "warning")), True, WARNING),
 ])
 def test_check_reports_the_worst_verdict(findings: tuple[tuple[str, str], ...], collector_up: bool,
                                          code: int) -> None:
