@@ -227,7 +227,8 @@ def _run(config: GuardianConfig) -> int:
             demo_url = config.databases[0].url.get_secret_value() if config.databases[0].url else ""
             guardian.runtime.add_job("demo-activity", lambda: demo.add_activity(demo_url), timedelta(seconds=20))
         logger.info("pg-backup-guardian {} running; watching {} database(s)", __version__, len(config.all_databases))
-        stop.wait()
+        while not stop.wait(0.5):  # timed: a signal delivered to another thread is still seen within 0.5 s
+            pass
         logger.info("shutting down")
     finally:
         running.remove(config)

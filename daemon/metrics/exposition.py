@@ -1,8 +1,8 @@
 """Serving /metrics: `Exposition` renders the families of `daemon.metrics.families` once per snapshot version
 and content type off the request path, so a scrape of a large fleet returns the last complete rendering and
 never waits for the next one; content negotiation (text 0.0.4, OpenMetrics) and gzip are prometheus-client's own.
-Where the platform can fork, the rendering itself runs in a forked child (`daemon.metrics.forked`), so it does
-not compete with scrapes and collection for the daemon's interpreter lock.
+With `isolated`, the rendering itself runs in a forked child (`daemon.metrics.forked`), so it does not compete
+with scrapes and collection for the daemon's interpreter lock (measured, not the default yet: see `Exposition`).
 """
 
 from __future__ import annotations
@@ -52,9 +52,10 @@ class Exposition:
 
     Once `start()`ed, a background thread (`metrics-render`) wakes on every new snapshot version and renders
     every variant scrapers asked for (text 0.0.4, OpenMetrics, each plain or gzip) from that one snapshot, then
-    swaps the result in under one lock. With `isolated` (the default where the platform can fork) the thread
-    only waits while a forked child renders: at 1,000 databases a rendering is about half a second of CPU that
-    would otherwise hold the interpreter lock against every scrape and collection thread. `render()` only reads
+    swaps the result in under one lock. With `isolated` (where the platform can fork) the thread only waits while
+    a forked child renders: at 1,000 databases a rendering is about 0.3 s of CPU that otherwise holds the
+    interpreter lock against every scrape and collection thread. Off by default: with it on, a daemon was seen
+    twice not to react to SIGTERM (cause not found yet), so the daemon renders on the thread. `render()` only reads
     that cache, so a scrape never waits for a rendering; the body it serves is at most one rendering behind the
     snapshot. A scrape renders inline only:
     before any rendering exists, for a variant never asked for before (once, from the cached snapshot), and when
@@ -62,9 +63,9 @@ class Exposition:
     `MAX_LAG_VERSIONS` versions); the last three are logged when they begin and when they end.
     """
 
-    def __init__(self, holder: StateHolder, *, isolated: bool | None = None) -> None:
+    def __init__(self, holder: StateHolder, *, isolated: bool = False) -> None:
         self.holder = holder
-        self.isolated = fork_available() if isolated is None else isolated
+        self.isolated = isolated and fork_available()
         self._forked: ForkedRunner[dict[Variant, bytes]] = ForkedRunner()
         self.registry = CollectorRegistry(auto_describe=False)
         self._collector = SnapshotCollector(holder)
