@@ -109,7 +109,10 @@ class Mirror:
                 logger.warning("mirror of {} {}: Heroku reports {} bytes, the download had {}", database,
                                backup.backup_id, backup.size_bytes, size)
             toc = tee.result_during(writer.seal)  # pg_restore reads its last blocks while the copy is completed
-            if not toc.ok:  # still copied: it is the backup that exists; the finding says it will not restore
+            if not toc.judged:  # still copied; the client_tools_too_old finding says why it was not read
+                logger.warning("{} {} from Heroku was copied but not judged: {}", database, backup.backup_id,
+                               toc.error)
+            elif not toc.ok:  # still copied: it is the backup that exists; the finding says it will not restore
                 logger.error("{} {} from Heroku is not a readable dump: {}", database, backup.backup_id, toc.error)
             record = BackupRecord(
                 database=database, backup_id=backup.backup_id, kind=backup.kind, started_at=backup.started_at,

@@ -48,8 +48,9 @@ class ReadThrough:
             newest = src.newest_good if src is not None else None
             app = self.heroku.billing_app(name)
             if (cfg is None or newest is None or app is None or self.archive.covers(cfg)
-                    or (name, newest.backup_id) in self.verdicts or transfer_num(newest.backup_id) is None):
-                continue
+                    or (name, newest.backup_id) in self.verdicts or transfer_num(newest.backup_id) is None
+                    or any(f.check == "client_tools_too_old" and f.active for f in db.findings)):
+                continue  # (this pg_restore could not judge it: the finding says so, no download for nothing)
             if self.stopping():
                 break
             try:
@@ -61,7 +62,9 @@ class ReadThrough:
             listed = {b.backup_id for b in src.backups} if src is not None else set()
             kept = {k: v for k, v in self.verdicts.items() if k[0] != name or k[1] in listed}
             self.verdicts = {**kept, (name, newest.backup_id): toc}
-            if not toc.ok:
+            if not toc.judged:
+                logger.warning("{} {} from Heroku was not judged: {}", name, newest.backup_id, toc.error)
+            elif not toc.ok:
                 logger.error("{} {} from Heroku is not a readable dump: {}", name, newest.backup_id, toc.error)
             done += 1
         if done:
@@ -76,5 +79,6 @@ class ReadThrough:
             return sources
         backups = tuple(
             replace(b, readable=seen[(name, b.backup_id)].ok, readable_error=seen[(name, b.backup_id)].error)
-            if (name, b.backup_id) in seen and b.readable is None else b for b in src.backups)
+            if (name, b.backup_id) in seen and seen[(name, b.backup_id)].judged and b.readable is None else b
+            for b in src.backups)
         return {**sources, SOURCE_HEROKU: replace(src, backups=backups)}

@@ -32,7 +32,7 @@ from collectors.readability import ReadThrough
 from daemon.adapters.archive import open_store
 from daemon.adapters.archive.store import ArchiveStore
 from daemon.adapters.heroku import HerokuAPI, HerokuClient, client_for
-from daemon.adapters.postgres.tools import ProcessRegistry
+from daemon.adapters.postgres.tools import ProcessRegistry, client_tools
 from daemon.adapters.sentry import LogNotifier, make_notifier
 from daemon.adapters.statestore import StateStore, open_state_store
 from daemon.config import GuardianConfig
@@ -147,7 +147,7 @@ class Guardian:
                                 next_capture_at=lambda name: self.runtime.next_run(f"capture:{name}"),
                                 with_readability=self.readthrough.with_verdicts)
         evaluator = Evaluator(self.holder, self.databases, completion, self.archive.policy, drill_policy,
-                              self.heroku, self._notify, self.clock)
+                              self.heroku, self._notify, self.clock, client_tools())
         self.drills  # noqa: B018 - built first: its history is in the snapshot before the first evaluation
         collection = Collection(self.databases, self.archive, self.heroku, boundary, evaluator,
                                 self.config.collect_interval.total_seconds(), self.clock, self.processes.closing.is_set)

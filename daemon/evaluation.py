@@ -48,7 +48,7 @@ class Evaluator:
                  archive_policy: Callable[[DatabaseConfig], policy.ArchivePolicy | None],
                  drill_policy: Callable[[DatabaseConfig, datetime | None], policy.DrillPolicy | None],
                  heroku: HerokuSide, on_evaluation: Callable[[Snapshot, datetime], None],
-                 clock: Callable[[], datetime]) -> None:
+                 clock: Callable[[], datetime], tools: policy.ClientTools | None = None) -> None:
         self.holder = holder
         self.databases = databases
         self.completion = completion
@@ -57,6 +57,7 @@ class Evaluator:
         self.heroku = heroku
         self.on_evaluation = on_evaluation
         self.clock = clock
+        self.tools = tools  # the client programs' versions, against the backups' (client_tools_too_old)
 
     def publish(self, results: list[Collected], first_pass_done: bool = False) -> Snapshot:
         now = self.clock()
@@ -74,7 +75,7 @@ class Evaluator:
                 cfg = self.databases[name]
                 db = replace(db, sources=share_unreadable(self.completion.with_readability(name, db.sources)))
                 findings = policy.evaluate(db, cfg.objectives, cols.values(), now, self.archive_policy(cfg),
-                                           self.drill_policy(cfg, snap.started_at))
+                                           self.drill_policy(cfg, snap.started_at), self.tools)
                 dbs[name] = replace(db, findings=findings, evaluated_at=now,
                                     rpo_tolerance_seconds=risk.tolerance_seconds(db, cfg.objectives, now),
                                     next_expected=risk.next_expected(db, cfg.objectives, now))

@@ -26,6 +26,7 @@ from daemon.adapters.statestore import ScratchEntry, StateStore
 from daemon.config import DatabaseConfig
 from daemon.core.errors import GuardianError
 from daemon.core.snapshot import Backup
+from daemon.core.versions import major_of
 
 
 def verify_dump(backup: Backup, dump: Path, run: DrillRun) -> None:
@@ -48,11 +49,8 @@ def verify_dump(backup: Backup, dump: Path, run: DrillRun) -> None:
 def version_gate(target: ScratchTarget, run: DrillRun) -> None:
     """Plain words when the dump cannot restore here: a newer dump than pg_restore, or than the server."""
     toc = run.toc
-    if toc is None or not toc.dumped_from:
-        return
-    try:
-        dump_major = int(toc.dumped_from.split(".")[0].split()[0])
-    except ValueError:
+    dump_major = major_of(toc.dumped_from) if toc is not None else None
+    if dump_major is None:
         return
     with target.connect() as conn:
         scratch_major = conn.info.server_version // 10000
@@ -60,10 +58,7 @@ def version_gate(target: ScratchTarget, run: DrillRun) -> None:
         run.notes.append(f"the dump comes from PostgreSQL {dump_major}; the scratch server runs "
                          f"{scratch_major}: some objects may not restore")
     tool = tool_version("pg_restore")
-    try:
-        tool_major = int(tool.split()[-1].split(".")[0]) if tool.split() else 0
-    except ValueError:
-        tool_major = 0
+    tool_major = major_of(tool)
     if tool_major and dump_major > tool_major:
         raise DrillRefused(f"the dump comes from PostgreSQL {dump_major} but pg_restore is {tool}: install the "
                            f"PostgreSQL {dump_major} client tools")

@@ -106,6 +106,11 @@ class DrillRunner:
             progress: Progress | None = None) -> DrillRun:
         run = DrillRun(database=db.name, scenario=scenario, started_at=self.clock())
         run.rto_seconds = getattr(db.objectives.rto, scenario).total_seconds()
+        tools = next((f for f in state.findings if f.check == "client_tools_too_old" and f.active), None)
+        if tools is not None:  # it would fail after the download, for a reason that is not the backup's
+            run.skipped, run.reason = True, f"not drilled: {tools.hint}"
+            logger.warning("{} drill of {} skipped: {}", scenario, db.name, run.reason)
+            return run
         if not self._lock.acquire(blocking=False):
             run.skipped, run.reason = True, "another drill is running in this guardian (one at a time)"
             return run

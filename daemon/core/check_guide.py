@@ -31,6 +31,7 @@ TITLES: dict[str, str] = {
     "drill_overdue": "A restore drill is overdue",
     "recovery_time_over_rto": "Recovery took longer than the RTO",
     "scratch_leftover": "A drill's scratch database was not dropped",
+    "client_tools_too_old": "This machine's pg_restore cannot read the backups",
 }
 
 FIRST_STEPS: dict[str, str] = {
@@ -53,6 +54,7 @@ FIRST_STEPS: dict[str, str] = {
     "drill_overdue": "Run a restore drill now (backup-guardian drill).",
     "recovery_time_over_rto": "Find the slow phase in the drill report, or revise the RTO with the business.",
     "scratch_leftover": "Drop the scratch database by hand after checking it is not production.",
+    "client_tools_too_old": "Install the client tools of the server's PostgreSQL major (or set GUARDIAN_PG_BINDIR).",
 }
 
 #: check -> its runbook file in docs/runbooks/ (checks without one are left out).
@@ -71,6 +73,7 @@ RUNBOOKS: dict[str, str] = {
     "drill_failed": "pg_backup_drill_failed.md",
     "drill_overdue": "pg_backup_drill_overdue.md",
     "recovery_time_over_rto": "pg_backup_recovery_time_over_rto.md",
+    "client_tools_too_old": "pg_backup_client_tools_too_old.md",
 }
 
 

@@ -37,6 +37,7 @@ SEVERITIES = {
     "PgBackupCopyLag": "ticket",
     "PgBackupUnencryptedArchiveObject": "page",
     "PgBackupUnreadableBackup": "page",
+    "PgBackupClientToolsTooOld": "ticket",
     "PgBackupCollectorDown": "ticket",
     "PgBackupRemedialActionFailed": "ticket",
     "PgBackupGuardianAbsent": "page",

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import hashlib
 import hmac
 import json
@@ -44,6 +45,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
+
+import psycopg
 
 HEROKU_TS = "%Y-%m-%d %H:%M:%S +0000"  # ref §1.2: "2016-10-01 00:42:54 +0000" (CLI fixtures, GH-1471)
 ISO_TS = "%Y-%m-%dT%H:%M:%SZ"  # ref §1.2 (one lib test) and every Platform API object (ref §3.2)
@@ -262,6 +265,41 @@ def _pretty_bytes(n: float) -> str:
     if i == 0:
         return f"{int(n)} bytes"
     return f"{n:.0f} {units[i]}" if float(n).is_integer() else f"{n:.1f} {units[i]}"
+
+
+@functools.cache
+def _local_version() -> str:
+    """The version an unmeasured add-on reports: that of this machine's pg_dump, which writes every dump the
+    double serves (so the info and the dumps agree, as they do on Heroku); 17.5 without one."""
+    from daemon.adapters.postgres.tools import tool_version
+
+    try:
+        return tool_version("pg_dump").split(")", 1)[-1].split()[0]
+    except Exception:
+        return "17.5"
+
+
+def _measured(url: str) -> dict[str, Any]:
+    """Size, tables, connections and server version of the real database behind an add-on, as Heroku measures
+    them for `pg:info` (ref §2). Only a database on loopback is asked (the tests' own clusters: the double never
+    reaches past this machine); an invented URL, or a database that does not answer, keeps the fixed figures."""
+    if urlsplit(url).hostname not in ("127.0.0.1", "localhost", "::1"):
+        return {}
+    try:
+        with psycopg.connect(url, connect_timeout=3) as conn:
+            row = conn.execute(
+                "SELECT pg_database_size(current_database()),"
+                " (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+                "   WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')"
+                "   AND n.nspname NOT LIKE 'pg_toast%%'),"
+                " (SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()),"
+                " current_setting('server_version')").fetchone()
+    except psycopg.Error:
+        return {}
+    if row is None:
+        return {}
+    return {"num_bytes": int(row[0]), "num_tables": int(row[1]), "num_connections": int(row[2]),
+            "postgres_version": str(row[3]).split()[0]}
 
 
 def _strip_credentials(url: str) -> str:
@@ -823,9 +861,10 @@ class HerokuDouble:
             "addon_id": addon.id, "name": addon.name, "plan": _plan_display(addon.plan),
             "created_at": _fmt_ts(addon.created_at, "heroku"), "resource_url": _strip_credentials(addon.database_url),
             "database_name": parts.path.lstrip("/"), "database_user": unquote(parts.username or ""),
-            "num_bytes": 8_912_896, "num_tables": 5, "num_connections": 3, "postgres_version": "17.5",
+            "num_bytes": 8_912_896, "num_tables": 5, "num_connections": 3, "postgres_version": _local_version(),
             "following": None, "forked_from": None, "leader": None, "hot_standby?": False, "waiting?": False,
         }
+        fields.update(_measured(addon.database_url))
         fields.update(addon.info_fields)
         if addon.info_override is not None:
             fields["info"] = [dict(e) for e in addon.info_override]

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 
 from daemon.adapters.postgres.cluster import LocalCluster
@@ -679,3 +680,22 @@ def test_addon_create_for_rollback(double: HerokuDouble, client: httpx.Client) -
     assert double._addons[r.json()["id"]].config == body["config"]
     assert "HEROKU_POSTGRESQL_RED_URL" in client.get(f"{double.platform_url}/apps/shop/config-vars").json()
     assert client.post(f"{double.platform_url}/apps/shop/addons", json={}).status_code == 422
+
+
+def test_database_info_is_measured_from_the_real_database_behind_it(
+    double: HerokuDouble, client: httpx.Client, fresh_db: str
+) -> None:
+    """The info agrees with the database a dump of it would contain (its server version above all: the
+    guardian compares it with its pg_restore), and follows it as it changes."""
+    info = double.add_app("shop", database_url=fresh_db)
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        version = str(conn.execute("SHOW server_version").fetchone()[0]).split()[0]  # type: ignore[index]
+        tables = conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname NOT IN "
+                              "('pg_catalog', 'information_schema')").fetchone()[0]  # type: ignore[index]
+        body = client.get(data(double, f"/databases/{info.addon_id}")).json()
+        assert (body["postgres_version"], body["num_tables"]) == (version, tables)
+        assert body["num_bytes"] > 1_000_000 and body["num_connections"] >= 1
+        values = {e["name"]: e["values"] for e in body["info"]}
+        assert values["PG Version"] == [version] and values["Tables"] == [str(tables)]
+        conn.execute("CREATE TABLE added_later (id int)")
+    assert client.get(data(double, f"/databases/{info.addon_id}")).json()["num_tables"] == tables + 1

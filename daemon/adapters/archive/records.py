@@ -89,6 +89,6 @@ class BackupRecord:
             backup_id=self.backup_id, database=self.database, source=source, kind=self.kind,
             started_at=self.started_at, finished_at=self.finished_at, succeeded=self.outcome == "succeeded",
             size_bytes=self.size_bytes, sha256=self.sha256, error=self.error, tool_version=self.pg_dump_version,
-            readable=None if self.toc is None else bool(self.toc.get("ok")),
+            readable=None if self.toc is None or self.toc.get("judged") is False else bool(self.toc.get("ok")),
             readable_error=None if self.toc is None else self.toc.get("error"),
         )

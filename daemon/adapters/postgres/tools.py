@@ -18,6 +18,7 @@ import threading
 from pathlib import Path
 
 from daemon.core.errors import ToolMissingError
+from daemon.core.versions import ClientTools
 
 INSTALL_HINT = (
     "install PostgreSQL with `apt-get install postgresql` (Debian/Ubuntu) or `brew install postgresql` (macOS), "
@@ -69,6 +70,19 @@ def tool_version(name: str) -> str:
     """`pg_dump --version` style first line, e.g. 'pg_dump (PostgreSQL) 15.18'."""
     out = subprocess.run([find_tool(name), "--version"], capture_output=True, text=True, timeout=10, check=False)
     return out.stdout.strip().splitlines()[0] if out.stdout.strip() else name
+
+
+def client_tools() -> ClientTools:
+    """The versions of the pg_restore and pg_dump the guardian runs (None for a program not found), and where."""
+    found: dict[str, str | None] = {}
+    bindir = None
+    for name in ("pg_restore", "pg_dump"):
+        try:
+            found[name] = tool_version(name)
+            bindir = bindir or os.path.dirname(find_tool(name))
+        except (ToolMissingError, OSError, subprocess.TimeoutExpired):
+            found[name] = None
+    return ClientTools(pg_restore=found["pg_restore"], pg_dump=found["pg_dump"], bindir=bindir)
 
 
 class ProcessRegistry:

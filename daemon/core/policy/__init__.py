@@ -26,11 +26,15 @@ Checks (each yields a `Finding`, active or not, so every check has a value in th
                                  full read): it would not restore
   scratch_leftover     warning   a scratch database of this database's drills is still on the ledger: the sweep
                                  could not reach its server or prove it (it is kept, never guessed at)
+  client_tools_too_old warning   the backups come from a newer PostgreSQL major than this pg_restore reads (the
+                                 server's version, or the pg_dump that wrote the newest good backup): checks and
+                                 drills cannot run here; a backup it cannot read is not called unreadable
 
 The archive checks apply only to databases with an archive (`ArchivePolicy` given).
 
 `evaluate` runs every check; they live by subject: `rpo` (recovery point, schedules), `backups` (attempts,
-sizes, readability, collectors), `archive`, `drills`; `findings` holds the catalogue and what they share.
+sizes, readability, collectors), `archive`, `drills`, `tools` (the client programs); `findings` holds the
+catalogue and what they share.
 """
 
 from __future__ import annotations
@@ -57,15 +61,17 @@ from daemon.core.policy.rpo import (
     rpo_checks,
     unachievable_check,
 )
+from daemon.core.policy.tools import ClientTools, client_tools_check, major_of
 from daemon.core.snapshot import CollectorStatus, DatabaseState, Finding
 
-__all__ = ["CHECKS", "SIZE_HISTORY", "STANDING", "TIER_CADENCE", "ArchivePolicy", "DrillPolicy", "copy_lag_seconds",
-           "data_at_risk_seconds", "evaluate", "format_duration_s", "is_healthy", "newest_good_backup", "stale_since"]
+__all__ = ["CHECKS", "SIZE_HISTORY", "STANDING", "TIER_CADENCE", "ArchivePolicy", "ClientTools", "DrillPolicy",
+           "copy_lag_seconds", "data_at_risk_seconds", "evaluate", "format_duration_s", "is_healthy", "major_of",
+           "newest_good_backup", "stale_since"]
 
 
 def evaluate(
     db: DatabaseState, objectives: Objectives, collectors: Iterable[CollectorStatus], now: datetime,
-    archive: ArchivePolicy | None = None, drills: DrillPolicy | None = None,
+    archive: ArchivePolicy | None = None, drills: DrillPolicy | None = None, tools: ClientTools | None = None,
 ) -> tuple[Finding, ...]:
     """All findings for one database at `now`. `now` must be timezone-aware."""
     if now.tzinfo is None:
@@ -84,6 +90,7 @@ def evaluate(
         unreadable_check(db, now),
         *drill_checks(db, drills, now),
         scratch_leftover_check(db, now),
+        client_tools_check(db, tools, now),
     ]
     return tuple(findings)
 

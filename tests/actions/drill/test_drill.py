@@ -225,3 +225,39 @@ def test_a_configured_scratch_without_a_production_url_to_compare_is_refused(
     with pytest.raises(DrillRefused, match="cannot prove"):
         nothing_known.require(target, allow_unproven=False, has_url=False)
     nothing_known.require(target, allow_unproven=True, has_url=False)  # accepted by drill.allow_unproven_scratch
+
+
+def test_a_backup_newer_than_pg_restore_is_not_drilled_and_not_called_unreadable(
+    pg_cluster: LocalCluster, own_cluster: LocalCluster, open_tmp: Path
+) -> None:
+    """A dump written by a newer pg_dump than this pg_restore reads (its header's archive version is beyond this
+    pg_restore's, as a PostgreSQL 17 dump is for pg_restore 15) is not judged: the backup stays good, the
+    finding names the versions and what to install, and the drill is refused before its download."""
+    url = create_database(pg_cluster)
+    capture(open_tmp, DB, url)
+    store = LocalDirectoryStore(open_tmp / "archive")
+    [record] = store.list_records(DB)
+    dump = store.dump_path(DB, record.backup_id)
+    data = bytearray(dump.read_bytes())
+    assert data[:5] == b"PGDMP"
+    data[6] = 99  # the archive format's minor version: 1.99, which no pg_restore writes yet
+    dump.write_bytes(bytes(data))
+    toc = read_toc(dump)
+    assert not toc.ok and not toc.judged and "newer pg_dump" in (toc.error or "")
+    rec_path = dump.with_suffix(".json")
+    doc = json.loads(rec_path.read_text())
+    doc["sha256"], doc["toc"] = None, toc.to_json()
+    doc["tools"]["pg_dump"] = "pg_dump (PostgreSQL) 99.1"  # what the newer pg_dump would record
+    rec_path.write_text(json.dumps(doc))
+
+    g = drill_guardian(open_tmp, url, scratch=own_cluster.url("postgres"))
+    run, snap = drill_once(g)
+    found = {f.check: f for f in snap.databases[DB].findings}
+    assert found["client_tools_too_old"].active
+    assert "pg_dump (PostgreSQL) 99.1" in found["client_tools_too_old"].hint
+    assert "postgresql-client-99" in found["client_tools_too_old"].hint
+    assert not found["unreadable_backup"].active and not found["rpo_breach"].active
+    assert run.skipped and run.reason.startswith("not drilled:") and "postgresql-client-99" in run.reason
+    assert run.phases == {} and run.scratch == ""  # nothing downloaded, no scratch database
+    assert not [d for d in databases(own_cluster) if d.startswith(PREFIX)]
+    assert not found["drill_failed"].active

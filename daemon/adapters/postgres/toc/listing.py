@@ -43,6 +43,10 @@ class Toc:
 
     ok: bool
     error: str | None = None
+    # False when the check could not judge the dump: this pg_restore is older than the pg_dump that wrote it,
+    # or the check stalled. Such a dump is not called unreadable (its backup stays good); the policy's
+    # client_tools_too_old finding says why it was not read.
+    judged: bool = True
     tables: tuple[str, ...] = ()  # "schema.name" for display only: a name holding a space cannot be told apart
     tables_with_data: tuple[str, ...] = ()  # the same, for tables whose rows are in the dump
     table_entries: tuple[TocEntry, ...] = ()  # every TABLE entry, whatever its name
@@ -55,7 +59,7 @@ class Toc:
     extra: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, object]:
-        return {"ok": self.ok, "error": self.error, "tables": len(self.tables),
+        return {"ok": self.ok, "error": self.error, "judged": self.judged, "tables": len(self.tables),
                 "tables_with_data": list(self.tables_with_data), "dumped_from": self.dumped_from,
                 "dumped_by": self.dumped_by, "archive_version": self.archive_version, "entries": self.entries}
 

@@ -9,11 +9,27 @@ import re
 from daemon.adapters.postgres.tools import tool_version
 from daemon.core.names import escaped
 
+_TOO_NEW = re.compile(r"unsupported version \(([\d.]+)\) in file header")
+
+
+def too_new(stderr: str) -> bool:
+    """pg_restore refused the dump because a newer pg_dump wrote it: the dump was not judged, only the tools.
+    pg_restore refuses a header version below 1.0 or above its own newest; every pg_dump since PostgreSQL 8
+    writes 1.10 and up (17 writes 1.16), so a refused 1.x is a newer pg_dump's and anything else (0.0, 7.3)
+    is a damaged header, which is the dump's fault."""
+    m = _TOO_NEW.search(stderr)
+    if m is None:
+        return False
+    major, _, minor = m.group(1).partition(".")
+    return major == "1" and minor.split(".")[0].isdigit() and 10 <= int(minor.split(".")[0]) < 100
+
 
 def explain(stderr: str) -> str:
     """pg_restore's complaint in plain words (version mismatches above all)."""
     text = _last_error(stderr)
-    m = re.search(r"unsupported version \(([\d.]+)\) in file header", stderr)
+    m = _TOO_NEW.search(stderr)
+    if m and not too_new(stderr):
+        return f"the dump's header is damaged: it claims archive format {m.group(1)}, which no pg_dump writes"
     if m:
         return (f"the dump was written by a newer pg_dump (archive format {m.group(1)}) than this pg_restore "
                 f"({_safe_version()}) can read: install the PostgreSQL client tools of the dump's major version")

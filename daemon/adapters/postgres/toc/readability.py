@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from daemon.adapters.postgres.toc.listing import Toc, parse_toc
-from daemon.adapters.postgres.toc.messages import explain
+from daemon.adapters.postgres.toc.messages import explain, too_new
 from daemon.adapters.postgres.tools import find_tool
 from daemon.core.errors import GuardianError
 
@@ -29,7 +29,7 @@ def read_toc(path: Path, timeout: float = 3600) -> Toc:
         listing = subprocess.run([find_tool("pg_restore"), "--list", str(path)], capture_output=True, text=True,
                                  encoding="utf-8", errors="replace", timeout=timeout, check=False)
         if listing.returncode != 0:
-            return Toc(ok=False, error=explain(listing.stderr))
+            return _refused(listing.stderr)
         through = subprocess.run([find_tool("pg_restore"), "--file=/dev/null", str(path)], capture_output=True,
                                  text=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
@@ -37,8 +37,13 @@ def read_toc(path: Path, timeout: float = 3600) -> Toc:
     except GuardianError as exc:
         return Toc(ok=False, error=str(exc))
     if through.returncode != 0:
-        return Toc(ok=False, error=explain(through.stderr))
+        return _refused(through.stderr)
     return parse_toc(listing.stdout)
+
+
+def _refused(stderr: str) -> Toc:
+    """pg_restore's refusal as a verdict: unreadable, or not judged when only the tools are too old for it."""
+    return Toc(ok=False, error=explain(stderr), judged=not too_new(stderr))
 
 
 class _Reader:
@@ -171,13 +176,13 @@ class TocTee:
         self._stop_feeding(timeout)
         (rc_list, listing, err_list), (rc_all, _, err_all) = (r.finish(timeout) for r in self.readers)
         if self.stalled:
-            return Toc(ok=False, error=f"the readability check stalled: pg_restore read nothing for "
-                                       f"{min(self.stall, timeout):.0f}s and was stopped (the dump itself was "
-                                       "not judged)")
+            return Toc(ok=False, judged=False,
+                       error=f"the readability check stalled: pg_restore read nothing for "
+                             f"{min(self.stall, timeout):.0f}s and was stopped (the dump itself was not judged)")
         if rc_list != 0:
-            return Toc(ok=False, error=explain(err_list))
+            return _refused(err_list)
         if rc_all != 0:
-            return Toc(ok=False, error=explain(err_all))
+            return _refused(err_all)
         return parse_toc(listing)
 
     def result_during(self, work: Callable[[], None], timeout: float = 600) -> Toc:
