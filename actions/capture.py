@@ -33,7 +33,14 @@ from actions.runner import Outcome
 from daemon.adapters.archive.records import BackupRecord
 from daemon.adapters.archive.store import ArchiveStore
 from daemon.adapters.postgres.toc import TocTee
-from daemon.adapters.postgres.tools import PROCESSES, ProcessRegistry, find_tool, kill_group, tool_version
+from daemon.adapters.postgres.tools import (
+    PROCESSES,
+    ProcessRegistry,
+    find_tool,
+    kill_group,
+    program_error,
+    tool_version,
+)
 from daemon.adapters.sentry import Notifier
 from daemon.adapters.statestore import ActionRecord
 from daemon.config import DatabaseConfig
@@ -68,6 +75,16 @@ def pg_dump_command(url: str, extra_args: tuple[str, ...] = ()) -> tuple[list[st
     conninfo = make_conninfo(**{k: str(v) for k, v in params.items()})
     args = [find_tool("pg_dump"), "--format=custom", "--no-password", f"--dbname={conninfo}", *extra_args]
     return args, env
+
+
+def _server_of(url: str) -> str:
+    """host:port/dbname of a connection URL or conninfo, for messages (never its password or user)."""
+    try:
+        params = conninfo_to_dict(url)
+    except Exception:
+        return "the database"
+    host = str(params.get("host") or params.get("hostaddr") or "localhost")
+    return f"{host}:{params.get('port') or 5432}/{params.get('dbname') or '?'}"
 
 
 class Capturer:
@@ -194,8 +211,8 @@ class Capturer:
                 raise CaptureError(f"pg_dump timed out after {req.timeout_seconds:.0f}s and was killed")
             if self.processes.stopped_by_shutdown(proc):
                 raise StoppedByShutdown(f"pg_dump of {req.database} was stopped: the guardian is shutting down")
-            last = stderr.splitlines()[-1] if stderr else f"exit code {rc}"
-            raise CaptureError(f"pg_dump failed: {last.removeprefix('pg_dump: error: ')}")
+            cause = program_error("pg_dump", stderr) if stderr else f"exit code {rc}"
+            raise CaptureError(f"pg_dump of {_server_of(req.url)} failed: {cause}")
         if size == 0:
             writer.abort()
             tee.abort()

@@ -136,3 +136,43 @@ def test_capture_into_an_unwritable_archive_is_remembered_as_failed(fresh_db: st
         capturer.capture(CaptureRequest(database="db", url=fresh_db))
     [failed] = capturer.unrecorded("db")
     assert not failed.succeeded and "not writable" in (failed.error or "")
+
+
+def test_a_failed_pg_dump_keeps_its_whole_cause_with_the_server_and_never_the_password(
+    pg_cluster, tmp_path: Path  # type: ignore[no-untyped-def]
+) -> None:
+    """pg_dump's error is kept whole (its continuation and detail lines, which name the server, the table,
+    the query) and says which server it was; the password is in no message or record."""
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on: bound, never listening
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        url = f"postgresql://postgres:S3cret-Capture-Pw@127.0.0.1:{port}/shop"
+        store = LocalDirectoryStore(tmp_path / "archive")
+        with pytest.raises(CaptureError) as err:
+            Capturer(store).capture(CaptureRequest(database="down", url=url))
+    text = str(err.value)
+    assert f"pg_dump of 127.0.0.1:{port}/shop failed" in text
+    assert f'port {port} failed' in text and "Connection refused" in text
+    assert "Is the server running on that host and accepting TCP/IP connections?" in text  # libpq's next line
+    assert "S3cret-Capture-Pw" not in text and "\n" not in text
+
+    # A role that may connect but not read one table: the query and the table are the cause.
+    admin = pg_cluster.url("postgres")
+    name = f"cap_{port}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+        conn.execute(f"CREATE ROLE {name} LOGIN PASSWORD 'Reader-Pw-{port}'")
+    with psycopg.connect(pg_cluster.url(name), autocommit=True) as conn:
+        conn.execute("CREATE TABLE secret (id int)")
+    reader = f"postgresql://{name}:Reader-Pw-{port}@127.0.0.1:{pg_cluster.port}/{name}"
+    with pytest.raises(CaptureError) as err:
+        Capturer(store).capture(CaptureRequest(database="locked", url=reader))
+    text = str(err.value)
+    assert f"pg_dump of 127.0.0.1:{pg_cluster.port}/{name} failed" in text
+    assert "permission denied for table secret" in text
+    assert "detail: Query was: LOCK TABLE public.secret IN ACCESS SHARE MODE" in text
+    assert f"Reader-Pw-{port}" not in text
+    recorded = collect_archive(store, "locked").last_attempt
+    assert recorded is not None and "LOCK TABLE public.secret" in (recorded.error or "")

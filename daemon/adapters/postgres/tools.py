@@ -11,6 +11,7 @@ import contextlib
 import functools
 import glob
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -18,6 +19,8 @@ import threading
 from pathlib import Path
 
 from daemon.core.errors import ToolMissingError
+from daemon.core.names import escaped
+from daemon.core.redact import REDACTOR
 from daemon.core.versions import ClientTools
 
 INSTALL_HINT = (
@@ -70,6 +73,33 @@ def tool_version(name: str) -> str:
     """`pg_dump --version` style first line, e.g. 'pg_dump (PostgreSQL) 15.18'."""
     out = subprocess.run([find_tool(name), "--version"], capture_output=True, text=True, timeout=10, check=False)
     return out.stdout.strip().splitlines()[0] if out.stdout.strip() else name
+
+
+def program_error(program: str, stderr: str, most: int = 1000) -> str:
+    """What a PostgreSQL program said when it failed, whole and on one line: each `error:` line with the lines
+    that continue it (libpq's "Is the server running on that host and accepting TCP/IP connections?") and its
+    `detail:` and `hint:` lines (pg_dump's "server version: 17.2; pg_dump version: 15.18"), without its warnings;
+    the last line when it said nothing in that form. Passwords masked, control characters escaped, at most
+    `most` characters."""
+    kept: list[str] = []
+    following = False
+    for line in stderr.splitlines():
+        if not line.strip():
+            continue
+        head, _, rest = line.partition(": ")
+        kind, _, message = rest.partition(": ")
+        if head == program and kind in ("error", "detail", "hint"):
+            kept.append(message.strip() if kind == "error" else f"{kind}: {message.strip()}")
+            following = True
+        elif head == program:
+            following = False  # a warning or progress line: not the cause
+        elif following and kept:
+            kept[-1] += " " + line.strip()
+    if not kept:
+        lines = [line for line in stderr.splitlines() if line.strip()]
+        kept = [lines[-1].removeprefix(f"{program}: ").strip()] if lines else []
+    text = escaped(REDACTOR(re.sub(r"\s+", " ", "; ".join(kept)).strip()))
+    return text if len(text) <= most else text[: most - 1] + "…"
 
 
 def client_tools() -> ClientTools:
