@@ -5,6 +5,7 @@ Built from a snapshot and `now` only; nothing here does I/O or holds a secret (n
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -172,28 +173,22 @@ def actions_status(snap: Snapshot) -> dict[str, Any]:
                         "observed_at": _iso(p.observed_at)} for p in c.probes]}
 
 
-def status_table(snap: Snapshot, now: datetime, backups: int = 5) -> str:
-    """A readable table for terminals: one block per database; the columns are as wide as their widest value,
-    so the header stands over its values whatever the backup ids' lengths."""
-    docs = [(db, database_status(db, now, snap)) for db in snap.databases.values()]
-    head = ("DATABASE", "STATUS", "NEWEST GOOD BACKUP", "DATA AT RISK", "RPO")
-    rows = [(db.name, doc["status"].upper(),
-             f"{doc['newest_good_backup']['id']} ({doc['newest_good_backup']['source']})"
-             if doc["newest_good_backup"] else "none",
-             doc["data_at_risk"] or "-", format_duration_s(db.rpo_seconds)) for db, doc in docs]
-    widths = [max(len(r[i]) for r in (head, *rows)) for i in range(len(head))]
+STATUS_HEAD = ("DATABASE", "STATUS", "NEWEST GOOD BACKUP", "DATA AT RISK", "RPO")
+#: Columns of STATUS_HEAD aligned right (durations).
+STATUS_RIGHT = frozenset({3, 4})
 
-    def line(cells: tuple[str, ...]) -> str:
-        left = [f"{c:<{w}}" for c, w in zip(cells[:3], widths[:3], strict=True)]
-        right = [f"{c:>{w}}" for c, w in zip(cells[3:], widths[3:], strict=True)]
-        return "  ".join(left + right).rstrip()
 
-    lines = [line(head), "-" * len(line(head))]
-    mode = actions_status(snap)["mode"]
-    if mode != "live":
-        lines.insert(0, f"remedial actions: {mode}")
-    for (db, doc), row in zip(docs, rows, strict=True):
-        lines.append(line(row))
+def status_rows(snap: Snapshot, now: datetime, backups: int = 5) -> list[tuple[tuple[str, ...], list[str]]]:
+    """One (row, detail lines) per database: the row under STATUS_HEAD, then what a person reads below it (the
+    next expected backup and the breach time, each source's newest backups, the active findings)."""
+    out: list[tuple[tuple[str, ...], list[str]]] = []
+    for db in snap.databases.values():
+        doc = database_status(db, now, snap)
+        row = (db.name, doc["status"].upper(),
+               f"{doc['newest_good_backup']['id']} ({doc['newest_good_backup']['source']})"
+               if doc["newest_good_backup"] else "none",
+               doc["data_at_risk"] or "-", format_duration_s(db.rpo_seconds))
+        lines = []
         if doc["next_expected_backup"] or doc["breach_at"]:
             parts = ([f"next good backup expected {_when(db.next_expected, now)}"] if db.next_expected else []) + (
                 [f"breach after {doc['breach_at'][:16].replace('T', ' ')} UTC (RPO "
@@ -210,6 +205,35 @@ def status_table(snap: Snapshot, now: datetime, backups: int = 5) -> str:
         for f in db.findings:
             if f.active:
                 lines.append(f"    {f.severity.upper():<8} {f.check}: {f.hint}")
+        out.append((row, lines))
+    return out
+
+
+def aligned(head: tuple[str, ...], rows: Sequence[tuple[str, ...]], right: frozenset[int] = frozenset()) -> list[str]:
+    """Plain text columns as wide as their widest value (the header stands over its values), separated by two
+    spaces, `right` ones aligned right: the header line, a rule, then one line per row."""
+    widths = [max(len(r[i]) for r in (head, *rows)) for i in range(len(head))]
+
+    def line(cells: tuple[str, ...]) -> str:
+        return "  ".join(f"{c:>{w}}" if i in right else f"{c:<{w}}"
+                         for i, (c, w) in enumerate(zip(cells, widths, strict=True))).rstrip()
+
+    return [line(head), "-" * len(line(head)), *(line(r) for r in rows)]
+
+
+def status_table(snap: Snapshot, now: datetime, backups: int = 5) -> str:
+    """A readable table for any output (what `check` prints when it is not a terminal): one block per database;
+    the columns are as wide as their widest value, so the header stands over its values whatever the backup
+    ids' lengths."""
+    blocks = status_rows(snap, now, backups)
+    head, rule, *rows = aligned(STATUS_HEAD, [row for row, _ in blocks], STATUS_RIGHT)
+    lines = [head, rule]
+    mode = actions_status(snap)["mode"]
+    if mode != "live":
+        lines.insert(0, f"remedial actions: {mode}")
+    for row, (_, details) in zip(rows, blocks, strict=True):
+        lines.append(row)
+        lines.extend(details)
     return "\n".join(lines)
 
 

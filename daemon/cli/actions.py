@@ -12,6 +12,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from daemon.cli import terminal
 from daemon.cli.exits import CRITICAL, OK, UNKNOWN, WARNING
 from daemon.config import GuardianConfig
 from daemon.core.errors import GuardianError
@@ -64,26 +65,27 @@ def run_actions(args: argparse.Namespace, config: GuardianConfig) -> int:
         if args.json:
             sys.stdout.writelines(json.dumps(r, sort_keys=True, default=str) + "\n" for r in records)
         else:
-            sys.stdout.write(audit_table(records) + "\n")
+            if records:
+                terminal.table(AUDIT_HEAD, audit_rows(records), out=sys.stdout)
+            else:
+                sys.stdout.write("no audit records yet\n")
         return OK
     finally:
         store.close()
 
 
-def audit_table(records: list[dict[str, Any]]) -> str:
-    """The audit log for a terminal: time, action, target, outcome, reason (wrapped at 100 characters)."""
-    if not records:
-        return "no audit records yet"
-    header = f"{'TIME (UTC)':<20} {'ACTION':<10} {'TARGET':<28} {'OUTCOME':<18} REASON"
-    lines = [header, "-" * 110]
+AUDIT_HEAD = ("TIME (UTC)", "ACTION", "TARGET", "OUTCOME", "REASON")
+
+
+def audit_rows(records: list[dict[str, Any]]) -> list[tuple[str, ...]]:
+    """The audit log's rows: time, action, target, outcome, reason (a long reason cut at 160 characters)."""
+    rows: list[tuple[str, ...]] = []
     for r in records:
-        when = str(r.get("time", ""))[:19].replace("T", " ")
         reason = str(r.get("reason", ""))
-        if len(reason) > 160:
-            reason = reason[:157] + "..."
-        lines.append(f"{when:<20} {r.get('action', ''):<10} {str(r.get('target', ''))[:28]:<28} "
-                     f"{r.get('outcome', ''):<18} {reason}")
-    return "\n".join(lines)
+        rows.append((str(r.get("time", ""))[:19].replace("T", " "), str(r.get("action", "")),
+                     str(r.get("target", "")), str(r.get("outcome", "")),
+                     reason if len(reason) <= 160 else reason[:157] + "..."))
+    return rows
 
 
 def run_capture(args: argparse.Namespace, config: GuardianConfig) -> int:

@@ -9,8 +9,8 @@ from typing import Any
 
 from actions.milestone import mark_milestone
 from daemon.app import Guardian
+from daemon.cli import terminal
 from daemon.cli.exits import CRITICAL, OK, WARNING
-from daemon.cli.progress import ProgressLine
 from daemon.config import GuardianConfig
 from daemon.core.errors import GuardianError
 from daemon.core.retention import TIERS
@@ -53,23 +53,23 @@ def run(args: argparse.Namespace, config: GuardianConfig) -> int:
 
 
 def _list(guardian: Guardian, names: list[str]) -> int:
-    out = []
     for name in names:
         objects = guardian.store.objects(name)
-        out.append(f"{name}  ({guardian.store.describe()})")
-        out.append(f"  {'TIER':<10} {'COPIES':>6} {'BYTES':>12}  NEWEST RECOVERY POINT")
+        tiers = []
         for tier in TIERS:
             mine = [o for o in objects if o.succeeded and o.tier == tier]
             newest = max((o.recovery_point for o in mine), default=None)
-            out.append(f"  {tier:<10} {len(mine):>6} {human_size(sum(o.size_bytes for o in mine)):>12}  "
-                       f"{newest.isoformat(timespec='seconds') if newest else '-'}")
-        for o in sorted(objects, key=lambda o: o.recovery_point, reverse=True):
-            enc = {True: "encrypted", False: "NOT ENCRYPTED", None: "-"}[o.encrypted]
-            label = f'  "{o.label}"' if o.label else ""
-            state = "" if o.succeeded else "  FAILED"
-            out.append(f"    {o.backup_id:<34} {o.tier:<9} {o.recovery_point.isoformat(timespec='seconds')}  "
-                       f"{human_size(o.size_bytes):>10}  {enc}{label}{state}")
-    sys.stdout.write("\n".join(out) + "\n")
+            tiers.append((tier, str(len(mine)), human_size(sum(o.size_bytes for o in mine)),
+                          newest.isoformat(timespec="seconds") if newest else "-"))
+        terminal.table(("TIER", "COPIES", "BYTES", "NEWEST RECOVERY POINT"), tiers, frozenset({1, 2}),
+                       out=sys.stdout, title=f"{name}  ({guardian.store.describe()})")
+        copies = [(o.backup_id, o.tier, o.recovery_point.isoformat(timespec="seconds"), human_size(o.size_bytes),
+                   {True: "encrypted", False: "NOT ENCRYPTED", None: "-"}[o.encrypted],
+                   o.label or "", "" if o.succeeded else "FAILED")
+                  for o in sorted(objects, key=lambda o: o.recovery_point, reverse=True)]
+        if copies:
+            terminal.table(("BACKUP", "TIER", "RECOVERY POINT", "SIZE", "ENCRYPTION", "LABEL", "STATE"), copies,
+                           frozenset({3}), out=sys.stdout)
     return OK
 
 
@@ -110,7 +110,7 @@ def _mirror(guardian: Guardian, database: str | None) -> int:
     if database is not None and database not in guardian.databases:
         raise GuardianError(f"unknown database {database!r}")
     before = dict(guardian.holder.current().actions)
-    bar = ProgressLine()  # on a terminal; otherwise the log says how a long copy goes, once a minute
+    bar = terminal.ProgressBar()  # on a terminal; otherwise the log says how a long copy goes, once a minute
     try:
         copied = guardian.mirrors.pending(only=database, progress=bar if bar.tty else None)
     finally:

@@ -7,7 +7,7 @@ import sys
 from actions.drill.outcome import FULL, SCENARIOS
 from daemon.app import Guardian
 from daemon.cli.exits import CRITICAL, OK, WARNING, worst
-from daemon.cli.progress import ProgressLine
+from daemon.cli.terminal import ProgressBar
 from daemon.config import GuardianConfig
 from daemon.core.errors import GuardianError
 
@@ -23,7 +23,7 @@ def run(config: GuardianConfig, database: str | None, scenario: str) -> int:
         guardian.drills.sweep_scratch(manual=True)
         verdict_code = OK
         for name in names:
-            bar = ProgressLine()
+            bar = ProgressBar()
             result = guardian.drills.drill(name, SCENARIOS.get(scenario, FULL), bar, manual=True)
             bar.done()
             if result.skipped:

@@ -135,7 +135,8 @@ def _validate(config: GuardianConfig) -> int:
 
 def _check(config: GuardianConfig, as_json: bool) -> int:
     from daemon.app import Guardian
-    from daemon.status import status_document, status_table
+    from daemon.cli import terminal
+    from daemon.status import status_document
 
     if not config.all_databases:
         sys.stderr.write("configuration error:\n  no database to check: set DATABASE_URL, list databases in the "
@@ -150,7 +151,7 @@ def _check(config: GuardianConfig, as_json: bool) -> int:
     if as_json:
         sys.stdout.write(json.dumps(status_document(snap, now), indent=2) + "\n")
     else:
-        sys.stdout.write(status_table(snap, now) + "\n")
+        terminal.status(snap, now, sys.stdout)
     return _check_verdict(snap, now, out=sys.stderr if as_json else sys.stdout)
 
 
