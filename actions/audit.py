@@ -30,9 +30,11 @@ def person() -> str:
 class AuditLog:
     """Append-only audit records in `store`; `read()` returns them for the CLI, oldest first."""
 
-    def __init__(self, store: StateStore, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+    def __init__(self, store: StateStore, clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 on_record: Callable[[list[dict[str, Any]]], None] | None = None) -> None:
         self.store = store
         self.clock = clock
+        self.on_record = on_record  # hears every record (the status page's recent decisions); must not raise
 
     def record(self, action: str, target: str, outcome: str, reason: str, **details: Any) -> dict[str, Any]:
         entry = {"time": self.clock().isoformat(), "action": action, "target": target, "outcome": outcome,
@@ -42,6 +44,8 @@ class AuditLog:
         except GuardianError as exc:
             logger.error("audit record not stored ({}); the decision was: {}", exc,
                          json.dumps(entry, default=str, sort_keys=True))
+        if self.on_record is not None:
+            self.on_record([entry])
         return entry
 
     def read(self, limit: int | None = None, action: str | None = None,

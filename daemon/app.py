@@ -8,6 +8,7 @@ where each part lives and how facts flow from the collectors to the actions.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import cached_property, partial
@@ -36,7 +37,8 @@ from daemon.adapters.postgres.tools import ProcessRegistry, client_tools
 from daemon.adapters.sentry import LogNotifier, make_notifier
 from daemon.adapters.statestore import StateStore, open_state_store
 from daemon.config import GuardianConfig
-from daemon.control import ControlPanel
+from daemon.control import RECENT_DECISIONS, ControlPanel
+from daemon.core.errors import GuardianError
 from daemon.core.retention import PruneDecision
 from daemon.core.snapshot import Snapshot, StateHolder
 from daemon.evaluation import Completion, Evaluator, initial_state
@@ -116,7 +118,10 @@ class Guardian:
 
     @cached_property
     def audit(self) -> AuditLog:
-        return AuditLog(self.state, self.clock)
+        audit = AuditLog(self.state, self.clock, on_record=self.control.noted)
+        with contextlib.suppress(GuardianError):  # an unreadable store is reported where it is used
+            self.control.noted(audit.read(limit=RECENT_DECISIONS))  # the page shows them again after a restart
+        return audit
 
     @cached_property
     def runner(self) -> ActionRunner:
@@ -149,6 +154,7 @@ class Guardian:
         evaluator = Evaluator(self.holder, self.databases, completion, self.archive.policy, drill_policy,
                               self.heroku, self._notify, self.clock, client_tools())
         self.drills  # noqa: B018 - built first: its history is in the snapshot before the first evaluation
+        self.audit  # noqa: B018 - likewise the recent decisions the status page lists
         collection = Collection(self.databases, self.archive, self.heroku, boundary, evaluator,
                                 self.config.collect_interval.total_seconds(), self.clock, self.processes.closing.is_set)
         self.on_stop.close.append(collection.close)

@@ -3,13 +3,26 @@ health probes and the action counters (for metrics and status)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from datetime import datetime
+from typing import Any
 
 from actions.scale import ProbeState
 from daemon.config import ActionsConfig
-from daemon.core.snapshot import ActionsStatus, ProbeStatus, Snapshot, StateHolder
+from daemon.core.snapshot import ActionsStatus, Decision, ProbeStatus, Snapshot, StateHolder
+
+#: Audited decisions kept in the snapshot for the status page (across every database; each card shows its own).
+RECENT_DECISIONS = 200
+
+
+def _decision(entry: dict[str, Any]) -> Decision | None:
+    try:
+        when = datetime.fromisoformat(str(entry["time"]))
+    except (KeyError, ValueError):
+        return None
+    return Decision(time=when, action=str(entry.get("action", "")), target=str(entry.get("target", "")),
+                    outcome=str(entry.get("outcome", "")), reason=str(entry.get("reason", "")))
 
 
 class ControlPanel:
@@ -28,12 +41,12 @@ class ControlPanel:
         c = self.holder.current().control
         new = ActionsStatus(enabled=self.config.enabled, dry_run=self.config.dry_run, paused=self.paused(),
                             leader=bool(self.leader()), last_taken={**c.last_taken, **self.last_taken()},
-                            probes=c.probes)
+                            probes=c.probes, recent=c.recent)
         if new == c:
             return  # unchanged: no new snapshot version, so the cached exposition stays valid
 
         def apply(snap: Snapshot) -> Snapshot:
-            return replace(snap, control=replace(new, probes=snap.control.probes))
+            return replace(snap, control=replace(new, probes=snap.control.probes, recent=snap.control.recent))
 
         self.holder.update(apply)
 
@@ -43,6 +56,18 @@ class ControlPanel:
 
         def apply(snap: Snapshot) -> Snapshot:
             return replace(snap, control=replace(snap.control, probes=out))
+
+        self.holder.update(apply)
+
+    def noted(self, entries: Iterable[dict[str, Any]]) -> None:
+        """Add audit records (as the audit log stores them) to the recent decisions the status page shows."""
+        added = tuple(d for d in (_decision(e) for e in entries) if d is not None)
+        if not added:
+            return
+
+        def apply(snap: Snapshot) -> Snapshot:
+            recent = (*snap.control.recent, *added)[-RECENT_DECISIONS:]
+            return replace(snap, control=replace(snap.control, recent=recent))
 
         self.holder.update(apply)
 

@@ -102,6 +102,11 @@ def database_status(db: DatabaseState, now: datetime, snap: Snapshot | None = No
                       for tier, t in sorted(db.archive.tiers.items())},
         },
         "drills": [drill_doc(d) for d in db.drills],
+        # the newest remedial decisions about this database (taken, declined, dry run), newest first
+        "decisions": [{"time": _iso(d.time), "action": d.action, "target": d.target, "outcome": d.outcome,
+                       "reason": d.reason}
+                      for d in [d for d in (snap.control.recent if snap is not None else ()) if d.concerns(db.name)]
+                      [::-1][:DECISIONS_SHOWN]],
         "timeline": backup_timeline(db, now),
         "findings": [
             {"check": f.check, "severity": f.severity, "active": f.active, "hint": f.hint,
@@ -110,6 +115,10 @@ def database_status(db: DatabaseState, now: datetime, snap: Snapshot | None = No
         ],
         "evaluated_at": _iso(db.evaluated_at),
     }
+
+
+#: Remedial decisions per database in the status document (and on its card).
+DECISIONS_SHOWN = 5
 
 
 def drill_doc(d: DrillResult) -> dict[str, Any]:

@@ -259,6 +259,21 @@ class ProbeStatus:
 
 
 @dataclass(frozen=True)
+class Decision:
+    """One audited decision of an action (taken, declined, started, ended), as the status page lists them."""
+
+    time: datetime
+    action: str
+    target: str  # a database's name, or "<database>/<backup id>" for one copy
+    outcome: str
+    reason: str
+
+    def concerns(self, database: str) -> bool:
+        """True when the decision is about `database` (a database's name may itself hold "/")."""
+        return self.target == database or self.target.startswith(database + "/")
+
+
+@dataclass(frozen=True)
 class ActionsStatus:
     """The action switches and leadership, for metrics and the status page."""
 
@@ -268,6 +283,7 @@ class ActionsStatus:
     leader: bool = False
     last_taken: dict[str, datetime] = field(default_factory=dict)  # action -> end of its newest execution
     probes: tuple[ProbeStatus, ...] = ()
+    recent: tuple[Decision, ...] = ()  # the newest audited decisions, oldest first (RECENT_DECISIONS at most)
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,18 @@ LABELS = {"ok": "Protected", "warning": "At risk", "critical": "Breach or failur
 #: Order of concern: what the verdict names first.
 RANK = {"critical": 0, "unknown": 1, "warning": 2, "ok": 3}
 SCENARIOS = {"database_corruption": "Full restore", "accidental_deletion": "Table restore"}
+#: A decision's outcome in words, and its colour.
+OUTCOME_WORDS = {
+    "done": ("done", "ok"), "started": ("started", "muted"), "failed": ("failed", "critical"),
+    "interrupted": ("interrupted", "warning"), "dry_run": ("dry run: decided, not done", "muted"),
+    "skipped_disabled": ("not done: actions are disabled", "muted"),
+    "skipped_paused": ("not done: actions are paused", "warning"),
+    "skipped_not_leader": ("left to the leader", "muted"), "skipped_running": ("not done: one is running", "muted"),
+    "skipped_cooldown": ("not done: in its cooldown", "muted"),
+    "skipped_cap": ("not done: daily cap reached", "warning"),
+    "skipped_max": ("not done: at its maximum", "warning"), "skipped_busy": ("not done: busy", "muted"),
+    "skipped_unavailable": ("not done: unavailable", "warning"),
+}
 DAY_COLOURS = {"good": "#2e7d32", "failed": "#c62828", "none": "#c4c4c4"}
 
 
@@ -131,7 +143,8 @@ def _card(db: dict[str, Any], now: datetime, link: bool) -> str:
         breached = _parse(db["breach_at"]) <= now
         facts.append(("Breached since" if breached else "Breach after", _time(db["breach_at"], now, _exact(
             db["breach_at"])) + (f" ({_relative(db['breach_at'], now)})" if breached else "")))
-    facts += [("Restore drills", _drills(db, now)), ("Archive copies", _archive(db, now))]
+    facts += [("Restore drills", _drills(db, now)), ("Archive copies", _archive(db, now)),
+              ("Remedial decisions", _decisions(db, now))]
     if (pitr := _pitr(db, now)) is not None:
         facts.append(("Point-in-time recovery", pitr))
     stale = [s for s, src in sorted(db["sources"].items()) if src["stale"]]
@@ -205,6 +218,21 @@ def _archive(db: dict[str, Any], now: datetime) -> str:
         newest = f", newest {_time(t['newest'], now)}" if t["newest"] else ""
         copies = f"{t['count']} cop{'y' if t['count'] == 1 else 'ies'}"
         items.append(f"<li>{escape(tier)}: {escape(copies)}{newest}</li>")
+    return f"<ul class='plain'>{''.join(items)}</ul>"
+
+
+def _decisions(db: dict[str, Any], now: datetime) -> str:
+    """The newest decisions of the guardian's actions about this database, in words: what, how it ended, why."""
+    decisions = db.get("decisions") or []
+    if not decisions:
+        return "none yet"
+    items = []
+    for d in decisions:
+        words, cls = OUTCOME_WORDS.get(d["outcome"], (d["outcome"].replace("_", " "), "muted"))
+        copy = d["target"][len(db["name"]) + 1:] if d["target"] != db["name"] else ""
+        what = escape(d["action"].replace("_", " ") + (f" of {copy}" if copy else ""))
+        items.append(f"<li class='decision'><b>{what}</b>: <span class='s-text-{cls}'>{escape(words)}</span>, "
+                     f"{_time(d['time'], now)}<br><span class='muted'>{escape(d['reason'])}</span></li>")
     return f"<ul class='plain'>{''.join(items)}</ul>"
 
 

@@ -40,7 +40,7 @@ dl>div{display:grid;grid-template-columns:minmax(0,11em) minmax(0,1fr);gap:8px;p
 dt{color:#5a6372}dd{margin:0;min-width:0}
 .muted{color:#6b7380;font-size:13px}
 ul.plain{list-style:none;margin:0;padding:0}
-.s-text-ok{color:#1b5e20}.s-text-warning{color:#8a5200}.s-text-critical{color:#b71c1c}
+.s-text-ok{color:#1b5e20}.s-text-muted{color:#6b7380}.s-text-warning{color:#8a5200}.s-text-critical{color:#b71c1c}
 .timeline{margin:10px 0 6px}
 .timeline figcaption{font-size:13px;color:#5a6372;margin-bottom:2px}
 .timeline svg{display:block;width:100%;height:18px}

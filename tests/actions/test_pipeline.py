@@ -23,6 +23,7 @@ from actions.pipeline import DRY_RUN, GUARDS, KINDS, LEADER, PAUSE_KEY, ActionKi
 from daemon.adapters.postgres.cluster import LocalCluster
 from daemon.app import Guardian
 from daemon.config import GuardianConfig
+from daemon.status import status_document
 from tests.doubles.heroku import HerokuDouble
 from tests.doubles.s3 import MotoServer
 from tests.support import REPO, an_hour_old_backup, guardian_for
@@ -150,8 +151,14 @@ def test_a_paused_guardian_neither_captures_nor_drills_nor_sweeps(fresh_db: str,
         asked = g.remedies.request_capture("shop", "before the restore")  # a person's request: paused too
         records = g.audit.read()
         audit = [(a["action"], a["outcome"], a["reason"]) for a in records if a["outcome"] == "skipped_paused"]
+        shown = status_document(g.holder.current(), datetime.now(UTC))["databases"][0]["decisions"]
     finally:
         g.stop()
+    # every audited decision reaches the status page, newest first (the page shows five)
+    mine = [(a["action"], a["outcome"]) for a in reversed(records) if a["target"] == "shop"]
+    assert [(d["action"], d["outcome"]) for d in shown] == mine[:5]
+    assert shown[0]["outcome"] == "skipped_paused" and "restoring by hand" in shown[0]["reason"]
+    assert all(d["action"] != "scratch_sweep" for d in shown)  # about the scratch servers, not this database
     assert not ok and "actions are paused: restoring by hand" in detail
     assert run.skipped and "actions are paused: restoring by hand" in run.reason
     assert _archived(open_tmp) == before and not _scratch_databases(own_cluster)
@@ -162,6 +169,8 @@ def test_a_paused_guardian_neither_captures_nor_drills_nor_sweeps(fresh_db: str,
     g = _guardian(open_tmp, fresh_db, own_cluster.url("postgres"))
     try:
         assert len(g.state.drills("shop")) == drills  # no drill was recorded either
+        again = status_document(g.collect_all(), datetime.now(UTC))["databases"][0]["decisions"]
+        assert again == shown  # a restart shows the same decisions, read back from the state store
     finally:
         g.stop()
 

@@ -24,9 +24,11 @@ import pytest
 from daemon.core.check_guide import FIRST_STEPS, RUNBOOK_BASE, RUNBOOKS, TITLES
 from daemon.core.policy import CHECKS
 from daemon.core.snapshot import (
+    ActionsStatus,
     ArchiveFacts,
     Backup,
     DatabaseState,
+    Decision,
     DrillResult,
     Finding,
     ProviderFacts,
@@ -120,8 +122,19 @@ def failing() -> DatabaseState:
                     drills=(drill,))
 
 
+#: What the actions decided lately, oldest first: about the failing database, and one about another name that
+#: merely starts like it (which its card must not show).
+DECISIONS = (
+    Decision(NOW - timedelta(hours=5), "capture", FAILING, "dry_run", "emergency capture: rpo_breach"),
+    Decision(NOW - timedelta(hours=3), "prune", f"{FAILING}/b0123", "skipped_paused", "past its daily keep"),
+    Decision(NOW - timedelta(hours=2), "capture", FAILING, "failed", "pg_dump of db:5432/shop failed: timeout"),
+    Decision(NOW - timedelta(hours=1), "capture", FAILING + "-copy", "done", "not this database"),
+)
+
+
 def snapshot(*dbs: DatabaseState) -> Snapshot:
-    return Snapshot(databases={d.name: d for d in dbs}, first_collection_done=True)
+    return Snapshot(databases={d.name: d for d in dbs}, first_collection_done=True,
+                    control=ActionsStatus(recent=DECISIONS))
 
 
 @contextlib.contextmanager
@@ -262,6 +275,13 @@ def test_the_overview_says_which_database_needs_attention_and_why(browser: Any, 
     assert days[20][1] == "2026-11-21: 0 good, 0 failed"
     assert days[-1][1] == "2026-11-30: 0 good, 1 failed"
 
+    decided = bad.find_element(By.XPATH, ".//dt[.='Remedial decisions']/following-sibling::dd")
+    assert [li.text.split("\n")[0] for li in decided.find_elements(By.CSS_SELECTOR, "li")] == [
+        "capture: failed, 2 h ago", "prune of b0123: not done: actions are paused, 3 h ago",
+        "capture: dry run: decided, not done, 5 h ago"]
+    assert "pg_dump of db:5432/shop failed: timeout" in decided.text and "not this database" not in decided.text
+    assert ok.find_element(By.XPATH, ".//dt[.='Remedial decisions']/following-sibling::dd").text == "none yet"
+
     heading = bad.find_element(By.CSS_SELECTOR, "h2 a")
     assert heading.get_attribute("href") == site + "/db/" + quote(FAILING, safe="")
 
@@ -328,6 +348,10 @@ def test_the_status_document_carries_drills_archive_tiers_timeline_and_finding_g
     breach = next(f for f in bad["findings"] if f["check"] == "rpo_breach")
     assert breach["title"] == "Data at risk is past the RPO"
     assert breach["runbook_url"] == RUNBOOK_BASE + "pg_backup_rpo_breach.md" and breach["first_step"]
+    assert [(d["action"], d["target"], d["outcome"]) for d in bad["decisions"]] == [
+        ("capture", FAILING, "failed"), ("prune", f"{FAILING}/b0123", "skipped_paused"),
+        ("capture", FAILING, "dry_run")]
+    assert bad["decisions"][0]["time"] == (NOW - timedelta(hours=2)).isoformat() and ok["decisions"] == []
 
 
 def test_a_backup_kept_by_two_sources_counts_once_in_the_timeline() -> None:
