@@ -217,7 +217,7 @@ class Guardian:
 
     @cached_property
     def exposition(self) -> Exposition:
-        return Exposition(self.holder)
+        return Exposition(self.holder, isolated=True)  # rendering never holds the interpreter lock against scrapes
 
     @cached_property
     def runtime(self) -> Runtime:

@@ -1,8 +1,8 @@
 """Serving /metrics: `Exposition` renders the families of `daemon.metrics.families` once per snapshot version
 and content type off the request path, so a scrape of a large fleet returns the last complete rendering and
 never waits for the next one; content negotiation (text 0.0.4, OpenMetrics) and gzip are prometheus-client's own.
-With `isolated`, the rendering itself runs in a forked child (`daemon.metrics.forked`), so it does not compete
-with scrapes and collection for the daemon's interpreter lock (measured, not the default yet: see `Exposition`).
+With `isolated` (the daemon's choice), the rendering itself runs in a forked child (`daemon.metrics.forked`), so
+it does not compete with scrapes and collection for the daemon's interpreter lock.
 """
 
 from __future__ import annotations
@@ -54,11 +54,10 @@ class Exposition:
     every variant scrapers asked for (text 0.0.4, OpenMetrics, each plain or gzip) from that one snapshot, then
     swaps the result in under one lock. With `isolated` (where the platform can fork) the thread only waits while
     a forked child renders: at 1,000 databases a rendering is about 0.3 s of CPU that otherwise holds the
-    interpreter lock against every scrape and collection thread. Off by default: with it on, a daemon was seen
-    twice not to react to SIGTERM (cause not found yet), so the daemon renders on the thread. `render()` only reads
-    that cache, so a scrape never waits for a rendering; the body it serves is at most one rendering behind the
-    snapshot. A scrape renders inline only:
-    before any rendering exists, for a variant never asked for before (once, from the cached snapshot), and when
+    interpreter lock against every scrape and collection thread (the composition root turns it on). `render()`
+    only reads that cache, so a scrape never waits for a rendering; the body it serves is at most one rendering
+    behind the snapshot. A scrape renders inline only: before any rendering exists, for a variant never asked
+    for before (once, from the cached snapshot), and when
     the renderer cannot be trusted (not started, stopped, died, its last rendering failed, or it lags more than
     `MAX_LAG_VERSIONS` versions); the last three are logged when they begin and when they end.
     """

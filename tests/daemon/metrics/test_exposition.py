@@ -201,6 +201,7 @@ def test_stopping_the_daemon_ends_the_renderer_thread(pg_cluster: LocalCluster, 
         assert g.http is not None
         renderers = [t for t in threading.enumerate() if t.name == RENDER_THREAD]
         assert len(renderers) == 1 and renderers[0].is_alive()
+        assert g.exposition.isolated  # the daemon renders in a forked child, off its interpreter lock
         scrape_until(g.http.port, lambda s: s.status == 200 and "pgbackup_build_info" in s.body)
     finally:
         g.stop()
