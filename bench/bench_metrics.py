@@ -28,7 +28,8 @@ What it measures, in one run:
    are made the way Prometheus makes them (OpenMetrics, gzip, from another process) at random intervals of
    0.1-0.5 s. This runs ``DURING_ROUNDS`` times with the renderer in a forked child (the daemon's default)
    and as many with it on a thread in the daemon's process, alternating, so the two are compared in one
-   run. Median, p99 and max are reported per mode (target: p99 < 20 ms; the verdict is given for both, the
+   run. Each round freezes the heap after every publish and collects it whole at its end, as the daemon does
+   (`daemon.heap`). Median, p99 and max are reported per mode (target: p99 < 20 ms; the verdict is given for both, the
    daemon's default, the forked child, first), with how many
    snapshot versions were published and how far behind the served bodies were.
 
@@ -67,6 +68,7 @@ from daemon.core.snapshot import (
     SourceState,
     StateHolder,
 )
+from daemon.heap import collect_frozen, freeze_after_publish
 from daemon.metrics import Exposition
 from daemon.web.server import GuardianHTTP
 
@@ -279,6 +281,7 @@ def scrapes_during_collection(snapshot: Snapshot, now: datetime, *, isolated: bo
     """Prometheus-style scrapes from another process, at random gaps, while a publisher thread publishes a pass
     every PASS_INTERVAL; the exposition renders in a forked child (`isolated`) or on its thread."""
     holder = StateHolder(snapshot)
+    freeze_after_publish(holder)  # as the daemon's run does: full garbage collections only when it chooses
     server = GuardianHTTP("127.0.0.1", 0, holder, Exposition(holder, isolated=isolated))
     headers = {"Accept": OPENMETRICS_ACCEPT, "Accept-Encoding": "gzip"}
     stop = threading.Event()
@@ -305,6 +308,7 @@ def scrapes_during_collection(snapshot: Snapshot, now: datetime, *, isolated: bo
         stop.set()
         publisher.join()
         server.stop()
+        collect_frozen()  # each round starts from a collected heap, whichever mode ran before
     seconds: list[float] = []
     behind: list[int] = []
     for line in client.stdout.splitlines():

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import psycopg
 
-from daemon.core.errors import CollectorError
+from daemon.core.errors import CollectorError, one_line
 from daemon.core.redact import REDACTOR
 from daemon.core.snapshot import LiveFacts
 
@@ -33,8 +33,7 @@ def collect_live(url: str, connect_timeout: float, statement_timeout_ms: int = 1
             conn.execute(f"SET statement_timeout = {int(statement_timeout_ms)}")
             row = conn.execute(_FACTS_SQL).fetchone()
     except psycopg.Error as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CollectorError(REDACTOR(f"cannot read the live database: {reason}")) from None
+        raise CollectorError(REDACTOR(f"cannot read the live database: {one_line(exc)}")) from None
     assert row is not None
     return LiveFacts(size_bytes=int(row[0]), table_count=int(row[1]), server_version=str(row[2]),
                      observed_at=datetime.now(UTC))

@@ -13,10 +13,10 @@ import psycopg
 from psycopg import sql
 
 from actions.drill.outcome import TABLE, CheckResult, DrillRun
-from daemon.adapters.postgres import scratch as scratchdb
 from daemon.adapters.postgres.scratch import ScratchTarget
 from daemon.adapters.postgres.toc import TocEntry, match_tables
 from daemon.config import DatabaseConfig
+from daemon.core.errors import one_line
 from daemon.core.names import TableName, parse_column, parse_table, shown_text
 
 
@@ -133,7 +133,7 @@ def _fresh(conn: psycopg.Connection[Any], column: str, max_age: float, run: Dril
         row = conn.execute(sql.SQL("SELECT max({}) FROM {}").format(
             sql.Identifier(col), sql.Identifier(table.schema, table.name))).fetchone()
     except psycopg.Error as exc:
-        return CheckResult(name, False, f"cannot read: {shown_text(scratchdb.first_line(exc))}")
+        return CheckResult(name, False, f"cannot read: {shown_text(one_line(exc))}")
     newest = row[0] if row else None
     if newest is None or run.backup is None:
         return CheckResult(name, False, "no rows")
@@ -152,7 +152,7 @@ def _min_rows(conn: psycopg.Connection[Any], key: str, minimum: int) -> CheckRes
         row = conn.execute(sql.SQL("SELECT count(*) FROM (SELECT 1 FROM {} LIMIT %s) t").format(
             sql.Identifier(table.schema, table.name)), (minimum,)).fetchone()
     except psycopg.Error as exc:
-        return CheckResult(name, False, f"cannot count: {shown_text(scratchdb.first_line(exc))}")
+        return CheckResult(name, False, f"cannot count: {shown_text(one_line(exc))}")
     n = int(row[0]) if row else 0
     return CheckResult(name, n >= minimum, f"{n}{'+' if n >= minimum else ''} rows")
 
@@ -161,7 +161,7 @@ def _sql_check(conn: psycopg.Connection[Any], name: str, query: str) -> CheckRes
     try:
         row = conn.execute(query).fetchone()
     except psycopg.Error as exc:
-        return CheckResult(name, False, f"query failed: {scratchdb.first_line(exc)}")
+        return CheckResult(name, False, f"query failed: {one_line(exc)}")
     value = row[0] if row else None
     return CheckResult(name, value is True, f"returned {value!r}")
 

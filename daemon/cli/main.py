@@ -191,6 +191,7 @@ def _check_listen(config: GuardianConfig) -> None:
 
 
 def _run(config: GuardianConfig) -> int:
+    from daemon import heap
     from daemon.app import Guardian
     from daemon.cli import running
     from daemon.embedded import DemoDatabase, demo_config
@@ -223,6 +224,8 @@ def _run(config: GuardianConfig) -> int:
     guardian = Guardian(config, demo=demo is not None)
     try:
         guardian.start()
+        heap.freeze_after_publish(guardian.holder)  # full garbage collections only when the daemon chooses
+        guardian.runtime.add_job("full-garbage-collection", heap.collect_frozen, heap.FULL_COLLECTION_EVERY)
         running.record(config)  # `check`, `drill`, `capture`, `archive`, `actions` with no configuration find it
         if demo is not None:
             demo_url = config.databases[0].url.get_secret_value() if config.databases[0].url else ""

@@ -38,15 +38,20 @@ STYLES = {"CRITICAL": "bold red", "BREACH": "bold red", "FAILED": "bold red", "W
 
 
 def console(out: TextIO | None = None) -> Console:
-    """A rich console on `out` (stdout by default); `.is_terminal` says whether the rich form is wanted."""
+    """A rich console on `out` (stdout by default); `wants_rich` says whether the rich form is wanted."""
     return Console(file=out or sys.stdout, highlight=False, soft_wrap=False)
+
+
+def wants_rich(con: Console) -> bool:
+    """A terminal that can show it: a tty (or one forced by FORCE_COLOR / TTY_COMPATIBLE), not TERM=dumb."""
+    return con.is_terminal and not con.is_dumb_terminal
 
 
 def table(head: tuple[str, ...], rows: Sequence[tuple[str, ...]], right: frozenset[int] = frozenset(),
           out: TextIO | None = None, title: str | None = None) -> None:
     """Print `rows` under `head`: a rich table on a terminal, aligned plain columns otherwise."""
     con = console(out)
-    if not con.is_terminal:
+    if not wants_rich(con):
         if title:
             con.file.write(title + "\n")
         con.file.write("\n".join(aligned(head, rows, right)) + "\n")
@@ -67,7 +72,7 @@ def _rich_table(head: tuple[str, ...], rows: Sequence[tuple[str, ...]], right: f
 def status(snap: Snapshot, now: datetime, out: TextIO | None = None) -> None:
     """`check`'s table: the databases, then each one's schedule, newest backups and active findings."""
     con = console(out)
-    if not con.is_terminal:
+    if not wants_rich(con):
         from daemon.status import status_table
 
         con.file.write(status_table(snap, now) + "\n")
@@ -93,7 +98,7 @@ class ProgressBar:
 
     def __init__(self, out: TextIO | None = None) -> None:
         self._console = Console(file=out or sys.stderr, highlight=False)
-        self.tty = self._console.is_terminal
+        self.tty = wants_rich(self._console)
         self.phase = ""
         self._progress: Progress | None = None
         self._task: TaskID | None = None

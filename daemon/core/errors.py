@@ -42,3 +42,13 @@ class ActionDeclined(GuardianError):
 
 class ActionFailed(GuardianError):
     """A person asked for a change, it ran, and it failed (the store refused it, the tool failed)."""
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception's whole message on one line (its type when the message is empty): libpq's second line ("Is
+    the server running on that host and accepting TCP/IP connections?"), every host a multi-host connection
+    tried, a server's DETAIL and HINT all kept; only the server's quote of the SQL (`LINE n: ...` and the caret
+    under it) left out, which repeats the statement and can run long."""
+    lines = [line.strip() for line in str(exc).strip().splitlines()]
+    kept = [line for line in lines if line and not line.startswith("LINE ") and set(line) != {"^"}]
+    return " ".join(" ".join(kept).split()) or type(exc).__name__

@@ -34,7 +34,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from daemon.adapters.postgres.cluster import LocalCluster, cluster_in
 from daemon.adapters.statestore import ScratchEntry, StateStore
-from daemon.core.errors import GuardianError
+from daemon.core.errors import GuardianError, one_line
 from daemon.core.redact import REDACTOR
 
 PREFIX = "guardian_drill_"
@@ -109,7 +109,7 @@ class ScratchTarget:
             return psycopg.connect(self.conninfo(dbname), autocommit=True, connect_timeout=max(1, int(timeout)))
         except psycopg.Error as exc:
             raise GuardianError(REDACTOR(f"cannot connect to the scratch server {self.where}: "
-                                         f"{first_line(exc)}")) from None
+                                         f"{one_line(exc)}")) from None
 
     def restore_env(self) -> dict[str, str]:
         """The environment for pg_restore: the password in PGPASSWORD, none of the variables that move it."""
@@ -143,19 +143,13 @@ def _resolve_one(host: str, port: str) -> str:
     return str(infos[0][4][0])
 
 
-def first_line(exc: BaseException) -> str:
-    """The first line of an exception's message (its type when the message is empty), for one-line errors."""
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 def system_identifier(url: str, timeout: float = 10) -> int:
     """A production server's unique identifier (pg_control_system()); GuardianError when unreachable."""
     try:
         with psycopg.connect(url, connect_timeout=max(1, int(timeout)), autocommit=True) as conn:
             row = conn.execute("SELECT system_identifier FROM pg_control_system()").fetchone()
     except psycopg.Error as exc:
-        raise GuardianError(REDACTOR(f"cannot read the server's identity: {first_line(exc)}")) from None
+        raise GuardianError(REDACTOR(f"cannot read the server's identity: {one_line(exc)}")) from None
     assert row is not None
     return int(row[0])
 
@@ -249,7 +243,7 @@ def create(target: ScratchTarget, production: Production, ledger: StateStore, da
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
         except psycopg.Error as exc:
             ledger.remove_scratch(entry.server_id, name)
-            raise GuardianError(REDACTOR(f"cannot create the scratch database: {first_line(exc)}")) from None
+            raise GuardianError(REDACTOR(f"cannot create the scratch database: {one_line(exc)}")) from None
         try:
             conn.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(
                 sql.Identifier(name), sql.Literal(MARKER + entry.token)))
@@ -261,7 +255,7 @@ def create(target: ScratchTarget, production: Production, ledger: StateStore, da
             if dropped:  # else the entry stays, and the sweep reports the unmarked database it cannot prove
                 with contextlib.suppress(GuardianError):  # never hide the error below behind the store's
                     ledger.remove_scratch(entry.server_id, name)
-            raise GuardianError(REDACTOR(f"cannot mark the scratch database: {first_line(exc)}")) from None
+            raise GuardianError(REDACTOR(f"cannot mark the scratch database: {one_line(exc)}")) from None
     how = (f"system_identifier {server} of scratch {target.where} differs from production's "
            f"({len(production.identities)} watched server(s) compared)")
     return entry, how
@@ -295,7 +289,7 @@ def drop(target: ScratchTarget, production: Production, ledger: StateStore, entr
                                  "WHERE datname = %s AND pid <> pg_backend_pid()", (entry.name,)).fetchone()
             conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(ident))
         except psycopg.Error as exc:
-            raise GuardianError(REDACTOR(f"cannot drop scratch database {entry.name}: {first_line(exc)}")) \
+            raise GuardianError(REDACTOR(f"cannot drop scratch database {entry.name}: {one_line(exc)}")) \
                 from None
     ledger.remove_scratch(entry.server_id, entry.name)
     sessions = int(ended[0]) if ended else 0

@@ -14,6 +14,7 @@ from daemon.core.versions import ClientTools, major_of
 
 __all__ = ["ClientTools", "client_tools_check", "major_of"]
 
+
 def client_tools_check(db: DatabaseState, tools: ClientTools | None, now: datetime) -> Finding:
     """Active when the database's backups come from a newer PostgreSQL major than this pg_restore reads: the
     server's version (the collectors read it from the database or the provider), or the pg_dump that wrote the

@@ -66,12 +66,17 @@ def test_check_json_reports_data_at_risk(pg_cluster: LocalCluster, tmp_path: Pat
 
 def test_unreachable_database_is_a_clear_failure_without_secret(tmp_path: Path) -> None:
     secret = "Sup3r-Secret-Pw"
-    url = f"postgresql://app:{secret}@127.0.0.1:{free_port()}/shop"
+    port = free_port()
+    url = f"postgresql://app:{secret}@127.0.0.1:{port}/shop"
     (tmp_path / "archive").mkdir()
     out = _check(_write(tmp_path, url, tmp_path / "archive"))
     assert out.returncode == 2
     text = out.stdout + out.stderr
     assert "collector_down" in text and "cannot read the live database" in text
+    # the cause whole, on one line: the server, the port, the reason and libpq's next line
+    [line] = [line for line in out.stdout.splitlines() if "cannot read the live database" in line]
+    assert f'"127.0.0.1", port {port} failed: Connection refused' in line
+    assert "Is the server running on that host and accepting TCP/IP connections?" in line
     assert "Traceback" not in text
     assert secret not in text
 

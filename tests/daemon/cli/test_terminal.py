@@ -25,11 +25,11 @@ def _env(**extra: str) -> dict[str, str]:
     return {**env, "TERM": "xterm-256color", "COLUMNS": "160", "LINES": "50", **extra}
 
 
-def in_terminal(args: list[str], timeout: float = 120) -> tuple[int, str]:
+def in_terminal(args: list[str], timeout: float = 120, **env: str) -> tuple[int, str]:
     """Run the CLI with stdin, stdout and stderr on a new pseudo-terminal; its exit code and all it wrote."""
     master, slave = pty.openpty()
     proc = subprocess.Popen([sys.executable, "-m", "daemon", *args], stdin=slave, stdout=slave, stderr=slave,
-                            env=_env(), close_fds=True)
+                            env=_env(**env), close_fds=True)
     os.close(slave)
     chunks: list[bytes] = []
     deadline = time.monotonic() + timeout
@@ -88,6 +88,10 @@ def test_check_and_archive_list_are_rich_tables_on_a_terminal_and_plain_columns_
     assert mode.startswith("remedial actions: DRY RUN")
     assert head.split() == ["DATABASE", "STATUS", "NEWEST", "GOOD", "BACKUP", "DATA", "AT", "RISK", "RPO"]
     assert set(rule) == {"-"} and len(rule) == len(head)
+
+    code, screen = in_terminal(["check", "--config", cfg], TERM="dumb")  # a terminal that cannot show it
+    assert code == 0 and ESC not in screen and "━" not in screen and "─" not in screen
+    assert "DATABASE  STATUS" in screen
 
     code, screen = in_terminal(["archive", "list", "--config", cfg])
     assert code == 0, screen
