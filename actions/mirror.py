@@ -26,7 +26,7 @@ from collectors.heroku import require_transfer_num, transfer_num
 from daemon.adapters.archive.download import BLOCK, Download, DownloadError
 from daemon.adapters.archive.records import BackupRecord
 from daemon.adapters.archive.store import ArchiveStore
-from daemon.adapters.heroku import HerokuAPI
+from daemon.adapters.heroku import HerokuAPI, HerokuGone
 from daemon.adapters.postgres.toc import TocTee
 from daemon.config import DatabaseConfig
 from daemon.core.errors import CaptureError, GuardianError
@@ -34,10 +34,18 @@ from daemon.core.snapshot import SOURCE_ARCHIVE, SOURCE_HEROKU, Backup, Database
 from daemon.status import human_size
 
 
-def backup_to_mirror(db: DatabaseState, provider: str = SOURCE_HEROKU) -> Backup | None:
-    """The provider's newest good backup when the archive does not hold a good copy of it yet."""
+class BackupGone(CaptureError):
+    """The provider deleted the backup (its retention expired it, or someone removed it) before or while it was
+    copied: neither the guardian's failure nor the backup's."""
+
+
+def backup_to_mirror(db: DatabaseState, provider: str = SOURCE_HEROKU,
+                     gone: frozenset[str] = frozenset()) -> Backup | None:
+    """The provider's newest good backup (leaving out the ids in `gone`, deleted since the provider was last
+    read) when the archive does not hold a good copy of it yet."""
     src = db.sources.get(provider)
-    newest = src.newest_good if src is not None else None
+    good = [b for b in src.good if b.backup_id not in gone] if src is not None else []
+    newest = max(good, key=lambda b: b.started_at) if good else None
     if newest is None or transfer_num(newest.backup_id) is None:
         return None  # legacy o-names carry no transfer number to ask a URL for
     archive = db.sources.get(SOURCE_ARCHIVE)
@@ -78,6 +86,9 @@ class Mirror:
         num = require_transfer_num(backup.backup_id)
         try:
             url = str(self.api.public_url(billing_app, num)["url"])
+        except HerokuGone:
+            raise BackupGone(f"{backup.backup_id} of {database} was deleted by Heroku (410 Gone) before it could "
+                             "be copied") from None
         except (GuardianError, KeyError) as exc:
             raise CaptureError(f"no download URL for {backup.backup_id} of {database}: {exc}") from None
         started = self.clock()
@@ -89,6 +100,9 @@ class Mirror:
         view = memoryview(buf)
         try:
             with Download(url, timeout=self.timeout) as body:
+                if body.status in (404, 410):  # the object left the provider's storage after the URL was signed
+                    raise BackupGone(f"{backup.backup_id} of {database} was deleted by Heroku while it was being "
+                                     f"copied (its download answered HTTP {body.status})")
                 if body.status != 200:
                     raise CaptureError(f"download of {backup.backup_id} failed: HTTP {body.status}")
                 total = body.length or backup.size_bytes or None
@@ -134,6 +148,11 @@ class Mirror:
         return record
 
 
+#: Backups found deleted one after another in one run before the mirror of that database gives up until the
+#: next collection (which lists only what remains).
+MAX_GONE_IN_A_ROW = 3
+
+
 @dataclass(frozen=True)
 class MirrorJob:
     database: str
@@ -158,35 +177,59 @@ class Mirrors:
         self.enabled = enabled
         self.stopping = stopping
         self.after_copy = after_copy
+        # database -> backup ids Heroku deleted since it was last read (410): never asked for again; an id leaves
+        # this set once the provider's list no longer holds it
+        self.gone: dict[str, set[str]] = {}
 
     def jobs(self, snap: Snapshot) -> list[MirrorJob]:
         if self.mirror is None or not self.enabled:
             return []
         jobs = []
         for name, db in snap.databases.items():
-            cfg = self.databases.get(name)
-            if cfg is None or cfg.heroku is None:
-                continue
-            if SOURCE_ARCHIVE not in db.sources:
-                continue  # the archive has not been read yet: do not copy blind
-            backup = backup_to_mirror(db)
-            app = self.billing_app(name)
-            if backup is not None and app is not None:
-                jobs.append(MirrorJob(name, app, backup))
+            job = self._job(name, db)
+            if job is not None:
+                jobs.append(job)
         return jobs
+
+    def _job(self, name: str, db: DatabaseState) -> MirrorJob | None:
+        cfg = self.databases.get(name)
+        if cfg is None or cfg.heroku is None:
+            return None
+        if SOURCE_ARCHIVE not in db.sources:
+            return None  # the archive has not been read yet: do not copy blind
+        src = db.sources.get(SOURCE_HEROKU)
+        listed = {b.backup_id for b in src.backups} if src is not None else set()
+        gone = self.gone.get(name, set()) & listed
+        self.gone[name] = gone
+        backup = backup_to_mirror(db, gone=frozenset(gone))
+        app = self.billing_app(name)
+        return MirrorJob(name, app, backup) if backup is not None and app is not None else None
 
     def pending(self, only: str | None = None, progress: Callable[[str, int, int | None], None] | None = None) -> int:
         """Copy every Heroku backup the current snapshot says the archive lacks (one at a time); returns how many
-        were copied. `progress(what, bytes done, total)` follows each copy (else the log does, once a minute)."""
+        were copied. `progress(what, bytes done, total)` follows each copy (else the log does, once a minute).
+        When Heroku deleted the backup meanwhile (410, or its file gone mid-copy), the next good backup the
+        archive lacks is copied instead, and the log and the audit record say so."""
         done = 0
         for job in self.jobs(self.snapshot()):
             if only is not None and job.database != only:
                 continue
-            if self.stopping():
-                break
-            each = functools.partial(progress, f"{job.database} {job.backup.backup_id}") if progress else None
-            if self.run(job, each):
-                done += 1
+            for _ in range(MAX_GONE_IN_A_ROW + 1):
+                if self.stopping():
+                    return done
+                each = functools.partial(progress, f"{job.database} {job.backup.backup_id}") if progress else None
+                if self.run(job, each):
+                    done += 1
+                if job.backup.backup_id not in self.gone.get(job.database, set()):
+                    break
+                db = self.snapshot().databases.get(job.database)
+                following = self._job(job.database, db) if db is not None else None
+                logger.warning("mirror of {}: {} was deleted by Heroku; {}", job.database, job.backup.backup_id,
+                               f"copying the next good backup the archive lacks, {following.backup.backup_id}"
+                               if following else "the archive already holds every good backup that remains")
+                if following is None:
+                    break
+                job = following
             self.after_copy(job.database)
         return done
 
@@ -202,6 +245,10 @@ class Mirrors:
         assert self.mirror is not None
         try:
             record = self.mirror.mirror(job.database, job.billing_app, job.backup, progress or logged(target))
+        except BackupGone as exc:  # not a failure: the next good backup is copied instead (pending)
+            self.gone.setdefault(job.database, set()).add(job.backup.backup_id)
+            return Outcome(False, f"{exc}; not a failure of the guardian or of the backup, the next good backup "
+                                  "is copied instead", skipped=True)
         except GuardianError as exc:
             logger.error("mirror of {} failed: {}", target, exc)
             raise

@@ -16,7 +16,8 @@ from loguru import logger
 from collectors.archive import ArchiveReader
 from collectors.fleet import HerokuSide
 from collectors.heroku import require_transfer_num, transfer_num
-from daemon.adapters.archive.download import stream
+from daemon.adapters.archive.download import ObjectGone, stream
+from daemon.adapters.heroku import HerokuGone
 from daemon.adapters.postgres.toc import Toc, read_stream
 from daemon.config import DatabaseConfig
 from daemon.core.errors import GuardianError
@@ -56,6 +57,12 @@ class ReadThrough:
             try:
                 url = str(api.public_url(app, require_transfer_num(newest.backup_id))["url"])
                 toc = read_stream(stream(url))
+            except (HerokuGone, ObjectGone):
+                # not a verdict on the backup: the next collection lists what remains, and its newest is read
+                logger.info("readability check of {} {} not done: Heroku deleted it meanwhile (its retention "
+                            "expired it); the next good backup is read after the next collection", name,
+                            newest.backup_id)
+                continue
             except GuardianError as exc:
                 logger.warning("readability check of {} {} not done: {}", name, newest.backup_id, exc)
                 continue

@@ -35,9 +35,9 @@ from actions.drill.outcome import TABLE, DrillRun, Progress
 from actions.drill.restore import restore, verify_dump, version_gate
 from actions.drill.sweep import SweepReport, sweep
 from collectors.heroku import require_transfer_num
-from daemon.adapters.archive.download import stream
+from daemon.adapters.archive.download import ObjectGone, stream
 from daemon.adapters.archive.store import ArchiveStore
-from daemon.adapters.heroku import HerokuAPI
+from daemon.adapters.heroku import HerokuAPI, HerokuGone
 from daemon.adapters.postgres import scratch as scratchdb
 from daemon.adapters.postgres.scratch import DrillRefused, Production, ScratchServer
 from daemon.adapters.postgres.tools import ProcessRegistry
@@ -140,15 +140,13 @@ class DrillRunner:
              progress: Progress) -> None:
         if run.scenario == TABLE and not db.drill.tables:
             raise DrillRefused("no critical tables configured for the table drill (drill.tables)")
-        backup, source = self._pick(state)
-        run.backup, run.source = backup, source
         deadline = time.monotonic() + db.drill.timeout.total_seconds()
         downloads = self.state_dir / "drills" / "tmp"  # not /tmp: a killed drill's download is swept at start
         downloads.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="download-", dir=downloads) as tmp:
             dump = Path(tmp) / "drill.dump"
             t0 = time.monotonic()
-            self._fetch(db, backup, source, billing_app, dump, progress, deadline)
+            backup = self._download(db, state, run, billing_app, dump, progress, deadline)
             run.phases["download"] = time.monotonic() - t0
             run.dump_bytes = dump.stat().st_size
             t0 = time.monotonic()
@@ -187,11 +185,34 @@ class DrillRunner:
                     run.notes.append(f"the scratch database was not dropped ({exc}); the next start sweeps it")
                 run.phases["drop"] = time.monotonic() - t0
 
-    def _pick(self, state: DatabaseState) -> tuple[Backup, str]:
-        """The newest good backup: an archive copy (whose sha256 is known) wins a tie with the provider."""
+    def _download(self, db: DatabaseConfig, state: DatabaseState, run: DrillRun, billing_app: str | None,
+                  dump: Path, progress: Progress, deadline: float) -> Backup:
+        """Download the newest good backup into `dump`. When Heroku deleted it meanwhile (410, or its file gone
+        mid-read: its retention expired it), the next good backup is drilled instead and the notes say so:
+        neither the guardian nor the backup failed."""
+        gone: set[str] = set()
+        while True:
+            backup, source = self._pick(state, gone)
+            run.backup, run.source = backup, source
+            try:
+                self._fetch(db, backup, source, billing_app, dump, progress, deadline)
+                return backup
+            except (HerokuGone, ObjectGone) as exc:
+                gone.add(backup.backup_id)
+                run.notes.append(f"{backup.backup_id} was deleted by Heroku while the drill read it ({exc}); the "
+                                 "next good backup is drilled instead")
+                logger.warning("drill of {}: {}", db.name, run.notes[-1])
+                if len(gone) > MAX_GONE:
+                    raise GuardianError(f"{len(gone)} backups were deleted by Heroku while the drill read them: "
+                                        "it stops until the next collection lists what remains") from None
+
+    def _pick(self, state: DatabaseState, gone: set[str] | None = None) -> tuple[Backup, str]:
+        """The newest good backup (not among `gone`): an archive copy (whose sha256 is known) wins a tie with
+        the provider."""
         candidates = []
         for name, src in state.sources.items():
-            b = src.newest_good
+            good = [b for b in src.good if b.backup_id not in (gone or set())]
+            b = max(good, key=lambda b: b.started_at) if good else None
             if b is not None and (name == SOURCE_ARCHIVE or (name == SOURCE_HEROKU and self.heroku is not None)):
                 candidates.append((b.recovery_point, name == SOURCE_ARCHIVE, b, name))
         if not candidates:
@@ -220,6 +241,10 @@ class DrillRunner:
                 fh.write(chunk)
                 done += len(chunk)
                 progress("download", done, total)
+
+
+#: Backups found deleted one after another in one drill before it gives up until the next collection.
+MAX_GONE = 3
 
 
 class DrillBusy(GuardianError):

@@ -56,6 +56,11 @@ class HerokuNotFound(HerokuError):
     """404: unknown app, add-on, attachment or transfer."""
 
 
+class HerokuGone(HerokuError):
+    """410: the transfer was deleted (expired by Heroku's retention, or removed): it existed and no longer does.
+    Not an error of the caller, nor a failed backup; whoever wanted it moves on to the next good one."""
+
+
 class HerokuRateLimited(HerokuError):
     """429 that did not clear within the allowed wait."""
 
@@ -347,6 +352,8 @@ def _translate(resp: httpx.Response, method: str, url: str) -> HerokuError:
         return HerokuAuthError(text, status, error_id)
     if status == 404:
         return HerokuNotFound(text, status, error_id)
+    if status == 410:
+        return HerokuGone(text, status, error_id)
     return HerokuError(text, status, error_id)
 
 

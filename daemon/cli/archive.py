@@ -65,7 +65,7 @@ def _list(guardian: Guardian, names: list[str]) -> int:
                        out=sys.stdout, title=f"{name}  ({guardian.store.describe()})")
         copies = [(o.backup_id, o.tier, o.recovery_point.isoformat(timespec="seconds"), human_size(o.size_bytes),
                    {True: "encrypted", False: "NOT ENCRYPTED", None: "-"}[o.encrypted],
-                   o.label or "", "" if o.succeeded else "FAILED")
+                   f'"{o.label}"' if o.label else "", "" if o.succeeded else "FAILED")  # quoted: free text
                   for o in sorted(objects, key=lambda o: o.recovery_point, reverse=True)]
         if copies:
             terminal.table(("BACKUP", "TIER", "RECOVERY POINT", "SIZE", "ENCRYPTION", "LABEL", "STATE"), copies,

@@ -377,7 +377,7 @@ class HerokuDouble:
 
     def __init__(self, *, token: str = "test-token-0123456789", clock: Callable[[], datetime] | None = None,
                  rate_limit: int = 4500, refill_per_minute: float = 75.0, page_size: int = 200,
-                 capture_delay: float = 0.0, url_lifetime: timedelta = timedelta(minutes=10)) -> None:
+                 capture_delay: float = 0.0, url_lifetime: timedelta = timedelta(minutes=60)) -> None:
         self.token = token
         self._clock = clock or (lambda: datetime.now(UTC))
         self.rate_limit = rate_limit
@@ -613,18 +613,17 @@ class HerokuDouble:
                 if t.addon_id == addon.id and t.schedule_uuid is None and t.to_type == "gof3r":
                     t.num_keep = keep
 
-    def _expire_oldest_manual(self, addon: _Addon) -> None:
-        """ref §5.3: at the plan's manual limit, a capture "will automatically expire the oldest manual backup".
-        CHOICE: the limit counts finished, successful, not deleted manual backups of the add-on; the expired one
-        gets `deleted_at` (so it drops out of the list like a deleted backup) at the moment of the capture POST."""
+    def _expire_manual(self, addon: _Addon) -> None:
+        """ref §5.3 and Corrections Nov 2026: when a manual capture *finishes* successfully, the successful manual
+        backups of the add-on beyond `num_keep` (the oldest first) are marked deleted, and so leave the list.
+        Called with the lock held, after the capture's transfer is marked succeeded."""
         manual = [t for t in self._transfers if t.addon_id == addon.id and t.from_type == "pg_dump"
                   and t.to_type == "gof3r" and t.schedule_uuid is None and t.deleted_at is None
                   and t.purged_at is None and t.finished_at is not None and t.succeeded]
-        if len(manual) >= self._num_keep(addon, False):
-            oldest = min(manual, key=lambda t: t.created_at)
-            oldest.deleted_at = oldest.updated_at = self._now()
-            oldest.logs.append({"created_at": self._now(), "level": "info",
-                                "message": "Expired: manual backup limit reached"})
+        now = self._now()
+        for old in sorted(manual, key=lambda t: t.created_at)[:max(0, len(manual) - self._num_keep(addon, False))]:
+            old.deleted_at = old.updated_at = now
+            old.logs.append({"created_at": now, "level": "info", "message": "Expired: manual backup limit reached"})
 
     def _to_url(self, app: _App, t_uuid: str, when: datetime) -> str:
         return f"https://xfrtu.s3.amazonaws.com/{app.id}/{when.strftime('%Y-%m-%dT%H:%M:%SZ')}/{t_uuid}"
@@ -745,6 +744,7 @@ class HerokuDouble:
                         t.processed_bytes = processed_bytes
                     t.logs.append({"created_at": now, "level": "info" if succeeded else "error",
                                    "message": "Transfer completed" if succeeded else "Transfer failed"})
+                    self._expire_after(t)
                     if t.proc is not None:
                         procs.append(t.proc)
         for proc in procs:
@@ -1020,6 +1020,8 @@ class HerokuDouble:
         return [t for t in self._transfers if t.app == app.name or t.addon_id in attached]
 
     def _find_transfer(self, app: _App, key: str) -> _Transfer:
+        """The transfer `key` (num or uuid) of `app`. Corrections Nov 2026: a deleted one answers 410 Gone (GET,
+        DELETE, public-url, cancel), not 404: the backup existed and no longer does."""
         visible = self._visible_transfers(app)
         if key.isdigit():  # ref §1.1: num or uuid
             found = sorted((t for t in visible if t.num == int(key)), key=lambda t: t.app != app.name)
@@ -1027,13 +1029,16 @@ class HerokuDouble:
             found = [t for t in visible if t.uuid == key]
         if not found:
             raise _ApiError(404, "Couldn't find that transfer.")
+        if found[0].deleted_at is not None:
+            # CHOICE: the message; the transfer service's wording for 410 is not in the sources
+            raise _ApiError(410, "That backup has been deleted.")
         return found[0]
 
     def h_transfers(self, c: _Ctx) -> _Resp:
         with self._lock:
             app = self._app(c.params["app"])
-            items = [self._transfer_json(t) for t in self._visible_transfers(app)]
-        # CHOICE: deleted transfers stay in the list with deleted_at set (ref §1.1/§1.2 say nothing about hiding)
+            # Corrections Nov 2026: the service lists transfers `where deleted_at is null`
+            items = [self._transfer_json(t) for t in self._visible_transfers(app) if t.deleted_at is None]
         iso_created = {t.uuid: _iso(t.created_at) for t in self._transfers}
         return self._paginate(items, c.headers, {"num": lambda i: i["num"], "uuid": lambda i: i["uuid"],
                                                  "id": lambda i: i["uuid"],
@@ -1056,17 +1061,17 @@ class HerokuDouble:
     def h_public_url(self, c: _Ctx) -> _Resp:
         with self._lock:
             t = self._find_transfer(self._app(c.params["app"]), c.params["x"])
-            if t.to_type != "gof3r" or not t.succeeded or t.finished_at is None or t.deleted_at:
-                # CHOICE: only finished, succeeded, undeleted backups have a downloadable file
-                raise _ApiError(404, "Couldn't find a completed backup with that number.")
+            if t.to_type != "gof3r" or not t.succeeded or t.finished_at is None:
+                # Corrections Nov 2026: 400 for a transfer that is not a completed backup
+                raise _ApiError(400, "Can only generate public URL for completed transfers")
             now = self._now()
             expires = int(self.url_lifetime.total_seconds())
             date = now.strftime("%Y%m%dT%H%M%SZ")
             sig = self._sign(t.uuid, date, expires)
             url = (f"{self.download_url}/xfrtu/{t.uuid}/backup.dump?X-Amz-Date={date}&X-Amz-Expires={expires}"
                    f"&X-Amz-Signature={sig}")
-            # ref §1.6: {url, expires_at}
-            return _json_resp(200, {"url": url, "expires_at": _fmt_ts(now + self.url_lifetime, t.ts_format)})
+            # ref §1.6: {url, expires_at}; Corrections Nov 2026: created with 201
+            return _json_resp(201, {"url": url, "expires_at": _fmt_ts(now + self.url_lifetime, t.ts_format)})
 
     def h_cancel(self, c: _Ctx) -> _Resp:
         proc = None
@@ -1116,7 +1121,6 @@ class HerokuDouble:
     def h_capture(self, c: _Ctx) -> _Resp:
         with self._lock:
             addon = self._addon_by_key(c.params["addon"])
-            self._expire_oldest_manual(addon)
             t = self._new_transfer(addon, "pg_dump", "gof3r", self._primary_attachment(addon), "BACKUP",
                                    addon.database_url, None)
             body = self._transfer_json(t)
@@ -1213,6 +1217,13 @@ class HerokuDouble:
                 t.logs.append({"created_at": now, "level": level, "message": msg})
             t.finished_at = t.updated_at = now
             t.succeeded = ok
+            self._expire_after(t)
+
+    def _expire_after(self, t: _Transfer) -> None:
+        """A manual capture that finished well expires the manual backups beyond `num_keep` (lock held)."""
+        if (t.succeeded and t.from_type == "pg_dump" and t.to_type == "gof3r" and t.schedule_uuid is None
+                and t.addon_id in self._addons):
+            self._expire_manual(self._addons[t.addon_id])
 
     def _run_simulated(self, t: _Transfer) -> None:
         """CHOICE: restores and copies are state-machine only (nothing is written to any database)."""

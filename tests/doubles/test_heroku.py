@@ -154,13 +154,17 @@ def test_transfer_fields_and_both_timestamp_formats(double: HerokuDouble, client
 def test_transfer_states(double: HerokuDouble, client: httpx.Client) -> None:
     double.add_app("shop")
     for state in ("created", "started", "finished", "failed", "canceled"):
-        double.add_transfer("shop", state=state, deleted=state == "failed", purged=state == "canceled")
+        double.add_transfer("shop", state=state)
+    double.add_transfer("shop", state="failed", deleted=True)
+    double.add_transfer("shop", state="canceled", purged=True)
     t = {x["num"]: x for x in client.get(data(double, "/apps/shop/transfers")).json()}
     assert t[1]["started_at"] is None and t[1]["finished_at"] is None and t[1]["succeeded"] is False
     assert t[2]["started_at"] and t[2]["finished_at"] is None
     assert t[3]["finished_at"] and t[3]["succeeded"] is True
-    assert t[4]["finished_at"] and t[4]["succeeded"] is False and t[4]["deleted_at"]
-    assert t[5]["canceled_at"] and t[5]["finished_at"] and t[5]["succeeded"] is False and t[5]["purged_at"]
+    assert t[4]["finished_at"] and t[4]["succeeded"] is False
+    assert t[5]["canceled_at"] and t[5]["finished_at"] and t[5]["succeeded"] is False
+    assert all(x["deleted_at"] is None and x["purged_at"] is None for x in t.values())
+    assert set(t) == {1, 2, 3, 4, 5}  # the deleted and the purged one leave the list
 
 
 def test_list_includes_every_kind(double: HerokuDouble, client: httpx.Client) -> None:
@@ -404,7 +408,7 @@ def test_real_capture_download_and_signatures(pg_cluster: LocalCluster, clock: F
         assert any("pg_dump" in e["message"] for e in logs)
 
         pub = c.post(data(d, f"/apps/shop/transfers/{created['num']}/actions/public-url"))
-        assert pub.status_code == 200 and set(pub.json()) == {"url", "expires_at"}
+        assert pub.status_code == 201 and set(pub.json()) == {"url", "expires_at"}
         signed = pub.json()["url"]
         before = d.rate_remaining()
         dl = httpx.get(signed)  # no token: a signed URL, not an API call
@@ -421,7 +425,9 @@ def test_real_capture_download_and_signatures(pg_cluster: LocalCluster, clock: F
         assert httpx.get(forged).status_code == 403
         longer = re.sub(r"X-Amz-Expires=\d+", "X-Amz-Expires=999999", signed)
         assert httpx.get(longer).status_code == 403
-        clock.advance(minutes=11)  # url_lifetime defaults to 10 minutes
+        clock.advance(minutes=59)
+        assert httpx.get(signed).status_code == 200  # signed for about an hour, as S3 presigns them
+        clock.advance(minutes=2)
         expired = httpx.get(signed)
         assert expired.status_code == 403 and b"expired" in expired.content
 
@@ -434,7 +440,7 @@ def test_capture_against_an_unreachable_database_fails_with_a_log(double: Heroku
     assert done["succeeded"] is False and done["canceled_at"] is None
     assert any(e["level"] == "error" for e in done["logs"])
     r = client.post(data(double, f"/apps/shop/transfers/{t['num']}/actions/public-url"))
-    assert r.status_code == 404
+    assert r.status_code == 400 and r.json()["message"] == "Can only generate public URL for completed transfers"
 
 
 def test_seeded_backup_downloads_filler_of_processed_bytes(double: HerokuDouble, client: httpx.Client) -> None:
@@ -496,14 +502,20 @@ def test_cancel_kills_a_running_pg_dump(double: HerokuDouble, client: httpx.Clie
         srv.close()
 
 
-def test_delete_keeps_the_transfer_listed_with_deleted_at(double: HerokuDouble, client: httpx.Client) -> None:
+def test_a_deleted_transfer_leaves_the_list_and_answers_410_gone(double: HerokuDouble, client: httpx.Client) -> None:
+    """The transfer service lists transfers `where deleted_at is null` and answers 410 for GET, DELETE,
+    public-url and cancel of a deleted one (reference, Corrections Nov 2026); an unknown one stays 404."""
     double.add_app("shop")
     double.add_transfer("shop")
+    double.add_transfer("shop")
     r = client.delete(data(double, "/apps/shop/transfers/1"))
-    assert r.status_code == 200
-    listed = client.get(data(double, "/apps/shop/transfers")).json()
-    assert len(listed) == 1 and HEROKU_TS.match(listed[0]["deleted_at"])
-    assert client.post(data(double, "/apps/shop/transfers/1/actions/public-url")).status_code == 404
+    assert r.status_code == 200 and HEROKU_TS.match(r.json()["deleted_at"])
+    assert [t["num"] for t in client.get(data(double, "/apps/shop/transfers")).json()] == [2]
+    for method, path in (("GET", "/apps/shop/transfers/1"), ("DELETE", "/apps/shop/transfers/1"),
+                         ("POST", "/apps/shop/transfers/1/actions/public-url"),
+                         ("POST", "/apps/shop/transfers/1/actions/cancel")):
+        gone = client.request(method, data(double, path))
+        assert gone.status_code == 410 and gone.json()["id"] == "gone", (method, path)
     assert client.delete(data(double, "/apps/shop/transfers/9")).status_code == 404
 
 

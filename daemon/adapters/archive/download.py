@@ -208,9 +208,17 @@ class Download:
         self.close()
 
 
+class ObjectGone(DownloadError):
+    """The signed URL's object is not there any more (404 or 410): the provider deleted the backup after it
+    signed the URL (its retention expired it, or someone removed it)."""
+
+
 def stream(url: str, timeout: float = 60.0, chunk_bytes: int = 1 << 20) -> Iterator[bytes]:
-    """A signed URL's bytes in chunks; raises GuardianError on an HTTP error (naming only the host)."""
+    """A signed URL's bytes in chunks; raises ObjectGone when the object was deleted, GuardianError on any other
+    HTTP error (naming only the host)."""
     with Download(url, timeout=timeout) as body:
+        if body.status in (404, 410):
+            raise ObjectGone(f"download from {where(url)} failed: HTTP {body.status}, the object is gone")
         if body.status != 200:
             raise GuardianError(f"download failed: HTTP {body.status}")
         yield from body.chunks(chunk_bytes)

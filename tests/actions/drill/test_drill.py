@@ -261,3 +261,46 @@ def test_a_backup_newer_than_pg_restore_is_not_drilled_and_not_called_unreadable
     assert run.phases == {} and run.scratch == ""  # nothing downloaded, no scratch database
     assert not [d for d in databases(own_cluster) if d.startswith(PREFIX)]
     assert not found["drill_failed"].active
+
+
+def test_a_heroku_backup_deleted_before_the_drill_reads_it_is_replaced_by_the_next_good_one(
+    fresh_db: str, own_cluster: LocalCluster, sample_dump: Path, tmp_path: Path
+) -> None:
+    """Heroku's retention deletes the newest backup between the collection and the drill (410 Gone for its
+    URL): the drill restores the next good backup and its notes say why; no failure is recorded."""
+    from datetime import UTC, datetime, timedelta
+
+    import httpx
+
+    from daemon.adapters.heroku import HerokuClient
+    from tests.doubles.heroku import HerokuDouble
+
+    token, app = "hrku-drill-SECRET-0123456789", "shop-app"
+    with HerokuDouble(token=token) as heroku:
+        heroku.add_app(app, database_url=fresh_db)
+        for hours in (2, 1):
+            at = datetime.now(UTC) - timedelta(hours=hours)
+            t = heroku.add_transfer(app, created_at=at, started_at=at, finished_at=at + timedelta(minutes=5))
+            heroku.set_dump_file(app, t["num"], sample_dump)
+        config = GuardianConfig.model_validate({
+            "state_dir": str(tmp_path / "state"),
+            "heroku": {"api_key": token, "platform_url": heroku.platform_url, "data_url": heroku.data_url},
+            "databases": [{"heroku": {"app": app}, "url": fresh_db,
+                           "drill": {"scratch_url": own_cluster.url("postgres")}}]})
+        g = Guardian(config, heroku_api=HerokuClient(token, platform_url=heroku.platform_url,
+                                                     data_url=heroku.data_url))
+        name = f"{app}/DATABASE"
+        try:
+            g.collect_all(one_shot=True)
+            r = httpx.delete(f"{heroku.data_url}/client/v11/apps/{app}/transfers/2",
+                             headers={"Authorization": f"Bearer {token}"})
+            assert r.status_code == 200
+            run = g.drills.drill(name)
+            snap = g.holder.current()
+        finally:
+            g.stop()
+    assert run.succeeded, run.reason
+    assert run.backup is not None and run.backup.backup_id == "a001"
+    assert any("a002 was deleted by Heroku" in n and "next good backup" in n for n in run.notes)
+    found = {f.check: f for f in snap.databases[name].findings}
+    assert not found["drill_failed"].active
