@@ -57,6 +57,7 @@ NOT_FOUND_ROUTE = ("The requested API endpoint was not found. Are you using the 
 MAX_PAGE = 1000  # ref §3.4: default 200, maximum 1000
 FAULT_KINDS = ("429", "500", "503", "slow", "timeout", "malformed", "truncated", "404", "status")
 TRANSFER_STATES = ("created", "started", "finished", "failed", "canceled")
+WEEKDAYS = ("Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday")
 ERROR_IDS = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 409: "conflict",
              410: "gone", 416: "requested_range_not_satisfiable", 422: "invalid_params", 429: "rate_limit",
              500: "internal_server_error", 502: "bad_gateway", 503: "service_unavailable",
@@ -120,6 +121,7 @@ class _App:
     formation: dict[str, dict[str, Any]] = field(default_factory=dict)
     releases: list[dict[str, Any]] = field(default_factory=list)
     transfer_seq: int = 0
+    process_tier: str = "production"  # CHOICE: standard dynos' tier; "eco" and "basic" are the others
 
 
 @dataclass
@@ -406,6 +408,7 @@ class HerokuDouble:
         self._tmpdir: Path | None = None
         self._rng = random.Random()
         self._user_id = str(uuid.uuid4())
+        self._addon_seq = 0
 
     # -- lifecycle --------------------------------------------------------------------------------------
     def start(self) -> HerokuDouble:
@@ -511,6 +514,14 @@ class HerokuDouble:
             return sum(1 for r in self.requests if host is None or r.host == host)
 
     # -- state setup ------------------------------------------------------------------------------------
+    def _addon_id(self) -> str:
+        """A random version-4 UUID whose first 32 bits count the add-ons created, so that sorting by id (the
+        add-on list's default range field) gives them in the order they were created, the same order at every
+        call. CHOICE: the real list's order is not in the sources; a stable one is what a client can rely on."""
+        self._addon_seq += 1
+        rand = uuid.uuid4().int & ((1 << 96) - 1)
+        return str(uuid.UUID(int=(self._addon_seq << 96) | rand))
+
     def _new_app(self, name: str) -> _App:
         now = self._now()
         app = _App(id=str(uuid.uuid4()), name=name, created_at=now - timedelta(days=30),
@@ -562,7 +573,7 @@ class HerokuDouble:
                 raise ValueError(f"app {name!r} already has an attachment {attachment!r}")
             owner_name = billing_app or name
             owner = self._apps.get(owner_name) or self._new_app(owner_name)
-            addon = _Addon(id=str(uuid.uuid4()), name=self._addon_name(plan), plan=plan, billing_app=owner.name,
+            addon = _Addon(id=self._addon_id(), name=self._addon_name(plan), plan=plan, billing_app=owner.name,
                            database_url=database_url or self._fake_url(), created_at=self._now() - timedelta(days=20))
             self._addons[addon.id] = addon
             if owner is not app:
@@ -698,11 +709,16 @@ class HerokuDouble:
     def _upsert_schedule(self, addon: _Addon, name: str, hour: int, tz: str) -> dict[str, Any]:
         # CHOICE: creating a schedule for a name that already has one replaces its hour/timezone
         # (`pg:backups:schedule` is also how users change the time, ref §1.5).
+        now = _fmt_ts(self._now(), "heroku")
         for sched in addon.schedules:
             if sched["name"].lower() == name.lower():
-                sched.update(hour=hour, timezone=tz)
+                sched.update(hour=hour, timezone=tz, updated_at=now)
                 return sched
-        sched = {"uuid": str(uuid.uuid4()), "name": name, "hour": hour, "timezone": tz}
+        # Corrections Nov 2026: the schedule object also carries days, created_at, updated_at, deleted_at,
+        # retain_weeks and retain_months (the CLI reads only name, hour and timezone). CHOICE: the values, which
+        # the sources do not give: every day, 4 weekly and 12 monthly backups kept, never deleted while listed.
+        sched = {"uuid": str(uuid.uuid4()), "name": name, "hour": hour, "timezone": tz, "days": list(WEEKDAYS),
+                 "created_at": now, "updated_at": now, "deleted_at": None, "retain_weeks": 4, "retain_months": 12}
         addon.schedules.append(sched)
         return sched
 
@@ -849,6 +865,7 @@ class HerokuDouble:
                 "git_url": f"https://git.heroku.com/{app.name}.git", "internal_routing": None,
                 "maintenance": False, "owner": {"id": app.owner_id, "email": "owner@example.com"},
                 "organization": None, "team": None,
+                "process_tier": app.process_tier,  # Corrections Nov 2026: the CLI's ps reads it (eco quota)
                 "region": {"id": str(uuid.uuid5(uuid.NAMESPACE_URL, "region:us")), "name": "us"},
                 "released_at": _iso(released), "repo_size": None, "slug_size": 52_428_800, "space": None,
                 "stack": stack, "updated_at": _iso(released), "web_url": f"https://{app.web_host}/"}
@@ -1339,6 +1356,17 @@ class HerokuDouble:
         return _Resp(200, b"PGDMP" + b"\0" * (size - 5), {"Content-Type": "application/octet-stream"})
 
     # -- Platform API handlers (ref §3, §4) -------------------------------------------------------------
+    def h_account(self, c: _Ctx) -> _Resp:
+        """`GET /account` (Corrections Nov 2026: the CLI's `ps` asks it, with the app and its dynos). The Platform
+        API's account object; CHOICE: the values, for the one user the double knows."""
+        created = _iso(self._now() - timedelta(days=900))
+        return _json_resp(200, {
+            "id": self._user_id, "email": "owner@example.com", "name": "Owner", "allow_tracking": False,
+            "beta": False, "created_at": created, "updated_at": created, "last_login": _iso(self._now()),
+            "verified": True, "federated": False, "two_factor_authentication": True, "sms_number": None,
+            "suspended_at": None, "delinquent_at": None, "default_organization": None, "default_team": None,
+            "identity_provider": None, "country_of_residence": None})
+
     def h_rate_limits(self, c: _Ctx) -> _Resp:
         return _json_resp(200, {"remaining": self.rate_remaining()})  # ref §3.1, not counted
 
@@ -1508,7 +1536,7 @@ class HerokuDouble:
                 (f"HEROKU_POSTGRESQL_{col}" for col in COLORS if f"HEROKU_POSTGRESQL_{col}" not in taken), None)
             if not att_name or att_name in taken:
                 raise _ApiError(422, "Attachment name is already taken.")
-            addon = _Addon(id=str(uuid.uuid4()), name=str(p.get("name") or self._addon_name(str(plan_name))),
+            addon = _Addon(id=self._addon_id(), name=str(p.get("name") or self._addon_name(str(plan_name))),
                            plan=str(plan_name), billing_app=app.name, database_url=self._fake_url(),
                            created_at=self._now(), config=dict(p.get("config") or {}))
             self._addons[addon.id] = addon
@@ -1582,6 +1610,7 @@ def _routes() -> list[tuple[str, str, re.Pattern[str], str]]:
         ("data", "POST", "/databases/(?P<addon>{s})/transfer-schedules", "h_schedule_create"),
         ("data", "DELETE", "/databases/(?P<addon>{s})/transfer-schedules/(?P<sched>{s})", "h_schedule_delete"),
         # Platform API, ref §3.1 / §4
+        ("platform", "GET", "/account", "h_account"),
         ("platform", "GET", "/account/rate-limits", "h_rate_limits"),
         ("platform", "GET", "/apps", "h_apps"),
         ("platform", "GET", "/apps/(?P<app>{s})", "h_app"),

@@ -525,7 +525,10 @@ def test_schedules_create_list_delete(double: HerokuDouble, client: httpx.Client
     r = client.post(url, json={"hour": "06", "timezone": "America/New_York", "schedule_name": "DATABASE_URL"})
     assert r.status_code == 201 and r.content == b""
     listed = client.get(url).json()
-    assert len(listed) == 1 and set(listed[0]) == {"uuid", "name", "hour", "timezone"}
+    assert len(listed) == 1 and set(listed[0]) == {"uuid", "name", "hour", "timezone", "days", "created_at",
+                                                   "updated_at", "deleted_at", "retain_weeks", "retain_months"}
+    assert listed[0]["deleted_at"] is None and len(listed[0]["days"]) == 7
+    assert HEROKU_TS.match(listed[0]["created_at"]) and isinstance(listed[0]["retain_months"], int)
     assert (listed[0]["name"], listed[0]["hour"], listed[0]["timezone"]) == ("DATABASE_URL", 6, "America/New_York")
     assert client.post(url, json={"hour": "25", "timezone": "UTC", "schedule_name": "X"}).status_code == 422
     assert client.post(url, json={"hour": 1, "timezone": "Mars/Olympus", "schedule_name": "X"}).status_code == 422
@@ -711,3 +714,20 @@ def test_database_info_is_measured_from_the_real_database_behind_it(
         assert values["PG Version"] == [version] and values["Tables"] == [str(tables)]
         conn.execute("CREATE TABLE added_later (id int)")
     assert client.get(data(double, f"/databases/{info.addon_id}")).json()["num_tables"] == tables + 1
+
+
+def test_account_process_tier_and_a_stable_add_on_order(double: HerokuDouble, client: httpx.Client) -> None:
+    """What the CLI's `ps` reads (GET /account, the app's process_tier), and add-ons listed in the order they were
+    created, the same at every call (reference, Corrections Nov 2026)."""
+    double.add_app("shop")
+    for name in ("CACHE", "ANALYTICS", "REPLICA"):
+        double.add_app("shop", attachment=name)
+    account = client.get(f"{double.platform_url}/account").json()
+    app = client.get(f"{double.platform_url}/apps/shop").json()
+    assert account["email"] and account["id"] == app["owner"]["id"] and account["verified"] is True
+    assert app["process_tier"] == "production"
+    first = [a["name"] for a in client.get(f"{double.platform_url}/apps/shop/addons").json()]
+    again = [a["name"] for a in client.get(f"{double.platform_url}/apps/shop/addons").json()]
+    attachments = client.get(f"{double.platform_url}/apps/shop/addon-attachments").json()
+    by_addon = {a["addon"]["name"]: a["name"] for a in attachments}
+    assert first == again and [by_addon[n] for n in first] == ["DATABASE", "CACHE", "ANALYTICS", "REPLICA"]
