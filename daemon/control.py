@@ -71,6 +71,19 @@ class ControlPanel:
 
         self.holder.update(apply)
 
+    def reload(self, entries: Iterable[dict[str, Any]]) -> None:
+        """Replace the recent decisions with the state store's newest (`entries`, oldest first): what another
+        process sharing the store decided (a `backup-guardian capture` or `drill`, another replica) shows too.
+        No new snapshot when nothing changed."""
+        recent = tuple(d for d in (_decision(e) for e in entries) if d is not None)[-RECENT_DECISIONS:]
+        if recent == self.holder.current().control.recent:
+            return
+
+        def apply(snap: Snapshot) -> Snapshot:
+            return replace(snap, control=replace(snap.control, recent=recent))
+
+        self.holder.update(apply)
+
     def count(self, action: str, outcome: str) -> None:
         """Count an action's outcome for pgbackup_actions_total."""
 

@@ -17,11 +17,13 @@ from actions.remedy import Remedies
 from actions.scale import Scaling
 from collectors.archive import ArchiveReader
 from daemon.config import DatabaseConfig, GuardianConfig
+from daemon.control import RECENT_DECISIONS
 from daemon.core.durations import format_duration
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from actions.audit import AuditLog
     from actions.mirror import Mirrors
     from actions.runner import ActionRunner
     from collectors.collection import Collection
@@ -82,6 +84,8 @@ class GuardianParts(Protocol):
     @property
     def control(self) -> ControlPanel: ...
     @property
+    def audit(self) -> AuditLog: ...
+    @property
     def pusher(self) -> Pusher: ...
     @property
     def exposition(self) -> Exposition: ...
@@ -111,6 +115,8 @@ def periodic_jobs(g: GuardianParts, now: datetime) -> list[JobSpec]:
     cfg, dbs, every = g.config, list(g.databases.values()), g.config.collect_interval
     archive_every = {"seconds": max(60.0, every.total_seconds()), "next_run_time": now + every}
     jobs = [JobSpec("heartbeat", g.heartbeat, "interval", {"seconds": HEARTBEAT_SECONDS}, "heartbeat"),
+            JobSpec("decisions", lambda: g.control.reload(g.audit.read(limit=RECENT_DECISIONS)), "interval",
+                    {"seconds": every.total_seconds()}),
             JobSpec("collect", g.collect_all, "interval", {"seconds": every.total_seconds(), "next_run_time": now}),
             JobSpec("leader", g.leadership.elect, "interval", {"seconds": cfg.state.leader_interval.total_seconds()},
                     "leader")]

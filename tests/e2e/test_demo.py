@@ -72,7 +72,8 @@ def test_every_command_works_on_the_running_demo_with_no_flags(open_tmp: Path) -
     log_path = open_tmp / "demo.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen([sys.executable, "-m", "daemon", "run"], stdout=log, stderr=subprocess.STDOUT,
-                                env={**env, "GUARDIAN_LISTEN": f"127.0.0.1:{port}"}, cwd=open_tmp)
+                                env={**env, "GUARDIAN_LISTEN": f"127.0.0.1:{port}", "GUARDIAN_COLLECT_INTERVAL": "5s"},
+                                cwd=open_tmp)
     d = DaemonProcess(proc, port, log_path, state)
     try:
         key = ("pgbackup_last_success_timestamp_seconds", (("database", "demo/invoicing"), ("source", "archive")))
@@ -102,6 +103,14 @@ def test_every_command_works_on_the_running_demo_with_no_flags(open_tmp: Path) -
         assert actions.returncode == 0, actions.stderr
         assert "capture" in actions.stdout and "before a change" in actions.stdout
         assert not (elsewhere / "guardian-state").exists()  # nothing was created where the commands ran
+
+        def shown() -> list[tuple[str, str]]:  # what the running demo's page lists, decided by other processes
+            [db] = d.status()["databases"]
+            return [(x["action"], x["reason"]) for x in db["decisions"]]
+
+        decided = d.wait_for("the commands' decisions on the demo's status page",
+                             lambda: (got := shown()) and any("before a change" in r for _, r in got) and got)
+        assert any(a == "drill" for a, _ in decided), decided
     finally:
         d.stop()
         if proc.poll() is None:
