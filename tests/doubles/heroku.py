@@ -32,6 +32,7 @@ import secrets
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import threading
@@ -379,7 +380,8 @@ class HerokuDouble:
 
     def __init__(self, *, token: str = "test-token-0123456789", clock: Callable[[], datetime] | None = None,
                  rate_limit: int = 4500, refill_per_minute: float = 75.0, page_size: int = 200,
-                 capture_delay: float = 0.0, url_lifetime: timedelta = timedelta(minutes=60)) -> None:
+                 capture_delay: float = 0.0, url_lifetime: timedelta = timedelta(minutes=60),
+                 download_tls: ssl.SSLContext | None = None) -> None:
         self.token = token
         self._clock = clock or (lambda: datetime.now(UTC))
         self.rate_limit = rate_limit
@@ -387,6 +389,9 @@ class HerokuDouble:
         self.page_size = min(max(1, page_size), MAX_PAGE)
         self.capture_delay = capture_delay
         self.url_lifetime = url_lifetime
+        # Corrections Nov 2026: signed URLs are https (S3 presigned). With a server context (a certificate for
+        # 127.0.0.1 from a throwaway CA the test trusts), the download endpoint speaks TLS and the URLs say https.
+        self.download_tls = download_tls
         self.platform_url = ""
         self.data_url = ""
         self.download_url = ""
@@ -418,12 +423,16 @@ class HerokuDouble:
             server = _Server(("127.0.0.1", 0), _Handler)
             server.double = self
             server.kind = kind
+            tls = kind == "download" and self.download_tls is not None
+            if tls:
+                assert self.download_tls is not None
+                server.socket = self.download_tls.wrap_socket(server.socket, server_side=True)
             thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
                                       name=f"heroku-double-{kind}", daemon=True)
             thread.start()
             self._servers.append(server)
             self._threads.append(thread)
-            urls.append(f"http://127.0.0.1:{server.server_address[1]}")
+            urls.append(f"{'https' if tls else 'http'}://127.0.0.1:{server.server_address[1]}")
         self.platform_url, self.data_url, self.download_url = urls
         return self
 

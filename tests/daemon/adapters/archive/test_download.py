@@ -19,13 +19,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from daemon.adapters.archive.download import BLOCK, Download, DownloadError
+from daemon.adapters.archive.download import BLOCK, Download, DownloadError, stream
+from tests.doubles.heroku import HerokuDouble
 
 BODY = os.urandom(3 * 1024 * 1024 + 12345)  # not a multiple of any buffer size
 SIGNED = "X-Amz-Signature=0123456789abcdef-secret-signature"
@@ -427,3 +429,30 @@ def test_https_goes_through_a_connect_tunnel(tls_origin: str, pki: Pki, proxy: t
     assert seen.lines == [f"CONNECT 127.0.0.1:{port} HTTP/1.0"]  # http.client tunnels with HTTP/1.0
     assert seen.headers[0]["Proxy-Authorization"] == "Basic dTpw"  # u:p; the path and query never reach the proxy
     assert served.lines == [f"GET /dump?{SIGNED} HTTP/1.1"]
+
+
+def test_a_signed_https_url_of_the_heroku_double_downloads_directly_and_through_a_connect_proxy(
+    pki: Pki, proxy: tuple[str, Served], sample_dump: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Heroku hands out S3 presigned https URLs (reference, Corrections Nov 2026): the guardian's download reads
+    one from the double's TLS endpoint, verified against the CA the environment names, directly and through an
+    http proxy's CONNECT tunnel; `stream` (drills, read-through) and `Download` (mirror) alike."""
+    token = "hrku-tls-SECRET-0123456789"
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    monkeypatch.setenv("SSL_CERT_FILE", str(pki.ca_file))
+    with HerokuDouble(token=token, download_tls=pki.server) as heroku:
+        heroku.add_app("shop")
+        t = heroku.add_transfer("shop")
+        heroku.set_dump_file("shop", t["num"], sample_dump)
+        answer = httpx.post(f"{heroku.data_url}/client/v11/apps/shop/transfers/{t['num']}/actions/public-url",
+                            headers={"Authorization": f"Bearer {token}"})
+        assert answer.status_code == 201
+        url = answer.json()["url"]
+        assert url.startswith("https://127.0.0.1:") and "X-Amz-Expires=3600" in url
+        assert b"".join(stream(url)) == sample_dump.read_bytes()
+
+        proxy_url, seen = proxy
+        monkeypatch.setenv("HTTPS_PROXY", proxy_url)
+        with Download(url) as d:
+            assert read_all(d) == sample_dump.read_bytes()
+        assert seen.lines == [f"CONNECT 127.0.0.1:{urlsplit(url).port} HTTP/1.0"]
