@@ -19,9 +19,10 @@ from collectors.heroku import require_transfer_num, transfer_num
 from daemon.adapters.archive.download import ObjectGone, stream
 from daemon.adapters.heroku import HerokuGone
 from daemon.adapters.postgres.toc import Toc, read_stream
+from daemon.adapters.postgres.toc.messages import NEWER_DUMP
 from daemon.config import DatabaseConfig
 from daemon.core.errors import GuardianError
-from daemon.core.snapshot import SOURCE_HEROKU, SourceState, StateHolder
+from daemon.core.snapshot import SOURCE_HEROKU, Backup, SourceState, StateHolder
 
 
 class ReadThrough:
@@ -84,8 +85,15 @@ class ReadThrough:
         seen = self.verdicts
         if src is None or not seen:
             return sources
-        backups = tuple(
-            replace(b, readable=seen[(name, b.backup_id)].ok, readable_error=seen[(name, b.backup_id)].error)
-            if (name, b.backup_id) in seen and seen[(name, b.backup_id)].judged and b.readable is None else b
-            for b in src.backups)
+        backups = tuple(_with(b, seen.get((name, b.backup_id))) if b.readable is None else b for b in src.backups)
         return {**sources, SOURCE_HEROKU: replace(src, backups=backups)}
+
+
+def _with(backup: Backup, toc: Toc | None) -> Backup:
+    """A backup with its read-through verdict: readable or not when the check judged it; when it could not (a
+    newer pg_dump wrote it than this pg_restore reads), not judged, and marked so the policy says why."""
+    if toc is None:
+        return backup
+    if toc.judged:
+        return replace(backup, readable=toc.ok, readable_error=toc.error)
+    return replace(backup, readable_error=toc.error, too_new_here=NEWER_DUMP in (toc.error or ""))

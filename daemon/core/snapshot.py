@@ -39,6 +39,7 @@ class Backup:
     tool_version: str | None = None
     readable: bool | None = None  # the readability check's verdict, when it ran (daemon.adapters.postgres.toc)
     readable_error: str | None = None
+    too_new_here: bool = False  # the check could not judge it: a newer pg_dump wrote it than the local pg_restore
 
     @property
     def recovery_point(self) -> datetime:

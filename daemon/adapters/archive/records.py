@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from daemon import __version__
+from daemon.adapters.postgres.toc.messages import NEWER_DUMP, unjudged
 from daemon.core.snapshot import SOURCE_ARCHIVE, Backup
 
 RECORD_VERSION = 1
@@ -89,6 +90,16 @@ class BackupRecord:
             backup_id=self.backup_id, database=self.database, source=source, kind=self.kind,
             started_at=self.started_at, finished_at=self.finished_at, succeeded=self.outcome == "succeeded",
             size_bytes=self.size_bytes, sha256=self.sha256, error=self.error, tool_version=self.pg_dump_version,
-            readable=None if self.toc is None or self.toc.get("judged") is False else bool(self.toc.get("ok")),
+            readable=None if self.toc is None or not _judged(self.toc) else bool(self.toc.get("ok")),
             readable_error=None if self.toc is None else self.toc.get("error"),
+            too_new_here=self.toc is not None and not _judged(self.toc) and NEWER_DUMP in str(self.toc.get("error")),
         )
+
+
+def _judged(toc: dict[str, Any]) -> bool:
+    """Whether a stored readability verdict judged the dump; a record written before verdicts said so is read
+    from its error (a dump newer than that pg_restore, or a stalled check, was never the dump's fault)."""
+    judged = toc.get("judged")
+    if isinstance(judged, bool):
+        return judged
+    return bool(toc.get("ok")) or not unjudged(toc.get("error"))

@@ -31,6 +31,13 @@ def client_tools_check(db: DatabaseState, tools: ClientTools | None, now: dateti
     written = major_of(newest.tool_version) if newest is not None else None
     if newest is not None and written is not None:
         sources.append((written, f"backup {newest.backup_id} was written by {newest.tool_version}"))
+    if newest is not None and newest.too_new_here and not any(need > have for need, _ in sources):
+        # the readability check met it: pg_restore refused the newest backup as written by a newer pg_dump
+        return finding(db, "client_tools_too_old", True,
+                       f"backup {newest.backup_id} could not be read here: {newest.readable_error}. Readability "
+                       "checks and restore drills of it cannot run and a restore from this machine would fail; "
+                       f"install the client tools of the server's major version, newer than {tools.pg_restore}, "
+                       "or point GUARDIAN_PG_BINDIR at them", now, threshold=float(have))
     if not sources:
         return finding(db, "client_tools_too_old", False, "the version of the backups is not known yet", now)
     need, why = max(sources, key=lambda s: s[0])

@@ -240,7 +240,7 @@ def test_a_backup_newer_than_pg_restore_is_not_drilled_and_not_called_unreadable
     dump = store.dump_path(DB, record.backup_id)
     data = bytearray(dump.read_bytes())
     assert data[:5] == b"PGDMP"
-    data[6] = 99  # the archive format's minor version: 1.99, which no pg_restore writes yet
+    data[6] = 20  # the archive format's minor version: 1.20, which no pg_dump writes yet (17 writes 1.16)
     dump.write_bytes(bytes(data))
     toc = read_toc(dump)
     assert not toc.ok and not toc.judged and "newer pg_dump" in (toc.error or "")

@@ -31,10 +31,10 @@ def test_major_of(text: str | None, major: int | None) -> None:
     assert major_of(text) == major
 
 
-def state(server: str | None = None, written_by: str | None = None) -> DatabaseState:
+def state(server: str | None = None, written_by: str | None = None, refused: str | None = None) -> DatabaseState:
     b = Backup(backup_id="b1", database="shop/main", source="archive", kind="scheduled",
                started_at=NOW - timedelta(hours=2), finished_at=NOW - timedelta(hours=2), succeeded=True,
-               tool_version=written_by)
+               tool_version=written_by, readable_error=refused, too_new_here=refused is not None)
     live = LiveFacts(size_bytes=1, table_count=1, server_version=server, observed_at=NOW) if server else None
     return DatabaseState(name="shop/main", rpo_seconds=86400, rto_seconds={}, live=live,
                          sources={"archive": SourceState("archive", backups=(b,))})
@@ -75,3 +75,15 @@ def test_the_pg_dump_note_appears_only_when_pg_dump_is_older_than_the_server() -
     tools = replace(PG15, pg_dump="pg_dump (PostgreSQL) 17.2")
     f = {f.check: f for f in evaluate(state("17.5"), Objectives(), [], NOW, tools=tools)}["client_tools_too_old"]
     assert f.active and "cannot capture" not in f.hint
+
+
+def test_a_backup_the_readability_check_could_not_judge_for_its_version_is_said_even_when_nothing_else_is_known(
+) -> None:
+    """A Heroku backup carries no pg_dump version, and the server's may not be read yet: when the read-through
+    met a dump newer than pg_restore, the finding comes from that, never silence (and never 'unreadable')."""
+    refused = ("the dump was written by a newer pg_dump (archive format 1.16) than this pg_restore (pg_restore "
+               "(PostgreSQL) 15.18) can read")
+    found = {f.check: f for f in evaluate(state(refused=refused), Objectives(), [], NOW, tools=PG15)}
+    f = found["client_tools_too_old"]
+    assert f.active and "backup b1 could not be read here" in f.hint and "archive format 1.16" in f.hint
+    assert not found["unreadable_backup"].active and not found["rpo_breach"].active

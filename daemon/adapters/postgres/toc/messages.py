@@ -15,13 +15,24 @@ _TOO_NEW = re.compile(r"unsupported version \(([\d.]+)\) in file header")
 def too_new(stderr: str) -> bool:
     """pg_restore refused the dump because a newer pg_dump wrote it: the dump was not judged, only the tools.
     pg_restore refuses a header version below 1.0 or above its own newest; every pg_dump since PostgreSQL 8
-    writes 1.10 and up (17 writes 1.16), so a refused 1.x is a newer pg_dump's and anything else (0.0, 7.3)
-    is a damaged header, which is the dump's fault."""
+    writes 1.10 and up (17 writes 1.16), so a refused 1.10-1.29 is a newer pg_dump's and anything else (0.0,
+    7.3, 1.200) is a damaged header, which is the dump's fault."""
     m = _TOO_NEW.search(stderr)
     if m is None:
         return False
     major, _, minor = m.group(1).partition(".")
-    return major == "1" and minor.split(".")[0].isdigit() and 10 <= int(minor.split(".")[0]) < 100
+    return major == "1" and minor.split(".")[0].isdigit() and 10 <= int(minor.split(".")[0]) < 30
+
+
+#: What an unjudged verdict's error says (a dump newer than pg_restore, a stalled check): how a verdict stored before
+#: `judged` existed is read back (`unjudged`).
+NEWER_DUMP = "was written by a newer pg_dump"
+STALLED = "the dump itself was not judged"
+
+
+def unjudged(error: str | None) -> bool:
+    """True when a stored verdict's error says the dump was not judged (only the tools or the check failed)."""
+    return bool(error) and (NEWER_DUMP in str(error) or STALLED in str(error))
 
 
 def explain(stderr: str) -> str:
@@ -31,7 +42,7 @@ def explain(stderr: str) -> str:
     if m and not too_new(stderr):
         return f"the dump's header is damaged: it claims archive format {m.group(1)}, which no pg_dump writes"
     if m:
-        return (f"the dump was written by a newer pg_dump (archive format {m.group(1)}) than this pg_restore "
+        return (f"the dump {NEWER_DUMP} (archive format {m.group(1)}) than this pg_restore "
                 f"({_safe_version()}) can read: install the PostgreSQL client tools of the dump's major version")
     if "input file does not appear to be a valid archive" in stderr or "did not find magic string" in stderr:
         return "not a PostgreSQL custom-format dump (no PGDMP header)"

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from daemon.adapters.postgres.toc.listing import Toc, parse_toc
-from daemon.adapters.postgres.toc.messages import explain, too_new
+from daemon.adapters.postgres.toc.messages import STALLED, explain, too_new
 from daemon.adapters.postgres.tools import find_tool
 from daemon.core.errors import GuardianError
 
@@ -178,7 +178,7 @@ class TocTee:
         if self.stalled:
             return Toc(ok=False, judged=False,
                        error=f"the readability check stalled: pg_restore read nothing for "
-                             f"{min(self.stall, timeout):.0f}s and was stopped (the dump itself was not judged)")
+                             f"{min(self.stall, timeout):.0f}s and was stopped ({STALLED})")
         if rc_list != 0:
             return _refused(err_list)
         if rc_all != 0:

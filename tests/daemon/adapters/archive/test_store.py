@@ -360,3 +360,28 @@ def test_database_names_with_slashes_get_one_directory_each_and_read_back(tmp_pa
     for i, name in enumerate(names):
         [read] = store.list_records(name)
         assert (read.database, read.backup_id, read.outcome) == (name, f"b{i}", "succeeded")
+
+
+@pytest.mark.parametrize(("toc", "readable", "too_new"), [
+    # written before verdicts said whether they judged the dump: read from the error
+    ({"ok": False, "error": "the dump was written by a newer pg_dump (archive format 1.16) than this pg_restore "
+                            "(pg_restore (PostgreSQL) 15.18) can read: install ..."}, None, True),
+    ({"ok": False, "error": "the readability check stalled: pg_restore read nothing for 600s and was stopped (the "
+                            "dump itself was not judged)"}, None, False),
+    ({"ok": False, "error": "the dump is truncated: it ends in the middle (...)"}, False, False),
+    ({"ok": True, "error": None}, True, False),
+    # written since: the verdict says
+    ({"ok": False, "judged": False, "error": "the dump was written by a newer pg_dump (archive format 1.16)"},
+     None, True),
+    ({"ok": False, "judged": True, "error": "not a PostgreSQL custom-format dump (no PGDMP header)"}, False, False),
+])
+def test_a_stored_readability_verdict_reads_back_whether_it_judged_the_dump(
+    toc: dict[str, object], readable: bool | None, too_new: bool
+) -> None:
+    """A copy whose check only met a pg_restore older than its pg_dump is never read back as unreadable, also
+    from records written before verdicts said so: installing newer tools then clears the finding."""
+    at = datetime(2026, 5, 1, 2, 0, tzinfo=UTC)
+    record = BackupRecord(database="shop", backup_id="a001", kind="scheduled", started_at=at, finished_at=at,
+                          outcome="succeeded", size_bytes=10, toc=toc)
+    backup = BackupRecord.from_json(record.to_json()).to_backup()
+    assert (backup.readable, backup.too_new_here) == (readable, too_new)
