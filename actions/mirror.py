@@ -123,7 +123,7 @@ class Mirror:
                 logger.warning("mirror of {} {}: Heroku reports {} bytes, the download had {}", database,
                                backup.backup_id, backup.size_bytes, size)
             toc = tee.result_during(writer.seal)  # pg_restore reads its last blocks while the copy is completed
-            if not toc.judged:  # still copied; the client_tools_too_old finding says why it was not read
+            if not toc.judged:  # still copied; a pg_restore too old for it is a client_tools_too_old finding
                 logger.warning("{} {} from Heroku was copied but not judged: {}", database, backup.backup_id,
                                toc.error)
             elif not toc.ok:  # still copied: it is the backup that exists; the finding says it will not restore
@@ -214,7 +214,7 @@ class Mirrors:
         for job in self.jobs(self.snapshot()):
             if only is not None and job.database != only:
                 continue
-            for _ in range(MAX_GONE_IN_A_ROW + 1):
+            for _ in range(MAX_GONE_IN_A_ROW):
                 if self.stopping():
                     return done
                 each = functools.partial(progress, f"{job.database} {job.backup.backup_id}") if progress else None

@@ -117,7 +117,7 @@ class DrillRunner:
         try:
             with drill_lock(self.state_dir):  # also across processes: the daemon and `backup-guardian drill`
                 self._run(db, state, run, billing_app, progress or (lambda *_: None))
-        except DrillBusy as exc:
+        except (DrillBusy, BackupsGone) as exc:
             run.skipped, run.reason = True, str(exc)
         except GuardianError as exc:
             run.reason = REDACTOR(str(exc))
@@ -202,19 +202,22 @@ class DrillRunner:
                 run.notes.append(f"{backup.backup_id} was deleted by Heroku while the drill read it ({exc}); the "
                                  "next good backup is drilled instead")
                 logger.warning("drill of {}: {}", db.name, run.notes[-1])
-                if len(gone) > MAX_GONE:
-                    raise GuardianError(f"{len(gone)} backups were deleted by Heroku while the drill read them: "
-                                        "it stops until the next collection lists what remains") from None
+                if len(gone) >= MAX_GONE:
+                    raise BackupsGone(f"{len(gone)} backups were deleted by Heroku while the drill read them: it "
+                                      "waits for the next collection to list what remains") from None
 
     def _pick(self, state: DatabaseState, gone: set[str] | None = None) -> tuple[Backup, str]:
         """The newest good backup (not among `gone`): an archive copy (whose sha256 is known) wins a tie with
         the provider."""
         candidates = []
         for name, src in state.sources.items():
-            good = [b for b in src.good if b.backup_id not in (gone or set())]
+            good = [b for b in src.good if b.backup_id not in (gone or set())]  # deleted since the listing
             b = max(good, key=lambda b: b.started_at) if good else None
             if b is not None and (name == SOURCE_ARCHIVE or (name == SOURCE_HEROKU and self.heroku is not None)):
                 candidates.append((b.recovery_point, name == SOURCE_ARCHIVE, b, name))
+        if not candidates and gone:
+            raise BackupsGone("every good backup listed was deleted by Heroku before the drill could read it: it "
+                              "waits for the next collection to list what remains")
         if not candidates:
             raise GuardianError("no good backup to drill")
         _, _, backup, source = max(candidates, key=lambda c: (c[0], c[1]))
@@ -245,6 +248,11 @@ class DrillRunner:
 
 #: Backups found deleted one after another in one drill before it gives up until the next collection.
 MAX_GONE = 3
+
+
+class BackupsGone(GuardianError):
+    """Heroku deleted the backups the drill was to read (MAX_GONE in a row, or every good one listed): the drill
+    is skipped, not failed; the next collection lists what remains."""
 
 
 class DrillBusy(GuardianError):

@@ -24,8 +24,10 @@ def run(config: GuardianConfig, database: str | None, scenario: str) -> int:
         verdict_code = OK
         for name in names:
             bar = ProgressBar()
-            result = guardian.drills.drill(name, SCENARIOS.get(scenario, FULL), bar, manual=True)
-            bar.done()
+            try:
+                result = guardian.drills.drill(name, SCENARIOS.get(scenario, FULL), bar, manual=True)
+            finally:
+                bar.done()  # also on Ctrl-C: the live display ends and the cursor comes back
             if result.skipped:
                 sys.stdout.write(f"{name}: {result.scenario} drill skipped: {result.reason}\n")
                 verdict_code = worst(verdict_code, WARNING)

@@ -10,6 +10,7 @@ colours off, `FORCE_COLOR` or `TTY_COMPATIBLE=1` forces the rich form on a pipe)
 from __future__ import annotations
 
 import sys
+import threading
 from collections.abc import Sequence
 from datetime import datetime
 from typing import TextIO
@@ -61,7 +62,8 @@ def table(head: tuple[str, ...], rows: Sequence[tuple[str, ...]], right: frozens
 
 def _rich_table(head: tuple[str, ...], rows: Sequence[tuple[str, ...]], right: frozenset[int],
                 title: str | None = None) -> Table:
-    t = Table(box=box.SIMPLE_HEAD, title=title, title_justify="left", header_style="bold", pad_edge=False)
+    t = Table(box=box.SIMPLE_HEAD, title=Text(title) if title else None, title_justify="left", header_style="bold",
+              pad_edge=False)  # Text: a name holding "[...]" is not rich markup
     for i, name in enumerate(head):
         t.add_column(name, justify="right" if i in right else "left", overflow="fold")
     for row in rows:
@@ -94,7 +96,7 @@ def status(snap: Snapshot, now: datetime, out: TextIO | None = None) -> None:
 class ProgressBar:
     """Progress of a long step (`drill`, `archive mirror`) as `(phase, done, total)` calls: a rich bar with
     bytes, speed and time left on a terminal (stderr), a spinner while the total is unknown; nothing at all
-    otherwise (the log says how a long copy goes). Callable from any thread; `done()` clears it."""
+    otherwise (the log says how a long copy goes). Callable from any thread (one lock); `done()` clears it."""
 
     def __init__(self, out: TextIO | None = None) -> None:
         self._console = Console(file=out or sys.stderr, highlight=False)
@@ -102,10 +104,15 @@ class ProgressBar:
         self.phase = ""
         self._progress: Progress | None = None
         self._task: TaskID | None = None
+        self._lock = threading.Lock()
 
     def __call__(self, phase: str, done: int, total: int | None) -> None:
         if not self.tty:
             return
+        with self._lock:
+            self._show(phase, done, total)
+
+    def _show(self, phase: str, done: int, total: int | None) -> None:
         if self._progress is None:
             self._progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
                                       DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
@@ -119,6 +126,7 @@ class ProgressBar:
         self._progress.update(self._task, completed=done, total=total or None)
 
     def done(self) -> None:
-        if self._progress is not None:
-            self._progress.stop()
-            self._progress = None
+        with self._lock:
+            if self._progress is not None:
+                self._progress.stop()  # shows the cursor again
+                self._progress = None

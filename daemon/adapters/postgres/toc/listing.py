@@ -43,9 +43,9 @@ class Toc:
 
     ok: bool
     error: str | None = None
-    # False when the check could not judge the dump: this pg_restore is older than the pg_dump that wrote it,
-    # or the check stalled. Such a dump is not called unreadable (its backup stays good); the policy's
-    # client_tools_too_old finding says why it was not read.
+    # False when the check could not judge the dump: this pg_restore is older than the pg_dump that wrote it
+    # (the policy's client_tools_too_old finding then says so), or the check stalled (logged; the next check
+    # tries again). Such a dump is not called unreadable: its backup stays good.
     judged: bool = True
     tables: tuple[str, ...] = ()  # "schema.name" for display only: a name holding a space cannot be told apart
     tables_with_data: tuple[str, ...] = ()  # the same, for tables whose rows are in the dump
