@@ -37,7 +37,7 @@ from daemon.adapters.postgres.tools import ProcessRegistry, client_tools
 from daemon.adapters.sentry import LogNotifier, make_notifier
 from daemon.adapters.statestore import StateStore, open_state_store
 from daemon.config import GuardianConfig
-from daemon.control import RECENT_DECISIONS, ControlPanel
+from daemon.control import DECISIONS_KEPT, RECENT_DECISIONS, ControlPanel
 from daemon.core.errors import GuardianError
 from daemon.core.retention import PruneDecision
 from daemon.core.snapshot import Snapshot, StateHolder
@@ -114,13 +114,15 @@ class Guardian:
     @cached_property
     def control(self) -> ControlPanel:
         return ControlPanel(self.holder, self.config.actions, self.paused, lambda: self.leadership.held,
-                            lambda: self.runner.last_taken)
+                            lambda: self.runner.last_taken, self.databases)
 
     @cached_property
     def audit(self) -> AuditLog:
         audit = AuditLog(self.state, self.clock, on_record=self.control.noted)
         with contextlib.suppress(GuardianError):  # an unreadable store is reported where it is used
-            self.control.noted(audit.read(limit=RECENT_DECISIONS))  # the page shows them again after a restart
+            for name in self.databases:  # the page shows them again after a restart, however old
+                self.control.noted(audit.read(limit=DECISIONS_KEPT, target=name))
+            self.control.noted(audit.read(limit=RECENT_DECISIONS))  # and those about single copies
         return audit
 
     @cached_property

@@ -12,7 +12,9 @@ from actions.scale import ProbeState
 from daemon.config import ActionsConfig
 from daemon.core.snapshot import ActionsStatus, Decision, ProbeStatus, Snapshot, StateHolder
 
-#: Audited decisions kept in the snapshot for the status page (across every database; each card shows its own).
+#: Audited decisions kept per database in the snapshot for the status page (it shows the newest five).
+DECISIONS_KEPT = 10
+#: The newest audit records read back at every collection interval (what other processes decided meanwhile).
 RECENT_DECISIONS = 200
 
 
@@ -29,8 +31,10 @@ class ControlPanel:
     """Publishes what the actions side is and did into the snapshot."""
 
     def __init__(self, holder: StateHolder, config: ActionsConfig, paused: Callable[[], str | None],
-                 leader: Callable[[], bool | None], last_taken: Callable[[], dict[str, datetime]]) -> None:
+                 leader: Callable[[], bool | None], last_taken: Callable[[], dict[str, datetime]],
+                 databases: Iterable[str] = ()) -> None:
         self.holder = holder
+        self._names = sorted(databases, key=len, reverse=True)  # longest first: "shop/DATABASE" before "shop"
         self.config = config
         self.paused = paused
         self.leader = leader
@@ -41,12 +45,12 @@ class ControlPanel:
         c = self.holder.current().control
         new = ActionsStatus(enabled=self.config.enabled, dry_run=self.config.dry_run, paused=self.paused(),
                             leader=bool(self.leader()), last_taken={**c.last_taken, **self.last_taken()},
-                            probes=c.probes, recent=c.recent)
+                            probes=c.probes, decisions=c.decisions)
         if new == c:
             return  # unchanged: no new snapshot version, so the cached exposition stays valid
 
         def apply(snap: Snapshot) -> Snapshot:
-            return replace(snap, control=replace(new, probes=snap.control.probes, recent=snap.control.recent))
+            return replace(snap, control=replace(new, probes=snap.control.probes, decisions=snap.control.decisions))
 
         self.holder.update(apply)
 
@@ -59,30 +63,39 @@ class ControlPanel:
 
         self.holder.update(apply)
 
+    def database_of(self, target: str) -> str | None:
+        """The watched database an action's target is about: its name, or "<name>/<backup id>" (a name may hold
+        "/" itself, so the longest name that fits wins); None for targets of no database (the scratch servers)."""
+        return next((n for n in self._names if target == n or target.startswith(n + "/")), None)
+
     def noted(self, entries: Iterable[dict[str, Any]]) -> None:
-        """Add audit records (as the audit log stores them) to the recent decisions the status page shows."""
-        added = tuple(d for d in (_decision(e) for e in entries) if d is not None)
-        if not added:
+        """Add audit records (as the audit log stores them, oldest first) to each database's recent decisions,
+        which the status page shows. Records already there are not added twice, so the state store's newest can
+        be read back at any time (`backup-guardian capture` or a replica decided them); no new snapshot when
+        nothing changed."""
+        added: dict[str, list[Decision]] = {}
+        for d in (_decision(e) for e in entries):
+            name = self.database_of(d.target) if d is not None else None
+            if d is not None and name is not None:
+                added.setdefault(name, []).append(d)
+        if not added or self._merged(self.holder.current().control.decisions, added) is None:
             return
 
         def apply(snap: Snapshot) -> Snapshot:
-            recent = (*snap.control.recent, *added)[-RECENT_DECISIONS:]
-            return replace(snap, control=replace(snap.control, recent=recent))
+            merged = self._merged(snap.control.decisions, added)
+            return snap if merged is None else replace(snap, control=replace(snap.control, decisions=merged))
 
         self.holder.update(apply)
 
-    def reload(self, entries: Iterable[dict[str, Any]]) -> None:
-        """Replace the recent decisions with the state store's newest (`entries`, oldest first): what another
-        process sharing the store decided (a `backup-guardian capture` or `drill`, another replica) shows too.
-        No new snapshot when nothing changed."""
-        recent = tuple(d for d in (_decision(e) for e in entries) if d is not None)[-RECENT_DECISIONS:]
-        if recent == self.holder.current().control.recent:
-            return
-
-        def apply(snap: Snapshot) -> Snapshot:
-            return replace(snap, control=replace(snap.control, recent=recent))
-
-        self.holder.update(apply)
+    @staticmethod
+    def _merged(current: dict[str, tuple[Decision, ...]],
+                added: dict[str, list[Decision]]) -> dict[str, tuple[Decision, ...]] | None:
+        """`current` with `added` merged in (each database's newest DECISIONS_KEPT), or None when unchanged."""
+        out = dict(current)
+        for name, new in added.items():
+            seen = {(d.time, d.action, d.target, d.outcome): d for d in (*current.get(name, ()), *new)}
+            out[name] = tuple(sorted(seen.values(), key=lambda d: d.time))[-DECISIONS_KEPT:]
+        return None if out == current else out
 
     def count(self, action: str, outcome: str) -> None:
         """Count an action's outcome for pgbackup_actions_total."""

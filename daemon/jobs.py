@@ -115,7 +115,7 @@ def periodic_jobs(g: GuardianParts, now: datetime) -> list[JobSpec]:
     cfg, dbs, every = g.config, list(g.databases.values()), g.config.collect_interval
     archive_every = {"seconds": max(60.0, every.total_seconds()), "next_run_time": now + every}
     jobs = [JobSpec("heartbeat", g.heartbeat, "interval", {"seconds": HEARTBEAT_SECONDS}, "heartbeat"),
-            JobSpec("decisions", lambda: g.control.reload(g.audit.read(limit=RECENT_DECISIONS)), "interval",
+            JobSpec("decisions", lambda: g.control.noted(g.audit.read(limit=RECENT_DECISIONS)), "interval",
                     {"seconds": every.total_seconds()}),
             JobSpec("collect", g.collect_all, "interval", {"seconds": every.total_seconds(), "next_run_time": now}),
             JobSpec("leader", g.leadership.elect, "interval", {"seconds": cfg.state.leader_interval.total_seconds()},

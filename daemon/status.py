@@ -105,8 +105,8 @@ def database_status(db: DatabaseState, now: datetime, snap: Snapshot | None = No
         # the newest remedial decisions about this database (taken, declined, dry run), newest first
         "decisions": [{"time": _iso(d.time), "action": d.action, "target": d.target, "outcome": d.outcome,
                        "reason": d.reason}
-                      for d in [d for d in (snap.control.recent if snap is not None else ()) if d.concerns(db.name)]
-                      [::-1][:DECISIONS_SHOWN]],
+                      for d in (snap.control.decisions.get(db.name, ()) if snap is not None else ())[::-1]
+                      [:DECISIONS_SHOWN]],
         "timeline": backup_timeline(db, now),
         "findings": [
             {"check": f.check, "severity": f.severity, "active": f.active, "hint": f.hint,

@@ -269,10 +269,6 @@ class Decision:
     outcome: str
     reason: str
 
-    def concerns(self, database: str) -> bool:
-        """True when the decision is about `database` (a database's name may itself hold "/")."""
-        return self.target == database or self.target.startswith(database + "/")
-
 
 @dataclass(frozen=True)
 class ActionsStatus:
@@ -284,7 +280,8 @@ class ActionsStatus:
     leader: bool = False
     last_taken: dict[str, datetime] = field(default_factory=dict)  # action -> end of its newest execution
     probes: tuple[ProbeStatus, ...] = ()
-    recent: tuple[Decision, ...] = ()  # the newest audited decisions, oldest first (RECENT_DECISIONS at most)
+    # per database, its newest audited decisions, oldest first (daemon.control.DECISIONS_KEPT at most)
+    decisions: dict[str, tuple[Decision, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

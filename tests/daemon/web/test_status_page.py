@@ -122,19 +122,17 @@ def failing() -> DatabaseState:
                     drills=(drill,))
 
 
-#: What the actions decided lately, oldest first: about the failing database, and one about another name that
-#: merely starts like it (which its card must not show).
+#: What the actions decided lately about the failing database, oldest first.
 DECISIONS = (
     Decision(NOW - timedelta(hours=5), "capture", FAILING, "dry_run", "emergency capture: rpo_breach"),
     Decision(NOW - timedelta(hours=3), "prune", f"{FAILING}/b0123", "skipped_paused", "past its daily keep"),
     Decision(NOW - timedelta(hours=2), "capture", FAILING, "failed", "pg_dump of db:5432/shop failed: timeout"),
-    Decision(NOW - timedelta(hours=1), "capture", FAILING + "-copy", "done", "not this database"),
 )
 
 
 def snapshot(*dbs: DatabaseState) -> Snapshot:
     return Snapshot(databases={d.name: d for d in dbs}, first_collection_done=True,
-                    control=ActionsStatus(recent=DECISIONS))
+                    control=ActionsStatus(decisions={FAILING: DECISIONS}))
 
 
 @contextlib.contextmanager
@@ -279,7 +277,7 @@ def test_the_overview_says_which_database_needs_attention_and_why(browser: Any, 
     assert [li.text.split("\n")[0] for li in decided.find_elements(By.CSS_SELECTOR, "li")] == [
         "capture: failed, 2 h ago", "prune of b0123: not done: actions are paused, 3 h ago",
         "capture: dry run: decided, not done, 5 h ago"]
-    assert "pg_dump of db:5432/shop failed: timeout" in decided.text and "not this database" not in decided.text
+    assert "pg_dump of db:5432/shop failed: timeout" in decided.text
     assert ok.find_element(By.XPATH, ".//dt[.='Remedial decisions']/following-sibling::dd").text == "none yet"
 
     heading = bad.find_element(By.CSS_SELECTOR, "h2 a")
