@@ -19,7 +19,7 @@ from typing import Any
 from loguru import logger
 
 from collectors.heroku import STUCK_AFTER, is_backup, parse_timestamp, transfer_name
-from daemon.adapters.heroku import HerokuAPI, HerokuError
+from daemon.adapters.heroku import HerokuAPI, HerokuError, HerokuGone
 from daemon.core.errors import CaptureError, StoppedByShutdown
 
 #: The CLI stops following after this many failed polls (cumulative, not consecutive; reference 1.4).
@@ -98,6 +98,9 @@ class HerokuCapture:
                                         "at Heroku and the next collection sees its end")
             try:
                 current = self.api.transfer_info(app, uuid)
+            except HerokuGone:  # someone deleted it (pg:backups:delete): no backup will come of it, say so now
+                raise CaptureError(f"capture {transfer_name(current)} was deleted at Heroku while it ran (410 Gone): "
+                                   "no backup came of it") from None
             except HerokuError as exc:
                 failures += 1
                 logger.warning("following capture {}: poll failed ({} of {}): {}", transfer_name(current),

@@ -351,3 +351,26 @@ def test_a_capture_followed_when_the_shutdown_comes_is_interrupted_not_failed(
     assert history.details["backup_id"] == "b002"
     # not a failed capture: it may well succeed at Heroku (later passes saw it running there)
     assert [o for o in audit if o != "skipped_running"] == ["started", "interrupted"]
+
+
+def test_a_capture_deleted_at_heroku_while_followed_ends_at_once_and_says_so(heroku: HerokuDouble,
+                                                                             clock: FakeClock) -> None:
+    """410 Gone for the transfer being followed is not a failed poll to retry 21 times: no backup will come of it."""
+    from actions.emergency import MAX_POLL_FAILURES, HerokuCapture
+    from daemon.core.errors import CaptureError
+
+    heroku.add_app("shop")
+    running = heroku.add_transfer("shop", scheduled=False, state="started")
+    api = HerokuClient(heroku.token, platform_url=heroku.platform_url, data_url=heroku.data_url)
+    deleted = httpx.delete(f"{heroku.data_url}/client/v11/apps/shop/transfers/{running['num']}",
+                           headers={"Authorization": f"Bearer {heroku.token}"})
+    assert deleted.status_code == 200
+    before = heroku.request_count("data")
+    try:
+        follow = HerokuCapture(api, lambda: clock.now, threading.Event(), timedelta(seconds=0.01), timedelta(hours=1))
+        with pytest.raises(CaptureError, match="was deleted at Heroku while it ran") as err:
+            follow.follow("shop", running)
+    finally:
+        api.close()
+    assert "b001" in str(err.value)
+    assert heroku.request_count("data") - before < MAX_POLL_FAILURES  # one poll, not 21

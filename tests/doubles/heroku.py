@@ -289,12 +289,12 @@ def _measured(url: str) -> dict[str, Any]:
     if urlsplit(url).hostname not in ("127.0.0.1", "localhost", "::1"):
         return {}
     try:
-        with psycopg.connect(url, connect_timeout=3) as conn:
+        with psycopg.connect(url, connect_timeout=3, options="-c statement_timeout=5000") as conn:
             row = conn.execute(
                 "SELECT pg_database_size(current_database()),"
                 " (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
                 "   WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')"
-                "   AND n.nspname NOT LIKE 'pg_toast%%'),"
+                "   AND n.nspname NOT LIKE 'pg_toast%%' AND n.nspname NOT LIKE 'pg_temp%%'),"
                 " (SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()),"
                 " current_setting('server_version')").fetchone()
     except psycopg.Error:
@@ -709,19 +709,22 @@ class HerokuDouble:
             self._transfers.append(t)
             return self._transfer_json(t, verbose=True)
 
-    def add_schedule(self, app: str, *, hour: int | str = 2, timezone: str = "UTC",
-                     attachment: str = "DATABASE") -> dict[str, Any]:
+    def add_schedule(self, app: str, *, hour: int | str = 2, timezone: str = "UTC", attachment: str = "DATABASE",
+                     created_at: datetime | None = None) -> dict[str, Any]:
+        """A schedule that exists already: created with the add-on unless `created_at` says when."""
         with self._lock:
             addon = self._addon_for(app, attachment)
-            return dict(self._upsert_schedule(addon, f"{attachment}_URL", int(hour), timezone))
+            return dict(self._upsert_schedule(addon, f"{attachment}_URL", int(hour), timezone,
+                                              created_at or addon.created_at))
 
-    def _upsert_schedule(self, addon: _Addon, name: str, hour: int, tz: str) -> dict[str, Any]:
+    def _upsert_schedule(self, addon: _Addon, name: str, hour: int, tz: str,
+                         created: datetime | None = None) -> dict[str, Any]:
         # CHOICE: creating a schedule for a name that already has one replaces its hour/timezone
         # (`pg:backups:schedule` is also how users change the time, ref §1.5).
-        now = _fmt_ts(self._now(), "heroku")
+        now = _fmt_ts(created or self._now(), "heroku")
         for sched in addon.schedules:
             if sched["name"].lower() == name.lower():
-                sched.update(hour=hour, timezone=tz, updated_at=now)
+                sched.update(hour=hour, timezone=tz, updated_at=_fmt_ts(self._now(), "heroku"))
                 return sched
         # Corrections Nov 2026: the schedule object also carries days, created_at, updated_at, deleted_at,
         # retain_weeks and retain_months (the CLI reads only name, hour and timezone). CHOICE: the values, which
@@ -879,8 +882,9 @@ class HerokuDouble:
                 "released_at": _iso(released), "repo_size": None, "slug_size": 52_428_800, "space": None,
                 "stack": stack, "updated_at": _iso(released), "web_url": f"https://{app.web_host}/"}
 
-    def _db_info_json(self, addon: _Addon) -> dict[str, Any]:
-        """ref §2 response shape; the `info` array is generated from the fields unless overridden."""
+    def _db_info_json(self, addon: _Addon, measured: dict[str, Any] | None = None) -> dict[str, Any]:
+        """ref §2 response shape; the `info` array is generated from the fields unless overridden. `measured`:
+        the real database's figures (`_measured`, read without the double's lock), else the fixed ones."""
         now = self._now()
         parts = urlsplit(addon.database_url)
         fields: dict[str, Any] = {
@@ -890,7 +894,7 @@ class HerokuDouble:
             "num_bytes": 8_912_896, "num_tables": 5, "num_connections": 3, "postgres_version": _local_version(),
             "following": None, "forked_from": None, "leader": None, "hot_standby?": False, "waiting?": False,
         }
-        fields.update(_measured(addon.database_url))
+        fields.update(measured or {})
         fields.update(addon.info_fields)
         if addon.info_override is not None:
             fields["info"] = [dict(e) for e in addon.info_override]
@@ -1115,7 +1119,10 @@ class HerokuDouble:
 
     def h_db_info(self, c: _Ctx) -> _Resp:
         with self._lock:
-            return _json_resp(200, self._db_info_json(self._addon_by_key(c.params["addon"])))
+            url = self._addon_by_key(c.params["addon"]).database_url
+        measured = _measured(url)  # a connection to the real database: never while holding the double's lock
+        with self._lock:
+            return _json_resp(200, self._db_info_json(self._addon_by_key(c.params["addon"]), measured))
 
     def h_wait_status(self, c: _Ctx) -> _Resp:
         with self._lock:
