@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
+from daemon.app import Guardian
 from tests.doubles.heroku import HerokuDouble
 from tests.doubles.s3 import MotoServer
 from tests.support import S3_MIRROR_APP as APP
@@ -48,20 +49,29 @@ def delete(heroku: HerokuDouble, num: int) -> None:
     assert r.status_code == 200
 
 
-def test_a_backup_deleted_before_its_copy_is_skipped_and_the_next_good_one_is_copied(
-    heroku: HerokuDouble, moto_server: MotoServer, s3_bucket: tuple[Any, str], tmp_path: Any, sample_dump: Path
-) -> None:
-    client, bucket = s3_bucket
+@pytest.fixture
+def guardian(heroku: HerokuDouble, moto_server: MotoServer, s3_bucket: tuple[Any, str], tmp_path: Path,
+             sample_dump: Path) -> Iterator[Guardian]:
+    """A guardian mirroring APP's backups (a001, a002: good) to the S3 bucket, after one collection: it has seen
+    a002 as the newest good backup."""
     two_backups(heroku, sample_dump)
-    g = guardian_for(heroku, moto_server.endpoint_url, bucket, tmp_path)
+    g = guardian_for(heroku, moto_server.endpoint_url, s3_bucket[1], tmp_path)
     try:
-        g.collect_all(one_shot=True)  # the guardian has seen a002 as the newest good backup
-        delete(heroku, 2)  # and Heroku deletes it before the mirror asks for its URL: 410
-        assert g.mirrors.pending() == 1
-        audit = [(a["target"], a["outcome"], a["reason"]) for a in g.audit.read() if a["action"] == "mirror"]
-        failed = g.holder.current().actions.get(("mirror", "failed"), 0)
+        g.collect_all(one_shot=True)
+        yield g
     finally:
         g.stop()
+
+
+def test_a_backup_deleted_before_its_copy_is_skipped_and_the_next_good_one_is_copied(
+    heroku: HerokuDouble, guardian: Guardian, s3_bucket: tuple[Any, str]
+) -> None:
+    client, bucket = s3_bucket
+    g = guardian
+    delete(heroku, 2)  # Heroku deletes a002 before the mirror asks for its URL: 410
+    assert g.mirrors.pending() == 1
+    audit = [(a["target"], a["outcome"], a["reason"]) for a in g.audit.read() if a["action"] == "mirror"]
+    failed = g.holder.current().actions.get(("mirror", "failed"), 0)
     keys = [o["Key"] for o in client.list_objects_v2(Bucket=bucket).get("Contents", [])]
     assert any("a001" in k for k in keys) and not any("a002" in k for k in keys)
     assert failed == 0  # not a failure: no remedial-action alert
@@ -72,21 +82,15 @@ def test_a_backup_deleted_before_its_copy_is_skipped_and_the_next_good_one_is_co
 
 
 def test_when_the_archive_holds_every_remaining_backup_nothing_more_is_copied(
-    heroku: HerokuDouble, moto_server: MotoServer, s3_bucket: tuple[Any, str], tmp_path: Any, sample_dump: Path
+    heroku: HerokuDouble, guardian: Guardian, sample_dump: Path
 ) -> None:
-    _, bucket = s3_bucket
-    two_backups(heroku, sample_dump)
-    g = guardian_for(heroku, moto_server.endpoint_url, bucket, tmp_path)
-    try:
-        g.collect_all(one_shot=True)
-        assert g.mirrors.pending() == 1  # a002 copied
-        backup(heroku, sample_dump, 30)  # a003
-        g.collect_all(one_shot=True)
-        delete(heroku, 3)
-        assert g.mirrors.pending() == 0
-        outcomes = [a["outcome"] for a in g.audit.read() if a["action"] == "mirror"]
-        assert g.mirrors.pending() == 0  # a003 is not asked for again; a002 is archived already
-        again = [a["outcome"] for a in g.audit.read() if a["action"] == "mirror"]
-    finally:
-        g.stop()
+    g = guardian
+    assert g.mirrors.pending() == 1  # a002 copied
+    backup(heroku, sample_dump, 30)  # a003
+    g.collect_all(one_shot=True)
+    delete(heroku, 3)
+    assert g.mirrors.pending() == 0
+    outcomes = [a["outcome"] for a in g.audit.read() if a["action"] == "mirror"]
+    assert g.mirrors.pending() == 0  # a003 is not asked for again; a002 is archived already
+    again = [a["outcome"] for a in g.audit.read() if a["action"] == "mirror"]
     assert outcomes == ["started", "done", "started", "skipped"] and again == outcomes
