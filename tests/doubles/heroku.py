@@ -381,7 +381,7 @@ class HerokuDouble:
     def __init__(self, *, token: str = "test-token-0123456789", clock: Callable[[], datetime] | None = None,
                  rate_limit: int = 4500, refill_per_minute: float = 75.0, page_size: int = 200,
                  capture_delay: float = 0.0, url_lifetime: timedelta = timedelta(minutes=60),
-                 download_tls: ssl.SSLContext | None = None) -> None:
+                 download_tls: ssl.SSLContext | None = None, cli_data_host: str | None = None) -> None:
         self.token = token
         self._clock = clock or (lambda: datetime.now(UTC))
         self.rate_limit = rate_limit
@@ -392,6 +392,10 @@ class HerokuDouble:
         # Corrections Nov 2026: signed URLs are https (S3 presigned). With a server context (a certificate for
         # 127.0.0.1 from a throwaway CA the test trusts), the download endpoint speaks TLS and the URLs say https.
         self.download_tls = download_tls
+        # The real Heroku CLI sends Data API calls to HEROKU_DATA_HOST (a host name only) on the scheme and port of
+        # HEROKU_HOST (its http client replaces only the host name). With `cli_data_host`, a request that reaches
+        # the platform port under that host name is served as the Data API, as the two real hosts would.
+        self.cli_data_host = cli_data_host
         self.platform_url = ""
         self.data_url = ""
         self.download_url = ""
@@ -1528,6 +1532,13 @@ class HerokuDouble:
                      for a in self._attachments if a.app == app.name]
         return self._paginate(items, c.headers, {"id": lambda a: a["id"], "name": lambda a: a["name"]}, "id")
 
+    def h_all_attachments(self, c: _Ctx) -> _Resp:
+        """Every attachment the account can see (the CLI's `addons -a APP` reads this list to show attachments
+        from other apps)."""
+        with self._lock:
+            items = [self._attachment_json(a, self._includes_plan(c.headers)) for a in self._attachments]
+        return self._paginate(items, c.headers, {"id": lambda a: a["id"], "name": lambda a: a["name"]}, "id")
+
     def h_addons(self, c: _Ctx) -> _Resp:
         with self._lock:
             app = self._app(c.params["app"])
@@ -1643,6 +1654,7 @@ def _routes() -> list[tuple[str, str, re.Pattern[str], str]]:
         ("platform", "DELETE", "/apps/(?P<app>{s})/dynos/(?P<dyno>{s})", "h_dyno_restart"),
         ("platform", "GET", "/apps/(?P<app>{s})/config-vars", "h_config_vars"),
         ("platform", "GET", "/apps/(?P<app>{s})/addon-attachments", "h_attachments"),
+        ("platform", "GET", "/addon-attachments", "h_all_attachments"),
         ("platform", "GET", "/apps/(?P<app>{s})/addons", "h_addons"),
         ("platform", "POST", "/apps/(?P<app>{s})/addons", "h_addon_create"),
         ("platform", "POST", "/actions/addon-attachments/resolve", "h_resolve_attachment"),
@@ -1700,12 +1712,12 @@ class _Handler(BaseHTTPRequestHandler):
         split = urlsplit(self.path)
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length > 0 else b""
-        rec = RequestRecord(self.command, split.path, split.query, dict(self.headers.items()), self.server.kind,
-                            body=body)
+        kind = self._kind()
+        rec = RequestRecord(self.command, split.path, split.query, dict(self.headers.items()), kind, body=body)
         double._record(rec)
         request_id = self.headers.get("Request-Id") or str(uuid.uuid4())  # ref §0 Request id
         try:
-            resp = double._dispatch(self.server.kind, self.command, split.path, split.query, self.headers, body)
+            resp = double._dispatch(kind, self.command, split.path, split.query, self.headers, body)
         except Exception as exc:  # a bug in the double: answer 500 instead of hanging the client
             resp = _error_resp(500, f"heroku double crashed: {exc!r}")
         if resp.mode == "drop" or double._stop.is_set():
@@ -1716,6 +1728,16 @@ class _Handler(BaseHTTPRequestHandler):
             self._write(resp, request_id)
         except (BrokenPipeError, ConnectionResetError, OSError):
             self.close_connection = True
+
+    def _kind(self) -> str:
+        """Which host this request is for: the server's, or the Data API's when the CLI's data host name is set
+        and the request names it (see `HerokuDouble.cli_data_host`)."""
+        alias = self.server.double.cli_data_host
+        if self.server.kind == "platform" and alias is not None:
+            host = (self.headers.get("Host") or "").rsplit(":", 1)[0]
+            if host == alias:
+                return "data"
+        return self.server.kind
 
     def _write(self, resp: _Resp, request_id: str) -> None:
         self.send_response(resp.status)
@@ -1760,6 +1782,20 @@ def _demo_state(double: HerokuDouble, database_url: str | None) -> AppInfo:
     return info
 
 
+def _by_hand_tls(directory: str | None) -> tuple[ssl.SSLContext | None, Path | None]:
+    """A server context for the download endpoint from a throwaway certificate written into `directory`."""
+    if directory is None:
+        return None, None
+    from tests.support import self_signed
+
+    where = Path(directory)
+    where.mkdir(parents=True, exist_ok=True)
+    cert, key = self_signed(where)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    return context, cert
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.doubles.heroku",
                                      description="Run the Heroku double by hand with a demo app.")
@@ -1767,8 +1803,14 @@ def main(argv: list[str] | None = None) -> int:
                         "(captures then run pg_dump against it); default: a fake URL (captures fail)")
     parser.add_argument("--token", default="test-token-0123456789")
     parser.add_argument("--capture-delay", type=float, default=2.0)
+    parser.add_argument("--tls-dir", help="serve signed download URLs over https with a throwaway CA written into "
+                        "this directory (the real CLI downloads only https; trust it with NODE_EXTRA_CA_CERTS)")
+    parser.add_argument("--cli-data-host", default="localhost",
+                        help="the host name the real Heroku CLI is given as HEROKU_DATA_HOST (default: localhost)")
     args = parser.parse_args(argv)
-    with HerokuDouble(token=args.token, capture_delay=args.capture_delay) as double:
+    tls, ca = _by_hand_tls(args.tls_dir)
+    with HerokuDouble(token=args.token, capture_delay=args.capture_delay, download_tls=tls,
+                      cli_data_host=args.cli_data_host) as double:
         info = _demo_state(double, args.database_url)
         auth = f"-H 'Authorization: Bearer {double.token}'"
         acc = "-H 'Accept: application/vnd.heroku+json; version=3'"
@@ -1789,6 +1831,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  curl -s {auth} -X POST {double.data_url}{DATA_PREFIX}/apps/{info.app_name}/transfers/1"
               "/actions/public-url")
         print(f"  curl -si {auth} {double.platform_url}/account/rate-limits")
+        print("\nthe real Heroku CLI (npm heroku), e.g. heroku pg:backups -a demo-app:")
+        print(f"  export HEROKU_HOST={double.platform_url} HEROKU_DATA_HOST={args.cli_data_host} "
+              f"HEROKU_API_KEY={double.token}" + (f" NODE_EXTRA_CA_CERTS={ca}" if ca else ""))
         print("\nCtrl-C to stop.", flush=True)
         with contextlib.suppress(KeyboardInterrupt):
             while True:

@@ -731,3 +731,21 @@ def test_account_process_tier_and_a_stable_add_on_order(double: HerokuDouble, cl
     attachments = client.get(f"{double.platform_url}/apps/shop/addon-attachments").json()
     by_addon = {a["addon"]["name"]: a["name"] for a in attachments}
     assert first == again and [by_addon[n] for n in first] == ["DATABASE", "CACHE", "ANALYTICS", "REPLICA"]
+
+
+def test_the_cli_data_host_is_served_as_the_data_api_on_the_platform_port(clock: FakeClock,
+                                                                          client: httpx.Client) -> None:
+    """The real CLI sends Data API calls to HEROKU_DATA_HOST on HEROKU_HOST's scheme and port; with that host
+    name set, the double's platform port answers them as the Data API, and only under that name. The account's
+    attachment list (what the CLI's `addons` reads) has every app's."""
+    with HerokuDouble(clock=clock, cli_data_host="localhost") as d:
+        d.add_app("shop")
+        d.add_app("other")
+        d.add_transfer("shop")
+        port = d.platform_url.rsplit(":", 1)[1]
+        as_data = client.get(f"http://localhost:{port}/client/v11/apps/shop/transfers")
+        as_platform = client.get(f"{d.platform_url}/client/v11/apps/shop/transfers")
+        assert as_data.status_code == 200 and [t["num"] for t in as_data.json()] == [1]
+        assert as_platform.status_code == 404
+        every = client.get(f"{d.platform_url}/addon-attachments").json()
+        assert sorted(a["app"]["name"] for a in every) == ["other", "shop"]
