@@ -26,7 +26,7 @@ from collectors.heroku import require_transfer_num, transfer_num
 from daemon.adapters.archive.download import BLOCK, Download, DownloadError
 from daemon.adapters.archive.records import BackupRecord
 from daemon.adapters.archive.store import ArchiveStore
-from daemon.adapters.heroku import HerokuAPI, HerokuGone
+from daemon.adapters.heroku import HerokuAPI, HerokuGone, deleted_meanwhile
 from daemon.adapters.postgres.toc import TocTee
 from daemon.config import DatabaseConfig
 from daemon.core.errors import CaptureError, GuardianError
@@ -137,6 +137,9 @@ class Mirror:
         except DownloadError as exc:
             writer.abort()
             tee.abort()
+            if deleted_meanwhile(self.api, billing_app, num):  # expired while it was read: gone, not failed
+                raise BackupGone(f"{backup.backup_id} of {database} was deleted by Heroku while it was being "
+                                 f"copied ({exc})") from None
             raise CaptureError(f"{backup.backup_id}: {exc}") from None
         except BaseException:
             writer.abort()

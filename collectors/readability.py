@@ -16,8 +16,8 @@ from loguru import logger
 from collectors.archive import ArchiveReader
 from collectors.fleet import HerokuSide
 from collectors.heroku import require_transfer_num, transfer_num
-from daemon.adapters.archive.download import ObjectGone, stream
-from daemon.adapters.heroku import HerokuGone
+from daemon.adapters.archive.download import DownloadError, ObjectGone, stream
+from daemon.adapters.heroku import HerokuGone, deleted_meanwhile
 from daemon.adapters.postgres.toc import Toc, read_stream
 from daemon.adapters.postgres.toc.messages import NEWER_DUMP
 from daemon.config import DatabaseConfig
@@ -55,10 +55,15 @@ class ReadThrough:
                 continue  # (this pg_restore could not judge it: the finding says so, no download for nothing)
             if self.stopping():
                 break
+            num = require_transfer_num(newest.backup_id)
             try:
-                url = str(api.public_url(app, require_transfer_num(newest.backup_id))["url"])
+                url = str(api.public_url(app, num)["url"])
                 toc = read_stream(stream(url))
-            except (HerokuGone, ObjectGone):
+            except (HerokuGone, DownloadError) as exc:
+                if isinstance(exc, DownloadError) and not (isinstance(exc, ObjectGone)
+                                                           or deleted_meanwhile(api, app, num)):
+                    logger.warning("readability check of {} {} not done: {}", name, newest.backup_id, exc)
+                    continue
                 # not a verdict on the backup: the next collection lists what remains, and its newest is read
                 logger.info("readability check of {} {} not done: Heroku deleted it meanwhile (its retention "
                             "expired it); the next good backup is read after the next collection", name,

@@ -384,6 +384,19 @@ def _is_postgres(attachment: dict[str, Any]) -> bool:
     return plan.split(":", 1)[0] == "heroku-postgresql"
 
 
+def deleted_meanwhile(api: HerokuAPI, app: str, num: int) -> bool:
+    """After the download of transfer `num` of `app` broke off: whether Heroku deleted it meanwhile (its info now
+    answers 410 Gone: its retention expired it, or someone removed it, while it was read). False when it is still
+    there or Heroku cannot say (the break is then the download's own failure)."""
+    try:
+        api.transfer_info(app, num)
+    except HerokuGone:
+        return True
+    except HerokuError as exc:
+        logger.info("could not ask Heroku whether transfer {} of {} still exists: {}", num, app, exc)
+    return False
+
+
 def client_for(cfg: HerokuConfig) -> HerokuClient:
     """The client as the daemon uses it. `max_rate_wait=0`: a 429 ends the poll at once and the fleet planner
     does the waiting, so a pass never sits in sleeps holding the collection lock."""

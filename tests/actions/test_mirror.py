@@ -94,3 +94,34 @@ def test_when_the_archive_holds_every_remaining_backup_nothing_more_is_copied(
     assert g.mirrors.pending() == 0  # a003 is not asked for again; a002 is archived already
     again = [a["outcome"] for a in g.audit.read() if a["action"] == "mirror"]
     assert outcomes == ["started", "done", "started", "skipped"] and again == outcomes
+
+
+def test_a_backup_that_expires_while_it_is_copied_is_skipped_and_the_next_good_one_is_copied(
+    heroku: HerokuDouble, guardian: Guardian, s3_bucket: tuple[Any, str], sample_dump: Path
+) -> None:
+    """Heroku's retention expires a002 while the mirror streams it: the download breaks off after a part and
+    Heroku answers 410 for it since. The half-copy is aborted (no object), a002 is skipped, a001 is copied."""
+    client, bucket = s3_bucket
+    g = guardian
+    heroku.expire_during_download(APP, 2, after_bytes=sample_dump.stat().st_size // 2)
+    assert g.mirrors.pending() == 1
+    audit = [(a["target"], a["outcome"], a["reason"]) for a in g.audit.read() if a["action"] == "mirror"]
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket=bucket).get("Contents", [])]
+    assert any("a001" in k for k in keys) and not any("a002" in k for k in keys)
+    assert g.holder.current().actions.get(("mirror", "failed"), 0) == 0
+    outcomes = [(t.rsplit("/", 1)[-1], o) for t, o, _ in audit]
+    assert outcomes == [("a002", "started"), ("a002", "skipped"), ("a001", "started"), ("a001", "done")]
+    skipped = next(r for t, o, r in audit if o == "skipped")
+    assert "deleted by Heroku while it was being copied" in skipped and "cut short" in skipped
+
+
+def test_a_download_that_breaks_off_while_the_backup_still_exists_is_a_failure(
+    heroku: HerokuDouble, guardian: Guardian
+) -> None:
+    """The other side of the same break: Heroku still has the backup, so the broken download is the mirror's
+    failure (retried later), not a deleted backup, and nothing else is copied in its place."""
+    g = guardian
+    heroku.inject(r"GET /xfrtu/", "truncated", times=1)
+    assert g.mirrors.pending() == 0  # nothing copied
+    outcomes = [(a["target"].rsplit("/", 1)[-1], a["outcome"]) for a in g.audit.read() if a["action"] == "mirror"]
+    assert outcomes == [("a002", "started"), ("a002", "failed")]

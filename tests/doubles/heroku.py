@@ -407,6 +407,7 @@ class HerokuDouble:
         self._attachments: list[_Attachment] = []
         self._transfers: list[_Transfer] = []
         self._faults: list[_Fault] = []
+        self._expire_mid: dict[str, int] = {}  # transfer uuid -> bytes served before it expires mid-download
         self._tokens = float(rate_limit)
         self._last_refill = self._now()
         self._sign_key = secrets.token_bytes(32)
@@ -761,6 +762,15 @@ class HerokuDouble:
             t = next(x for x in self._visible_transfers(a) if x.num == num)
             t.dump_path = path
             t.processed_bytes = path.stat().st_size
+
+    def expire_during_download(self, app: str, num: int, *, after_bytes: int) -> None:
+        """The next download of transfer `num` sends `after_bytes` bytes and breaks off, and the transfer is
+        deleted at that moment, as when Heroku's retention expires a backup while it is being read: its info then
+        answers 410 and its object is gone."""
+        with self._lock:
+            a = self._app(app)
+            t = next(x for x in self._visible_transfers(a) if x.num == num)
+            self._expire_mid[t.uuid] = after_bytes
 
     def finish_running(self, app: str, *, succeeded: bool = True, processed_bytes: int | None = None) -> None:
         with self._lock:
@@ -1369,6 +1379,15 @@ class HerokuDouble:
             t = next((x for x in self._transfers if x.uuid == m.group(1)), None)
             if t is None or t.deleted_at:
                 return s3_error(404, "NoSuchKey", "The specified key does not exist.")
+            if t.uuid in self._expire_mid:  # expire_during_download: a first part, then the object is gone
+                cut = self._expire_mid.pop(t.uuid)
+                t.deleted_at = t.updated_at = self._now()
+                if t.dump_path is not None and t.dump_path.exists():
+                    with t.dump_path.open("rb") as fh:
+                        head = fh.read(cut)
+                else:
+                    head = (b"PGDMP" + b"\0" * max(cut - 5, 0))[:cut]
+                return _Resp(200, head, {"Content-Type": "application/octet-stream"}, mode="truncated")
             if t.dump_path is not None and t.dump_path.exists():
                 return _Resp(200, b"", {"Content-Type": "application/octet-stream"}, mode="file", path=t.dump_path)
             # CHOICE: seeded transfers (add_transfer) have no real dump: processed_bytes of filler after PGDMP

@@ -749,3 +749,17 @@ def test_the_cli_data_host_is_served_as_the_data_api_on_the_platform_port(clock:
         assert as_platform.status_code == 404
         every = client.get(f"{d.platform_url}/addon-attachments").json()
         assert sorted(a["app"]["name"] for a in every) == ["other", "shop"]
+
+
+def test_a_backup_can_expire_while_it_is_downloaded(double: HerokuDouble, client: httpx.Client) -> None:
+    """expire_during_download: the next download sends a part and breaks off, and from that moment the transfer
+    is deleted (410, out of the list, its object gone), as when retention expires a backup being read."""
+    double.add_app("shop")
+    double.add_transfer("shop", processed_bytes=50_000)
+    double.expire_during_download("shop", 1, after_bytes=1000)
+    url = client.post(data(double, "/apps/shop/transfers/1/actions/public-url")).json()["url"]
+    with pytest.raises(httpx.RemoteProtocolError):
+        client.get(url)
+    assert client.get(data(double, "/apps/shop/transfers/1")).status_code == 410
+    assert client.get(data(double, "/apps/shop/transfers")).json() == []
+    assert client.get(url).status_code == 404

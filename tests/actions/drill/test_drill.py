@@ -263,11 +263,13 @@ def test_a_backup_newer_than_pg_restore_is_not_drilled_and_not_called_unreadable
     assert not found["drill_failed"].active
 
 
-def test_a_heroku_backup_deleted_before_the_drill_reads_it_is_replaced_by_the_next_good_one(
-    fresh_db: str, own_cluster: LocalCluster, sample_dump: Path, tmp_path: Path
+@pytest.mark.parametrize("when", ["before", "mid-read"])
+def test_a_heroku_backup_deleted_before_or_while_the_drill_reads_it_is_replaced_by_the_next_good_one(
+    fresh_db: str, own_cluster: LocalCluster, sample_dump: Path, tmp_path: Path, when: str
 ) -> None:
     """Heroku's retention deletes the newest backup between the collection and the drill (410 Gone for its
-    URL): the drill restores the next good backup and its notes say why; no failure is recorded."""
+    URL), or while the drill downloads it (the stream breaks off, and Heroku answers 410 for it since): the drill
+    restores the next good backup and its notes say why; no failure is recorded."""
     from datetime import UTC, datetime, timedelta
 
     import httpx
@@ -292,9 +294,12 @@ def test_a_heroku_backup_deleted_before_the_drill_reads_it_is_replaced_by_the_ne
         name = f"{app}/DATABASE"
         try:
             g.collect_all(one_shot=True)
-            r = httpx.delete(f"{heroku.data_url}/client/v11/apps/{app}/transfers/2",
-                             headers={"Authorization": f"Bearer {token}"})
-            assert r.status_code == 200
+            if when == "before":
+                r = httpx.delete(f"{heroku.data_url}/client/v11/apps/{app}/transfers/2",
+                                 headers={"Authorization": f"Bearer {token}"})
+                assert r.status_code == 200
+            else:
+                heroku.expire_during_download(app, 2, after_bytes=sample_dump.stat().st_size // 2)
             run = g.drills.drill(name)
             snap = g.holder.current()
         finally:
@@ -302,5 +307,6 @@ def test_a_heroku_backup_deleted_before_the_drill_reads_it_is_replaced_by_the_ne
     assert run.succeeded, run.reason
     assert run.backup is not None and run.backup.backup_id == "a001"
     assert any("a002 was deleted by Heroku" in n and "next good backup" in n for n in run.notes)
+    assert when == "before" or any("cut short" in n for n in run.notes)
     found = {f.check: f for f in snap.databases[name].findings}
     assert not found["drill_failed"].active
