@@ -4,7 +4,7 @@ read the double's answers as they read Heroku's. Where the CLI and the double di
 The CLI is pointed at loopback only: `HEROKU_HOST` (the platform port), `HEROKU_DATA_HOST` (a host name the
 double serves as the Data API on the platform port: the CLI keeps the platform URL's scheme and port for it),
 telemetry off, no update check, and its analytics URL on a closed loopback port. `.ci/run` installs the CLI and
-runs this file with `GUARDIAN_REQUIRE_HEROKU_CLI=1`, so a missing CLI fails there instead of skipping."""
+runs this file with `TESTS_REQUIRE_HEROKU_CLI=1`, so a missing CLI fails there instead of skipping."""
 
 from __future__ import annotations
 
@@ -25,8 +25,8 @@ from tests.doubles.heroku import HerokuDouble
 from tests.support import self_signed
 
 CLI = shutil.which("heroku")
-if CLI is None and os.environ.get("GUARDIAN_REQUIRE_HEROKU_CLI") == "1":
-    raise RuntimeError("GUARDIAN_REQUIRE_HEROKU_CLI=1 but the Heroku CLI is not installed (npm install -g heroku@11)")
+if CLI is None and os.environ.get("TESTS_REQUIRE_HEROKU_CLI") == "1":
+    raise RuntimeError("TESTS_REQUIRE_HEROKU_CLI=1 but the Heroku CLI is not installed (npm install -g heroku@11)")
 pytestmark = pytest.mark.skipif(CLI is None, reason="the Heroku CLI is not installed (npm install -g heroku@11)")
 
 APP = "shop"
