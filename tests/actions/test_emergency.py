@@ -55,7 +55,7 @@ def make_guardian(heroku: HerokuDouble, clock: FakeClock, state_dir: Path, *, dr
     doc: dict[str, Any] = {
         "state_dir": str(state_dir), "collect_interval": "30s",
         "heroku": {"api_key": heroku.token, "platform_url": heroku.platform_url, "data_url": heroku.data_url,
-                   "timeout": timeout, "retries": 0},
+                   "timeout": timeout, "retries": 0, "status": {"url": heroku.status_url}},
         "actions": {"dry_run": dry_run, "capture": {"poll_interval": "0.05s", "cooldown": "2h", **capture}},
         "databases": [{"heroku": {"app": "shop"}, "objectives": {"rpo": "48h"}}],
     }

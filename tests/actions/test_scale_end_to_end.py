@@ -69,7 +69,8 @@ def make_guardian(heroku: HerokuDouble, clock: FakeClock, app: App, state_dir: P
                   daily_cap: int = 6) -> Guardian:
     config = GuardianConfig.model_validate({
         "state_dir": str(state_dir),
-        "heroku": {"api_key": heroku.token, "platform_url": heroku.platform_url, "data_url": heroku.data_url},
+        "heroku": {"api_key": heroku.token, "platform_url": heroku.platform_url, "data_url": heroku.data_url,
+                   "status": {"url": heroku.status_url}},
         "actions": {"dry_run": dry_run, "scale": [{
             "name": "api", "url": app.url, "app": "shop", "process_type": "web", "failures": 3,
             "max_quantity": 3, "healthy_for": "15m", "cooldown": "10m", "timeout": "2s", "daily_cap": daily_cap}]},

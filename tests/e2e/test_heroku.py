@@ -28,6 +28,7 @@ def heroku() -> Iterator[HerokuDouble]:
 
 def _config(heroku: HerokuDouble) -> str:
     return (f"collect_interval: 1s\nheroku:\n  platform_url: {heroku.platform_url}\n  data_url: {heroku.data_url}\n"
+            f"  status: {{url: {heroku.status_url}}}\n"
             "  rate_budget_share: 1.0\n  polling: {fast: 1s, slow: 2s, window: 1m}\n"
             "databases:\n  - heroku: {app: suoops-backend}\n")
 
@@ -123,7 +124,8 @@ def test_heroku_apps_from_config_vars_alone_are_watched_not_the_demo(heroku: Her
     start = datetime.now(UTC) - timedelta(hours=1)
     heroku.add_transfer("suoops-backend", created_at=start, started_at=start, finished_at=start + timedelta(minutes=1))
     env = {"HEROKU_API_KEY": TOKEN, "GUARDIAN_HEROKU_APPS": "suoops-backend",
-           "GUARDIAN_HEROKU_PLATFORM_URL": heroku.platform_url, "GUARDIAN_HEROKU_DATA_URL": heroku.data_url}
+           "GUARDIAN_HEROKU_PLATFORM_URL": heroku.platform_url, "GUARDIAN_HEROKU_DATA_URL": heroku.data_url,
+           "GUARDIAN_HEROKU_STATUS_URL": heroku.status_url}
     d: DaemonProcess = run_daemon("collect_interval: 1s\n", env=env)
     d.wait_for("the Heroku backup", lambda: d.metrics().get(("pgbackup_last_success_timestamp_seconds", L_HEROKU)))
     assert d.status()["demo"] is False and "demo:" not in d.log()
