@@ -1861,6 +1861,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"platform API: {double.platform_url}")
         print(f"data API:     {double.data_url}")
         print(f"downloads:    {double.download_url}")
+        print(f"status API:   {double.status_url}/api/v4/current-status")
         print(f"token:        {double.token}")
         print(f"demo app:     {info.app_name} (id {info.app_id}), add-on {info.addon_name} (id {info.addon_id})")
         print("\nexamples:")
