@@ -55,7 +55,7 @@ def make_guardian(heroku: HerokuDouble, clock: FakeClock, state_dir: Path, *, dr
     doc: dict[str, Any] = {
         "state_dir": str(state_dir), "collect_interval": "30s",
         "heroku": {"api_key": heroku.token, "platform_url": heroku.platform_url, "data_url": heroku.data_url,
-                   "timeout": timeout, "retries": 0, "status": {"url": heroku.status_url, "timeout": "1s"}},
+                   "timeout": timeout, "retries": 0, "status": {"url": heroku.status_url, "timeout": "5s"}},
         "actions": {"dry_run": dry_run, "capture": {"poll_interval": "0.05s", "cooldown": "2h", **capture}},
         "databases": [{"heroku": {"app": "shop"}, "objectives": {"rpo": "48h"}}],
     }
@@ -460,13 +460,13 @@ def test_a_failing_status_api_marks_its_collector_down_and_changes_nothing_else(
         assert g.provider_status is not None
         g.provider_status.poll()
         before = run_pass(g, clock)
-        heroku.inject("GET /api/v4/current-status", fault, delay=5.0)
+        heroku.inject("GET /api/v4/current-status", fault, delay=10.0)
         g.provider_status.poll()
         after = g.holder.current()
         status = after.collectors[("heroku_status", "")]
         assert not status.up and status.errors_total == 1
         assert status.last_error == {"500": "Heroku status API answered HTTP 500",
-                                     "timeout": "Heroku status API: no answer within 1s",
+                                     "timeout": "Heroku status API: no answer within 5s",
                                      "malformed": "Heroku status API: the answer is not JSON"}[fault]
         assert after.databases == before.databases and after.provider == before.provider
         assert {k: v for k, v in after.collectors.items() if k[0] != "heroku_status"} == {
