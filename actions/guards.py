@@ -10,11 +10,14 @@ the guards is the order of the checks below, so the reason names the first one t
   3. not the leader (another replica acts)                  -> skipped_not_leader
   4. already running (asked of the source itself)           -> skipped_running
   5. a planner block (e.g. the formation is at its max)     -> skipped_<block>
-  6. cooldown since the last one (history or the world)     -> skipped_cooldown
-  7. daily cap (24 hours, rolling)                          -> skipped_cap
-  8. dry run                                                -> dry_run  ("would ...")
+  6. Heroku reports an incident on Data or Apps             -> waiting_provider  (a target on Heroku only)
+  7. cooldown since the last one (history or the world)     -> skipped_cooldown
+  8. daily cap (24 hours, rolling)                          -> skipped_cap
+  9. dry run                                                -> dry_run  ("would ...")
   otherwise                                                 -> execute
-Dry run comes last, so a dry run says exactly what a live guardian would have done.
+Dry run comes last, so a dry run says exactly what a live guardian would have done. Waiting for the provider
+comes before the cooldown and the cap: it starts no cooldown and spends none of the cap (a declined decision is
+no execution), so the action goes ahead at the first evaluation after Heroku resolves its incident.
 """
 
 from __future__ import annotations
@@ -26,13 +29,16 @@ from typing import Any
 from daemon.core.durations import format_duration
 
 EXECUTE = "execute"
+#: Declined because Heroku reports an incident on the systems the action needs: not a failure, no cooldown.
+WAITING_PROVIDER = "waiting_provider"
 DRY_RUN = "dry_run"
 #: An execution that did not end on its own: the shutdown stopped it, or its process died (closed later by
 #: `ActionRunner.close_interrupted`).
 INTERRUPTED = "interrupted"
 #: Every outcome a decision or an execution can have (pre-initialised in pgbackup_actions_total).
 OUTCOMES = ("done", "failed", INTERRUPTED, DRY_RUN, "skipped_disabled", "skipped_paused", "skipped_not_leader",
-            "skipped_running", "skipped_cooldown", "skipped_cap", "skipped_max", "skipped_busy", "skipped_unavailable")
+            "skipped_running", WAITING_PROVIDER, "skipped_cooldown", "skipped_cap", "skipped_max", "skipped_busy",
+            "skipped_unavailable")
 
 
 @dataclass(frozen=True)
@@ -100,6 +106,8 @@ class Facts:
     taken_24h: int = 0
     cooldown: timedelta = timedelta(0)
     daily_cap: int = 1
+    on_heroku: bool = False  # the target lives on Heroku (a Heroku database, a Heroku app's formation)
+    provider_incident: str | None = None  # Heroku's incident on Data or Apps, when it reports one
 
 
 @dataclass(frozen=True)
@@ -130,6 +138,8 @@ def decide(intent: Intent, facts: Facts, now: datetime) -> Decision:
         return stop("skipped_running", f"already running: {facts.running}")
     if intent.blocked:
         return stop(f"skipped_{intent.blocked}", intent.params.get("blocked_reason", intent.blocked))
+    if facts.provider_incident:
+        return stop(WAITING_PROVIDER, f"waiting: {facts.provider_incident}")
     if facts.last_taken is not None and not intent.manual:
         since = now - facts.last_taken
         if since < facts.cooldown:

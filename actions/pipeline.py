@@ -25,9 +25,9 @@ from daemon.config import GuardianConfig
 from daemon.core.errors import GuardianError
 
 KILL_SWITCH, PAUSE, LEADER, SINGLE_FLIGHT = "kill switch", "pause", "leader", "single flight"
-COOLDOWN, DAILY_CAP, DRY_RUN = "cooldown", "daily cap", "dry run"
+PROVIDER, COOLDOWN, DAILY_CAP, DRY_RUN = "provider incident", "cooldown", "daily cap", "dry run"
 #: Every guard, in the order `decide` checks them.
-GUARDS = (KILL_SWITCH, PAUSE, LEADER, SINGLE_FLIGHT, COOLDOWN, DAILY_CAP, DRY_RUN)
+GUARDS = (KILL_SWITCH, PAUSE, LEADER, SINGLE_FLIGHT, PROVIDER, COOLDOWN, DAILY_CAP, DRY_RUN)
 _NO_CAP = 1_000_000
 
 
@@ -51,49 +51,56 @@ class ActionKind:
 
 
 _PACED = "its schedule sets the pace"
+_NOT_HEROKU = "it does not act against Heroku"
 EMERGENCY_CAPTURE = ActionKind("capture", "an emergency capture (Heroku capture or pg_dump) when backups are at risk",
                                dry_run_switch="actions.dry_run")
 MANUAL_CAPTURE = ActionKind(
     "capture", "a capture a person asks for (`backup-guardian capture`)",
-    {LEADER: "a person asked for it, in this process", COOLDOWN: "a person's request is not a repeat"},
+    {LEADER: "a person asked for it, in this process",
+     PROVIDER: "a person decides, seeing Heroku's status on the status page",
+     COOLDOWN: "a person's request is not a repeat"},
     dry_run_switch="actions.dry_run")
 SCHEDULED_CAPTURE = ActionKind(
     "capture", "the scheduled pg_dump of a self-managed database",
     {KILL_SWITCH: "the kill switch stops remedies, never the backups the configuration schedules "
                   "(capture.enabled: false stops these)",
-     COOLDOWN: _PACED, DAILY_CAP: _PACED,
+     PROVIDER: "a self-managed pg_dump does not act against Heroku", COOLDOWN: _PACED, DAILY_CAP: _PACED,
      DRY_RUN: "a dry run that skipped backups would leave the database unprotected (capture.enabled is its "
               "switch)"})
 SCALE = ActionKind("scale", "dyno scale-up when the app fails its health probe", dry_run_switch="actions.dry_run")
 MIRROR = ActionKind(
     "mirror", "a copy of a new Heroku backup into the archive",
     {KILL_SWITCH: "copies only add a protected copy; archive.mirror: false turns them off",
+     PROVIDER: "a copy only reads Heroku; a failed copy is tried again",
      COOLDOWN: "one copy per new backup", DAILY_CAP: "one copy per new backup",
      DRY_RUN: "copies only add a protected copy; archive.mirror: false turns them off"})
 PRUNE = ActionKind(
     "prune", "deletion of archived copies past their tier's keep (daily job, `archive prune --apply`)",
-    {COOLDOWN: "a daily job", DAILY_CAP: "a daily job"}, dry_run_switch="archive.prune_apply")
+    {PROVIDER: _NOT_HEROKU, COOLDOWN: "a daily job", DAILY_CAP: "a daily job"},
+    dry_run_switch="archive.prune_apply")
 KEEP_LAST = ActionKind(
     "keep_last", "deletion of copies beyond capture.keep_last after a good capture",
-    {COOLDOWN: "runs once after each good capture", DAILY_CAP: "runs once after each good capture",
+    {PROVIDER: _NOT_HEROKU, COOLDOWN: "runs once after each good capture",
+     DAILY_CAP: "runs once after each good capture",
      DRY_RUN: "setting capture.keep_last is the request to delete (archive.prune_apply is the tier prune's "
               "switch)"})
 DRILL = ActionKind(
     "drill", "a restore drill into a proven scratch database",
     {KILL_SWITCH: "a drill changes only a scratch server proven not to be production (drill.enabled is its "
                   "switch)",
+     PROVIDER: "it only reads a backup; a failed drill says why",
      COOLDOWN: "its cron sets the pace", DAILY_CAP: "its cron sets the pace",
      DRY_RUN: "a drill writes nothing but its own scratch database"})
 SCRATCH_SWEEP = ActionKind(
     "scratch_sweep", "dropping scratch databases a crashed drill left behind",
     {KILL_SWITCH: "drops only databases the guardian created and proves, on the scratch server",
-     COOLDOWN: "runs at start", DAILY_CAP: "runs at start",
+     PROVIDER: _NOT_HEROKU, COOLDOWN: "runs at start", DAILY_CAP: "runs at start",
      DRY_RUN: "drops only databases the guardian created and proves; keeping them fills the scratch server"})
 _KEEPS = "marking only keeps a copy longer; it deletes nothing"
 MILESTONE = ActionKind(
     "milestone", "marking an archived copy as a milestone, kept forever (`archive milestone`)",
-    {KILL_SWITCH: _KEEPS, LEADER: "a person asks for it, in this process", COOLDOWN: "a person's request is not a "
-     "repeat", DAILY_CAP: "a person's request is not a repeat", DRY_RUN: _KEEPS})
+    {KILL_SWITCH: _KEEPS, LEADER: "a person asks for it, in this process", PROVIDER: _NOT_HEROKU,
+     COOLDOWN: "a person's request is not a repeat", DAILY_CAP: "a person's request is not a repeat", DRY_RUN: _KEEPS})
 #: Every kind of change the guardian makes, for the README table and the tests.
 KINDS = (EMERGENCY_CAPTURE, MANUAL_CAPTURE, SCHEDULED_CAPTURE, SCALE, MIRROR, PRUNE, KEEP_LAST, DRILL,
          SCRATCH_SWEEP, MILESTONE)
@@ -107,6 +114,8 @@ class Switches:
     paused: Callable[[], str | None]
     leader: Callable[[], bool]
     dry_run: Callable[[ActionKind], bool]
+    #: Heroku's incident on Data or Apps as readable text, or None (`HerokuStatusPoller.current_incident`)
+    provider_incident: Callable[[], str | None] = lambda: None
 
 
 class Gate:
@@ -128,6 +137,8 @@ class Gate:
             paused=(s.paused() or f.paused) if kind.applies(PAUSE) else None,
             # the caller's fact can only narrow it (e.g. only shard group 0 scales)
             leader=(intent.manual or (s.leader() and f.leader)) if kind.applies(LEADER) else True,
+            provider_incident=(f.provider_incident or s.provider_incident()) if kind.applies(PROVIDER) and f.on_heroku
+            else None,
             last_taken=f.last_taken if kind.applies(COOLDOWN) else None,
             cooldown=f.cooldown if kind.applies(COOLDOWN) else timedelta(0),
             daily_cap=f.daily_cap if kind.applies(DAILY_CAP) else _NO_CAP,

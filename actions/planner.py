@@ -99,5 +99,5 @@ def capture_facts(db: DatabaseState, cfg: DatabaseConfig, actions: ActionsConfig
     return Facts(
         enabled=actions.enabled, paused=paused, dry_run=actions.dry_run, leader=leader, running=running,
         last_taken=last, last_taken_what=what, taken_24h=sum(1 for t in taken if t.started_at >= day_ago),
-        cooldown=actions.capture.cooldown, daily_cap=actions.capture.daily_cap,
+        cooldown=actions.capture.cooldown, daily_cap=actions.capture.daily_cap, on_heroku=source == SOURCE_HEROKU,
     )

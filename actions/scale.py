@@ -364,7 +364,8 @@ class Scaling:
         down = intent.params.get("to_quantity", 0) < intent.params.get("from_quantity", 0)
         facts = Facts(enabled=self.cfg.enabled, paused=pause_reason(self.state), dry_run=self.cfg.dry_run,
                       leader=leader, running=None, last_taken=last, last_taken_what="the last scale change",
-                      taken_24h=taken, cooldown=target.cooldown, daily_cap=taken + 1 if down else target.daily_cap)
+                      taken_24h=taken, cooldown=target.cooldown, daily_cap=taken + 1 if down else target.daily_cap,
+                      on_heroku=True)  # a Heroku app's formation: it waits while Heroku reports an incident
         return self.gate.decide(SCALE, intent, base=facts)
 
     def close(self) -> None:

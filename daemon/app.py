@@ -29,10 +29,12 @@ from collectors.boundary import CollectorBoundary
 from collectors.collection import Collection
 from collectors.fleet import HerokuSide
 from collectors.freshness import load_successes, stale_after
+from collectors.heroku_status import HerokuStatusPoller
 from collectors.readability import ReadThrough
 from daemon.adapters.archive import open_store
 from daemon.adapters.archive.store import ArchiveStore
 from daemon.adapters.heroku import HerokuAPI, HerokuClient, client_for
+from daemon.adapters.heroku_status import HerokuStatusClient
 from daemon.adapters.postgres.tools import ProcessRegistry, client_tools
 from daemon.adapters.sentry import LogNotifier, make_notifier
 from daemon.adapters.statestore import StateStore, open_state_store
@@ -79,6 +81,25 @@ class Guardian:
             self._heroku_api = client = client_for(self.config.heroku)  # scaling speaks the Platform API too
             self.on_stop.close.append(client.close)
         return self._heroku_api
+
+    @cached_property
+    def provider_status(self) -> HerokuStatusPoller | None:
+        """Heroku's status API poller, when some Heroku source or scale target is configured and it is on."""
+        cfg = self.config.heroku.status
+        if not cfg.enabled or not (self.config.heroku_databases or self.config.actions.scale):
+            return None
+        client = HerokuStatusClient(cfg.url, cfg.timeout)
+        self.on_stop.close.append(client.close)
+        boundary = CollectorBoundary(self.holder, {}, lambda _c: cfg.interval * 3, self.clock)
+        return HerokuStatusPoller(client.current_status, boundary, self.holder, self.clock,
+                                  trust_for=(cfg.interval * 3).total_seconds(),
+                                  on_change=lambda: self.collection.republish())
+
+    def provider_incident(self) -> str | None:
+        """Heroku's current incident on Data or Apps as readable text ("Heroku reports an incident on Data:
+        <title>"), or None. Read-only; what the composition root hands to actions that act against Heroku."""
+        poller = self.provider_status
+        return poller.current_incident() if poller is not None else None
 
     @cached_property
     def heroku(self) -> HerokuSide:
@@ -135,7 +156,8 @@ class Guardian:
         """Every change to the world is decided by the guards its kind declares (actions.pipeline)."""
         return Gate(Switches(enabled=lambda: self.config.actions.enabled, paused=self.paused,
                              leader=lambda: self.leadership.is_leader(),
-                             dry_run=partial(dry_run_of, self.config)), self.clock)
+                             dry_run=partial(dry_run_of, self.config),
+                             provider_incident=self.provider_incident), self.clock)
 
     @cached_property
     def pipeline(self) -> Pipeline:
@@ -154,7 +176,8 @@ class Guardian:
                                 next_capture_at=lambda name: self.runtime.next_run(f"capture:{name}"),
                                 with_readability=self.readthrough.with_verdicts)
         evaluator = Evaluator(self.holder, self.databases, completion, self.archive.policy, drill_policy,
-                              self.heroku, self._notify, self.clock, client_tools())
+                              self.heroku, self._notify, self.clock, client_tools(),
+                              provider_incident=self.provider_incident)
         self.drills  # noqa: B018 - built first: its history is in the snapshot before the first evaluation
         self.audit  # noqa: B018 - likewise the recent decisions the status page lists
         collection = Collection(self.databases, self.archive, self.heroku, boundary, evaluator,

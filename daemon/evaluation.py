@@ -23,6 +23,7 @@ from daemon.core.snapshot import (
     SOURCE_ARCHIVE,
     Backup,
     DatabaseState,
+    Finding,
     HerokuStatus,
     Snapshot,
     SourceState,
@@ -48,7 +49,8 @@ class Evaluator:
                  archive_policy: Callable[[DatabaseConfig], policy.ArchivePolicy | None],
                  drill_policy: Callable[[DatabaseConfig, datetime | None], policy.DrillPolicy | None],
                  heroku: HerokuSide, on_evaluation: Callable[[Snapshot, datetime], None],
-                 clock: Callable[[], datetime], tools: policy.ClientTools | None = None) -> None:
+                 clock: Callable[[], datetime], tools: policy.ClientTools | None = None,
+                 provider_incident: Callable[[], str | None] = lambda: None) -> None:
         self.holder = holder
         self.databases = databases
         self.completion = completion
@@ -58,6 +60,7 @@ class Evaluator:
         self.on_evaluation = on_evaluation
         self.clock = clock
         self.tools = tools  # the client programs' versions, against the backups' (client_tools_too_old)
+        self.provider_incident = provider_incident  # Heroku's incident on Data or Apps, as text, or None
 
     def publish(self, results: list[Collected], first_pass_done: bool = False) -> Snapshot:
         now = self.clock()
@@ -65,6 +68,7 @@ class Evaluator:
         def apply(snap: Snapshot) -> Snapshot:
             dbs = dict(snap.databases)
             cols = dict(snap.collectors)
+            incident = self.provider_incident()
             for r in results:
                 for st in r.statuses:
                     cols[(st.collector, st.database)] = st
@@ -76,6 +80,8 @@ class Evaluator:
                 db = replace(db, sources=share_unreadable(self.completion.with_readability(name, db.sources)))
                 findings = policy.evaluate(db, cfg.objectives, cols.values(), now, self.archive_policy(cfg),
                                            self.drill_policy(cfg, snap.started_at), self.tools)
+                if incident and cfg.heroku is not None:
+                    findings = with_provider_incident(findings, incident)
                 dbs[name] = replace(db, findings=findings, evaluated_at=now,
                                     rpo_tolerance_seconds=risk.tolerance_seconds(db, cfg.objectives, now),
                                     next_expected=risk.next_expected(db, cfg.objectives, now))
@@ -110,6 +116,13 @@ class Evaluator:
         return HerokuStatus(ratelimit_remaining=api.ratelimit_remaining, requests_total=api.requests_total,
                             pass_requests=rep.requests, pass_allowance=rep.allowance, pass_deferred=rep.deferred,
                             stretch=rep.stretch)
+
+
+def with_provider_incident(findings: tuple[Finding, ...], incident: str) -> tuple[Finding, ...]:
+    """The active findings of a Heroku-backed database say that Heroku reports an incident (`incident`, e.g.
+    "Heroku reports an incident on Data: <title>"): the cause may be Heroku's, and the notifications carry the
+    hint as it is."""
+    return tuple(replace(f, hint=f"{f.hint}; {incident}") if f.active else f for f in findings)
 
 
 def initial_state(db: DatabaseConfig) -> DatabaseState:

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from actions.mirror import Mirrors
     from actions.runner import ActionRunner
     from collectors.collection import Collection
+    from collectors.heroku_status import HerokuStatusPoller
     from collectors.readability import ReadThrough
     from daemon.adapters.heroku import HerokuAPI
     from daemon.adapters.postgres.tools import ProcessRegistry
@@ -105,6 +106,8 @@ class GuardianParts(Protocol):
     def leadership(self) -> Leadership: ...
     @property
     def readthrough(self) -> ReadThrough: ...
+    @property
+    def provider_status(self) -> HerokuStatusPoller | None: ...
     def heartbeat(self) -> None: ...
     def collect_all(self, one_shot: bool = False) -> Any: ...
     def prune(self) -> Any: ...
@@ -120,6 +123,9 @@ def periodic_jobs(g: GuardianParts, now: datetime) -> list[JobSpec]:
             JobSpec("collect", g.collect_all, "interval", {"seconds": every.total_seconds(), "next_run_time": now}),
             JobSpec("leader", g.leadership.elect, "interval", {"seconds": cfg.state.leader_interval.total_seconds()},
                     "leader")]
+    if g.provider_status is not None:  # its own pace: a public host outside the Platform API's rate budget
+        jobs.append(JobSpec("heroku-status", g.provider_status.poll, "interval", {
+            "seconds": cfg.heroku.status.interval.total_seconds(), "next_run_time": now}))
     if cfg.actions.scale:
         jobs.append(JobSpec("probe", g.scaling.probe_all, "interval", {
             "seconds": min(t.interval for t in cfg.actions.scale).total_seconds(), "next_run_time": now}))

@@ -12,6 +12,7 @@ from typing import Any
 from daemon import __version__
 from daemon.core.check_guide import guide
 from daemon.core.policy import data_at_risk_seconds, format_duration_s, newest_good_backup
+from daemon.core.provider import ProviderStatus, incident_text
 from daemon.core.snapshot import Backup, DatabaseState, DrillResult, Snapshot
 
 #: How many UTC days the backup timeline covers, the day of `now` included.
@@ -161,7 +162,19 @@ def status_document(snap: Snapshot, now: datetime) -> dict[str, Any]:
              "last_error": c.last_error}
             for c in snap.collectors.values()
         ],
+        "provider": provider_doc(snap.provider),
     }
+
+
+def provider_doc(p: ProviderStatus | None) -> dict[str, Any] | None:
+    """Heroku's own status as last read from its status API (None: not polled): each system's colour and the
+    incidents on Data or Apps, with the text findings and actions use."""
+    if p is None:
+        return None
+    return {"name": "heroku", "observed_at": _iso(p.observed_at), "systems": dict(p.systems),
+            "incidents": [{"title": i.title, "systems": list(i.systems), "status": i.status, "url": i.url,
+                           "since": _iso(i.since), "updated_at": _iso(i.updated_at)} for i in p.incidents],
+            "scheduled": p.scheduled, "text": incident_text(p)}
 
 
 def actions_status(snap: Snapshot) -> dict[str, Any]:

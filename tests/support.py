@@ -302,7 +302,7 @@ def guardian_for(heroku: HerokuDouble, endpoint: str, bucket: str, tmp_path: Pat
     config = GuardianConfig.model_validate({
         "state_dir": str(tmp_path / "state"),
         "heroku": {"api_key": S3_MIRROR_TOKEN, "platform_url": heroku.platform_url, "data_url": heroku.data_url,
-                   "apps": [S3_MIRROR_APP]},
+                   "status": {"url": heroku.status_url}, "apps": [S3_MIRROR_APP]},
         "archive": {"kind": "s3", "s3": s3_section(endpoint, bucket, **(s3 or {})), **archive},
     })
     api = HerokuClient(S3_MIRROR_TOKEN, platform_url=heroku.platform_url, data_url=heroku.data_url)

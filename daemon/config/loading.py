@@ -39,6 +39,7 @@ ENV_VARS: dict[str, tuple[str, ...]] = {
     "HEROKU_API_KEY": ("heroku", "api_key"),
     "GUARDIAN_HEROKU_PLATFORM_URL": ("heroku", "platform_url"),
     "GUARDIAN_HEROKU_DATA_URL": ("heroku", "data_url"),
+    "GUARDIAN_HEROKU_STATUS_URL": ("heroku", "status", "url"),
     "GUARDIAN_HEROKU_RATE_BUDGET_SHARE": ("heroku", "rate_budget_share"),
     "GUARDIAN_ARCHIVE_KIND": ("archive", "kind"),
     "GUARDIAN_S3_BUCKET": ("archive", "s3", "bucket"),

@@ -109,6 +109,26 @@ class HerokuPolling(StrictModel):
                              "outcome) before the database has backup history to learn it from.", examples=["30m"])
 
 
+class HerokuStatusConfig(StrictModel):
+    """Heroku's public status API (status.heroku.com), polled while some Heroku source or scale target is
+    configured: its incidents on Data or Apps annotate findings and hold back actions against Heroku."""
+
+    enabled: bool = Field(True, description="Poll Heroku's status API (false: never ask it).", examples=[True])
+    url: str = Field("https://status.heroku.com", description="Base URL of the status API "
+                     "(`/api/v4/current-status` is asked of it; the Heroku CLI's HEROKU_STATUS_HOST).",
+                     examples=["https://status.heroku.com"])
+    interval: Duration = Field(timedelta(minutes=3), description="How often it is polled.", examples=["3m"])
+    timeout: Duration = Field(timedelta(seconds=5), description="Timeout of one poll; a timeout marks the "
+                              "collector down and changes nothing else.", examples=["5s"])
+
+    @field_validator("url")
+    @classmethod
+    def _status_url(cls, url: str) -> str:
+        if not re.match(r"^https?://[^\s/]+", url):
+            raise ValueError("must be an http(s) URL")
+        return url.rstrip("/")
+
+
 class HerokuConfig(StrictModel):
     """Heroku API access, shared by every Heroku database."""
 
@@ -128,6 +148,8 @@ class HerokuConfig(StrictModel):
         examples=[0.5],
     )
     polling: HerokuPolling = Field(default_factory=HerokuPolling, description="Adaptive polling.")
+    status: HerokuStatusConfig = Field(default_factory=HerokuStatusConfig,
+                                       description="Heroku's public status API (incidents on Data and Apps).")
     apps: list[str] = Field(
         default_factory=list,
         description="Fleet shorthand: apps to watch with default objectives ('app' or 'app::ATTACHMENT').",

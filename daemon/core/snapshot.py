@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
+from daemon.core.provider import ProviderStatus
+
 #: The sources of backups, named once: what a database's `sources` are keyed by, and an archived copy's origin.
 SOURCE_ARCHIVE = "archive"
 SOURCE_HEROKU = "heroku"
@@ -297,6 +299,7 @@ class Snapshot:
     heroku: HerokuStatus | None = None
     actions: dict[tuple[str, str], int] = field(default_factory=dict)  # (action, outcome) -> count since start
     control: ActionsStatus = field(default_factory=ActionsStatus)
+    provider: ProviderStatus | None = None  # Heroku's own status (collectors.heroku_status), when polled
 
 
 class StateHolder:

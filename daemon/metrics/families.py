@@ -16,6 +16,7 @@ from prometheus_client.registry import Collector
 from actions.guards import OUTCOMES
 from daemon import __version__
 from daemon.core.policy import CHECKS, copy_lag_seconds
+from daemon.core.provider import SYSTEMS, WATCHED_SYSTEMS
 from daemon.core.snapshot import DrillResult, Snapshot, StateHolder
 
 DB_SOURCE = ["database", "source"]
@@ -61,7 +62,8 @@ class SnapshotCollector(Collector):
         pin: tuple[Snapshot, Callable[[], bool]] | None = getattr(self._pin, "value", None)
         snap, cancelled = pin if pin is not None else (self.holder.current(), _never)
         for group in (self._build_info, self._backups, self._objectives, self._live, self._provider,
-                      self._archive, self._actions, self._drills, self._findings, self._collectors, self._heroku):
+                      self._archive, self._actions, self._drills, self._findings, self._collectors, self._heroku,
+                      self._heroku_status):
             if cancelled():
                 raise RenderCancelled("the renderer is stopping")
             yield from group(snap)
@@ -281,6 +283,25 @@ class SnapshotCollector(Collector):
             latency.add_metric([p.name], p.latency_seconds)
             fails.add_metric([p.name], p.consecutive_failures)
         yield from (up, latency, fails)
+
+    def _heroku_status(self, snap: Snapshot) -> Iterator[Metric]:
+        """Heroku's own status (status.heroku.com), as last read: each system's colour and its incidents."""
+        p = snap.provider
+        if p is None:
+            return
+        colour = GaugeMetricFamily("pgbackup_heroku_system_status", "Heroku's status of the system (Apps, Data, "
+                                   "Tools) as last read from its status API: 0 green, 1 yellow, 2 red.",
+                                   labels=["system"])
+        incidents = GaugeMetricFamily("pgbackup_heroku_incidents", "Current incidents Heroku reports on the "
+                                      "system (Data or Apps) as last read from its status API.", labels=["system"])
+        for system in SYSTEMS:
+            value = p.colour_value(system)
+            if value is not None:
+                colour.add_metric([system], value)
+        for system in WATCHED_SYSTEMS:
+            incidents.add_metric([system], sum(1 for i in p.incidents if system in i.systems))
+        yield colour
+        yield incidents
 
     def _heroku(self, snap: Snapshot) -> Iterator[Metric]:
         h = snap.heroku

@@ -103,7 +103,22 @@ def _notices(doc: dict[str, Any]) -> str:
         out.append(f"<p class='notice s-warning'><b>Remedial actions: {escape(actions['mode'])}</b> ({role})</p>")
     for warning in (doc.get("security") or {}).get("warnings", []):
         out.append(f"<p class='notice s-critical'><b>Security</b>: {escape(warning)}</p>")
+    out.extend(_provider_notices(doc))
     return "".join(out)
+
+
+def _provider_notices(doc: dict[str, Any]) -> list[str]:
+    """One banner per incident Heroku reports on Data or Apps: the incident is Heroku's; the guardian's
+    actions against Heroku wait for its end."""
+    out = []
+    for inc in (doc.get("provider") or {}).get("incidents", []):
+        url = inc.get("url") or ""
+        link = f" <a href='{escape(url)}'>status</a>" if url.startswith("https://") else ""
+        since = f", since {_time(inc['since'], _parse(doc['generated_at']))}" if inc.get("since") else ""
+        out.append(f"<p class='notice s-warning provider'><b>Heroku reports an incident on "
+                   f"{escape(', '.join(inc.get('systems') or []))}</b>: {escape(inc.get('title') or '')} "
+                   f"({escape(inc.get('status') or '')}{since}){link}. Actions against Heroku wait for its end.</p>")
+    return out
 
 
 # -- the overview ------------------------------------------------------------------------------------------------

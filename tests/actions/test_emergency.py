@@ -55,7 +55,7 @@ def make_guardian(heroku: HerokuDouble, clock: FakeClock, state_dir: Path, *, dr
     doc: dict[str, Any] = {
         "state_dir": str(state_dir), "collect_interval": "30s",
         "heroku": {"api_key": heroku.token, "platform_url": heroku.platform_url, "data_url": heroku.data_url,
-                   "timeout": timeout, "retries": 0},
+                   "timeout": timeout, "retries": 0, "status": {"url": heroku.status_url, "timeout": "5s"}},
         "actions": {"dry_run": dry_run, "capture": {"poll_interval": "0.05s", "cooldown": "2h", **capture}},
         "databases": [{"heroku": {"app": "shop"}, "objectives": {"rpo": "48h"}}],
     }
@@ -374,3 +374,105 @@ def test_a_capture_deleted_at_heroku_while_followed_ends_at_once_and_says_so(her
         api.close()
     assert "b001" in str(err.value)
     assert heroku.request_count("data") - before < MAX_POLL_FAILURES  # one poll, not 21
+
+
+def metric_values(g: Guardian) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for fam in SnapshotCollector(g.holder).collect() for s in fam.samples}
+
+
+def test_an_emergency_capture_waits_while_heroku_reports_an_incident_on_data_and_goes_once_it_is_resolved(
+    heroku: HerokuDouble, clock: FakeClock, tmp_path: Path, fresh_db: str
+) -> None:
+    """While Heroku's status API reports an incident on Data, the capture a missed schedule calls for is declined
+    as waiting (no POST reaches Heroku, no cooldown, no cap spent) and the finding says why; the first pass after
+    Heroku resolves it captures."""
+    missed_schedule(heroku, clock, fresh_db)
+    incident = heroku.open_incident("Degraded Heroku Postgres connectivity", systems=("Data",))
+    g = make_guardian(heroku, clock, tmp_path / "state")
+    try:
+        assert g.provider_status is not None
+        g.provider_status.poll()
+        snap = run_pass(g, clock)
+        clock.now += timedelta(seconds=30)
+        snap = run_pass(g, clock)  # a second pass while it lasts: still waiting
+        assert captures_posted(heroku) == 0
+        decisions = g.audit.read(action="capture")
+        assert [d["outcome"] for d in decisions] == ["waiting_provider"]  # said once, not at every pass
+        assert decisions[0]["reason"].startswith(
+            "waiting: Heroku reports an incident on Data: Degraded Heroku Postgres connectivity")
+        assert g.runner.history("capture", DB, timedelta(hours=24)) == []  # no execution: no cooldown, no cap
+        missed = finding(snap, "missed_schedule")
+        assert missed.active
+        assert missed.hint.endswith("; Heroku reports an incident on Data: Degraded Heroku Postgres connectivity")
+        metrics = metric_values(g)
+        assert metrics[("pgbackup_heroku_incidents", (("system", "Data"),))] == 1
+        assert metrics[("pgbackup_heroku_incidents", (("system", "Apps"),))] == 0
+        assert metrics[("pgbackup_heroku_system_status", (("system", "Data"),))] == 2
+        assert metrics[("pgbackup_actions_total", (("action", "capture"), ("outcome", "waiting_provider")))] == 1
+        assert g.provider_incident() == "Heroku reports an incident on Data: Degraded Heroku Postgres connectivity"
+
+        heroku.resolve_incident(incident)
+        clock.now += timedelta(minutes=3)
+        g.provider_status.poll()
+        assert g.provider_incident() is None
+        snap = run_pass(g, clock)
+        assert captures_posted(heroku) == 1
+        assert outcomes(g) == ["waiting_provider", "started", "done"]
+        assert not finding(snap, "missed_schedule").active
+        assert all("Heroku reports" not in f.hint for f in snap.databases[DB].findings)
+        metrics = metric_values(g)
+        assert metrics[("pgbackup_heroku_incidents", (("system", "Data"),))] == 0
+        assert metrics[("pgbackup_heroku_system_status", (("system", "Data"),))] == 0
+    finally:
+        g.stop()
+
+
+def test_an_incident_only_on_tools_holds_nothing_back(
+    heroku: HerokuDouble, clock: FakeClock, tmp_path: Path, fresh_db: str
+) -> None:
+    missed_schedule(heroku, clock, fresh_db)
+    heroku.open_incident("Dashboard slow", systems=("Tools",), severity="yellow")
+    g = make_guardian(heroku, clock, tmp_path / "state")
+    try:
+        assert g.provider_status is not None
+        g.provider_status.poll()
+        snap = run_pass(g, clock)
+        assert captures_posted(heroku) == 1 and outcomes(g) == ["started", "done"]
+        assert g.provider_incident() is None
+        assert all("Heroku reports" not in f.hint for f in snap.databases[DB].findings)
+        assert metric_values(g)[("pgbackup_heroku_system_status", (("system", "Tools"),))] == 1
+    finally:
+        g.stop()
+
+
+@pytest.mark.parametrize("fault", ["500", "timeout", "malformed"])
+def test_a_failing_status_api_marks_its_collector_down_and_changes_nothing_else(
+    heroku: HerokuDouble, clock: FakeClock, tmp_path: Path, fresh_db: str, fault: str
+) -> None:
+    """A 500, no answer within the status timeout, or a body that is not JSON: the heroku_status collector is
+    down with the reason; the databases, their findings and the other collectors are as they were, and the last
+    status read stays (an incident read before still holds the capture back)."""
+    missed_schedule(heroku, clock, fresh_db)
+    heroku.open_incident("Heroku Postgres API errors", systems=("Data",))
+    g = make_guardian(heroku, clock, tmp_path / "state")
+    try:
+        assert g.provider_status is not None
+        g.provider_status.poll()
+        before = run_pass(g, clock)
+        heroku.inject("GET /api/v4/current-status", fault, delay=10.0)
+        g.provider_status.poll()
+        after = g.holder.current()
+        status = after.collectors[("heroku_status", "")]
+        assert not status.up and status.errors_total == 1
+        assert status.last_error == {"500": "Heroku status API answered HTTP 500",
+                                     "timeout": "Heroku status API: no answer within 5s",
+                                     "malformed": "Heroku status API: the answer is not JSON"}[fault]
+        assert after.databases == before.databases and after.provider == before.provider
+        assert {k: v for k, v in after.collectors.items() if k[0] != "heroku_status"} == {
+            k: v for k, v in before.collectors.items() if k[0] != "heroku_status"}
+        assert metric_values(g)[("pgbackup_collector_up", (("collector", "heroku_status"), ("database", "")))] == 0
+        assert captures_posted(heroku) == 0
+    finally:
+        heroku.clear_faults()
+        g.stop()

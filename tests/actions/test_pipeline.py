@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +18,8 @@ import psycopg
 import pytest
 
 from actions.audit import person
-from actions.guards import Intent
-from actions.pipeline import DRY_RUN, GUARDS, KINDS, LEADER, PAUSE_KEY, ActionKind, Gate, Switches
+from actions.guards import WAITING_PROVIDER, Facts, Intent
+from actions.pipeline import DRY_RUN, GUARDS, KINDS, LEADER, PAUSE_KEY, PROVIDER, ActionKind, Gate, Switches
 from daemon.adapters.postgres.cluster import LocalCluster
 from daemon.app import Guardian
 from daemon.config import GuardianConfig
@@ -75,6 +75,26 @@ def test_in_dry_run_a_kind_with_a_dry_run_switch_only_says_what_it_would_do(kind
         assert kind.dry_run_switch
     else:
         assert decision.go and kind.exempt[DRY_RUN]  # exempt, with its reason
+
+
+@pytest.mark.parametrize("kind", KINDS, ids=label)
+def test_a_kind_waits_for_heroku_where_it_declares_the_provider_guard_and_only_for_targets_on_heroku(
+    kind: ActionKind
+) -> None:
+    """Waiting comes before the cooldown and the cap (a decline is no execution: it starts no cooldown and
+    spends no cap), and a target not on Heroku never waits."""
+    text = "Heroku reports an incident on Data: Postgres errors"
+    waiting = Gate(Switches(enabled=lambda: True, paused=lambda: None, leader=lambda: True,
+                            dry_run=lambda _kind: False, provider_incident=lambda: text), lambda: NOW)
+    busy = Facts(dry_run=False, on_heroku=True, last_taken=NOW, cooldown=timedelta(hours=2), taken_24h=1,
+                 daily_cap=1)
+    decision = waiting.decide(kind, intent(kind), base=busy)
+    if kind.applies(PROVIDER):
+        assert decision.outcome == WAITING_PROVIDER and decision.reason.startswith(f"waiting: {text} (wanted to ")
+    else:
+        assert decision.outcome != WAITING_PROVIDER and kind.exempt[PROVIDER]
+    assert waiting.decide(kind, intent(kind), base=Facts(dry_run=False, on_heroku=False, daily_cap=9)).go
+    assert gate().decide(kind, intent(kind), base=Facts(dry_run=False, on_heroku=True, daily_cap=9)).go
 
 
 def test_the_readme_table_is_the_declaration() -> None:

@@ -69,7 +69,8 @@ def make_guardian(heroku: HerokuDouble, clock: FakeClock, app: App, state_dir: P
                   daily_cap: int = 6) -> Guardian:
     config = GuardianConfig.model_validate({
         "state_dir": str(state_dir),
-        "heroku": {"api_key": heroku.token, "platform_url": heroku.platform_url, "data_url": heroku.data_url},
+        "heroku": {"api_key": heroku.token, "platform_url": heroku.platform_url, "data_url": heroku.data_url,
+                   "status": {"url": heroku.status_url}},
         "actions": {"dry_run": dry_run, "scale": [{
             "name": "api", "url": app.url, "app": "shop", "process_type": "web", "failures": 3,
             "max_quantity": 3, "healthy_for": "15m", "cooldown": "10m", "timeout": "2s", "daily_cap": daily_cap}]},
@@ -175,5 +176,31 @@ def test_the_daily_cap_holds_scale_ups_but_never_the_way_back_to_the_baseline(
         app.status = 200
         probe(g, clock, 32)  # 16 minutes healthy
         assert quantity(heroku) == 1
+    finally:
+        g.stop()
+
+
+def test_a_scale_up_waits_while_heroku_reports_an_incident_on_apps_and_goes_once_it_is_resolved(
+    heroku: HerokuDouble, clock: FakeClock, app: App, tmp_path: Path
+) -> None:
+    """No PATCH reaches the formation while Heroku reports an incident on Apps; the decline is audited once as
+    waiting, starts no cooldown, and the next probe after the resolution scales."""
+    incident = heroku.open_incident("Increased H10 errors on dynos", systems=("Apps",))
+    g = make_guardian(heroku, clock, app, tmp_path / "state")
+    try:
+        assert g.provider_status is not None
+        g.provider_status.poll()
+        app.status = 503
+        probe(g, clock, 6)
+        assert patches(heroku) == [] and quantity(heroku) == 1
+        decisions = g.audit.read(action="scale")
+        assert [d["outcome"] for d in decisions] == ["waiting_provider"]
+        assert decisions[0]["reason"].startswith(
+            "waiting: Heroku reports an incident on Apps: Increased H10 errors on dynos")
+        heroku.resolve_incident(incident)
+        g.provider_status.poll()
+        probe(g, clock)  # at once, not after a cooldown: the wait started none
+        assert quantity(heroku) == 2 and len(patches(heroku)) == 1
+        assert [d["outcome"] for d in g.audit.read(action="scale")][-1] == "done"
     finally:
         g.stop()

@@ -40,6 +40,7 @@ SEVERITIES = {
     "PgBackupClientToolsTooOld": "ticket",
     "PgBackupCollectorDown": "ticket",
     "PgBackupRemedialActionFailed": "ticket",
+    "PgBackupHerokuIncident": "ticket",
     "PgBackupGuardianAbsent": "page",
 }
 

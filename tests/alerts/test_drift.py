@@ -77,7 +77,7 @@ def scrape(pg_cluster: LocalCluster, moto_server: MotoServer, sample_dump: Path)
             config = GuardianConfig.model_validate({
                 "state_dir": str(base / "state"),
                 "heroku": {"api_key": TOKEN, "platform_url": heroku.platform_url, "data_url": heroku.data_url,
-                           "apps": [APP]},
+                           "status": {"url": heroku.status_url}, "apps": [APP]},
                 "archive": {"kind": "s3", "s3": {
                     "bucket": bucket, "endpoint_url": moto_server.endpoint_url, "access_key_id": "testing",
                     "secret_access_key": "testing", "part_size_mb": 5, "timeout": "5s"}},
@@ -96,6 +96,9 @@ def scrape(pg_cluster: LocalCluster, moto_server: MotoServer, sample_dump: Path)
                 assert g.mirrors.pending() == 1
                 run = g.drills.drill(SELF_DB)
                 assert run.succeeded, run.reason
+                heroku.open_incident("Degraded Postgres performance")  # Heroku's status families and the rule
+                assert g.provider_status is not None
+                g.provider_status.poll()
                 g.collect_all(one_shot=True)
                 body = g.exposition.render()[0].decode()
             finally:

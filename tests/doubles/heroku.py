@@ -4,11 +4,13 @@ Every fact this double encodes comes from `/work/shared/reference/heroku-api.md`
 comments cite its sections as `ref §N`. Where the reference is silent the choice is marked CHOICE and
 listed in tests/doubles/HEROKU_DOUBLE.md.
 
-Three loopback HTTP servers (stdlib `ThreadingHTTPServer`, one thread per connection):
+Four loopback HTTP servers (stdlib `ThreadingHTTPServer`, one thread per connection):
 
 * platform_url: the Platform API (ref §3, §4), `api.heroku.com`.
 * data_url:     the Data API (ref §1, §2, §6), `api.data.heroku.com`, prefix `/client/v11`.
 * download_url: the signed, S3-style dump downloads handed out by `actions/public-url` (ref §1.6).
+* status_url:   Heroku's public status API, `status.heroku.com` (`GET /api/v4/current-status`; not in the
+                reference: its sources are in HEROKU_DOUBLE.md, "Heroku's status API").
 
 Captures are real: `POST /client/v11/databases/{addon_id}/backups` runs `pg_dump -Fc` against the
 attachment's database URL, and the public URL streams the dump it wrote.
@@ -181,6 +183,35 @@ class _Transfer:
     logs: list[dict[str, Any]] = field(default_factory=list)
     dump_path: Path | None = None
     proc: subprocess.Popen[bytes] | None = None
+
+
+STATUS_SYSTEMS = ("Apps", "Data", "Tools")  # the systems the v4 status API reports, in its order
+
+
+@dataclass
+class _StatusIncident:
+    id: int
+    title: str
+    systems: tuple[str, ...]
+    severity: str
+    created_at: datetime
+    updated_at: datetime
+    resolved: bool = False
+    updates: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        # the fields `heroku status` reads (title, created_at, full_url, updates[].update_type/updated_at/contents)
+        # plus id, updated_at and resolved, which the v3 issues carried; which system an incident affects is not
+        # in any public source for v4, so it is only in the `status` colours
+        return {"id": self.id, "title": self.title, "resolved": self.resolved,
+                "created_at": _iso(self.created_at), "updated_at": _iso(self.updated_at),
+                "full_url": f"https://status.heroku.com/incidents/{self.id}",
+                "updates": [dict(u) for u in reversed(self.updates)]}
+
+
+def _status_update(inc: _StatusIncident, kind: str, contents: str, when: datetime) -> dict[str, Any]:
+    return {"id": inc.id * 100 + len(inc.updates) + 1, "incident_id": inc.id, "update_type": kind,
+            "contents": contents, "created_at": _iso(when), "updated_at": _iso(when)}
 
 
 @dataclass
@@ -419,12 +450,15 @@ class HerokuDouble:
         self._rng = random.Random()
         self._user_id = str(uuid.uuid4())
         self._addon_seq = 0
+        self.status_url = ""
+        self._incidents: dict[int, _StatusIncident] = {}
+        self._incident_seq = 1000
 
     # -- lifecycle --------------------------------------------------------------------------------------
     def start(self) -> HerokuDouble:
         self._tmpdir = Path(tempfile.mkdtemp(prefix="heroku-double-"))
         urls = []
-        for kind in ("platform", "data", "download"):
+        for kind in ("platform", "data", "download", "status"):
             server = _Server(("127.0.0.1", 0), _Handler)
             server.double = self
             server.kind = kind
@@ -438,7 +472,7 @@ class HerokuDouble:
             self._servers.append(server)
             self._threads.append(thread)
             urls.append(f"{'https' if tls else 'http'}://127.0.0.1:{server.server_address[1]}")
-        self.platform_url, self.data_url, self.download_url = urls
+        self.platform_url, self.data_url, self.download_url, self.status_url = urls
         return self
 
     def stop(self) -> None:
@@ -526,6 +560,56 @@ class HerokuDouble:
     def request_count(self, host: str | None = None) -> int:
         with self._lock:
             return sum(1 for r in self.requests if host is None or r.host == host)
+
+    # -- Heroku's status API (HEROKU_DOUBLE.md "Heroku's status API") ---------------------------------------
+    def open_incident(self, title: str, *, systems: tuple[str, ...] = ("Data",), severity: str = "red",
+                      contents: str = "We are investigating.", created_at: datetime | None = None) -> int:
+        """A current incident on `systems` ("Apps", "Data", "Tools") at `severity` ("yellow" or "red"); returns
+        its id (its `full_url` is https://status.heroku.com/incidents/<id>)."""
+        if severity not in ("yellow", "red") or not set(systems) <= set(STATUS_SYSTEMS):
+            raise ValueError(f"severity must be yellow or red and systems among {STATUS_SYSTEMS}")
+        with self._lock:
+            self._incident_seq += 1
+            when = _aware(created_at) if created_at is not None else self._now()
+            inc = _StatusIncident(self._incident_seq, title, tuple(systems), severity, when, when)
+            inc.updates.append(_status_update(inc, "issue", contents, when))
+            self._incidents[inc.id] = inc
+            return inc.id
+
+    def update_incident(self, incident_id: int, contents: str, *, title: str | None = None,
+                        severity: str | None = None, systems: tuple[str, ...] | None = None) -> None:
+        """A new update (`update_type` "update") on a current incident, optionally changing what it says."""
+        with self._lock:
+            inc = self._incidents[incident_id]
+            now = self._now()
+            inc.title, inc.severity = title or inc.title, severity or inc.severity
+            inc.systems, inc.updated_at = systems or inc.systems, now
+            inc.updates.append(_status_update(inc, "update", contents, now))
+
+    def resolve_incident(self, incident_id: int, contents: str = "This incident has been resolved.") -> None:
+        """The incident ends (`update_type` "resolved"): it leaves `incidents`, its systems turn green."""
+        with self._lock:
+            inc = self._incidents[incident_id]
+            now = self._now()
+            inc.resolved, inc.updated_at = True, now
+            inc.updates.append(_status_update(inc, "resolved", contents, now))
+
+    def _current_status(self) -> dict[str, Any]:
+        with self._lock:
+            current = [i for i in self._incidents.values() if not i.resolved]
+            colours = {}
+            for system in STATUS_SYSTEMS:
+                hit = [i.severity for i in current if system in i.systems]
+                colours[system] = "red" if "red" in hit else "yellow" if hit else "green"
+            return {"status": [{"system": s, "status": colours[s]} for s in STATUS_SYSTEMS],
+                    "incidents": [i.to_json() for i in sorted(current, key=lambda i: i.created_at, reverse=True)],
+                    "scheduled": []}
+
+    def _status(self, method: str, path: str) -> _Resp:
+        # public and unauthenticated; CHOICE: any other path is a plain 404 (the site's own pages are HTML)
+        if method == "GET" and path == "/api/v4/current-status":
+            return _json_resp(200, self._current_status())
+        return _Resp(404, b"Not Found", {"Content-Type": "text/plain"})
 
     # -- state setup ------------------------------------------------------------------------------------
     def _addon_id(self) -> str:
@@ -955,6 +1039,8 @@ class HerokuDouble:
                 return resp
         if host == "download":
             return self._download(method, path, query)
+        if host == "status":
+            return self._status(method, path)
         return self._api(host, method, path, query, headers, body)
 
     def _fault_resp(self, fault: _Fault) -> _Resp | None:
@@ -1762,7 +1848,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(resp.status)
         for name, value in resp.headers.items():
             self.send_header(name, value)
-        if self.server.kind != "download":
+        if self.server.kind not in ("download", "status"):
             self.send_header("Request-Id", request_id)
         if resp.mode == "file" and resp.path is not None:
             size = resp.path.stat().st_size
@@ -1836,6 +1922,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"platform API: {double.platform_url}")
         print(f"data API:     {double.data_url}")
         print(f"downloads:    {double.download_url}")
+        print(f"status API:   {double.status_url}/api/v4/current-status")
         print(f"token:        {double.token}")
         print(f"demo app:     {info.app_name} (id {info.app_id}), add-on {info.addon_name} (id {info.addon_id})")
         print("\nexamples:")

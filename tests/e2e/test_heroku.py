@@ -28,6 +28,7 @@ def heroku() -> Iterator[HerokuDouble]:
 
 def _config(heroku: HerokuDouble) -> str:
     return (f"collect_interval: 1s\nheroku:\n  platform_url: {heroku.platform_url}\n  data_url: {heroku.data_url}\n"
+            f"  status: {{url: {heroku.status_url}}}\n"
             "  rate_budget_share: 1.0\n  polling: {fast: 1s, slow: 2s, window: 1m}\n"
             "databases:\n  - heroku: {app: suoops-backend}\n")
 
@@ -123,8 +124,65 @@ def test_heroku_apps_from_config_vars_alone_are_watched_not_the_demo(heroku: Her
     start = datetime.now(UTC) - timedelta(hours=1)
     heroku.add_transfer("suoops-backend", created_at=start, started_at=start, finished_at=start + timedelta(minutes=1))
     env = {"HEROKU_API_KEY": TOKEN, "GUARDIAN_HEROKU_APPS": "suoops-backend",
-           "GUARDIAN_HEROKU_PLATFORM_URL": heroku.platform_url, "GUARDIAN_HEROKU_DATA_URL": heroku.data_url}
+           "GUARDIAN_HEROKU_PLATFORM_URL": heroku.platform_url, "GUARDIAN_HEROKU_DATA_URL": heroku.data_url,
+           "GUARDIAN_HEROKU_STATUS_URL": heroku.status_url}
     d: DaemonProcess = run_daemon("collect_interval: 1s\n", env=env)
     d.wait_for("the Heroku backup", lambda: d.metrics().get(("pgbackup_last_success_timestamp_seconds", L_HEROKU)))
     assert d.status()["demo"] is False and "demo:" not in d.log()
     assert TOKEN not in d.log()
+
+
+def test_daemon_shows_heroku_incidents_and_keeps_serving_when_the_status_api_fails(
+    heroku: HerokuDouble, run_daemon: Any
+) -> None:
+    """The real daemon polls the double's status API: an incident on Data appears in /api/status, on the status
+    page, in the metrics and in the active findings of the Heroku database; a status API answering 500 marks only
+    its collector down (the daemon serves, the Heroku collector stays up); the resolution clears it all."""
+    heroku.add_app("suoops-backend")
+    start = datetime.now(UTC) - timedelta(hours=2)
+    heroku.add_transfer("suoops-backend", created_at=start, started_at=start, finished_at=start + timedelta(minutes=3))
+    failed = start + timedelta(hours=1)
+    heroku.add_transfer("suoops-backend", scheduled=False, state="failed", created_at=failed, started_at=failed,
+                        finished_at=failed + timedelta(minutes=1))
+    incident = heroku.open_incident("Heroku Postgres connection errors in us-east", systems=("Data",))
+    text = "Heroku reports an incident on Data: Heroku Postgres connection errors in us-east"
+    config = _config(heroku).replace("  status: {url: ", "  status: {interval: 1s, timeout: 10s, url: ")
+    d: DaemonProcess = run_daemon(config, env={"HEROKU_API_KEY": TOKEN})
+
+    doc = d.wait_for("the incident in /api/status", lambda: (s := d.status())["provider"]
+                     and s["provider"]["text"] == text and s)
+    inc = doc["provider"]["incidents"][0]
+    assert inc["systems"] == ["Data"] and inc["status"] == "red" and inc["url"].startswith("https://status.heroku")
+    hints = d.wait_for("the annotated finding", lambda: [
+        f["hint"] for db in d.status()["databases"] for f in db["findings"] if f["active"] and text in f["hint"]])
+    assert any("failed" in h for h in hints)  # last_attempt_failed, annotated
+    waiting = d.wait_for("the emergency capture waiting", lambda: [
+        dec for db in d.status()["databases"] for dec in db.get("decisions", [])
+        if dec["outcome"] == "waiting_provider"])
+    assert waiting[0]["reason"].startswith(f"waiting: {text}")
+    code, page, _ = d.get("/")
+    assert code == 200
+    assert "Heroku reports an incident on Data</b>: Heroku Postgres connection errors in us-east" in page.decode()
+    m = d.metrics()
+    assert m[("pgbackup_heroku_incidents", (("system", "Data"),))] == 1
+    assert m[("pgbackup_heroku_system_status", (("system", "Data"),))] == 2
+
+    heroku.inject("GET /api/v4/current-status", "500")
+    up = ("pgbackup_collector_up", (("collector", "heroku_status"), ("database", "")))
+    d.wait_for("the status collector down", lambda: d.metrics().get(up) == 0)
+    m = d.metrics()
+    assert m[("pgbackup_collector_up", (("collector", "heroku"), ("database", DB)))] == 1
+    status = d.status()
+    assert status["provider"]["text"] == text  # the last status read stays
+    down = next(c for c in status["collectors"] if c["collector"] == "heroku_status")
+    assert down["last_error"] == "Heroku status API answered HTTP 500"
+
+    heroku.clear_faults()
+    heroku.resolve_incident(incident)
+    d.wait_for("the resolution", lambda: d.status()["provider"]["text"] is None)
+    d.wait_for("findings without the incident", lambda: not any(
+        "Heroku reports" in f["hint"] for db in d.status()["databases"] for f in db["findings"]))
+    page_after = d.get("/")[1].decode()
+    assert "class='notice s-warning provider'" not in page_after  # the banner is gone
+    assert "waiting: Heroku reports an incident on Data" in page_after  # the capture's decision, kept in history
+    d.wait_for("the status collector up again", lambda: d.metrics().get(up) == 1)

@@ -32,6 +32,7 @@ def config(heroku: HerokuDouble, state_url: str) -> str:
     return f"""collect_interval: 1s
 heroku:
   platform_url: {heroku.platform_url}
+  status: {{url: {heroku.status_url}}}
   data_url: {heroku.data_url}
   rate_budget_share: 1.0
   polling: {{fast: 1s, slow: 2s, window: 1m}}

@@ -14,6 +14,7 @@ import http.client
 import json
 import shutil
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ import pytest
 
 from daemon.core.check_guide import FIRST_STEPS, RUNBOOK_BASE, RUNBOOKS, TITLES
 from daemon.core.policy import CHECKS
+from daemon.core.provider import ProviderIncident, ProviderStatus
 from daemon.core.snapshot import (
     ActionsStatus,
     ArchiveFacts,
@@ -327,6 +329,39 @@ def test_names_and_values_are_escaped_and_an_unknown_database_is_a_404() -> None
         assert code == 200 and "<script>" not in page and "Backup history" in page
         code, page = get(server.port, "/db/" + quote("shop/absent", safe=""))
         assert code == 404 and "No database named “shop/absent” is watched here" in page
+
+
+def test_a_heroku_incident_is_a_banner_on_every_page_and_in_the_status_document() -> None:
+    """Heroku's incident on Data: one escaped banner with its systems, colour, age and link (https only), and the
+    same facts under `provider` in /api/status; a javascript: URL from the status API is not linked."""
+    incidents = (
+        ProviderIncident("Postgres <b>errors</b>", ("Data",), "red", "https://status.heroku.com/incidents/2871",
+                         NOW - timedelta(minutes=40)),
+        ProviderIncident("Routing slow", ("Apps",), "yellow", "javascript:alert(1)", None))
+    snap = replace(snapshot(healthy()), provider=ProviderStatus(
+        {"Apps": "yellow", "Data": "red", "Tools": "green"}, incidents, observed_at=NOW))
+    with serving(snap) as server:
+        code, page = get(server.port, "/")
+        assert code == 200
+        assert ("<b>Heroku reports an incident on Data</b>: Postgres &lt;b&gt;errors&lt;/b&gt; (red, since "
+                in page)
+        assert "40 min ago</time>) <a href='https://status.heroku.com/incidents/2871'>status</a>" in page
+        assert "<b>Heroku reports an incident on Apps</b>: Routing slow (yellow). Actions" in page
+        assert "javascript:" not in page
+        code, page = get(server.port, "/db/" + quote(HEALTHY, safe=""))
+        assert "Heroku reports an incident on Data</b>" in page
+        code, body = get(server.port, "/api/status")
+    provider = json.loads(body)["provider"]
+    assert provider["systems"] == {"Apps": "yellow", "Data": "red", "Tools": "green"}
+    assert provider["incidents"][0] == {
+        "title": "Postgres <b>errors</b>", "systems": ["Data"], "status": "red",
+        "url": "https://status.heroku.com/incidents/2871", "since": (NOW - timedelta(minutes=40)).isoformat(),
+        "updated_at": None}
+    assert provider["text"] == ("Heroku reports an incident on Data: Postgres <b>errors</b>; "
+                                "Heroku reports an incident on Apps: Routing slow")
+    with serving(snapshot(healthy())) as server:
+        assert json.loads(get(server.port, "/api/status")[1])["provider"] is None
+        assert "Heroku reports" not in get(server.port, "/")[1]
 
 
 def test_the_status_document_carries_drills_archive_tiers_timeline_and_finding_guides() -> None:

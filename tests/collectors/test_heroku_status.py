@@ -1,0 +1,131 @@
+"""Parsing Heroku's status API (`GET /api/v4/current-status`): the documented shape as `heroku status` reads it,
+the Heroku double's answers over real HTTP, unknown fields, and documents of the wrong shape."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from collectors.heroku_status import parse_current_status
+from daemon.adapters.heroku_status import HerokuStatusClient
+from daemon.core.errors import CollectorError
+from daemon.core.provider import incident_text
+from tests.doubles.heroku import HerokuDouble
+
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+GREEN = [{"system": "Apps", "status": "green"}, {"system": "Data", "status": "green"},
+         {"system": "Tools", "status": "green"}]
+
+
+def document(data: str = "green", apps: str = "green", incidents: list[Any] | None = None) -> dict[str, Any]:
+    return {"status": [{"system": "Apps", "status": apps}, {"system": "Data", "status": data},
+                       {"system": "Tools", "status": "green"}],
+            "incidents": incidents or [], "scheduled": []}
+
+
+def an_incident(**extra: Any) -> dict[str, Any]:
+    """An incident with the fields `heroku status` reads (heroku/cli packages/cli/src/commands/status.ts)."""
+    return {"title": "Heroku Postgres connection errors", "created_at": "2026-11-25T11:40:00Z",
+            "full_url": "https://status.heroku.com/incidents/2871",
+            "updates": [{"update_type": "update", "updated_at": "2026-11-25T11:55:00Z", "contents": "Fixing."},
+                        {"update_type": "issue", "updated_at": "2026-11-25T11:40:00Z", "contents": "Looking."}],
+            **extra}
+
+
+@pytest.fixture
+def heroku() -> Iterator[HerokuDouble]:
+    with HerokuDouble(clock=lambda: NOW) as double:
+        yield double
+
+
+def test_all_green_has_no_incident() -> None:
+    status = parse_current_status(document(), NOW)
+    assert status.systems == {"Apps": "green", "Data": "green", "Tools": "green"}
+    assert status.incidents == () and incident_text(status) is None and status.observed_at == NOW
+    assert status.colour_value("Data") == 0
+
+
+def test_an_incident_on_data_with_its_title_url_and_times() -> None:
+    status = parse_current_status(document(data="red", incidents=[an_incident()]), NOW)
+    (inc,) = status.incidents
+    assert inc.title == "Heroku Postgres connection errors" and inc.systems == ("Data",) and inc.status == "red"
+    assert inc.url == "https://status.heroku.com/incidents/2871"
+    assert inc.since == datetime(2026, 11, 25, 11, 40, tzinfo=UTC)
+    assert inc.updated_at == datetime(2026, 11, 25, 11, 55, tzinfo=UTC)  # the newest update
+    assert incident_text(status) == "Heroku reports an incident on Data: Heroku Postgres connection errors"
+    assert status.colour_value("Data") == 2
+
+
+def test_apps_and_data_both_troubled_name_both_at_the_worst_colour() -> None:
+    status = parse_current_status(document(data="yellow", apps="red", incidents=[an_incident()]), NOW)
+    assert status.incidents[0].systems == ("Apps", "Data") and status.incidents[0].status == "red"
+    assert incident_text(status) == "Heroku reports an incident on Apps, Data: Heroku Postgres connection errors"
+
+
+def test_a_colour_without_an_incident_listed_is_said_as_the_colour() -> None:
+    status = parse_current_status(document(data="yellow"), NOW)
+    assert incident_text(status) == "Heroku reports an incident on Data: Data is yellow"
+
+
+def test_an_incident_while_only_tools_is_troubled_concerns_nobody_here() -> None:
+    doc = document(incidents=[an_incident(title="Dashboard slow")])
+    doc["status"][2]["status"] = "yellow"
+    status = parse_current_status(doc, NOW)
+    assert status.incidents == () and status.colour_value("Tools") == 1
+
+
+def test_unknown_fields_and_a_resolved_incident_are_ignored() -> None:
+    doc = document(data="red", incidents=[an_incident(id=7, impact="major", resolved=False),
+                                          an_incident(title="Yesterday's", resolved=True)])
+    doc["status"].append({"system": "Spaces", "status": "green", "region": "eu"})
+    doc["generated_by"] = "a future version"
+    doc["scheduled"] = [{"title": "Maintenance", "anything": 1}]
+    status = parse_current_status(doc, NOW)
+    assert [i.title for i in status.incidents] == ["Heroku Postgres connection errors"]
+    assert status.incidents[0].incident_id == "7" and status.scheduled == 1
+
+
+@pytest.mark.parametrize(("doc", "field"), [
+    ([], "the document must be an object"),
+    ({"incidents": []}, "'status' must be a list"),
+    ({"status": GREEN}, "'incidents' must be a list"),
+    ({"status": "green", "incidents": []}, "'status' must be a list"),
+    ({"status": [{"system": "Data"}], "incidents": []}, "'status[0].status' must be a string"),
+    ({"status": [{"status": "red"}], "incidents": []}, "'status[0].system' must be a non-empty string"),
+    ({"status": ["Data"], "incidents": []}, "'status[0]' must be an object"),
+    ({"status": GREEN, "incidents": [{"created_at": "x"}]}, "'incidents[0].title' must be a non-empty string"),
+    ({"status": GREEN, "incidents": ["outage"]}, "'incidents[0]' must be an object"),
+    ({"status": GREEN, "incidents": [{"title": "t", "full_url": 5}]}, "'incidents[0].full_url' must be a string"),
+    ({"status": GREEN, "incidents": [{"title": "t", "updates": {}}]}, "'incidents[0].updates' must be a list"),
+    ({"status": GREEN, "incidents": [], "scheduled": "none"}, "'scheduled' must be a list"),
+])
+def test_a_document_of_the_wrong_shape_is_a_clear_error_naming_the_field(doc: Any, field: str) -> None:
+    with pytest.raises(CollectorError) as err:
+        parse_current_status(doc, NOW)
+    assert field in str(err.value) and str(err.value).startswith("Heroku status API")
+
+
+def test_the_double_answers_as_the_real_api_over_http(heroku: HerokuDouble) -> None:
+    client = HerokuStatusClient(heroku.status_url, timedelta(seconds=5))
+    try:
+        assert parse_current_status(client.current_status(), NOW).incidents == ()
+        first = heroku.open_incident("Elevated Postgres errors", systems=("Data",), severity="yellow",
+                                     created_at=NOW - timedelta(minutes=20))
+        heroku.update_incident(first, "Engineers are fixing it.", severity="red")
+        doc = client.current_status()
+        assert doc["status"] == [{"system": "Apps", "status": "green"}, {"system": "Data", "status": "red"},
+                                 {"system": "Tools", "status": "green"}]
+        raw = doc["incidents"][0]
+        assert {"title", "created_at", "full_url", "updates"} <= set(raw)
+        assert [u["update_type"] for u in raw["updates"]] == ["update", "issue"]  # newest first
+        status = parse_current_status(doc, NOW)
+        assert status.incidents[0].since == NOW - timedelta(minutes=20)
+        assert incident_text(status) == "Heroku reports an incident on Data: Elevated Postgres errors"
+        heroku.resolve_incident(first)
+        assert parse_current_status(client.current_status(), NOW).incidents == ()
+        assert not any("Authorization" in r.headers for r in heroku.requests if r.host == "status")
+    finally:
+        client.close()
