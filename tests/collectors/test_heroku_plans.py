@@ -14,6 +14,7 @@ from daemon.app import Guardian
 from daemon.config import GuardianConfig
 from daemon.core.snapshot import DatabaseState, Snapshot
 from daemon.metrics.families import SnapshotCollector
+from daemon.status import status_document
 from tests.doubles.heroku import HerokuDouble
 from tests.support import FakeClock
 
@@ -70,7 +71,7 @@ def test_an_advanced_database_with_continuous_protection_has_no_pg_backups_findi
 ) -> None:
     heroku.add_app("shop", plan="heroku-postgresql:advanced")
     g = guardian(heroku, clock, ["shop"])
-    _, db = collected(g, clock, "shop/DATABASE")
+    snap, db = collected(g, clock, "shop/DATABASE")
     assert db.provider is not None and db.provider.family == "advanced"
     assert db.provider.continuous_protection is True
     assert db.provider.rollback_latest == clock.now - timedelta(minutes=1)
@@ -85,6 +86,9 @@ def test_an_advanced_database_with_continuous_protection_has_no_pg_backups_findi
         clock.now - timedelta(minutes=1)).timestamp()
     assert registry.get_sample_value("pgbackup_plan_family_info", {**labels, "family": "advanced"}) == 1
     assert registry.get_sample_value("pgbackup_pitr_enabled", labels) == 1
+    provider = status_document(snap, clock.now)["databases"][0]["provider"]
+    assert (provider["family"], provider["rollback_latest"]) == (
+        "advanced", (clock.now - timedelta(minutes=1)).isoformat(timespec="seconds"))
 
 
 def test_an_advanced_database_with_continuous_protection_off_says_so_and_nothing_of_pg_backups(
