@@ -6,6 +6,7 @@ By plan family (daemon.core.plans): an Advanced database's recovery point is als
 time (the newer of it and the newest good backup), so a stale latest point is an rpo_at_risk / rpo_breach like a
 stale backup; pg:backups is not established for Advanced, so no_schedule and missed_schedule never speak for its
 Heroku source. Essential plans offer no continuous protection, so continuous_protection_off never fires there.
+The length of an Advanced rollback window is not judged: no source says how long it should be.
 """
 
 from __future__ import annotations
