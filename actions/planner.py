@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 
 from actions.guards import INTERRUPTED, Facts, Intent
 from daemon.config import ActionsConfig, DatabaseConfig
+from daemon.core.plans import offers_pg_backups
 from daemon.core.snapshot import SOURCE_ARCHIVE, SOURCE_HEROKU, DatabaseState
 
 #: Backups a person or the guardian asked for (not made by a schedule).
@@ -43,6 +44,9 @@ def plan_captures(states: dict[str, DatabaseState], configs: dict[str, DatabaseC
         cfg = configs.get(name)
         if cfg is None or not capturable(cfg):
             continue
+        if capture_source(cfg) == SOURCE_HEROKU and db.provider is not None \
+                and not offers_pg_backups(db.provider.family):
+            continue  # an Advanced database: a pg:backups capture of it is not established to exist
         hits = [f for f in db.findings if f.active and f.check in triggers]
         if not hits:
             continue

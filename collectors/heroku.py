@@ -16,6 +16,7 @@ from loguru import logger
 
 from daemon.adapters.heroku import HerokuAPI, HerokuNotFound, ResolvedDatabase
 from daemon.core.errors import CaptureError
+from daemon.core.plans import ADVANCED, offers_pg_backups, plan_family
 from daemon.core.schedules import next_due
 from daemon.core.snapshot import SOURCE_HEROKU, Backup, LiveFacts, ProviderFacts, Schedule, SourceState
 
@@ -177,8 +178,9 @@ def parse_database_info(doc: dict[str, Any], plan_hint: str = "",
             earliest = parse_timestamp(f"{m.group(1)}T{m.group(2)}{'+00:00' if tz in ('UTC', 'Z') else tz}")
     tier_text = f"{plan} {plan_hint}".lower()
     offers_pitr = any(t in tier_text for t in _PITR_TIERS)
+    family = plan_family(plan_hint) if plan_hint else plan_family(plan)
     provider = ProviderFacts(plan=plan, continuous_protection=continuous, rollback_earliest=earliest,
-                             offers_pitr=offers_pitr, observed_at=now)
+                             offers_pitr=offers_pitr, observed_at=now, family=family)
     size = doc.get("num_bytes")
     tables = doc.get("num_tables")
     if not isinstance(tables, int):
@@ -190,6 +192,39 @@ def parse_database_info(doc: dict[str, Any], plan_hint: str = "",
         live = LiveFacts(size_bytes=int(size) if isinstance(size, int | float) else None,
                          table_count=tables if isinstance(tables, int) else None,
                          server_version=str(version), observed_at=now)
+    return provider, live
+
+
+def _feature(features: dict[str, Any], name: str) -> dict[str, Any]:
+    value = features.get(name)
+    return value if isinstance(value, dict) else {}
+
+
+def parse_advanced_info(doc: dict[str, Any], plan: str,
+                        now: datetime | None = None) -> tuple[ProviderFacts, LiveFacts | None]:
+    """An Advanced database's `GET /data/postgres/v1/{addon}/info` (heroku/cli `InfoResponse`): continuous
+    protection from `features.continuous_protection.enabled`, the rollback window from `features.rollback`
+    (`earliest_time`, `latest_time`; both None while rollback is disabled or unavailable). Missing or odd
+    values stay unknown (None), never a guess."""
+    now = now or datetime.now(UTC)
+    raw = doc.get("features")
+    features: dict[str, Any] = raw if isinstance(raw, dict) else {}
+    cp = _feature(features, "continuous_protection").get("enabled")
+    rollback = _feature(features, "rollback")
+    enabled = rollback.get("enabled")
+    earliest = parse_timestamp(rollback.get("earliest_time")) if enabled is not False else None
+    latest = parse_timestamp(rollback.get("latest_time")) if enabled is not False else None
+    provider = ProviderFacts(plan=plan or str(doc.get("tier") or "advanced"),
+                             continuous_protection=cp if isinstance(cp, bool) else None,
+                             rollback_earliest=earliest, offers_pitr=True, observed_at=now, family=ADVANCED,
+                             rollback_latest=latest)
+    tables = next((lim.get("current") for lim in doc.get("plan_limits") or []
+                   if isinstance(lim, dict) and lim.get("name") == "table-limit"), None)
+    version = doc.get("version")
+    live = None
+    if isinstance(tables, int) and not isinstance(tables, bool):
+        # storage-limit-in-gb's `current` is rendered by the CLI without a stated unit: size stays unknown
+        live = LiveFacts(size_bytes=None, table_count=tables, server_version=str(version or ""), observed_at=now)
     return provider, live
 
 
@@ -223,7 +258,8 @@ class HerokuWatcher:
         cost = 1
         if self.resolved is None or _due(self.resolved_at, self.resolve_every, now):
             cost += 2
-        if _due(self.schedules_at, self.schedules_every, now):
+        reads_schedules = self.resolved is None or offers_pg_backups(plan_family(self.resolved.plan))
+        if reads_schedules and _due(self.schedules_at, self.schedules_every, now):
             cost += 1
         if _due(self.info_at, self.info_every, now):
             cost += 1
@@ -243,13 +279,20 @@ class HerokuWatcher:
             self.from_names = self.api.attachment_names(self.resolved.billing_app, self.resolved.addon_id)
             self.resolved_at = now
         db = self.resolved
+        family = plan_family(db.plan)
         try:
             transfers = self.api.list_transfers(db.billing_app)
-            if _due(self.schedules_at, self.schedules_every, now):
+            # pg:backups schedules are not established for Advanced databases (the CLI's pg:backups:schedules
+            # only looks at non-Advanced ones): not read, so no schedule is claimed, missed or absent.
+            if offers_pg_backups(family) and _due(self.schedules_at, self.schedules_every, now):
                 self.schedules = parse_schedules(self.api.list_schedules(db.addon_id))
                 self.schedules_at = now
             if _due(self.info_at, self.info_every, now):
-                self.provider, self.live = parse_database_info(self.api.database_info(db.addon_id), db.plan, now)
+                if family == ADVANCED:
+                    self.provider, self.live = parse_advanced_info(self.api.advanced_info(db.addon_id), db.plan, now)
+                else:
+                    self.provider, self.live = parse_database_info(self.api.database_info(db.addon_id), db.plan,
+                                                                   now)
                 self.info_at = now
         except HerokuNotFound:
             self.resolved = None  # the add-on may have been replaced: resolve again next time

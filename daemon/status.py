@@ -92,6 +92,7 @@ def database_status(db: DatabaseState, now: datetime, snap: Snapshot | None = No
         "provider": None if db.provider is None else {
             "plan": db.provider.plan, "continuous_protection": db.provider.continuous_protection,
             "rollback_earliest": _iso(db.provider.rollback_earliest), "offers_pitr": db.provider.offers_pitr,
+            "family": db.provider.family, "rollback_latest": _iso(db.provider.rollback_latest),
         },
         "live": None if db.live is None else {
             "size_bytes": db.live.size_bytes, "tables": db.live.table_count,

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 ACCEPT_V3 = "application/vnd.heroku+json; version=3"
 ACCEPT_SDK = "application/vnd.heroku+json; version=3.sdk"
 DATA_PREFIX = "/client/v11"
+ADVANCED_PREFIX = "/data/postgres/v1"  # Advanced-tier databases (heroku/cli data:pg:*)
 REFILL_PER_MINUTE = 75.0
 MAX_PAGES = 50
 
@@ -102,6 +103,8 @@ class HerokuAPI(Protocol):
     def list_schedules(self, addon_id: str) -> list[dict[str, Any]]: ...
 
     def database_info(self, addon_id: str) -> dict[str, Any]: ...
+
+    def advanced_info(self, addon_id: str) -> dict[str, Any]: ...
 
     def capture(self, addon_id: str) -> dict[str, Any]: ...
 
@@ -224,6 +227,12 @@ class HerokuClient:
 
     def database_info(self, addon_id: str) -> dict[str, Any]:
         return _as_dict(self._call("GET", "data", f"{DATA_PREFIX}/databases/{addon_id}"), "database info")
+
+    def advanced_info(self, addon_id: str) -> dict[str, Any]:
+        """An Advanced-tier database's info (`data:pg:info`): `features.rollback` {enabled, earliest_time,
+        latest_time}, `features.continuous_protection.enabled`, on the data host without the /client/v11 prefix
+        (heroku/cli src/commands/data/pg/info.ts, src/lib/data/types.ts `InfoResponse`)."""
+        return _as_dict(self._call("GET", "data", f"{ADVANCED_PREFIX}/{addon_id}/info"), "Advanced database info")
 
     def capture(self, addon_id: str) -> dict[str, Any]:
         """Start a capture. Not retried after the request may have reached Heroku: a duplicate manual capture

@@ -133,13 +133,18 @@ class LiveFacts:
 
 @dataclass(frozen=True)
 class ProviderFacts:
-    """What a managed provider says about the database (Heroku `pg:info`)."""
+    """What a managed provider says about the database (Heroku `pg:info`, or an Advanced database's info).
+
+    `family` is the plan's family (daemon.core.plans: essential, classic, advanced, unknown). `rollback_latest`
+    is the newest moment a rollback can reach, which only Advanced databases report: a recovery point."""
 
     plan: str
     continuous_protection: bool | None
     rollback_earliest: datetime | None
     offers_pitr: bool
     observed_at: datetime
+    family: str = "unknown"
+    rollback_latest: datetime | None = None
 
 
 @dataclass(frozen=True)

@@ -167,16 +167,25 @@ class SnapshotCollector(Collector):
                                      labels=["database"])
         plan = GaugeMetricFamily("pgbackup_provider_plan_info", "The provider's plan (always 1).",
                                  labels=["database", "plan"])
+        latest = GaugeMetricFamily("pgbackup_pitr_latest_timestamp_seconds",
+                                   "Latest time a point-in-time recovery (rollback) can reach (Advanced plans).",
+                                   labels=["database"])
+        family = GaugeMetricFamily("pgbackup_plan_family_info",
+                                   "The plan's family: essential, classic, advanced or unknown (always 1).",
+                                   labels=["database", "family"])
         for name, db in snap.databases.items():
             p = db.provider
             if p is None:
                 continue
             plan.add_metric([name, p.plan], 1)
+            family.add_metric([name, p.family], 1)
+            if p.rollback_latest is not None:
+                latest.add_metric([name], _ts(p.rollback_latest))
             if p.continuous_protection is not None:
                 pitr.add_metric([name], 1 if p.continuous_protection else 0)
             if p.rollback_earliest is not None:
                 earliest.add_metric([name], _ts(p.rollback_earliest))
-        yield from (pitr, earliest, plan)
+        yield from (pitr, earliest, latest, plan, family)
 
     def _archive(self, snap: Snapshot) -> Iterator[Metric]:
         lt = ["database", "tier"]

@@ -255,6 +255,9 @@ def _pitr(db: dict[str, Any], now: datetime) -> str | None:
     p = db.get("provider")
     if p is None:
         return None
+    if p["continuous_protection"] and p["rollback_earliest"] and p.get("rollback_latest"):
+        return (f"rollback to any moment from {_time(p['rollback_earliest'], now)} to "
+                f"{_time(p['rollback_latest'], now)}")
     if p["continuous_protection"] and p["rollback_earliest"]:
         window = human_duration((now - _parse(p["rollback_earliest"])).total_seconds())
         return f"rollback to any moment since {_time(p['rollback_earliest'], now)} (a {escape(window)} window)"

@@ -11,7 +11,7 @@ from actions.guards import Facts, Intent, decide
 from actions.planner import INTERRUPTED_CAPTURE, TakenAction, capture_facts, plan_captures
 from daemon.config import ActionsConfig, DatabaseConfig, Objectives
 from daemon.core.policy import evaluate
-from daemon.core.snapshot import Backup, DatabaseState, Finding, Schedule, SourceState
+from daemon.core.snapshot import Backup, DatabaseState, Finding, ProviderFacts, Schedule, SourceState
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 HEROKU = DatabaseConfig(name="shop/DATABASE", heroku={"app": "shop"})
@@ -64,6 +64,14 @@ def test_several_triggers_make_one_intent_with_all_of_them() -> None:
 def test_a_database_the_guardian_cannot_capture_plans_nothing() -> None:
     db = state("watched", finding("watched", "rpo_breach"))
     assert plan_captures({"watched": db}, CONFIGS, ActionsConfig()) == []
+
+
+@pytest.mark.parametrize(("family", "planned"), [("advanced", False), ("essential", True), ("classic", True)])
+def test_an_advanced_heroku_database_is_not_captured_through_pg_backups(family: str, planned: bool) -> None:
+    provider = ProviderFacts(plan=f"heroku-postgresql:{family}", continuous_protection=None, rollback_earliest=None,
+                             offers_pitr=False, observed_at=NOW, family=family)
+    db = replace(state("shop/DATABASE", finding("shop/DATABASE", "rpo_breach")), provider=provider)
+    assert bool(plan_captures({"shop/DATABASE": db}, CONFIGS, ActionsConfig())) is planned
 
 
 def test_triggers_and_the_capture_switch_are_configurable() -> None:

@@ -42,6 +42,7 @@ ALERTS = REPO / "alerts"
 TOKEN = "hrku-drift-SECRET-0123456789"
 APP = "suoops-backend"
 HEROKU_DB = f"{APP}/DATABASE"
+ADVANCED_APP = "suoops-advanced"
 SELF_DB = "shop"
 #: Labels Prometheus attaches to every scraped (or pushed) series.
 TARGET_LABELS = frozenset({"job", "instance"})
@@ -68,6 +69,7 @@ def scrape(pg_cluster: LocalCluster, moto_server: MotoServer, sample_dump: Path)
     try:
         with HerokuDouble(token=TOKEN) as heroku:
             heroku.add_app(APP)
+            heroku.add_app(ADVANCED_APP, plan="heroku-postgresql:advanced")  # the rollback window's latest point
             start = datetime.now(UTC) - timedelta(hours=3)
             heroku.add_schedule(APP, hour=start.hour)  # met by the backup below, at any time of day
             t = heroku.add_transfer(APP, created_at=start, started_at=start,
@@ -77,7 +79,7 @@ def scrape(pg_cluster: LocalCluster, moto_server: MotoServer, sample_dump: Path)
             config = GuardianConfig.model_validate({
                 "state_dir": str(base / "state"),
                 "heroku": {"api_key": TOKEN, "platform_url": heroku.platform_url, "data_url": heroku.data_url,
-                           "status": {"url": heroku.status_url}, "apps": [APP]},
+                           "status": {"url": heroku.status_url}, "apps": [APP, ADVANCED_APP]},
                 "archive": {"kind": "s3", "s3": {
                     "bucket": bucket, "endpoint_url": moto_server.endpoint_url, "access_key_id": "testing",
                     "secret_access_key": "testing", "part_size_mb": 5, "timeout": "5s"}},

@@ -11,6 +11,7 @@ import pytest
 
 from collectors.heroku import (
     is_backup,
+    parse_advanced_info,
     parse_database_info,
     parse_schedules,
     parse_timestamp,
@@ -191,3 +192,30 @@ def test_a_backup_name_gives_its_transfer_number_only_when_it_has_one(name: str,
             require_transfer_num(name)
     else:
         assert require_transfer_num(name) == num
+
+
+@pytest.mark.parametrize(("features", "cp", "earliest", "latest"), [
+    ({"continuous_protection": {"enabled": True},
+      "rollback": {"enabled": True, "earliest_time": "2026-11-18T12:00:00Z", "latest_time": "2026-11-25T11:59:00Z"}},
+     True, datetime(2026, 11, 18, 12, 0, tzinfo=UTC), datetime(2026, 11, 25, 11, 59, tzinfo=UTC)),
+    ({"continuous_protection": {"enabled": False}, "rollback": {"enabled": True, "earliest_time": None,
+                                                                "latest_time": None}}, False, None, None),
+    ({"continuous_protection": {"enabled": True},
+      "rollback": {"enabled": False, "earliest_time": "2026-11-18T12:00:00Z", "latest_time": "2026-11-25T11:59:00Z"}},
+     True, None, None),
+    ({"continuous_protection": "yes", "rollback": "soon"}, None, None, None),
+    ({}, None, None, None),
+])
+def test_advanced_info_is_read_leniently(features: dict[str, Any], cp: bool | None, earliest: datetime | None,
+                                         latest: datetime | None) -> None:
+    now = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+    provider, _ = parse_advanced_info({"features": features, "tier": "advanced"}, "heroku-postgresql:advanced", now)
+    assert (provider.family, provider.continuous_protection, provider.rollback_earliest,
+            provider.rollback_latest) == ("advanced", cp, earliest, latest)
+
+
+def test_classic_info_carries_the_family_of_the_add_on_plan() -> None:
+    provider, _ = parse_database_info({"plan": "Essential 0", "info": []}, "heroku-postgresql:essential-0")
+    assert provider.family == "essential" and provider.rollback_latest is None
+    provider, _ = parse_database_info({"plan": "Standard 0"})
+    assert provider.family == "classic"

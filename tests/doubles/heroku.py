@@ -75,6 +75,12 @@ PLAN_LIMITS = {"essential-0": (1, 20), "essential-1": (10, 20), "essential-2": (
                "3": (512, 500), "4": (768, 500), "5": (1024, 500), "6": (1536, 500), "7": (2048, 500),
                "8": (3072, 500), "9": (4096, 500), "10": (4096, 500)}
 ROLLBACK_DAYS = {"standard": 4, "premium": 7, "private": 7, "shield": 7}  # ref §5.1 [DC-plans]
+# Advanced-tier plans: the CLI's isAdvancedDatabase (heroku/heroku-cli-util src/utils/addons/helpers.ts).
+ADVANCED_PLAN = re.compile(r"^(advanced|performance)")
+ADVANCED_PREFIX = "/data/postgres/v1"  # heroku/cli src/commands/data/pg/info.ts
+# CHOICE (no source gives Advanced's rollback window): 7 days back, the latest point a minute behind the clock.
+ADVANCED_ROLLBACK_WINDOW = timedelta(days=7)
+ADVANCED_ROLLBACK_LAG = timedelta(minutes=1)
 # CHOICE: num_keep (ref §1.2 "probably retention-related") from the historical manual-retention table, ref §5.3.
 MANUAL_KEEP = {"hobby": 2, "mini": 2, "basic": 5, "essential": 5, "standard": 25, "premium": 50, "private": 50,
                "shield": 50}
@@ -141,6 +147,11 @@ class _Addon:
     schedules: list[dict[str, Any]] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)
     manual_keep: int | None = None  # EXTRA: overrides the plan's manual backup limit (set_manual_keep)
+    # Advanced tier only (set_advanced): continuous protection, and the rollback window relative to the clock
+    continuous_protection: bool = True
+    rollback_enabled: bool = True
+    rollback_window: timedelta = ADVANCED_ROLLBACK_WINDOW
+    rollback_lag: timedelta = ADVANCED_ROLLBACK_LAG
 
 
 @dataclass
@@ -271,6 +282,10 @@ def _plan_level(plan: str) -> tuple[str, str]:
     """'heroku-postgresql:standard-0' -> ('standard', 'standard-0')."""
     level = plan.split(":", 1)[1] if ":" in plan else plan
     return level.split("-", 1)[0], level
+
+
+def _is_advanced(plan: str) -> bool:
+    return bool(ADVANCED_PLAN.match(_plan_level(plan)[1]))
 
 
 def _plan_display(plan: str) -> str:
@@ -698,6 +713,14 @@ class HerokuDouble:
         raise ValueError(f"app {app!r} has no attachment {attachment!r}")
 
     def _addon_by_key(self, key: str) -> _Addon:
+        """The add-on of a /client/v11/databases/{key} route. CHOICE: an Advanced-tier add-on is not found there
+        (whether pg:backups serves Advanced databases is not established; see HEROKU_DOUBLE.md, Plan families)."""
+        addon = self._any_addon(key)
+        if _is_advanced(addon.plan):
+            raise _ApiError(404, "Couldn't find that database.")
+        return addon
+
+    def _any_addon(self, key: str) -> _Addon:
         # CHOICE: also accept the add-on name (the legacy client used {resource} names, ref §1.1 notes).
         addon = self._addons.get(key) or next((a for a in self._addons.values() if a.name == key), None)
         if addon is None:
@@ -822,6 +845,25 @@ class HerokuDouble:
                  "created_at": now, "updated_at": now, "deleted_at": None, "retain_weeks": 4, "retain_months": 12}
         addon.schedules.append(sched)
         return sched
+
+    def set_advanced(self, app: str, *, attachment: str = "DATABASE", continuous_protection: bool | None = None,
+                     rollback_enabled: bool | None = None, rollback_window: timedelta | None = None,
+                     rollback_lag: timedelta | None = None) -> None:
+        """What an Advanced database's info reports: its continuous protection flag, whether rollback is enabled,
+        and its rollback window, earliest = clock - window (not before the add-on's creation), latest = clock -
+        lag; both move with the double's clock."""
+        with self._lock:
+            addon = self._addon_for(app, attachment)
+            if not _is_advanced(addon.plan):
+                raise ValueError(f"{addon.plan} is not an Advanced-tier plan")
+            if continuous_protection is not None:
+                addon.continuous_protection = continuous_protection
+            if rollback_enabled is not None:
+                addon.rollback_enabled = rollback_enabled
+            if rollback_window is not None:
+                addon.rollback_window = rollback_window
+            if rollback_lag is not None:
+                addon.rollback_lag = rollback_lag
 
     def set_database_info(self, app: str, *, attachment: str = "DATABASE", **fields: Any) -> None:
         with self._lock:
@@ -1018,7 +1060,8 @@ class HerokuDouble:
         if standard_up:
             earliest = max(addon.created_at, now - timedelta(days=ROLLBACK_DAYS[tier]))
             info.append({"name": "Rollback", "values": [f"earliest from {earliest.strftime('%Y-%m-%d %H:%M')} UTC"]})
-        info.append({"name": "Continuous Protection", "values": ["On" if standard_up else "Off"]})  # ref §5.2
+        if standard_up:  # CHOICE: Essential plans, which offer none (ref §5.2), show no such line
+            info.append({"name": "Continuous Protection", "values": ["On"]})
         if fields.get("following"):
             info.append({"name": "Following", "resolve_db_name": True, "values": [fields["following"]]})
         if fields.get("forked_from"):
@@ -1223,6 +1266,35 @@ class HerokuDouble:
         measured = _measured(url)  # a connection to the real database: never while holding the double's lock
         with self._lock:
             return _json_resp(200, self._db_info_json(self._addon_by_key(c.params["addon"]), measured))
+
+    def h_advanced_info(self, c: _Ctx) -> _Resp:
+        """heroku/cli src/lib/data/types.ts `InfoResponse`, the fields data:pg:info reads."""
+        with self._lock:
+            addon = self._any_addon(c.params["addon"])
+            if not _is_advanced(addon.plan):
+                raise _ApiError(404, "Couldn't find that database.")  # CHOICE: the CLI never asks for one
+            return _json_resp(200, self._advanced_info_json(addon))
+
+    def _advanced_info_json(self, addon: _Addon) -> dict[str, Any]:
+        now = self._now()
+        app = self._apps[addon.billing_app]
+        rollback: dict[str, Any] = {"enabled": addon.rollback_enabled, "earliest_time": None, "latest_time": None}
+        if addon.rollback_enabled and addon.continuous_protection:
+            rollback["earliest_time"] = _iso(max(addon.created_at, now - addon.rollback_window))
+            rollback["latest_time"] = _iso(now - addon.rollback_lag)
+        tables = int(addon.info_fields.get("num_tables", 5))
+        return {
+            "addon": {"id": addon.id, "name": addon.name}, "app": {"id": app.id, "name": app.name},
+            "created_at": _iso(addon.created_at),
+            "features": {"continuous_protection": {"enabled": addon.continuous_protection},
+                         "credentials": {"current_count": 1, "enabled": True},
+                         "data_encryption": {"enabled": True}, "fork": {"enabled": True},
+                         "highly_available": {"enabled": False}, "rollback": rollback},
+            "forked_from": None,
+            "plan_limits": [{"name": "table-limit", "current": tables, "limit": 4000}],
+            "pools": [], "quotas": [], "region": "us", "status": "available", "tier": "advanced",
+            "version": _local_version(),
+        }
 
     def h_wait_status(self, c: _Ctx) -> _Resp:
         with self._lock:
@@ -1742,6 +1814,8 @@ def _routes() -> list[tuple[str, str, re.Pattern[str], str]]:
         ("data", "POST", "/databases/(?P<addon>{s})/transfer-schedules", "h_schedule_create"),
         ("data", "DELETE", "/databases/(?P<addon>{s})/transfer-schedules/(?P<sched>{s})", "h_schedule_delete"),
         # Platform API, ref §3.1 / §4
+        # Advanced-tier data API (heroku/cli data:pg:info), on the data host without the /client/v11 prefix
+        ("advanced", "GET", "/(?P<addon>{s})/info", "h_advanced_info"),
         ("platform", "GET", "/account", "h_account"),
         ("platform", "GET", "/account/rate-limits", "h_rate_limits"),
         ("platform", "GET", "/apps", "h_apps"),
@@ -1767,8 +1841,9 @@ def _routes() -> list[tuple[str, str, re.Pattern[str], str]]:
     ]
     out = []
     for host, method, pattern, name in table:
-        prefix = re.escape(DATA_PREFIX) if host == "data" else ""
-        out.append((host, method, re.compile(prefix + pattern.replace("{s}", seg)), name))
+        prefix = {"data": re.escape(DATA_PREFIX), "advanced": re.escape(ADVANCED_PREFIX)}.get(host, "")
+        out.append(("data" if host == "advanced" else host, method, re.compile(prefix + pattern.replace("{s}", seg)),
+                    name))
     return out
 
 

@@ -1,9 +1,11 @@
 """Pure evaluation of one database against its objectives. No I/O, no clock: `now` is an argument.
 
 Checks (each yields a `Finding`, active or not, so every check has a value in the metrics):
-  rpo_breach           critical  data at risk > RPO + tolerance (the schedule's normal start jitter and capture
-                                 time, learned, bounded; 0 without a schedule), or no good backup at all (unknown,
-                                 not a breach, while a source that may hold one was never read)
+  rpo_breach           critical  data at risk (now - the newest recovery point: the newest good backup's, or an
+                                 Advanced database's rollback latest time when later) > RPO + tolerance (the
+                                 schedule's normal start jitter and capture time, learned, bounded; 0 without a
+                                 schedule), or no recovery point at all (unknown, not a breach, while a source
+                                 that may hold one was never read)
   rpo_at_risk          warning   with a schedule: the next expected good backup (next due time plus the usual
                                  start delay) would come too late for the RPO, or the schedule was missed;
                                  without one: data at risk >= rpo_at_risk_ratio * RPO (and not yet breached)
@@ -14,9 +16,12 @@ Checks (each yields a `Finding`, active or not, so every check has a value in th
   collector_down       warning   a collector for this database failed its last run, or has not succeeded
                                  within its expected interval (its facts are stale)
   missed_schedule      critical  a schedule's time (in its own timezone) passed by more than the grace and no
-                                 backup started since (fires hours before an RPO breach)
-  no_schedule          warning   no source has any backup schedule
-  continuous_protection_off  warning  the plan offers continuous protection (PITR) but it is off
+                                 backup started since (fires hours before an RPO breach); never for the Heroku
+                                 source of an Advanced database (pg:backups is not established there)
+  no_schedule          warning   no source has any backup schedule (an Essential plan too: pg:backups is its only
+                                 protection); never for an Advanced database watched only through Heroku
+  continuous_protection_off  warning  the plan offers continuous protection (PITR) but it is off; for Advanced
+                                 also when it is on but rollback reports no latest point; never for Essential
   archive_gap          warning   a tier's newest copy is older than its cadence plus grace
   copy_lag             warning   the provider's newest good backup is not archived `copy_grace` after it finished
   unencrypted_object   critical  an archived copy has no server-side encryption

@@ -43,12 +43,25 @@ def newest_good_backup(db: DatabaseState) -> Backup | None:
     return max(candidates, key=lambda b: b.recovery_point) if candidates else None
 
 
-def data_at_risk_seconds(db: DatabaseState, now: datetime) -> float | None:
-    """now - recovery point of the newest good backup; None when there is no good backup."""
+def rollback_latest(db: DatabaseState) -> datetime | None:
+    """The newest moment the provider's rollback can reach (only Advanced databases report one), else None."""
+    return db.provider.rollback_latest if db.provider is not None else None
+
+
+def newest_recovery_point(db: DatabaseState) -> datetime | None:
+    """The latest moment the database can be recovered to: the newest good backup's recovery point, or the
+    rollback window's latest time where the provider reports one and it is later; None when neither exists."""
     newest = newest_good_backup(db)
-    if newest is None:
+    points = [p for p in (newest.recovery_point if newest else None, rollback_latest(db)) if p is not None]
+    return max(points) if points else None
+
+
+def data_at_risk_seconds(db: DatabaseState, now: datetime) -> float | None:
+    """now - the newest recovery point (`newest_recovery_point`); None when there is none."""
+    point = newest_recovery_point(db)
+    if point is None:
         return None
-    return (now - newest.recovery_point).total_seconds()
+    return (now - point).total_seconds()
 
 
 def finding(db: DatabaseState, check: str, active: bool, hint: str, now: datetime, **kw: float | None) -> Finding:

@@ -1,6 +1,12 @@
 """The recovery point checks: rpo_breach and rpo_at_risk (data at risk against the RPO, projected from the
 schedules where there are any), rpo_unachievable (a schedule that cannot meet the RPO by construction),
 missed_schedule, no_schedule and continuous_protection_off.
+
+By plan family (daemon.core.plans): an Advanced database's recovery point is also its rollback window's latest
+time (the newer of it and the newest good backup), so a stale latest point is an rpo_at_risk / rpo_breach like a
+stale backup; pg:backups is not established for Advanced, so no_schedule and missed_schedule never speak for its
+Heroku source. Essential plans offer no continuous protection, so continuous_protection_off never fires there.
+The length of an Advanced rollback window is not judged: no source says how long it should be.
 """
 
 from __future__ import annotations
@@ -8,7 +14,15 @@ from __future__ import annotations
 from datetime import datetime
 
 from daemon.config import Objectives
-from daemon.core.policy.findings import data_at_risk_seconds, finding, format_duration_s, newest_good_backup
+from daemon.core.plans import ADVANCED, ESSENTIAL
+from daemon.core.policy.findings import (
+    data_at_risk_seconds,
+    finding,
+    format_duration_s,
+    newest_good_backup,
+    newest_recovery_point,
+    rollback_latest,
+)
 from daemon.core.risk import cadences, clock_change_seconds, next_expected, tolerance_seconds
 from daemon.core.schedules import last_due
 from daemon.core.snapshot import SOURCE_HEROKU, DatabaseState, Finding
@@ -31,7 +45,8 @@ def rpo_checks(db: DatabaseState, objectives: Objectives, missed: bool, now: dat
         return [finding(db, "rpo_breach", False, hint, now, value=None, threshold=rpo),
                 finding(db, "rpo_at_risk", False, hint, now, value=None, threshold=rpo * ratio)]
     if risk is None:
-        hint = "no good backup exists: all data is at risk"
+        hint = ("no recovery point known: rollback reports no latest time and no good backup is listed"
+                if _family(db) == ADVANCED else "no good backup exists: all data is at risk")
         return [finding(db, "rpo_breach", True, hint, now, value=None, threshold=rpo),
                 finding(db, "rpo_at_risk", False, hint, now, value=None, threshold=rpo * ratio)]
     tolerance = tolerance_seconds(db, objectives, now)
@@ -42,17 +57,21 @@ def rpo_checks(db: DatabaseState, objectives: Objectives, missed: bool, now: dat
     within = (f" (+ {format_duration_s(tolerance)} tolerance: the schedule's normal start jitter and capture time"
               + (f", and {format_duration_s(shifted)} the clocks going back added to the schedule's gap"
                  if shifted else "") + ")" if tolerance else "")
-    breach_finding = finding(db, "rpo_breach", breach, f"newest good backup captured {age} ago; RPO is "
-                              f"{objective}{within}", now, value=risk, threshold=limit)
+    newest_backup = newest_good_backup(db)
+    point = newest_recovery_point(db)
+    by_rollback = point is not None and point == rollback_latest(db) and (
+        newest_backup is None or newest_backup.recovery_point < point)
+    what = f"latest rollback point is {age} old" if by_rollback else f"newest good backup captured {age} ago"
+    breach_finding = finding(db, "rpo_breach", breach, f"{what}; RPO is {objective}{within}", now, value=risk,
+                             threshold=limit)
     expected = next_expected(db, objectives, now)
     if not expected:  # no schedule to project from: the age rule
         return [breach_finding, finding(db, "rpo_at_risk", not breach and risk >= rpo * ratio,
                                          f"data at risk {age} is {risk / rpo:.0%} of the {objective} RPO", now,
                                          value=risk, threshold=rpo * ratio)]
     source, start = min(expected.items(), key=lambda kv: kv[1])
-    newest = newest_good_backup(db)
-    assert newest is not None  # risk is not None
-    projected = (start - newest.recovery_point).total_seconds()
+    assert point is not None  # risk is not None
+    projected = (start - point).total_seconds()
     # Too late, and the data at risk already at the at-risk share: an emergency capture now is timely (not one
     # right after each backup of a schedule too sparse for the RPO, which rpo_unachievable reports).
     late = projected > limit and risk >= rpo * ratio
@@ -94,6 +113,8 @@ def unachievable_check(db: DatabaseState, objectives: Objectives, now: datetime)
 def missed_schedule_check(db: DatabaseState, grace: float, now: datetime) -> Finding:
     missed = []
     for src in db.sources.values():
+        if src.source == SOURCE_HEROKU and _family(db) == ADVANCED:
+            continue  # pg:backups is not established for Advanced: no schedule of it to miss
         if src.in_progress and not src.running_started:
             continue  # running, start unknown: give it the benefit of the doubt
         starts = [b.started_at for b in src.backups] + list(src.running_started)
@@ -122,6 +143,9 @@ def missed_schedule_check(db: DatabaseState, grace: float, now: datetime) -> Fin
 def no_schedule_check(db: DatabaseState, now: datetime) -> Finding:
     if not db.sources:
         return finding(db, "no_schedule", False, "no source read yet", now)
+    if _family(db) == ADVANCED and all(s.source == SOURCE_HEROKU for s in db.sources.values()):
+        return finding(db, "no_schedule", False, "Advanced plan: pg:backups schedules are not established for "
+                        "it; continuous protection (rollback) is what protects it", now)
     unknown = [s.source for s in db.sources.values() if not s.has_schedule and s.source == SOURCE_HEROKU
                and not s.schedules_known]
     if any(s.has_schedule for s in db.sources.values()) or unknown:
@@ -132,8 +156,31 @@ def no_schedule_check(db: DatabaseState, now: datetime) -> Finding:
 
 
 def continuous_protection_check(db: DatabaseState, now: datetime) -> Finding:
+    """Classic plans that offer it: active when it is off. Advanced: active when it is off, or on while the
+    rollback window reports no latest point (rollback unavailable). Essential plans never offer it."""
     p = db.provider
+    if p is not None and p.family == ESSENTIAL:
+        return finding(db, "continuous_protection_off", False,
+                        f"plan {p.plan} (Essential) does not offer continuous protection: pg:backups is its protection",
+                        now)
+    if p is not None and p.family == ADVANCED:
+        if p.continuous_protection is False:
+            return finding(db, "continuous_protection_off", True,
+                            f"plan {p.plan} (Advanced): continuous protection is off", now)
+        if p.continuous_protection and p.rollback_latest is None:
+            return finding(db, "continuous_protection_off", True,
+                            f"plan {p.plan} (Advanced): continuous protection is on but rollback reports no latest "
+                            "recovery point (unavailable)", now)
+        window = ""
+        if p.rollback_earliest is not None and p.rollback_latest is not None:
+            window = (f": rollback from {p.rollback_earliest:%Y-%m-%d %H:%M} to {p.rollback_latest:%Y-%m-%d %H:%M}"
+                      " UTC")
+        return finding(db, "continuous_protection_off", False, f"continuous protection on{window}", now)
     if p is not None and p.offers_pitr and p.continuous_protection is False:
         return finding(db, "continuous_protection_off", True,
                         f"plan {p.plan} offers continuous protection (rollback), but it is off", now)
     return finding(db, "continuous_protection_off", False, "continuous protection on or not offered", now)
+
+
+def _family(db: DatabaseState) -> str:
+    return db.provider.family if db.provider is not None else "unknown"
