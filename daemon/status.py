@@ -179,7 +179,7 @@ def actions_status(snap: Snapshot) -> dict[str, Any]:
             "last_taken": {a: _iso(t) for a, t in c.last_taken.items()},
             "probes": [{"name": p.name, "up": p.up, "consecutive_failures": p.consecutive_failures,
                         "latency_seconds": round(p.latency_seconds, 3), "error": p.error,
-                        "observed_at": _iso(p.observed_at)} for p in c.probes]}
+                        "scale_refused": p.scale_refused, "observed_at": _iso(p.observed_at)} for p in c.probes]}
 
 
 STATUS_HEAD = ("DATABASE", "STATUS", "NEWEST GOOD BACKUP", "DATA AT RISK", "RPO")

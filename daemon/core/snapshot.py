@@ -257,6 +257,7 @@ class ProbeStatus:
     latency_seconds: float
     observed_at: datetime
     error: str | None = None
+    scale_refused: str | None = None  # Heroku's message when it refused the last formation change
 
 
 @dataclass(frozen=True)

@@ -59,6 +59,9 @@ MAX_PAGE = 1000  # ref §3.4: default 200, maximum 1000
 FAULT_KINDS = ("429", "500", "503", "slow", "timeout", "malformed", "truncated", "404", "status")
 TRANSFER_STATES = ("created", "started", "finished", "failed", "canceled")
 WEEKDAYS = ("Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday")
+# the default dyno size of a new process type per platform generation (HEROKU_DOUBLE.md, Formations on Cedar and
+# Fir: Cedar's sizes are Eco, Basic, Standard-*, Performance-*; Fir's are named dyno-<cores>c-<memory>gb)
+GENERATION_SIZES = {"cedar": "standard-1X", "fir": "dyno-1c-0.5gb"}
 ERROR_IDS = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 409: "conflict",
              410: "gone", 416: "requested_range_not_satisfiable", 422: "invalid_params", 429: "rate_limit",
              500: "internal_server_error", 502: "bad_gateway", 503: "service_unavailable",
@@ -123,6 +126,8 @@ class _App:
     releases: list[dict[str, Any]] = field(default_factory=list)
     transfer_seq: int = 0
     process_tier: str = "production"  # CHOICE: standard dynos' tier; "eco" and "basic" are the others
+    generation: str = "cedar"  # "cedar" or "fir" (HEROKU_DOUBLE.md, Formations on Cedar and Fir)
+    refusals: dict[str, tuple[int, dict[str, Any]]] = field(default_factory=dict)  # process type -> answer
 
 
 @dataclass
@@ -624,6 +629,30 @@ class HerokuDouble:
             return addon.manual_keep
         return SCHEDULED_KEEP if scheduled else MANUAL_KEEP.get(_plan_level(addon.plan)[0], 25)
 
+    def set_generation(self, app: str, generation: str) -> None:
+        """Make `app` a Cedar or a Fir app: its `generation` and its process types' default size (Cedar
+        "standard-1X", Fir "dyno-1c-0.5gb"; HEROKU_DOUBLE.md, Formations on Cedar and Fir)."""
+        if generation not in GENERATION_SIZES:
+            raise ValueError(f"generation must be one of {sorted(GENERATION_SIZES)}, got {generation!r}")
+        with self._lock:
+            a = self._apps[app]
+            a.generation = generation
+            for f in a.formation.values():
+                f["size"] = GENERATION_SIZES[generation]
+
+    def set_formation_size(self, app: str, process_type: str, size: str) -> None:
+        """Set one process type's dyno size as a person would (e.g. "eco", "basic", "dyno-2c-4gb")."""
+        with self._lock:
+            self._formation_of(self._apps[app], process_type)["size"] = size
+
+    def refuse_formation(self, app: str, process_type: str, status: int, body: dict[str, Any] | None) -> None:
+        """Answer every change of `process_type`'s formation with `status` and `body` (None: accept again)."""
+        with self._lock:
+            if body is None:
+                self._apps[app].refusals.pop(process_type, None)
+            else:
+                self._apps[app].refusals[process_type] = (status, dict(body))
+
     def set_manual_keep(self, app: str, keep: int, *, attachment: str = "DATABASE") -> None:
         """EXTRA: the add-on's manual backup limit (num_keep of its manual backups), for tests of expiry."""
         with self._lock:
@@ -840,7 +869,9 @@ class HerokuDouble:
         # ref §3.2 formation
         return {"id": f["id"], "type": f["type"], "quantity": f["quantity"], "size": f["size"],
                 "dyno_size": {"id": str(uuid.uuid5(uuid.NAMESPACE_URL, "size:" + f["size"].lower())),
-                              "name": f["size"][:1].upper() + f["size"][1:]},
+                              # Fir's sizes are lower case as the CLI lists them (ps/type.ts)
+                              "name": f["size"] if f["size"].startswith("dyno-") else
+                              f["size"][:1].upper() + f["size"][1:]},
                 "command": f["command"], "app": self._ref(app),
                 "created_at": _iso(f["created_at"]), "updated_at": _iso(f["updated_at"])}
 
@@ -873,7 +904,8 @@ class HerokuDouble:
         stack = {"id": str(uuid.uuid5(uuid.NAMESPACE_URL, "stack:heroku-24")), "name": "heroku-24"}
         return {"id": app.id, "name": app.name, "acm": False, "archived_at": None, "build_stack": stack,
                 "buildpack_provided_description": "Python", "created_at": _iso(app.created_at),
-                "generation": {"id": str(uuid.uuid5(uuid.NAMESPACE_URL, "gen:cedar")), "name": "cedar"},
+                "generation": {"id": str(uuid.uuid5(uuid.NAMESPACE_URL, "gen:" + app.generation)),
+                               "name": app.generation},
                 "git_url": f"https://git.heroku.com/{app.name}.git", "internal_routing": None,
                 "maintenance": False, "owner": {"id": app.owner_id, "email": "owner@example.com"},
                 "organization": None, "team": None,
@@ -1438,12 +1470,29 @@ class HerokuDouble:
             changes["size"] = str(size_name)
         f.update(changes, updated_at=self._now())
 
+    @staticmethod
+    def _refuse_formation(app: _App, f: dict[str, Any], quantity: int | None) -> _Resp | None:
+        """Heroku's refusal of a formation change, or None (HEROKU_DOUBLE.md, Formations on Cedar and Fir): a
+        refusal set with `refuse_formation`, else more than one Eco or Basic dyno of a process type."""
+        refused = app.refusals.get(f["type"])
+        if refused is not None:
+            return _json_resp(refused[0], dict(refused[1]))
+        size = str(f["size"])
+        if quantity is not None and quantity > 1 and size.lower() in ("eco", "basic"):
+            return _error_resp(422, f"Cannot update to more than 1 {size.capitalize()} size dynos per process type.",
+                               "cannot_update")
+        return None
+
     def h_formation_patch(self, c: _Ctx) -> _Resp:
         if not isinstance(c.payload, dict):
             raise _ApiError(422, "Request body must be an object.")
         with self._lock:
             app = self._app(c.params["app"])
             f = self._formation_of(app, c.params["type"])
+            wanted = c.payload.get("quantity")
+            refused = self._refuse_formation(app, f, None if wanted is None else self._quantity(f["quantity"], wanted))
+            if refused is not None:
+                return refused
             self._apply_formation(f, c.payload)
             return _json_resp(200, self._formation_json(app, f))
 
@@ -1457,7 +1506,9 @@ class HerokuDouble:
             # validate everything before changing anything
             for f, u in targets:
                 if "quantity" in u:
-                    self._quantity(f["quantity"], u["quantity"])
+                    refused = self._refuse_formation(app, f, self._quantity(f["quantity"], u["quantity"]))
+                    if refused is not None:
+                        return refused
             for f, u in targets:
                 self._apply_formation(f, u)
             return _json_resp(200, [self._formation_json(app, f) for f, _ in targets])
