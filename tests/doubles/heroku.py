@@ -418,6 +418,12 @@ class HerokuDouble:
         self._tmpdir: Path | None = None
         self._rng = random.Random()
         self._user_id = str(uuid.uuid4())
+        # OAuth authorizations (HEROKU_DOUBLE.md, API tokens): the one of the token in use, non-expiring unless a
+        # test says otherwise, and the CLI session's, so a client must find its own by the token
+        self.authorizations_forbidden = False
+        self._authorizations: list[dict[str, Any]] = []
+        self.add_authorization(token, None, "Long-lived guardian token")
+        self.add_authorization("cli-session-" + secrets.token_hex(8), timedelta(days=300), "Heroku CLI login")
         self._addon_seq = 0
 
     # -- lifecycle --------------------------------------------------------------------------------------
@@ -628,6 +634,18 @@ class HerokuDouble:
         if not scheduled and addon.manual_keep is not None:
             return addon.manual_keep
         return SCHEDULED_KEEP if scheduled else MANUAL_KEEP.get(_plan_level(addon.plan)[0], 25)
+
+    def add_authorization(self, token: str, lifetime: timedelta | None, description: str) -> str:
+        """An OAuth authorization whose access token `token` expires `lifetime` from now (None: never; a negative
+        lifetime: already expired); the authorization of an existing token is replaced. Returns its id."""
+        now = self._now()
+        auth_id = str(uuid.uuid4())
+        with self._lock:
+            self._authorizations = [a for a in self._authorizations if a["token"] != token]
+            self._authorizations.append({"id": auth_id, "token": token, "description": description,
+                                         "expires_at": None if lifetime is None else now + lifetime,
+                                         "created_at": now - timedelta(days=1)})
+        return auth_id
 
     def set_generation(self, app: str, generation: str) -> None:
         """Make `app` a Cedar or a Fir app: its `generation` and its process types' default size (Cedar
@@ -1415,6 +1433,37 @@ class HerokuDouble:
             "suspended_at": None, "delinquent_at": None, "default_organization": None, "default_team": None,
             "identity_provider": None, "country_of_residence": None})
 
+    def _authorization_json(self, a: dict[str, Any]) -> dict[str, Any]:
+        # HEROKU_DOUBLE.md, API tokens: expires_in counts down from now; null for a token that never expires
+        expires_in = None
+        if a["expires_at"] is not None:
+            expires_in = int((a["expires_at"] - self._now()).total_seconds())
+        token_id = str(uuid.uuid5(uuid.NAMESPACE_URL, "token:" + a["id"]))
+        return {"id": a["id"], "description": a["description"], "scope": ["global"], "client": None,
+                "grant": None, "refresh_token": None, "session": None,
+                "access_token": {"id": token_id, "token": a["token"], "expires_in": expires_in},
+                "user": {"id": self._user_id, "email": "owner@example.com", "full_name": "Owner"},
+                "created_at": _iso(a["created_at"]), "updated_at": _iso(a["created_at"])}
+
+    def _authorizations_allowed(self) -> None:
+        if self.authorizations_forbidden:
+            # CHOICE: the text; a token without the global scope cannot list authorizations
+            raise _ApiError(403, "This token does not have the scope to access OAuth authorizations.")
+
+    def h_authorizations(self, c: _Ctx) -> _Resp:
+        self._authorizations_allowed()
+        with self._lock:
+            items = [self._authorization_json(a) for a in self._authorizations]
+        return _json_resp(200, items)
+
+    def h_authorization(self, c: _Ctx) -> _Resp:
+        self._authorizations_allowed()
+        with self._lock:
+            for a in self._authorizations:
+                if a["id"] == c.params["auth"]:
+                    return _json_resp(200, self._authorization_json(a))
+        raise _ApiError(404, "Couldn't find that authorization.")
+
     def h_rate_limits(self, c: _Ctx) -> _Resp:
         return _json_resp(200, {"remaining": self.rate_remaining()})  # ref §3.1, not counted
 
@@ -1679,6 +1728,8 @@ def _routes() -> list[tuple[str, str, re.Pattern[str], str]]:
         # Platform API, ref §3.1 / §4
         ("platform", "GET", "/account", "h_account"),
         ("platform", "GET", "/account/rate-limits", "h_rate_limits"),
+        ("platform", "GET", "/oauth/authorizations", "h_authorizations"),
+        ("platform", "GET", "/oauth/authorizations/(?P<auth>{s})", "h_authorization"),
         ("platform", "GET", "/apps", "h_apps"),
         ("platform", "GET", "/apps/(?P<app>{s})", "h_app"),
         ("platform", "GET", "/apps/(?P<app>{s})/formation", "h_formation"),
