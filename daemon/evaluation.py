@@ -12,13 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from collectors.archive import with_unrecorded
 from collectors.collection import Collected
 from collectors.fleet import HerokuSide
 from daemon.config import DatabaseConfig
 from daemon.core import policy, risk
+from daemon.core.policy.token import WARN_BEFORE, TokenLifetime, token_check
 from daemon.core.snapshot import (
     SOURCE_ARCHIVE,
     Backup,
@@ -48,7 +49,9 @@ class Evaluator:
                  archive_policy: Callable[[DatabaseConfig], policy.ArchivePolicy | None],
                  drill_policy: Callable[[DatabaseConfig, datetime | None], policy.DrillPolicy | None],
                  heroku: HerokuSide, on_evaluation: Callable[[Snapshot, datetime], None],
-                 clock: Callable[[], datetime], tools: policy.ClientTools | None = None) -> None:
+                 clock: Callable[[], datetime], tools: policy.ClientTools | None = None,
+                 token: Callable[[], TokenLifetime | None] | None = None,
+                 token_warn_before: timedelta = WARN_BEFORE) -> None:
         self.holder = holder
         self.databases = databases
         self.completion = completion
@@ -58,6 +61,8 @@ class Evaluator:
         self.on_evaluation = on_evaluation
         self.clock = clock
         self.tools = tools  # the client programs' versions, against the backups' (client_tools_too_old)
+        self.token_warn_before = token_warn_before
+        self.token = token  # the Heroku API token's lifetime (heroku_token_expiring), for Heroku databases
 
     def publish(self, results: list[Collected], first_pass_done: bool = False) -> Snapshot:
         now = self.clock()
@@ -76,6 +81,8 @@ class Evaluator:
                 db = replace(db, sources=share_unreadable(self.completion.with_readability(name, db.sources)))
                 findings = policy.evaluate(db, cfg.objectives, cols.values(), now, self.archive_policy(cfg),
                                            self.drill_policy(cfg, snap.started_at), self.tools)
+                if cfg.heroku is not None and self.token is not None:
+                    findings = (*findings, token_check(name, self.token(), now, self.token_warn_before))
                 dbs[name] = replace(db, findings=findings, evaluated_at=now,
                                     rpo_tolerance_seconds=risk.tolerance_seconds(db, cfg.objectives, now),
                                     next_expected=risk.next_expected(db, cfg.objectives, now))
@@ -107,9 +114,11 @@ class Evaluator:
         if fleet is None or api is None:
             return snap.heroku
         rep = fleet.last_report
+        token = self.token() if self.token is not None else None
         return HerokuStatus(ratelimit_remaining=api.ratelimit_remaining, requests_total=api.requests_total,
                             pass_requests=rep.requests, pass_allowance=rep.allowance, pass_deferred=rep.deferred,
-                            stretch=rep.stretch)
+                            stretch=rep.stretch, token_readable=token is not None and token.readable,
+                            token_expires_at=token.expires_at if token is not None else None)
 
 
 def initial_state(db: DatabaseConfig) -> DatabaseState:

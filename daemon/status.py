@@ -161,7 +161,19 @@ def status_document(snap: Snapshot, now: datetime) -> dict[str, Any]:
              "last_error": c.last_error}
             for c in snap.collectors.values()
         ],
+        **({"heroku_token": heroku_token_status(snap)} if snap.heroku is not None else {}),
     }
+
+
+def heroku_token_status(snap: Snapshot) -> dict[str, Any]:
+    """The Heroku API token's lifetime: "unknown" until its authorization was read (or when it cannot be),
+    "never expires", or the time it expires."""
+    h = snap.heroku
+    if h is None or not h.token_readable:
+        return {"expires": "unknown", "expires_at": None}
+    if h.token_expires_at is None:
+        return {"expires": "never", "expires_at": None}
+    return {"expires": "at", "expires_at": _iso(h.token_expires_at)}
 
 
 def actions_status(snap: Snapshot) -> dict[str, Any]:

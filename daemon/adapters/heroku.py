@@ -114,6 +114,11 @@ class HerokuAPI(Protocol):
         """The formation object of one process type (reference 3.2); `HerokuNotFound` for an unknown type."""
         ...
 
+    def token_authorization(self) -> dict[str, Any] | None:
+        """The OAuth authorization of the token in use without its secrets, None when none lists it;
+        `HerokuAuthError` when the token may not list authorizations."""
+        ...
+
     def update_formation(self, app: str, process_type: str, quantity: int) -> dict[str, Any]:
         """Set the absolute dyno `quantity` of one process type; returns the updated formation object."""
         ...

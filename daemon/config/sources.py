@@ -128,6 +128,12 @@ class HerokuConfig(StrictModel):
         examples=[0.5],
     )
     polling: HerokuPolling = Field(default_factory=HerokuPolling, description="Adaptive polling.")
+    token_warn_before: Duration = Field(
+        timedelta(days=30),
+        description="Warn (heroku_token_expiring) this long before the API token expires, when its expiry can be "
+                    "read; a token made with `heroku authorizations:create` never expires.",
+        examples=["30d"],
+    )
     apps: list[str] = Field(
         default_factory=list,
         description="Fleet shorthand: apps to watch with default objectives ('app' or 'app::ATTACHMENT').",
