@@ -28,7 +28,7 @@ from loguru import logger
 from actions.guards import Decision, Facts, Intent
 from actions.pipeline import SCALE, Gate, pause_reason
 from actions.runner import ActionRunner, Outcome
-from daemon.adapters.heroku import HerokuAPI, HerokuProtocolError
+from daemon.adapters.heroku import HerokuAPI, HerokuError, HerokuProtocolError, HerokuRateLimited
 from daemon.adapters.statestore import StateStore
 from daemon.config import ActionsConfig, ScaleTarget
 from daemon.core.durations import format_duration
@@ -52,11 +52,14 @@ class ProbeResult:
 
 @dataclass(frozen=True)
 class ProbeState:
-    """What the planner needs from the probe history: the failure streak and since when the probe is healthy."""
+    """What the planner needs from the probe history: the failure streak and since when the probe is healthy.
+    `scale_refused` is Heroku's message when it refused the last formation change (None once one succeeds), so
+    the status says why the dynos did not change while the cooldown holds the next attempt."""
 
     consecutive_failures: int = 0
     healthy_since: datetime | None = None
     last: ProbeResult | None = None
+    scale_refused: str | None = None
 
 
 @dataclass(frozen=True)
@@ -161,8 +164,8 @@ def advance(state: ProbeState, result: ProbeResult) -> ProbeState:
     """The state after one more probe: a failure extends the streak and ends the healthy period; a success
     clears the streak and starts the healthy period if it has not started."""
     if not result.ok:
-        return ProbeState(consecutive_failures=state.consecutive_failures + 1, healthy_since=None, last=result)
-    return ProbeState(consecutive_failures=0, healthy_since=state.healthy_since or result.at, last=result)
+        return replace(state, consecutive_failures=state.consecutive_failures + 1, healthy_since=None, last=result)
+    return replace(state, consecutive_failures=0, healthy_since=state.healthy_since or result.at, last=result)
 
 
 # -- planning ----------------------------------------------------------------------------------------------
@@ -339,9 +342,11 @@ class Scaling:
             self.state.put(key, pending.to_json())
             try:
                 new = scaler.scale(target.app, target.process_type, step.to_quantity)
-            except GuardianError:
+            except GuardianError as exc:
                 self.state.put(key, adjusted.to_json())
+                self._note_refusal(target, exc)
                 raise
+            self._note_refusal(target, None)
             if new != step.to_quantity:
                 self.state.put(key, replace(pending, ours=new).to_json())
             return Outcome(True, f"scaled {name} from {step.from_quantity} to {new}",
@@ -349,6 +354,15 @@ class Scaling:
 
         self.runner.execute(decision, run, lambda: self._decide_scale(intent, target, adjusted,
                                                                       leader=self.leadership.elect()))
+
+    def _note_refusal(self, target: ScaleTarget, exc: GuardianError | None) -> None:
+        """Keep Heroku's message when it refused the change (a 4xx other than 429: asking again at once would be
+        refused again; the failed execution in the action history holds the next attempt for the cooldown), and
+        forget it once a change succeeds. Other failures (network, 5xx, rate limit) are not a refusal."""
+        refused = (isinstance(exc, HerokuError) and not isinstance(exc, HerokuRateLimited)
+                   and 400 <= exc.status < 500)
+        state = self.probes.get(target.name, ProbeState())
+        self.probes[target.name] = replace(state, scale_refused=str(exc) if refused else None)
 
     def _decide_scale(self, intent: Intent, target: ScaleTarget, memory: ScaleMemory, leader: bool) -> Decision:
         try:

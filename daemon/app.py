@@ -30,6 +30,7 @@ from collectors.collection import Collection
 from collectors.fleet import HerokuSide
 from collectors.freshness import load_successes, stale_after
 from collectors.heroku_status import HerokuStatusPoller
+from collectors.heroku_token import TokenWatch
 from collectors.readability import ReadThrough
 from daemon.adapters.archive import open_store
 from daemon.adapters.archive.store import ArchiveStore
@@ -100,6 +101,12 @@ class Guardian:
         <title>"), or None. Read-only; what the composition root hands to actions that act against Heroku."""
         poller = self.provider_status
         return poller.current_incident() if poller is not None else None
+
+    @cached_property
+    def token_watch(self) -> TokenWatch | None:
+        """The Heroku API token's lifetime, read daily, when Heroku databases are watched."""
+        api = self.heroku_api
+        return TokenWatch(api, self.clock) if api is not None and self.config.heroku_databases else None
 
     @cached_property
     def heroku(self) -> HerokuSide:
@@ -175,9 +182,12 @@ class Guardian:
         completion = Completion(unrecorded=self.capturer.unrecorded, capturing=self.capturer.running,
                                 next_capture_at=lambda name: self.runtime.next_run(f"capture:{name}"),
                                 with_readability=self.readthrough.with_verdicts)
+        watch = self.token_watch
         evaluator = Evaluator(self.holder, self.databases, completion, self.archive.policy, drill_policy,
                               self.heroku, self._notify, self.clock, client_tools(),
-                              provider_incident=self.provider_incident)
+                              provider_incident=self.provider_incident,
+                              token=(lambda: watch.lifetime) if watch is not None else None,
+                              token_warn_before=self.config.heroku.token_warn_before)
         self.drills  # noqa: B018 - built first: its history is in the snapshot before the first evaluation
         self.audit  # noqa: B018 - likewise the recent decisions the status page lists
         collection = Collection(self.databases, self.archive, self.heroku, boundary, evaluator,

@@ -56,7 +56,8 @@ class ControlPanel:
 
     def publish_probes(self, probes: dict[str, ProbeState]) -> None:
         out = tuple(ProbeStatus(name, p.last.ok, p.consecutive_failures, p.last.latency_seconds, p.last.at,
-                                p.last.error) for name, p in sorted(probes.items()) if p.last is not None)
+                                p.last.error, p.scale_refused)
+                    for name, p in sorted(probes.items()) if p.last is not None)
 
         def apply(snap: Snapshot) -> Snapshot:
             return replace(snap, control=replace(snap.control, probes=out))

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from collectors.archive import with_unrecorded
 from collectors.collection import Collected
 from collectors.fleet import HerokuSide
 from daemon.config import DatabaseConfig
 from daemon.core import policy, risk
+from daemon.core.policy.token import WARN_BEFORE, TokenLifetime, token_check
 from daemon.core.snapshot import (
     SOURCE_ARCHIVE,
     Backup,
@@ -50,7 +51,9 @@ class Evaluator:
                  drill_policy: Callable[[DatabaseConfig, datetime | None], policy.DrillPolicy | None],
                  heroku: HerokuSide, on_evaluation: Callable[[Snapshot, datetime], None],
                  clock: Callable[[], datetime], tools: policy.ClientTools | None = None,
-                 provider_incident: Callable[[], str | None] = lambda: None) -> None:
+                 provider_incident: Callable[[], str | None] = lambda: None,
+                 token: Callable[[], TokenLifetime | None] | None = None,
+                 token_warn_before: timedelta = WARN_BEFORE) -> None:
         self.holder = holder
         self.databases = databases
         self.completion = completion
@@ -61,6 +64,8 @@ class Evaluator:
         self.clock = clock
         self.tools = tools  # the client programs' versions, against the backups' (client_tools_too_old)
         self.provider_incident = provider_incident  # Heroku's incident on Data or Apps, as text, or None
+        self.token_warn_before = token_warn_before
+        self.token = token  # the Heroku API token's lifetime (heroku_token_expiring), for Heroku databases
 
     def publish(self, results: list[Collected], first_pass_done: bool = False) -> Snapshot:
         now = self.clock()
@@ -80,6 +85,8 @@ class Evaluator:
                 db = replace(db, sources=share_unreadable(self.completion.with_readability(name, db.sources)))
                 findings = policy.evaluate(db, cfg.objectives, cols.values(), now, self.archive_policy(cfg),
                                            self.drill_policy(cfg, snap.started_at), self.tools)
+                if cfg.heroku is not None and self.token is not None:
+                    findings = (*findings, token_check(name, self.token(), now, self.token_warn_before))
                 if incident and cfg.heroku is not None:
                     findings = with_provider_incident(findings, incident)
                 dbs[name] = replace(db, findings=findings, evaluated_at=now,
@@ -113,9 +120,11 @@ class Evaluator:
         if fleet is None or api is None:
             return snap.heroku
         rep = fleet.last_report
+        token = self.token() if self.token is not None else None
         return HerokuStatus(ratelimit_remaining=api.ratelimit_remaining, requests_total=api.requests_total,
                             pass_requests=rep.requests, pass_allowance=rep.allowance, pass_deferred=rep.deferred,
-                            stretch=rep.stretch)
+                            stretch=rep.stretch, token_readable=token is not None and token.readable,
+                            token_expires_at=token.expires_at if token is not None else None)
 
 
 def with_provider_incident(findings: tuple[Finding, ...], incident: str) -> tuple[Finding, ...]:

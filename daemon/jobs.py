@@ -16,6 +16,7 @@ from actions.drill.service import DrillService, scenarios
 from actions.remedy import Remedies
 from actions.scale import Scaling
 from collectors.archive import ArchiveReader
+from collectors.heroku_token import READ_EVERY as TOKEN_READ_EVERY
 from daemon.config import DatabaseConfig, GuardianConfig
 from daemon.control import RECENT_DECISIONS
 from daemon.core.durations import format_duration
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from actions.runner import ActionRunner
     from collectors.collection import Collection
     from collectors.heroku_status import HerokuStatusPoller
+    from collectors.heroku_token import TokenWatch
     from collectors.readability import ReadThrough
     from daemon.adapters.heroku import HerokuAPI
     from daemon.adapters.postgres.tools import ProcessRegistry
@@ -76,6 +78,8 @@ class GuardianParts(Protocol):
     def state(self) -> StateStore: ...
     @property
     def heroku_api(self) -> HerokuAPI | None: ...
+    @property
+    def token_watch(self) -> TokenWatch | None: ...
     @property
     def notifier(self) -> LogNotifier: ...
     @property
@@ -126,6 +130,10 @@ def periodic_jobs(g: GuardianParts, now: datetime) -> list[JobSpec]:
     if g.provider_status is not None:  # its own pace: a public host outside the Platform API's rate budget
         jobs.append(JobSpec("heroku-status", g.provider_status.poll, "interval", {
             "seconds": cfg.heroku.status.interval.total_seconds(), "next_run_time": now}))
+    watch = g.token_watch
+    if watch is not None:  # the API token's lifetime, once at start and then daily (it changes slowly)
+        jobs.append(JobSpec("heroku-token", watch.read, "interval",
+                            {"seconds": TOKEN_READ_EVERY.total_seconds(), "next_run_time": now}))
     if cfg.actions.scale:
         jobs.append(JobSpec("probe", g.scaling.probe_all, "interval", {
             "seconds": min(t.interval for t in cfg.actions.scale).total_seconds(), "next_run_time": now}))

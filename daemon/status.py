@@ -164,6 +164,7 @@ def status_document(snap: Snapshot, now: datetime) -> dict[str, Any]:
             for c in snap.collectors.values()
         ],
         "provider": provider_doc(snap.provider),
+        **({"heroku_token": heroku_token_status(snap)} if snap.heroku is not None else {}),
     }
 
 
@@ -176,6 +177,17 @@ def provider_doc(p: ProviderStatus | None) -> dict[str, Any] | None:
             "incidents": [{"title": i.title, "systems": list(i.systems), "status": i.status, "url": i.url,
                            "since": _iso(i.since), "updated_at": _iso(i.updated_at)} for i in p.incidents],
             "scheduled": p.scheduled, "text": incident_text(p)}
+
+
+def heroku_token_status(snap: Snapshot) -> dict[str, Any]:
+    """The Heroku API token's lifetime: "unknown" until its authorization was read (or when it cannot be),
+    "never expires", or the time it expires."""
+    h = snap.heroku
+    if h is None or not h.token_readable:
+        return {"expires": "unknown", "expires_at": None}
+    if h.token_expires_at is None:
+        return {"expires": "never", "expires_at": None}
+    return {"expires": "at", "expires_at": _iso(h.token_expires_at)}
 
 
 def actions_status(snap: Snapshot) -> dict[str, Any]:
@@ -193,7 +205,7 @@ def actions_status(snap: Snapshot) -> dict[str, Any]:
             "last_taken": {a: _iso(t) for a, t in c.last_taken.items()},
             "probes": [{"name": p.name, "up": p.up, "consecutive_failures": p.consecutive_failures,
                         "latency_seconds": round(p.latency_seconds, 3), "error": p.error,
-                        "observed_at": _iso(p.observed_at)} for p in c.probes]}
+                        "scale_refused": p.scale_refused, "observed_at": _iso(p.observed_at)} for p in c.probes]}
 
 
 STATUS_HEAD = ("DATABASE", "STATUS", "NEWEST GOOD BACKUP", "DATA AT RISK", "RPO")

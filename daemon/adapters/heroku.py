@@ -14,6 +14,7 @@ The token is registered with the redactor and never appears in a message.
 
 from __future__ import annotations
 
+import hmac
 import json
 import threading
 import time
@@ -114,6 +115,11 @@ class HerokuAPI(Protocol):
 
     def formation(self, app: str, process_type: str) -> dict[str, Any]:
         """The formation object of one process type (reference 3.2); `HerokuNotFound` for an unknown type."""
+        ...
+
+    def token_authorization(self) -> dict[str, Any] | None:
+        """The OAuth authorization of the token in use without its secrets, None when none lists it;
+        `HerokuAuthError` when the token may not list authorizations."""
         ...
 
     def update_formation(self, app: str, process_type: str, quantity: int) -> dict[str, Any]:
@@ -250,6 +256,22 @@ class HerokuClient:
         if isinstance(doc, dict) and isinstance(doc.get("remaining"), int):
             self.ratelimit_remaining = int(doc["remaining"])
         return self.ratelimit_remaining
+
+    def token_authorization(self) -> dict[str, Any] | None:
+        """The OAuth authorization of the token in use, or None when no authorization lists it
+        (`GET /oauth/authorizations`, matched on `access_token.token` as the CLI's `auth:token` does; see
+        HEROKU_DOUBLE.md, API tokens). `HerokuAuthError` (403) for a token without the scope to list them. The
+        answer holds the token itself: only the matched authorization leaves, and callers keep no token."""
+        doc = self._call("GET", "platform", "/oauth/authorizations")
+        if not isinstance(doc, list):
+            raise HerokuProtocolError("oauth authorizations: expected a list")
+        for item in doc:
+            access = item.get("access_token") if isinstance(item, dict) else None
+            if isinstance(access, dict) and isinstance(access.get("token"), str) \
+                    and hmac.compare_digest(access["token"], self._token):
+                return {k: v for k, v in item.items() if k not in ("access_token", "refresh_token")} | {
+                    "access_token": {"id": access.get("id"), "expires_in": access.get("expires_in")}}
+        return None
 
     def formation(self, app: str, process_type: str) -> dict[str, Any]:
         """`GET /apps/{app}/formation/{type}` (reference 3.1). The object carries an int `quantity`, else

@@ -150,6 +150,12 @@ class HerokuConfig(StrictModel):
     polling: HerokuPolling = Field(default_factory=HerokuPolling, description="Adaptive polling.")
     status: HerokuStatusConfig = Field(default_factory=HerokuStatusConfig,
                                        description="Heroku's public status API (incidents on Data and Apps).")
+    token_warn_before: Duration = Field(
+        timedelta(days=30),
+        description="Warn (heroku_token_expiring) this long before the API token expires, when its expiry can be "
+                    "read; a token made with `heroku authorizations:create` never expires.",
+        examples=["30d"],
+    )
     apps: list[str] = Field(
         default_factory=list,
         description="Fleet shorthand: apps to watch with default objectives ('app' or 'app::ATTACHMENT').",

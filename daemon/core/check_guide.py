@@ -32,6 +32,7 @@ TITLES: dict[str, str] = {
     "recovery_time_over_rto": "Recovery took longer than the RTO",
     "scratch_leftover": "A drill's scratch database was not dropped",
     "client_tools_too_old": "This machine's pg_restore cannot read the backups",
+    "heroku_token_expiring": "The Heroku API token expires soon",
 }
 
 FIRST_STEPS: dict[str, str] = {
@@ -55,6 +56,7 @@ FIRST_STEPS: dict[str, str] = {
     "recovery_time_over_rto": "Find the slow phase in the drill report, or revise the RTO with the business.",
     "scratch_leftover": "Drop the scratch database by hand after checking it is not production.",
     "client_tools_too_old": "Install the client tools of the server's PostgreSQL major (or set GUARDIAN_PG_BINDIR).",
+    "heroku_token_expiring": "Create a long-lived token (heroku authorizations:create) and set HEROKU_API_KEY to it.",
 }
 
 #: check -> its runbook file in docs/runbooks/ (checks without one are left out).
@@ -74,6 +76,7 @@ RUNBOOKS: dict[str, str] = {
     "drill_overdue": "pg_backup_drill_overdue.md",
     "recovery_time_over_rto": "pg_backup_recovery_time_over_rto.md",
     "client_tools_too_old": "pg_backup_client_tools_too_old.md",
+    "heroku_token_expiring": "pg_backup_heroku_token_expiring.md",
 }
 
 

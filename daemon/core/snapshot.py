@@ -252,6 +252,8 @@ class HerokuStatus:
     pass_allowance: float = 0.0
     pass_deferred: int = 0
     stretch: float = 1.0
+    token_readable: bool = False  # the API token's lifetime is known (its authorization could be read)
+    token_expires_at: datetime | None = None  # None while unknown or for a token that never expires
 
 
 @dataclass(frozen=True)
@@ -264,6 +266,7 @@ class ProbeStatus:
     latency_seconds: float
     observed_at: datetime
     error: str | None = None
+    scale_refused: str | None = None  # Heroku's message when it refused the last formation change
 
 
 @dataclass(frozen=True)

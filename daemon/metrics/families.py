@@ -321,6 +321,11 @@ class SnapshotCollector(Collector):
         if h.ratelimit_remaining is not None:
             remaining.add_metric([], h.ratelimit_remaining)
         yield remaining
+        expiry = GaugeMetricFamily("pgbackup_heroku_token_expiry_timestamp_seconds",
+                                   "When the Heroku API token expires; absent when unknown or never expiring.")
+        if h.token_readable and h.token_expires_at is not None:
+            expiry.add_metric([], h.token_expires_at.timestamp())
+        yield expiry
         requests = CounterMetricFamily("pgbackup_heroku_requests", "Heroku API requests made since start.")
         requests.add_metric([], h.requests_total)
         yield requests

@@ -204,3 +204,56 @@ def test_a_scale_up_waits_while_heroku_reports_an_incident_on_apps_and_goes_once
         assert [d["outcome"] for d in g.audit.read(action="scale")][-1] == "done"
     finally:
         g.stop()
+
+
+@pytest.mark.parametrize("generation", ["cedar", "fir"])
+def test_scales_up_and_back_on_an_app_of_either_generation(heroku: HerokuDouble, clock: FakeClock, app: App,
+                                                           tmp_path: Path, generation: str) -> None:
+    heroku.set_generation("shop", generation)
+    g = make_guardian(heroku, clock, app, tmp_path / "state")
+    try:
+        app.status = 503
+        probe(g, clock, 3)
+        assert quantity(heroku) == 2
+        app.status = 200
+        probe(g, clock, 32)  # 16 minutes healthy
+        assert quantity(heroku) == 1 and len(patches(heroku)) == 2
+        assert [a["outcome"] for a in g.audit.read(action="scale") if a["outcome"] != "started"] == ["done", "done"]
+    finally:
+        g.stop()
+
+
+def test_a_refused_formation_change_is_a_failure_with_herokus_message_and_not_retried_at_the_next_failure(
+    heroku: HerokuDouble, clock: FakeClock, app: App, tmp_path: Path
+) -> None:
+    heroku.set_formation_size("shop", "web", "eco")  # Heroku refuses a second Eco dyno of a process type
+    g = make_guardian(heroku, clock, app, tmp_path / "state")
+    try:
+        app.status = 503
+        probe(g, clock, 3)
+        assert quantity(heroku) == 1 and len(patches(heroku)) == 1
+        failed = g.audit.read(action="scale")[-1]
+        assert failed["outcome"] == "failed"
+        assert "Cannot update to more than 1 Eco size dynos per process type" in failed["reason"]
+        assert heroku.token not in str(failed)
+        probe(g, clock, 5)  # still failing: the refused change is not asked again within the cooldown
+        assert len(patches(heroku)) == 1
+        assert g.audit.read(action="scale")[-1]["outcome"] == "skipped_cooldown"
+        status = g.holder.current().control.probes[0]
+        assert "Cannot update to more than 1 Eco" in (status.scale_refused or "")
+
+        # a payment refusal (402) is handled the same way, with its own message
+        heroku.set_formation_size("shop", "web", "standard-1X")
+        heroku.refuse_formation("shop", "web", 402, {"id": "payment_required",
+                                                     "message": "Please verify your account to scale dynos."})
+        clock.now += timedelta(minutes=10)
+        probe(g, clock)
+        assert len(patches(heroku)) == 2 and quantity(heroku) == 1
+        assert "Please verify your account" in g.audit.read(action="scale")[-1]["reason"]
+        heroku.refuse_formation("shop", "web", 0, None)
+        clock.now += timedelta(minutes=10)
+        probe(g, clock)  # the cooldown is over and Heroku accepts again
+        assert quantity(heroku) == 2
+        assert g.holder.current().control.probes[0].scale_refused is None
+    finally:
+        g.stop()

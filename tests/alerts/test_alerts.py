@@ -38,6 +38,7 @@ SEVERITIES = {
     "PgBackupUnencryptedArchiveObject": "page",
     "PgBackupUnreadableBackup": "page",
     "PgBackupClientToolsTooOld": "ticket",
+    "PgBackupHerokuTokenExpiring": "ticket",
     "PgBackupCollectorDown": "ticket",
     "PgBackupRemedialActionFailed": "ticket",
     "PgBackupHerokuIncident": "ticket",

@@ -70,6 +70,7 @@ def scrape(pg_cluster: LocalCluster, moto_server: MotoServer, sample_dump: Path)
         with HerokuDouble(token=TOKEN) as heroku:
             heroku.add_app(APP)
             heroku.add_app(ADVANCED_APP, plan="heroku-postgresql:advanced")  # the rollback window's latest point
+            heroku.add_authorization(TOKEN, timedelta(days=200), "guardian")  # an expiry: its metric is emitted
             start = datetime.now(UTC) - timedelta(hours=3)
             heroku.add_schedule(APP, hour=start.hour)  # met by the backup below, at any time of day
             t = heroku.add_transfer(APP, created_at=start, started_at=start,
@@ -94,6 +95,8 @@ def scrape(pg_cluster: LocalCluster, moto_server: MotoServer, sample_dump: Path)
                 Capturer(g.store, g.processes).capture(CaptureRequest(database=SELF_DB, url=url))
                 assert g.remedies.request_capture(SELF_DB, "drift check").outcome == "done"
                 g.scaling.probe_all()
+                assert g.token_watch is not None
+                g.token_watch.read()
                 g.collect_all(one_shot=True)
                 assert g.mirrors.pending() == 1
                 run = g.drills.drill(SELF_DB)

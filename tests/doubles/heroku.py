@@ -61,6 +61,9 @@ MAX_PAGE = 1000  # ref §3.4: default 200, maximum 1000
 FAULT_KINDS = ("429", "500", "503", "slow", "timeout", "malformed", "truncated", "404", "status")
 TRANSFER_STATES = ("created", "started", "finished", "failed", "canceled")
 WEEKDAYS = ("Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday")
+# the default dyno size of a new process type per platform generation (HEROKU_DOUBLE.md, Formations on Cedar and
+# Fir: Cedar's sizes are Eco, Basic, Standard-*, Performance-*; Fir's are named dyno-<cores>c-<memory>gb)
+GENERATION_SIZES = {"cedar": "standard-1X", "fir": "dyno-1c-0.5gb"}
 ERROR_IDS = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 409: "conflict",
              410: "gone", 416: "requested_range_not_satisfiable", 422: "invalid_params", 429: "rate_limit",
              500: "internal_server_error", 502: "bad_gateway", 503: "service_unavailable",
@@ -131,6 +134,8 @@ class _App:
     releases: list[dict[str, Any]] = field(default_factory=list)
     transfer_seq: int = 0
     process_tier: str = "production"  # CHOICE: standard dynos' tier; "eco" and "basic" are the others
+    generation: str = "cedar"  # "cedar" or "fir" (HEROKU_DOUBLE.md, Formations on Cedar and Fir)
+    refusals: dict[str, tuple[int, dict[str, Any]]] = field(default_factory=dict)  # process type -> answer
 
 
 @dataclass
@@ -464,6 +469,12 @@ class HerokuDouble:
         self._tmpdir: Path | None = None
         self._rng = random.Random()
         self._user_id = str(uuid.uuid4())
+        # OAuth authorizations (HEROKU_DOUBLE.md, API tokens): the one of the token in use, non-expiring unless a
+        # test says otherwise, and the CLI session's, so a client must find its own by the token
+        self.authorizations_forbidden = False
+        self._authorizations: list[dict[str, Any]] = []
+        self.add_authorization(token, None, "Long-lived guardian token")
+        self.add_authorization("cli-session-" + secrets.token_hex(8), timedelta(days=300), "Heroku CLI login")
         self._addon_seq = 0
         self.status_url = ""
         self._incidents: dict[int, _StatusIncident] = {}
@@ -736,6 +747,42 @@ class HerokuDouble:
             return addon.manual_keep
         return SCHEDULED_KEEP if scheduled else MANUAL_KEEP.get(_plan_level(addon.plan)[0], 25)
 
+    def add_authorization(self, token: str, lifetime: timedelta | None, description: str) -> str:
+        """An OAuth authorization whose access token `token` expires `lifetime` from now (None: never; a negative
+        lifetime: already expired); the authorization of an existing token is replaced. Returns its id."""
+        now = self._now()
+        auth_id = str(uuid.uuid4())
+        with self._lock:
+            self._authorizations = [a for a in self._authorizations if a["token"] != token]
+            self._authorizations.append({"id": auth_id, "token": token, "description": description,
+                                         "expires_at": None if lifetime is None else now + lifetime,
+                                         "created_at": now - timedelta(days=1)})
+        return auth_id
+
+    def set_generation(self, app: str, generation: str) -> None:
+        """Make `app` a Cedar or a Fir app: its `generation` and its process types' default size (Cedar
+        "standard-1X", Fir "dyno-1c-0.5gb"; HEROKU_DOUBLE.md, Formations on Cedar and Fir)."""
+        if generation not in GENERATION_SIZES:
+            raise ValueError(f"generation must be one of {sorted(GENERATION_SIZES)}, got {generation!r}")
+        with self._lock:
+            a = self._apps[app]
+            a.generation = generation
+            for f in a.formation.values():
+                f["size"] = GENERATION_SIZES[generation]
+
+    def set_formation_size(self, app: str, process_type: str, size: str) -> None:
+        """Set one process type's dyno size as a person would (e.g. "eco", "basic", "dyno-2c-4gb")."""
+        with self._lock:
+            self._formation_of(self._apps[app], process_type)["size"] = size
+
+    def refuse_formation(self, app: str, process_type: str, status: int, body: dict[str, Any] | None) -> None:
+        """Answer every change of `process_type`'s formation with `status` and `body` (None: accept again)."""
+        with self._lock:
+            if body is None:
+                self._apps[app].refusals.pop(process_type, None)
+            else:
+                self._apps[app].refusals[process_type] = (status, dict(body))
+
     def set_manual_keep(self, app: str, keep: int, *, attachment: str = "DATABASE") -> None:
         """EXTRA: the add-on's manual backup limit (num_keep of its manual backups), for tests of expiry."""
         with self._lock:
@@ -980,7 +1027,9 @@ class HerokuDouble:
         # ref §3.2 formation
         return {"id": f["id"], "type": f["type"], "quantity": f["quantity"], "size": f["size"],
                 "dyno_size": {"id": str(uuid.uuid5(uuid.NAMESPACE_URL, "size:" + f["size"].lower())),
-                              "name": f["size"][:1].upper() + f["size"][1:]},
+                              # Fir's sizes are lower case as the CLI lists them (ps/type.ts)
+                              "name": f["size"] if f["size"].startswith("dyno-") else
+                              f["size"][:1].upper() + f["size"][1:]},
                 "command": f["command"], "app": self._ref(app),
                 "created_at": _iso(f["created_at"]), "updated_at": _iso(f["updated_at"])}
 
@@ -1013,7 +1062,8 @@ class HerokuDouble:
         stack = {"id": str(uuid.uuid5(uuid.NAMESPACE_URL, "stack:heroku-24")), "name": "heroku-24"}
         return {"id": app.id, "name": app.name, "acm": False, "archived_at": None, "build_stack": stack,
                 "buildpack_provided_description": "Python", "created_at": _iso(app.created_at),
-                "generation": {"id": str(uuid.uuid5(uuid.NAMESPACE_URL, "gen:cedar")), "name": "cedar"},
+                "generation": {"id": str(uuid.uuid5(uuid.NAMESPACE_URL, "gen:" + app.generation)),
+                               "name": app.generation},
                 "git_url": f"https://git.heroku.com/{app.name}.git", "internal_routing": None,
                 "maintenance": False, "owner": {"id": app.owner_id, "email": "owner@example.com"},
                 "organization": None, "team": None,
@@ -1564,6 +1614,37 @@ class HerokuDouble:
             "suspended_at": None, "delinquent_at": None, "default_organization": None, "default_team": None,
             "identity_provider": None, "country_of_residence": None})
 
+    def _authorization_json(self, a: dict[str, Any]) -> dict[str, Any]:
+        # HEROKU_DOUBLE.md, API tokens: expires_in counts down from now; null for a token that never expires
+        expires_in = None
+        if a["expires_at"] is not None:
+            expires_in = int((a["expires_at"] - self._now()).total_seconds())
+        token_id = str(uuid.uuid5(uuid.NAMESPACE_URL, "token:" + a["id"]))
+        return {"id": a["id"], "description": a["description"], "scope": ["global"], "client": None,
+                "grant": None, "refresh_token": None, "session": None,
+                "access_token": {"id": token_id, "token": a["token"], "expires_in": expires_in},
+                "user": {"id": self._user_id, "email": "owner@example.com", "full_name": "Owner"},
+                "created_at": _iso(a["created_at"]), "updated_at": _iso(a["created_at"])}
+
+    def _authorizations_allowed(self) -> None:
+        if self.authorizations_forbidden:
+            # CHOICE: the text; a token without the global scope cannot list authorizations
+            raise _ApiError(403, "This token does not have the scope to access OAuth authorizations.")
+
+    def h_authorizations(self, c: _Ctx) -> _Resp:
+        self._authorizations_allowed()
+        with self._lock:
+            items = [self._authorization_json(a) for a in self._authorizations]
+        return _json_resp(200, items)
+
+    def h_authorization(self, c: _Ctx) -> _Resp:
+        self._authorizations_allowed()
+        with self._lock:
+            for a in self._authorizations:
+                if a["id"] == c.params["auth"]:
+                    return _json_resp(200, self._authorization_json(a))
+        raise _ApiError(404, "Couldn't find that authorization.")
+
     def h_rate_limits(self, c: _Ctx) -> _Resp:
         return _json_resp(200, {"remaining": self.rate_remaining()})  # ref §3.1, not counted
 
@@ -1619,12 +1700,29 @@ class HerokuDouble:
             changes["size"] = str(size_name)
         f.update(changes, updated_at=self._now())
 
+    @staticmethod
+    def _refuse_formation(app: _App, f: dict[str, Any], quantity: int | None) -> _Resp | None:
+        """Heroku's refusal of a formation change, or None (HEROKU_DOUBLE.md, Formations on Cedar and Fir): a
+        refusal set with `refuse_formation`, else more than one Eco or Basic dyno of a process type."""
+        refused = app.refusals.get(f["type"])
+        if refused is not None:
+            return _json_resp(refused[0], dict(refused[1]))
+        size = str(f["size"])
+        if quantity is not None and quantity > 1 and size.lower() in ("eco", "basic"):
+            return _error_resp(422, f"Cannot update to more than 1 {size.capitalize()} size dynos per process type.",
+                               "cannot_update")
+        return None
+
     def h_formation_patch(self, c: _Ctx) -> _Resp:
         if not isinstance(c.payload, dict):
             raise _ApiError(422, "Request body must be an object.")
         with self._lock:
             app = self._app(c.params["app"])
             f = self._formation_of(app, c.params["type"])
+            wanted = c.payload.get("quantity")
+            refused = self._refuse_formation(app, f, None if wanted is None else self._quantity(f["quantity"], wanted))
+            if refused is not None:
+                return refused
             self._apply_formation(f, c.payload)
             return _json_resp(200, self._formation_json(app, f))
 
@@ -1638,7 +1736,9 @@ class HerokuDouble:
             # validate everything before changing anything
             for f, u in targets:
                 if "quantity" in u:
-                    self._quantity(f["quantity"], u["quantity"])
+                    refused = self._refuse_formation(app, f, self._quantity(f["quantity"], u["quantity"]))
+                    if refused is not None:
+                        return refused
             for f, u in targets:
                 self._apply_formation(f, u)
             return _json_resp(200, [self._formation_json(app, f) for f, _ in targets])
@@ -1818,6 +1918,8 @@ def _routes() -> list[tuple[str, str, re.Pattern[str], str]]:
         ("advanced", "GET", "/(?P<addon>{s})/info", "h_advanced_info"),
         ("platform", "GET", "/account", "h_account"),
         ("platform", "GET", "/account/rate-limits", "h_rate_limits"),
+        ("platform", "GET", "/oauth/authorizations", "h_authorizations"),
+        ("platform", "GET", "/oauth/authorizations/(?P<auth>{s})", "h_authorization"),
         ("platform", "GET", "/apps", "h_apps"),
         ("platform", "GET", "/apps/(?P<app>{s})", "h_app"),
         ("platform", "GET", "/apps/(?P<app>{s})/formation", "h_formation"),

@@ -34,6 +34,9 @@ Checks (each yields a `Finding`, active or not, so every check has a value in th
   client_tools_too_old warning   the backups come from a newer PostgreSQL major than this pg_restore reads (the
                                  server's version, or the pg_dump that wrote the newest good backup): checks and
                                  drills cannot run here; a backup it cannot read is not called unreadable
+  heroku_token_expiring warning  the Heroku API token expires within `heroku.token_warn_before` (critical once
+                                 expired); unknown, not active, when its authorization cannot be read
+                                 (`token`; added by the evaluation to Heroku databases only)
 
 The archive checks apply only to databases with an archive (`ArchivePolicy` given).
 
