@@ -22,6 +22,7 @@ from actions.drill.service import DrillService, drill_policy
 from actions.mirror import Mirror, Mirrors
 from actions.pipeline import Gate, Pipeline, Switches, dry_run_of, pause_reason
 from actions.remedy import OwnCaptures, Remedies
+from actions.rollback import Rollbacks
 from actions.runner import ActionRunner
 from actions.scale import Scaling
 from collectors.archive import ArchiveReader
@@ -59,8 +60,10 @@ class Guardian:
     """The guardian's parts, each built on first use, and the few operations that span several of them."""
 
     def __init__(self, config: GuardianConfig, *, demo: bool = False, clock: Callable[[], datetime] = utcnow,
-                 heroku_api: HerokuAPI | None = None, quiet: bool = False) -> None:
+                 heroku_api: HerokuAPI | None = None, quiet: bool = False,
+                 provider_incident: Callable[[], str | None] = lambda: None) -> None:
         self.config, self.clock, self.quiet, self._heroku_api = config, clock, quiet, heroku_api
+        self.provider_incident = provider_incident  # Heroku's incident text or None (default: none known)
         shards = config.state  # with sharding, this replica group watches its share (a stable hash of each name)
         self.databases = {db.name: db for db in config.all_databases
                           if in_shard(db, shards.shard_count, shards.shard_index)}
@@ -211,9 +214,15 @@ class Guardian:
         return remedies
 
     @cached_property
+    def rollbacks(self) -> Rollbacks:
+        return Rollbacks(self.config.actions, self.runner, self.gate, self.state, self.leadership, self.heroku_api,
+                         self.provider_incident, self.clock)
+
+    @cached_property
     def scaling(self) -> Scaling:
         scaling = Scaling(self.config.actions, self.runner, self.gate, self.state, self.leadership, self.heroku_api,
-                          self.config.state.shard_index, self.control.publish_probes, self.clock)
+                          self.config.state.shard_index, self.control.publish_probes, self.clock,
+                          on_probe=self.rollbacks.observe)
         self.on_stop.close.append(scaling.close)
         return scaling
 
