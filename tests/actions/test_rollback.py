@@ -262,3 +262,44 @@ def test_nothing_to_say_when_the_failures_start_long_after_the_release() -> None
              "description": "Deploy x", "eligible_for_rollback": True, "status": "succeeded"}]
     ep = Episode(failing_since=now - timedelta(minutes=1), healthy_before=now - timedelta(days=1))
     assert plan_rollback(rels, ep, RollbackConfig(enabled=True), set(), None, "api", now) is None
+
+
+def _rel(version: int, age: timedelta, description: str = "Deploy x", eligible: bool = True,
+         current: bool = False) -> dict[str, Any]:
+    now = FakeClock().now
+    return {"id": f"r{version}", "version": version, "current": current, "status": "succeeded",
+            "created_at": (now - age).isoformat(), "description": description, "eligible_for_rollback": eligible,
+            "user": {"id": "u", "email": "dev@example.com"}}
+
+
+@pytest.mark.parametrize(
+    ("rels", "incident", "healthy_before", "want_target", "declined_has"),
+    [
+        pytest.param([_rel(7, timedelta(minutes=10), current=True), _rel(6, timedelta(hours=3), eligible=False),
+                      _rel(5, timedelta(days=1))], None, timedelta(hours=1), "r5", None,
+                     id="an_ineligible_previous_release_is_passed_over"),
+        pytest.param([_rel(7, timedelta(minutes=10), current=True), _rel(6, timedelta(days=8))], None,
+                     timedelta(hours=1), "r6", "older than the limit of 7d", id="too_old"),
+        pytest.param([_rel(7, timedelta(minutes=10), current=True, description="Rollback to v5"),
+                      _rel(6, timedelta(hours=1))], None, timedelta(hours=1), None, "itself a rollback",
+                     id="rollback_of_a_rollback"),
+        pytest.param([_rel(7, timedelta(minutes=10), current=True), _rel(6, timedelta(hours=1))], "Heroku API down",
+                     timedelta(hours=1), "r6", "Heroku API down", id="incident"),
+        pytest.param([_rel(7, timedelta(minutes=10), current=True), _rel(6, timedelta(hours=1))], None,
+                     timedelta(minutes=5), None, "no healthy probe was seen before v7", id="healthy_only_since_after"),
+        pytest.param([_rel(7, timedelta(minutes=10), current=True)], None, timedelta(hours=1), None,
+                     "no release before v7 is eligible", id="nothing_to_return_to"),
+    ],
+)
+def test_plan_rollback_rules(rels: list[dict[str, Any]], incident: str | None, healthy_before: timedelta,
+                             want_target: str | None, declined_has: str | None) -> None:
+    now = FakeClock().now
+    ep = Episode(failing_since=now - timedelta(minutes=8), healthy_before=now - healthy_before)
+    plan = plan_rollback(rels, ep, RollbackConfig(enabled=True), set(), incident, "api", now)
+    assert plan is not None and plan.bad["id"] == "r7"
+    assert (plan.target or {}).get("id") == want_target
+    if declined_has is None:
+        assert plan.declined is None
+    else:
+        assert plan.declined is not None and declined_has in plan.declined
+    assert "v7" in plan.reason and "dev@example.com" in plan.reason
