@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from actions.pipeline import PAUSE_KEY
 from actions.rollback import Episode, plan_rollback, track
 from actions.scale import ProbeResult, ProbeState
 from daemon.adapters.heroku import HerokuClient
@@ -68,8 +69,9 @@ def heroku(clock: FakeClock) -> Iterator[HerokuDouble]:
 
 
 def make_guardian(heroku: HerokuDouble, clock: FakeClock, app: App, state_dir: Path, *, dry_run: bool = False,
-                  rollback: dict[str, Any] | None = None, incident: str | None = None) -> Guardian:
-    actions: dict[str, Any] = {"dry_run": dry_run, "scale": [{
+                  rollback: dict[str, Any] | None = None, incident: str | None = None,
+                  enabled: bool = True) -> Guardian:
+    actions: dict[str, Any] = {"enabled": enabled, "dry_run": dry_run, "scale": [{
         "name": "api", "url": app.url, "app": "shop", "process_type": "web", "failures": 3, "max_quantity": 1,
         "timeout": "2s"}]}
     if rollback is not None:
@@ -303,3 +305,40 @@ def test_plan_rollback_rules(rels: list[dict[str, Any]], incident: str | None, h
     else:
         assert plan.declined is not None and declined_has in plan.declined
     assert "v7" in plan.reason and "dev@example.com" in plan.reason
+
+
+# -- the pipeline's guards, as declared for rollback ----------------------------------------------------------
+@pytest.mark.parametrize(("setup", "outcome"), [
+    pytest.param("kill", "skipped_disabled", id="kill_switch"),
+    pytest.param("pause", "skipped_paused", id="pause"),
+])
+def test_the_kill_switch_and_the_pause_stop_it(heroku: HerokuDouble, clock: FakeClock, app: App, tmp_path: Path,
+                                               setup: str, outcome: str) -> None:
+    g = make_guardian(heroku, clock, app, tmp_path / "state", rollback=ON, enabled=setup != "kill")
+    if setup == "pause":
+        g.state.put(PAUSE_KEY, {"paused": True, "reason": "maintenance"})
+    try:
+        deploy_good_then_bad(g, heroku, clock, app)
+        assert rollback_posts(heroku) == 0
+        assert [r["outcome"] for r in audit(g)] == [outcome]
+    finally:
+        g.stop()
+
+
+@pytest.mark.parametrize(("limits", "outcome"), [
+    pytest.param({"cooldown": "1h"}, "skipped_cooldown", id="cooldown"),
+    pytest.param({"cooldown": "1s", "daily_cap": 1}, "skipped_cap", id="daily_cap"),
+])
+def test_a_second_bad_deploy_soon_after_a_rollback_waits_for_the_cooldown_and_the_cap(
+        heroku: HerokuDouble, clock: FakeClock, app: App, tmp_path: Path, limits: dict[str, Any],
+        outcome: str) -> None:
+    g = make_guardian(heroku, clock, app, tmp_path / "state", rollback=ON | limits)
+    try:
+        deploy_good_then_bad(g, heroku, clock, app)
+        assert rollback_posts(heroku) == 1
+        clock.now += timedelta(minutes=5)
+        deploy_good_then_bad(g, heroku, clock, app, bad="Deploy again99")
+        assert rollback_posts(heroku) == 1
+        assert audit(g)[-1]["outcome"] == outcome
+    finally:
+        g.stop()
