@@ -85,10 +85,13 @@ class Intent:
 
     @property
     def describe(self) -> str:
-        verb = {"capture": "capture a backup of", "scale": "scale"}.get(self.action, self.action)
+        verb = {"capture": "capture a backup of", "scale": "scale", "rollback": "roll back"}.get(self.action,
+                                                                                                   self.action)
         extra = ""
         if self.action == "scale" and "to_quantity" in self.params:
             extra = f" from {self.params.get('from_quantity')} to {self.params['to_quantity']}"
+        if self.action == "rollback" and "to_version" in self.params:
+            extra = f" from v{self.params.get('from_version')} to v{self.params['to_version']}"
         return f"{verb} {self.target}{extra}"
 
 

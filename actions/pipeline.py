@@ -68,6 +68,8 @@ SCHEDULED_CAPTURE = ActionKind(
      DRY_RUN: "a dry run that skipped backups would leave the database unprotected (capture.enabled is its "
               "switch)"})
 SCALE = ActionKind("scale", "dyno scale-up when the app fails its health probe", dry_run_switch="actions.dry_run")
+ROLLBACK = ActionKind("rollback", "rolling back a bad deploy when the app fails its health probe soon after a "
+                      "release (`actions.rollback.enabled`)", dry_run_switch="actions.dry_run")
 MIRROR = ActionKind(
     "mirror", "a copy of a new Heroku backup into the archive",
     {KILL_SWITCH: "copies only add a protected copy; archive.mirror: false turns them off",
@@ -102,7 +104,7 @@ MILESTONE = ActionKind(
     {KILL_SWITCH: _KEEPS, LEADER: "a person asks for it, in this process", PROVIDER: _NOT_HEROKU,
      COOLDOWN: "a person's request is not a repeat", DAILY_CAP: "a person's request is not a repeat", DRY_RUN: _KEEPS})
 #: Every kind of change the guardian makes, for the README table and the tests.
-KINDS = (EMERGENCY_CAPTURE, MANUAL_CAPTURE, SCHEDULED_CAPTURE, SCALE, MIRROR, PRUNE, KEEP_LAST, DRILL,
+KINDS = (EMERGENCY_CAPTURE, MANUAL_CAPTURE, SCHEDULED_CAPTURE, SCALE, ROLLBACK, MIRROR, PRUNE, KEEP_LAST, DRILL,
          SCRATCH_SWEEP, MILESTONE)
 
 

@@ -267,7 +267,8 @@ class Scaling:
 
     def __init__(self, cfg: ActionsConfig, runner: ActionRunner, gate: Gate, state: StateStore,
                  leadership: Leadership, api: HerokuAPI | None, shard_index: int,
-                 publish_probes: Callable[[dict[str, ProbeState]], None], clock: Callable[[], datetime]) -> None:
+                 publish_probes: Callable[[dict[str, ProbeState]], None], clock: Callable[[], datetime],
+                 on_probe: Callable[[ScaleTarget, ProbeState, ProbeState], None] | None = None) -> None:
         self.cfg = cfg
         self.runner = runner
         self.gate = gate
@@ -277,6 +278,7 @@ class Scaling:
         self.shard_index = shard_index
         self.publish_probes = publish_probes
         self.clock = clock
+        self.on_probe = on_probe  # told each probe's state before and after (the rollback of a bad deploy)
         self.probes: dict[str, ProbeState] = {t.name: ProbeState() for t in cfg.scale}
         self._probe_due: dict[str, datetime] = {}
         self._http = httpx.Client(follow_redirects=False) if cfg.scale else None
@@ -292,7 +294,8 @@ class Scaling:
                 continue
             self._probe_due[target.name] = now + target.interval
             result = probe(self._http, target, now)
-            state = advance(self.probes.get(target.name, ProbeState()), result)
+            before = self.probes.get(target.name, ProbeState())
+            state = advance(before, result)
             self.probes[target.name] = state
             if not result.ok and state.consecutive_failures in (1, target.failures):
                 logger.warning("probe {} failed ({} in a row): {}", target.name, state.consecutive_failures,
@@ -302,6 +305,11 @@ class Scaling:
                     self._scale(target, state)
                 except GuardianError as exc:
                     logger.warning("scaling {} not planned: {}", target.name, exc)
+                if self.on_probe is not None:
+                    try:
+                        self.on_probe(target, before, state)
+                    except GuardianError as exc:
+                        logger.warning("rollback for {} not planned: {}", target.name, exc)
         self.publish_probes(dict(self.probes))
 
     def _scale(self, target: ScaleTarget, state: ProbeState) -> None:

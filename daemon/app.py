@@ -22,6 +22,7 @@ from actions.drill.service import DrillService, drill_policy
 from actions.mirror import Mirror, Mirrors
 from actions.pipeline import Gate, Pipeline, Switches, dry_run_of, pause_reason
 from actions.remedy import OwnCaptures, Remedies
+from actions.rollback import Rollbacks
 from actions.runner import ActionRunner
 from actions.scale import Scaling
 from collectors.archive import ArchiveReader
@@ -244,9 +245,15 @@ class Guardian:
         return remedies
 
     @cached_property
+    def rollbacks(self) -> Rollbacks:
+        return Rollbacks(self.config.actions, self.runner, self.gate, self.state, self.leadership, self.heroku_api,
+                         self.provider_incident, self.clock)
+
+    @cached_property
     def scaling(self) -> Scaling:
         scaling = Scaling(self.config.actions, self.runner, self.gate, self.state, self.leadership, self.heroku_api,
-                          self.config.state.shard_index, self.control.publish_probes, self.clock)
+                          self.config.state.shard_index, self.control.publish_probes, self.clock,
+                          on_probe=self.rollbacks.observe)
         self.on_stop.close.append(scaling.close)
         return scaling
 

@@ -126,6 +126,14 @@ class HerokuAPI(Protocol):
         """Set the absolute dyno `quantity` of one process type; returns the updated formation object."""
         ...
 
+    def releases(self, app: str, limit: int = 10) -> list[dict[str, Any]]:
+        """The app's newest `limit` release objects (reference 3.2), newest first."""
+        ...
+
+    def rollback(self, app: str, release_id: str) -> dict[str, Any]:
+        """Roll `app` back to the release `release_id`; returns the new release Heroku created for it."""
+        ...
+
 
 class HerokuClient:
     """httpx-based `HerokuAPI`. Thread-safe; `sleep` and `clock` are injectable for tests."""
@@ -290,6 +298,19 @@ class HerokuClient:
         if not isinstance(doc.get("quantity"), int) or isinstance(doc.get("quantity"), bool):
             raise HerokuProtocolError(f"formation {process_type} of {app}: the update answered no integer quantity")
         return doc
+
+    def releases(self, app: str, limit: int = 10) -> list[dict[str, Any]]:
+        """`GET /apps/{app}/releases` with `Range: version ..; max=N, order=desc` and the `version=3.sdk` accept,
+        as the CLI's releases command sends them (reference 3.1, 3.4): one page, newest first."""
+        data = self._call("GET", "platform", f"/apps/{app}/releases", accept=ACCEPT_SDK,
+                          headers={"Range": f"version ..; max={limit}, order=desc"})
+        return _as_list(data, "releases")
+
+    def rollback(self, app: str, release_id: str) -> dict[str, Any]:
+        """`POST /apps/{app}/releases` with `{"release": id}` (reference 3.1, the CLI's rollback): Heroku
+        creates a new release copying the target. Not retried: a second POST would create a second release."""
+        return _as_dict(self._call("POST", "platform", f"/apps/{app}/releases", body={"release": release_id},
+                                   accept=ACCEPT_SDK, idempotent=False), "release")
 
     # -- transport ----------------------------------------------------------------------------------------
     def _call(self, method: str, host: str, path: str, *, body: Any = None, accept: str = ACCEPT_V3,

@@ -17,7 +17,7 @@ file, `loading` builds the configuration from it and the environment, `example` 
 This package re-exports the names the rest of the code imports.
 """
 
-from daemon.config.actions import TRIGGERS, ActionsConfig, EmergencyCapture, ScaleTarget, Trigger
+from daemon.config.actions import TRIGGERS, ActionsConfig, EmergencyCapture, RollbackConfig, ScaleTarget, Trigger
 from daemon.config.databases import CaptureConfig, DatabaseConfig, HerokuDatabase, Objectives, RtoObjectives
 from daemon.config.drills import DrillChecks, DrillConfig, HttpCheck
 from daemon.config.example import example_yaml
@@ -51,6 +51,7 @@ __all__ = [
     "NotificationsConfig",
     "Objectives",
     "PushConfig",
+    "RollbackConfig",
     "RtoObjectives",
     "S3Config",
     "ScaleTarget",

@@ -74,6 +74,22 @@ class ScaleTarget(StrictModel):
         return url
 
 
+class RollbackConfig(StrictModel):
+    """Rolling back a bad deploy (scenario 3 of the SuoOps backup and recovery procedures): when a scale probe's
+    app starts failing soon after a new release and was healthy before it, roll back to the previous release."""
+
+    enabled: bool = Field(False, description="Roll back a bad deploy (off by default; still subject to dry_run "
+                          "and the kill switch).", examples=[False])
+    within: Duration = Field(timedelta(minutes=30), description="Only failures that start within this time after "
+                             "a new release count as caused by it.", examples=["30m"])
+    max_target_age: Duration = Field(timedelta(days=7), description="Never roll back to a release older than "
+                                     "this.", examples=["7d"])
+    cooldown: Duration = Field(timedelta(hours=1), description="Minimum time between two rollbacks of an app.",
+                               examples=["1h"])
+    daily_cap: int = Field(2, ge=1, le=20, description="At most this many rollbacks of an app in 24 hours.",
+                           examples=[2])
+
+
 class ActionsConfig(StrictModel):
     """Remedial actions and their guards. A new install runs them dry: decisions are logged and audited, nothing
     is done, until `dry_run: false`."""
@@ -85,6 +101,8 @@ class ActionsConfig(StrictModel):
                           examples=[True])
     capture: EmergencyCapture = Field(default_factory=EmergencyCapture, description="Emergency captures.")
     scale: list[ScaleTarget] = Field(default_factory=list, description="App health probes and dyno scale-up.")
+    rollback: RollbackConfig = Field(default_factory=RollbackConfig, description="Rolling back a bad deploy "
+                                     "when a scale probe fails soon after a release (off by default).")
 
     @field_validator("scale")
     @classmethod

@@ -22,7 +22,8 @@ from daemon.core.snapshot import DrillResult, Snapshot, StateHolder
 DB_SOURCE = ["database", "source"]
 ACTION_OUTCOMES = (("drill", "done"), ("drill", "failed"), ("drill", "skipped"), ("mirror", "done"),
                    ("mirror", "failed"), ("prune", "done"), ("prune", "dry_run"), ("prune", "refused"),
-                   *((a, o) for a in ("capture", "scale") for o in OUTCOMES))
+                   *((a, o) for a in ("capture", "scale", "rollback") for o in OUTCOMES),
+                   ("rollback", "skipped_declined"))
 
 
 class RenderCancelled(Exception):

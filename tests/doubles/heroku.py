@@ -658,13 +658,24 @@ class HerokuDouble:
         self._apps[name] = app
         return app
 
+    def add_release(self, app: str, description: str = "Deploy 0a1b2c3", *, created_at: datetime | None = None,
+                    email: str = "owner@example.com", eligible_for_rollback: bool = True,
+                    status: str = "succeeded") -> dict[str, Any]:
+        """A new current release of `app` (a deploy), by `email`, created at `created_at` (default: the clock's
+        now); returns it as GET /apps/{app}/releases/{id} shows it."""
+        with self._lock:
+            a = self._app(app)
+            rel = self._add_release(a, description, created_at, email=email)
+            rel["eligible_for_rollback"], rel["status"] = eligible_for_rollback, status
+            return self._release_json(a, rel)
+
     def _add_release(self, app: _App, description: str, when: datetime | None = None,
-                     slug_id: str | None = None) -> dict[str, Any]:
+                     slug_id: str | None = None, email: str = "owner@example.com") -> dict[str, Any]:
         for rel in app.releases:
             rel["current"] = False
         release = {"id": str(uuid.uuid4()), "version": len(app.releases) + 1, "status": "succeeded",
                    "current": True, "eligible_for_rollback": True, "description": description,
-                   "created_at": when or self._now(), "slug_id": slug_id or str(uuid.uuid4()),
+                   "created_at": when or self._now(), "slug_id": slug_id or str(uuid.uuid4()), "email": email,
                    "addon_plan_names": sorted({self._addons[a.addon_id].plan for a in self._attachments
                                                if a.app == app.name})}
         app.releases.append(release)
@@ -1038,7 +1049,7 @@ class HerokuDouble:
         return {"id": r["id"], "version": r["version"], "status": r["status"], "current": r["current"],
                 "eligible_for_rollback": r["eligible_for_rollback"], "description": r["description"],
                 "created_at": _iso(r["created_at"]), "updated_at": _iso(r["created_at"]), "app": self._ref(app),
-                "slug": {"id": r["slug_id"]}, "user": {"id": self._user_id, "email": "owner@example.com"},
+                "slug": {"id": r["slug_id"]}, "user": {"id": self._user_id, "email": r["email"]},
                 "addon_plan_names": list(r["addon_plan_names"]),
                 "artifacts": [{"type": "slug", "id": r["slug_id"]}], "output_stream_url": None}
 

@@ -20,7 +20,7 @@ import pytest
 
 from daemon.adapters.postgres.cluster import LocalCluster
 from daemon.adapters.postgres.tools import find_tool
-from tests.doubles.heroku import HerokuDouble, RequestRecord, _demo_state
+from tests.doubles.heroku import HerokuDouble, RequestRecord, _demo_state, _iso
 from tests.support import REPO, create_database
 
 TOKEN = "test-token-0123456789"
@@ -579,6 +579,24 @@ def test_releases_and_rollback(double: HerokuDouble, client: httpx.Client) -> No
     assert new["description"] == f"Rollback to v{target['version']}" and "output_stream_url" in new
     assert client.get(f"{base}/{rels[0]['version']}").json()["current"] is False
     assert client.post(base, json={}).status_code == 422
+
+
+def test_a_deploy_added_by_the_test_carries_its_author_time_and_a_rollback_copies_its_target(
+        double: HerokuDouble, client: httpx.Client, clock: FakeClock) -> None:
+    double.add_app("shop")
+    when = clock() - timedelta(minutes=5)
+    deploy = double.add_release("shop", "Deploy 9f8e7d6", created_at=when, email="dev@example.com")
+    base = f"{double.platform_url}/apps/shop/releases"
+    newest = client.get(base, headers={"Range": "version ..; max=2, order=desc"})
+    assert newest.status_code == 206 and [r["version"] for r in newest.json()] == [deploy["version"],
+                                                                                   deploy["version"] - 1]
+    top = newest.json()[0]
+    assert (top["user"]["email"], top["created_at"], top["current"]) == ("dev@example.com", _iso(when), True)
+    before = newest.json()[1]
+    rolled = client.post(base, json={"release": before["id"]}).json()
+    assert rolled["description"] == f"Rollback to v{before['version']}"
+    assert rolled["slug"] == before["slug"] and rolled["eligible_for_rollback"] is True
+    assert client.get(f"{base}/{deploy['version']}").json()["current"] is False
 
 
 # -- faults ---------------------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@ limits, error translation, and the token kept out of every message."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import pytest
@@ -12,6 +13,7 @@ from daemon.adapters.heroku import (
     ACCEPT_V3,
     HerokuAuthError,
     HerokuClient,
+    HerokuError,
     HerokuNotFound,
     HerokuProtocolError,
     HerokuRateLimited,
@@ -174,3 +176,31 @@ def test_database_info_schedules_capture_and_public_url(heroku: HerokuDouble, cl
     url = api.public_url("shop", t["num"])
     assert url["url"].startswith(heroku.download_url)
     assert api.transfer_info("shop", t["num"], verbose=True)["num"] == t["num"]
+
+
+def test_releases_are_read_newest_first_as_the_cli_asks_and_a_rollback_posts_the_release_id(
+        heroku: HerokuDouble, clock: FakeClock) -> None:
+    client = client_for(heroku, clock)
+    heroku.add_app("shop")
+    heroku.add_release("shop", "Deploy 1a2b3c4", email="dev@example.com")
+    rels = client.releases("shop", 3)
+    assert [r["version"] for r in rels] == sorted((r["version"] for r in rels), reverse=True) and len(rels) == 3
+    assert rels[0]["current"] is True and rels[0]["user"]["email"] == "dev@example.com"
+    listed = [r for r in heroku.requests if r.method == "GET" and r.path == "/apps/shop/releases"][-1]
+    assert listed.headers["Range"] == "version ..; max=3, order=desc" and listed.headers["Accept"] == ACCEPT_SDK
+    new = client.rollback("shop", rels[1]["id"])
+    assert new["description"] == f"Rollback to v{rels[1]['version']}" and new["version"] == rels[0]["version"] + 1
+    posted = [r for r in heroku.requests if r.method == "POST" and r.path == "/apps/shop/releases"]
+    assert [json.loads(r.body) for r in posted] == [{"release": rels[1]["id"]}]
+    assert posted[0].headers["Accept"] == ACCEPT_SDK
+
+
+def test_a_failed_rollback_is_not_retried(heroku: HerokuDouble, clock: FakeClock) -> None:
+    """A second POST would create a second release: a 5xx is the caller's to handle, never repeated here."""
+    client = client_for(heroku, clock)
+    heroku.add_app("shop")
+    target = client.releases("shop", 2)[1]
+    heroku.inject(r"POST /apps/shop/releases$", "503", times=1)
+    with pytest.raises(HerokuError):
+        client.rollback("shop", target["id"])
+    assert sum(1 for r in heroku.requests if r.method == "POST" and r.path == "/apps/shop/releases") == 1
