@@ -29,6 +29,8 @@ SAME_TEXT = {"TimeZone": "UTC", "DateStyle": "ISO, MDY", "IntervalStyle": "postg
              "bytea_output": "hex"}
 #: Rows fetched per round trip when the SQL file is written (the client holds one batch at a time).
 BATCH = 2000
+#: Progress is told at most once per this many bytes (COPY hands over a row at a time).
+TICK_BYTES = 1 << 20
 Tick = Callable[[str, int, int | None], None]
 
 
@@ -43,6 +45,7 @@ class TableResult:
     deleted: int = 0
     changed: int = 0
     newer: int = 0  # in production, absent from the backup: written after the recovery point
+    null_keys: int = 0  # backup rows with a NULL in a --key column: they match nothing, so they are not written
     csv: Path | None = None
     changed_csv: Path | None = None
 
@@ -94,8 +97,9 @@ def stream_keys(production: psycopg.Connection[Any], scratch: psycopg.Connection
             sc.copy(sql.SQL("COPY {} FROM STDIN").format(keys)) as into:
         for block in out:
             into.write(block)
-            done += len(block)
-            tick(f"keys of {plan.table}", done, None)
+            done, told = done + len(block), done
+            if done // TICK_BYTES != told // TICK_BYTES:
+                tick(f"keys of {plan.table}", done, None)
     scratch.execute(sql.SQL("CREATE INDEX ON {} ({})").format(keys, _cols(plan.key)))
     scratch.execute(sql.SQL("ANALYZE {}").format(keys))
 
@@ -107,9 +111,13 @@ def compare(scratch: psycopg.Connection[Any], result: TableResult, changed: bool
     table = sql.Identifier(plan.table.schema, plan.table.name)
     keys = _work(f"keys_{result.work}")
     deleted = _work(f"deleted_{result.work}")
-    scratch.execute(sql.SQL("CREATE TABLE {} AS SELECT {} FROM {} r WHERE NOT EXISTS "
+    no_null_key = sql.SQL(" AND ").join(sql.SQL("r.{} IS NOT NULL").format(sql.Identifier(k)) for k in plan.key)
+    scratch.execute(sql.SQL("CREATE TABLE {} AS SELECT {} FROM {} r WHERE {} AND NOT EXISTS "
                             "(SELECT 1 FROM {} k WHERE {})").format(
-        deleted, _cols(plan.columns, "r"), table, keys, _key_match(plan.key, "k", "r")))
+        deleted, _cols(plan.columns, "r"), table, no_null_key, keys, _key_match(plan.key, "k", "r")))
+    if plan.key_given:  # a primary key has no NULLs; a --key column may
+        result.null_keys = _count(scratch, sql.SQL("SELECT count(*) FROM {} r WHERE NOT ({})").format(
+            table, no_null_key))
     result.deleted = _count(scratch, sql.SQL("SELECT count(*) FROM {}").format(deleted))
     result.backup_rows = _count(scratch, sql.SQL("SELECT count(*) FROM {}").format(table))
     result.production_keys = _count(scratch, sql.SQL("SELECT count(*) FROM {}").format(keys))
@@ -168,8 +176,9 @@ def write_csv(scratch: psycopg.Connection[Any], what: str, result: TableResult, 
             _work(f"{what}_{result.work}"), _cols(result.plan.key))) as out:
         for block in out:
             fh.write(block)
-            done += len(block)
-            tick(f"{what} rows of {result.plan.table}", done, None)
+            done, told = done + len(block), done
+            if done // TICK_BYTES != told // TICK_BYTES:
+                tick(f"{what} rows of {result.plan.table}", done, None)
 
 
 def _literal(col: str) -> sql.Composable:

@@ -85,14 +85,19 @@ class Summary:
                + ", in one read-only transaction; nothing was written to it", ""]
         for t in self.tables:
             plan = t.plan
-            out.append(f"{plan.table}: key ({', '.join(shown(c) for c in plan.key)})"
-                       f"{' given with --key' if plan.key_given else ''}")
+            out.append(f"{plan.table}: key ({', '.join(shown(c) for c in plan.key)})")
             out.append(f"  in the backup {t.backup_rows}, in production {t.production_keys}")
             out.append(f"  deleted since the backup (in the file): {t.deleted}")
             if self.changed_asked:
                 out.append(f"  changed since the backup (commented out in the file): {t.changed}")
             out.append(f"  written after the recovery point (in production, not in the backup; not recoverable "
                        f"from it, left alone): {t.newer}")
+            if plan.key_given:
+                out.append("  the key was given with --key: without a unique index on it in production, ON CONFLICT "
+                           "cannot stop a second application from doubling rows; apply the file once")
+            if t.null_keys:
+                out.append(f"  rows with a NULL in the key (they match nothing; not written, see the backup): "
+                           f"{t.null_keys}")
             if plan.skipped_columns:
                 out.append(f"  columns not written (generated, or gone from production): "
                            f"{', '.join(shown(c) for c in plan.skipped_columns)}")
@@ -110,7 +115,7 @@ class Summary:
             "tables": [{"table": str(t.plan.table), "schema": t.plan.table.schema, "name": t.plan.table.name,
                         "key": list(t.plan.key), "backup_rows": t.backup_rows, "production_rows": t.production_keys,
                         "deleted": t.deleted, "changed": t.changed if self.changed_asked else None,
-                        "written_after_recovery_point": t.newer,
+                        "written_after_recovery_point": t.newer, "null_key_rows": t.null_keys,
                         "csv": t.csv.name if t.csv else None,
                         "changed_csv": t.changed_csv.name if t.changed_csv else None,
                         "columns_not_written": list(t.plan.skipped_columns)} for t in self.tables],

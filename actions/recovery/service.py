@@ -30,7 +30,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from actions.audit import person
 from actions.drill.outcome import TABLE, DrillRun, Progress
 from actions.drill.restore import restore, verify_dump, version_gate
-from actions.drill.run import DrillRunner, drill_lock
+from actions.drill.run import DrillBusy, DrillRunner, drill_lock
 from actions.guards import Decision, Intent
 from actions.pipeline import DRILL, Pipeline
 from actions.recovery import compare
@@ -167,9 +167,10 @@ class RowRecovery:
                 return self._run(request, state, progress)
         except RecoveryRefused as exc:
             return RecoverResult(False, REDACTOR(str(exc)), refused=True)
-        except GuardianError as exc:  # DrillBusy included: another drill holds the scratch side
-            busy = type(exc).__name__ == "DrillBusy"
-            return RecoverResult(False, REDACTOR(str(exc)), skipped=busy)
+        except DrillBusy as exc:  # a drill or a sweep holds the scratch side: try again when it is done
+            return RecoverResult(False, str(exc), skipped=True)
+        except GuardianError as exc:
+            return RecoverResult(False, REDACTOR(str(exc)))
 
     def _run(self, request: RecoverRequest, state: DatabaseState, progress: Progress) -> RecoverResult:
         db = self.databases[request.database]

@@ -38,6 +38,7 @@ SELECT 'o-' || (g % 7), g,
 FROM generate_series(1, 60) g;
 CREATE TABLE public.nokey (a int, b text);
 INSERT INTO public.nokey SELECT g, 'row ' || g FROM generate_series(1, 10) g;
+INSERT INTO public.nokey VALUES (NULL, 'no key');
 """
 
 AFTER_BACKUP = """
@@ -48,7 +49,7 @@ UPDATE invoices SET status = 'void' WHERE id IN (30, 31);
 DELETE FROM "Odd Schema"."We""ird Items" WHERE line IN (5, 6, 7);
 INSERT INTO "Odd Schema"."We""ird Items" ("Order Id", line, note) VALUES ('late', 1000, 'after the backup');
 UPDATE "Odd Schema"."We""ird Items" SET note = 'edited' WHERE line = 20;
-DELETE FROM public.nokey WHERE a <= 3;
+DELETE FROM public.nokey WHERE a <= 3 OR a IS NULL;
 """
 
 
@@ -162,14 +163,19 @@ def test_deleted_rows_come_back_and_applying_the_file_restores_exactly_them(worl
     copy = copy_of(world)
     now = {name: keyed(copy, name) for name in KEYS}
     psql(copy, out / "recovered.sql")
+    after = {name: keyed(copy, name) for name in KEYS}
     for name in KEYS:
-        after = keyed(copy, name)
         deleted = world.keyed[name].keys() - now[name].keys()
         assert len(deleted) == {"invoices": 10, "odd": 3}[name]
         # exactly the deleted rows came back, as the backup had them; nothing production had was touched
-        assert after == {**now[name], **{k: world.keyed[name][k] for k in deleted}}
-    psql(copy, out / "recovered.sql")  # applied twice: ON CONFLICT DO NOTHING, nothing doubles
-    assert len(rows(copy, ODD)) == len(keyed(copy, "odd"))
+        assert after[name] == {**now[name], **{k: world.keyed[name][k] for k in deleted}}
+    psql(copy, out / "recovered.sql")  # applied twice: ON CONFLICT DO NOTHING, the second time changes nothing
+    assert {name: keyed(copy, name) for name in KEYS} == after
+
+    audit = subprocess.run([sys.executable, "-m", "daemon", "actions", "--action", "recover_rows", "--json",
+                            "--config", str(world.config)], capture_output=True, text=True, timeout=60, check=True)
+    ends = [json.loads(line) for line in audit.stdout.splitlines() if '"done"' in line]
+    assert ends and ends[-1]["target"] == DRILLED_DB, audit.stdout
 
 
 def test_changed_rows_are_written_commented_out_with_the_backups_values(world: World, tmp_path: Path) -> None:
@@ -217,7 +223,10 @@ def test_a_table_without_a_key_is_refused_unless_a_key_is_given(world: World, tm
     text = (tmp_path / "b" / "recovered.sql").read_text()
     assert [ln for ln in text.splitlines() if ln.startswith("INSERT")] == [
         f"INSERT INTO \"public\".\"nokey\" (\"a\", \"b\") VALUES (E'{i}', E'row {i}') ON CONFLICT DO NOTHING;"
-        for i in (1, 2, 3)]
+        for i in (1, 2, 3)]  # the row whose key is NULL matches nothing: counted, not written
+    [table] = json.loads((tmp_path / "b" / "summary.json").read_text())["tables"]
+    assert (table["deleted"], table["null_key_rows"]) == (3, 1)
+    assert "apply the file once" in done.stdout
 
 
 @pytest.mark.parametrize(("args", "field"), [
