@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import os
+import pty
+import select
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -254,3 +256,32 @@ def test_the_production_connection_cannot_write(world: World) -> None:
         conn.autocommit = True  # even outside the read-only transaction the session default holds
         with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
             conn.execute("CREATE TABLE must_not_exist ()")
+
+
+def test_a_progress_bar_on_a_terminal_and_plain_lines_through_a_pipe(world: World, tmp_path: Path) -> None:
+    piped = recover(world, tmp_path / "piped", "--table", "invoices")
+    assert piped.returncode == 0 and "\x1b[" not in piped.stderr + piped.stdout
+    assert {"download...", "restore...", "compare public.invoices..."} <= set(piped.stderr.splitlines())
+
+    master, slave = pty.openpty()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GUARDIAN_", "PG", "NO_COLOR", "TTY_"))}
+    proc = subprocess.Popen([sys.executable, "-m", "daemon", "recover-rows", "--config", str(world.config),
+                             "--database", DRILLED_DB, "--out", str(tmp_path / "tty"), "--table", "invoices"],
+                            stdin=slave, stdout=slave, stderr=slave, env={**env, "TERM": "xterm-256color"})
+    os.close(slave)
+    screen = b""
+    try:
+        while select.select([master], [], [], 120)[0]:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # the command closed the terminal: it ended
+                break
+            if not chunk:
+                break
+            screen += chunk
+    finally:
+        os.close(master)
+        assert proc.wait(timeout=60) == 0
+    text = screen.decode(errors="replace")
+    assert "\x1b[?25l" in text  # rich hides the cursor while its live progress display runs
+    assert "restore...\r" not in text and "deleted since the backup (in the file): 10" in text
