@@ -145,6 +145,14 @@ def dependents(scratch: psycopg.Connection[Any], child: TableResult, child_cols:
         _key_match(parent_cols, "p", "c", child_cols)))
 
 
+def referenced(scratch: psycopg.Connection[Any], child: TableResult, child_cols: tuple[str, ...],
+               parent: TableResult, parent_cols: tuple[str, ...]) -> int:
+    """Deleted rows of `parent` that deleted rows of `child` reference."""
+    return _count(scratch, sql.SQL("SELECT count(*) FROM {} p WHERE EXISTS (SELECT 1 FROM {} c WHERE {})").format(
+        _work(f"deleted_{parent.work}"), _work(f"deleted_{child.work}"),
+        _key_match(parent_cols, "p", "c", child_cols)))
+
+
 def orphans(scratch: psycopg.Connection[Any], child: TableResult, child_cols: tuple[str, ...],
             parent: TableResult) -> int:
     """Deleted rows of `child` whose referenced `parent` row is neither in production (its keys) nor among the

@@ -30,29 +30,46 @@ SUMMARY_TEXT, SUMMARY_JSON = "summary.txt", "summary.json"
 
 @dataclass(frozen=True)
 class Dependency:
-    """A foreign key around the recovered tables and what it means for the merge: `rows` deleted rows of the
-    child that reference deleted rows of the parent (both recovered), `lost` deleted child rows whose parent
-    row is in neither production nor the recovered rows, or `compared` False for a neighbour not named."""
+    """A foreign key around the recovered tables and what it means for the merge. Both tables recovered
+    (`neighbour` None): `rows` deleted child rows reference deleted parent rows (all in the file), `lost` deleted
+    child rows reference a parent row in neither production nor the file. A neighbour not named: `rows` of its
+    deleted rows depend on (or are needed by) deleted rows of the recovered table; they are not in the file.
+    `compared` False: the neighbour could not be compared, `why`."""
 
     fk: ForeignKey
     rows: int | None
     lost: int | None
     compared: bool
-    neighbour: TableName | None = None  # the table not named, when not compared
+    neighbour: TableName | None = None
+    why: str = ""
 
     def line(self) -> str:
         fk = self.fk
         what = (f"{fk.child}({', '.join(shown(c) for c in fk.child_cols)}) references "
                 f"{fk.parent}({', '.join(shown(c) for c in fk.parent_cols)}) [{shown(fk.name)}]")
         if not self.compared:
-            return (f"{what}: not compared; recover with --table {self.neighbour} as well to find its deleted rows "
-                    "(inserting a child whose parent is gone fails, and the whole file is rolled back)")
+            return f"{what}: {self.neighbour} not compared ({self.why})"
+        if self.neighbour == fk.child:
+            return (f"{what}: {self.rows} deleted row(s) of {fk.child} reference deleted rows of {fk.parent}; they "
+                    f"are NOT in the file{f': add --table {fk.child} to recover them too' if self.rows else ''}")
+        if self.neighbour == fk.parent:
+            text = f"{what}: {self.rows} deleted row(s) of {fk.parent} are referenced by deleted rows of {fk.child}"
+            if self.rows:
+                text += (f"; they are NOT in the file: add --table {fk.parent}, or the INSERTs of those {fk.child} "
+                         "rows fail and roll the whole file back")
+            return text
         text = f"{what}: {self.rows} deleted row(s) of {fk.child} reference deleted rows of {fk.parent} (both in " \
                "the file, parents first)"
         if self.lost:
             text += (f"; {self.lost} deleted row(s) of {fk.child} reference {fk.parent} rows that are in neither "
                      "production nor the backup: their INSERT fails and rolls the file back")
         return text
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.fk.name, "child": str(self.fk.child), "parent": str(self.fk.parent),
+                "compared": self.compared, "not_named": str(self.neighbour) if self.neighbour else None,
+                "dependent_deleted_rows": self.rows, "rows_without_parent": self.lost,
+                "not_compared_because": self.why or None}
 
 
 @dataclass
@@ -119,9 +136,7 @@ class Summary:
                         "csv": t.csv.name if t.csv else None,
                         "changed_csv": t.changed_csv.name if t.changed_csv else None,
                         "columns_not_written": list(t.plan.skipped_columns)} for t in self.tables],
-            "foreign_keys": [{"name": d.fk.name, "child": str(d.fk.child), "parent": str(d.fk.parent),
-                              "compared": d.compared, "dependent_deleted_rows": d.rows,
-                              "rows_without_parent": d.lost} for d in self.dependencies],
+            "foreign_keys": [d.to_json() for d in self.dependencies],
         }
 
 

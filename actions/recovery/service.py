@@ -179,6 +179,9 @@ class RowRecovery:
         backup, source = pick_backup(state, request.backup_id, request.before, self.runner.heroku is not None)
         with production_connection(db.url.get_secret_value(), db.connect_timeout.total_seconds()) as prod:
             precheck(prod, request.tables, request.key)  # a refusal costs no download
+            neighbours = list(dict.fromkeys(
+                t for fk in foreign_keys(prod, list(request.tables)) for t in (fk.child, fk.parent)
+                if t not in request.tables))
         deadline = time.monotonic() + db.drill.timeout.total_seconds()
         run = DrillRun(database=db.name, scenario=TABLE, started_at=self.clock(), backup=backup, source=source)
         downloads = self.runner.state_dir / "drills" / "tmp"
@@ -187,15 +190,16 @@ class RowRecovery:
             dump = Path(tmp) / "drill.dump"
             self.runner.fetch(db, backup, source, self.billing_app(db.name), dump, progress, deadline)
             verify_dump(backup, dump, run)
-            summary = self._in_scratch(request, db, run, dump, deadline, progress)
+            summary = self._in_scratch(request, neighbours, db, run, dump, deadline, progress)
         return RecoverResult(True, summary.headline(), summary, notes=run.notes)
 
-    def _in_scratch(self, request: RecoverRequest, db: DatabaseConfig, run: DrillRun, dump: Path, deadline: float,
-                    progress: Progress) -> Summary:
-        """Restore the tables into a proven scratch database, compare, write; the database is always dropped."""
+    def _in_scratch(self, request: RecoverRequest, neighbours: list[TableName], db: DatabaseConfig, run: DrillRun,
+                    dump: Path, deadline: float, progress: Progress) -> Summary:
+        """Restore the tables (and their foreign-key neighbours, to find dependent deleted rows) into a proven
+        scratch database, compare, write; the database is always dropped."""
         assert db.url is not None and run.backup is not None
         tabled = db.model_copy(update={"drill": db.drill.model_copy(
-            update={"tables": [str(t) for t in request.tables]})})
+            update={"tables": [str(t) for t in (*request.tables, *neighbours)]})})
         with self.runner.scratch_for(db).session() as target:
             production = self.runner.production(db.connect_timeout.total_seconds())
             production.require(target, db.drill.allow_unproven_scratch, has_url=True)
@@ -205,53 +209,87 @@ class RowRecovery:
             try:
                 progress("restore", 0, None)
                 restore(tabled, run, dump, target, entry, deadline, self.runner.processes, self.runner.ledger)
-                if run.not_in_dump:
-                    raise RecoveryRefused("not in the backup: " + ", ".join(str(t) for t in run.not_in_dump))
+                lacking = [t for t in run.not_in_dump if t in request.tables]
+                if lacking:
+                    raise RecoveryRefused("not in the backup: " + ", ".join(str(t) for t in lacking))
+                present = [t for t in neighbours if t not in run.not_in_dump]
                 with target.connect(entry.name) as scratch, \
                         production_connection(db.url.get_secret_value(), db.connect_timeout.total_seconds()) as prod:
-                    return self._compare(request, run.backup, prod, scratch, progress)
+                    return self._compare(request, present, run.backup, prod, scratch, progress)
             finally:
                 try:
                     scratchdb.drop(target, production, self.runner.ledger, entry)
                 except GuardianError as exc:
                     run.notes.append(f"the scratch database was not dropped ({exc}); the next start sweeps it")
 
-    def _compare(self, request: RecoverRequest, backup: Backup, prod: psycopg.Connection[Any],
-                 scratch: psycopg.Connection[Any], progress: Progress) -> Summary:
+    def _compare(self, request: RecoverRequest, neighbours: list[TableName], backup: Backup,
+                 prod: psycopg.Connection[Any], scratch: psycopg.Connection[Any], progress: Progress) -> Summary:
+        """Plan, stream the keys, compare, write. `neighbours` (restored, present in the backup) are compared
+        for the summary's foreign keys only: their rows are not written."""
         same_text(prod)
         same_text(scratch)
         plans = {t: plan_table(prod, scratch, t, request.key) for t in request.tables}
         fks = foreign_keys(prod, list(request.tables))
         order = parents_first(list(request.tables), fks)
         results = [TableResult(plans[t], i + 1) for i, t in enumerate(order)]
+        around: list[TableResult] = []
+        unkeyed: dict[TableName, str] = {}
+        for t in neighbours:
+            try:
+                around.append(TableResult(plan_table(prod, scratch, t, None), len(results) + len(around) + 1))
+            except RecoveryRefused as exc:
+                unkeyed[t] = str(exc)
         compare.prepare(scratch)
-        for r in results:
-            compare.stream_keys(prod, scratch, r, request.changed, progress)
+        for r in (*results, *around):
+            compare.stream_keys(prod, scratch, r, request.changed and r in results, progress)
         prod.commit()  # the read-only snapshot ends here: nothing more is read from production
-        for r in results:
+        for r in (*results, *around):
             progress(f"compare {r.plan.table}", 0, None)
-            compare.compare(scratch, r, request.changed)
+            compare.compare(scratch, r, request.changed and r in results)
         summary = Summary(request.database, backup.backup_id, backup.source, backup.recovery_point, results,
-                          dependencies(scratch, results, fks), changed_asked=request.changed)
+                          dependencies(scratch, results, around, unkeyed, fks), changed_asked=request.changed)
         write_files(scratch, summary, request.out_dir, progress)
         return summary
 
 
-def dependencies(scratch: psycopg.Connection[Any], results: list[TableResult],
-                 fks: list[ForeignKey]) -> list[Dependency]:
-    """For each foreign key around the recovered tables: the deleted rows that depend on other deleted rows
-    (both tables recovered: the file inserts parents first), the deleted rows whose parent row is gone from both
-    production and the recovered rows (their inserts would fail), and the neighbours not compared (a table
-    referencing or referenced by a recovered one that was not named)."""
-    by_table = {r.plan.table: r for r in results}
+def dependencies(scratch: psycopg.Connection[Any], results: list[TableResult], around: list[TableResult],
+                 unkeyed: dict[TableName, str], fks: list[ForeignKey]) -> list[Dependency]:
+    """What each foreign key around the recovered tables means for the merge:
+    - both tables recovered: deleted child rows that reference deleted parent rows (the file inserts parents
+      first), and deleted child rows whose parent is in neither production nor the file (their INSERT fails);
+    - a neighbour that was not named (restored and compared for this only): its deleted rows that reference
+      deleted rows of a recovered table, or that deleted rows of a recovered table reference; they are not in
+      the file;
+    - a neighbour that could not be compared (not in the backup, no primary key, a column the backup lacks)."""
+    mine = {r.plan.table: r for r in results}
+    others = {r.plan.table: r for r in around}
     out = []
     for fk in fks:
-        child, parent = by_table.get(fk.child), by_table.get(fk.parent)
-        if child is not None and parent is not None and child is not parent:
+        child, parent = mine.get(fk.child), mine.get(fk.parent)
+        if child is not None and parent is not None:
+            if child is parent:
+                continue  # a table referencing itself: its rows are in one file, in key order
             n = compare.dependents(scratch, child, fk.child_cols, parent, fk.parent_cols)
             lost = (compare.orphans(scratch, child, fk.child_cols, parent)
                     if fk.parent_cols == parent.plan.key else None)
             out.append(Dependency(fk, n, lost, compared=True))
-        elif child is None or parent is None:
-            out.append(Dependency(fk, None, None, compared=False, neighbour=fk.child if child is None else fk.parent))
+            continue
+        neighbour = fk.child if child is None else fk.parent
+        other = others.get(neighbour)
+        why = unkeyed.get(neighbour, "not in the backup")
+        if other is not None and not (_has(child or other, fk.child_cols) and _has(parent or other, fk.parent_cols)):
+            other, why = None, "a column of the foreign key is not in the backup"
+        if other is None:
+            out.append(Dependency(fk, None, None, compared=False, neighbour=neighbour, why=why))
+        elif child is None:  # the neighbour references a recovered table
+            assert parent is not None
+            n = compare.dependents(scratch, other, fk.child_cols, parent, fk.parent_cols)
+            out.append(Dependency(fk, n, None, compared=True, neighbour=neighbour))
+        else:  # a recovered table references the neighbour
+            n = compare.referenced(scratch, child, fk.child_cols, other, fk.parent_cols)
+            out.append(Dependency(fk, n, None, compared=True, neighbour=neighbour))
     return out
+
+
+def _has(result: TableResult, columns: tuple[str, ...]) -> bool:
+    return all(c in result.plan.columns for c in columns)

@@ -41,6 +41,10 @@ FROM generate_series(1, 60) g;
 CREATE TABLE public.nokey (a int, b text);
 INSERT INTO public.nokey SELECT g, 'row ' || g FROM generate_series(1, 10) g;
 INSERT INTO public.nokey VALUES (NULL, 'no key');
+CREATE TABLE public.accounts (id int PRIMARY KEY, name text);
+CREATE TABLE public.orders (id int PRIMARY KEY, account_id int REFERENCES public.accounts (id) ON DELETE CASCADE);
+INSERT INTO public.accounts SELECT g, 'account ' || g FROM generate_series(1, 5) g;
+INSERT INTO public.orders SELECT g, 1 + g % 5 FROM generate_series(1, 20) g;
 """
 
 AFTER_BACKUP = """
@@ -52,6 +56,7 @@ DELETE FROM "Odd Schema"."We""ird Items" WHERE line IN (5, 6, 7);
 INSERT INTO "Odd Schema"."We""ird Items" ("Order Id", line, note) VALUES ('late', 1000, 'after the backup');
 UPDATE "Odd Schema"."We""ird Items" SET note = 'edited' WHERE line = 20;
 DELETE FROM public.nokey WHERE a <= 3 OR a IS NULL;
+DELETE FROM public.accounts WHERE id = 2;  -- and, by cascade, its orders 1, 6, 11 and 16
 """
 
 
@@ -208,11 +213,28 @@ def test_dependent_rows_are_listed_and_parents_are_inserted_first(world: World, 
     fks = {(f["child"], f["parent"]): f for f in summary["foreign_keys"]}
     paid = fks[("public.payments", "public.invoices")]
     assert paid["compared"] and paid["dependent_deleted_rows"] == 3 and paid["rows_without_parent"] == 0
-    assert not fks[("public.invoices", "public.users")]["compared"]
-    assert "recover with --table public.users as well" in done.stdout
+    users = fks[("public.invoices", "public.users")]  # not named: compared, none of its rows is needed
+    assert (users["compared"], users["not_named"], users["dependent_deleted_rows"]) == (True, "public.users", 0)
     copy = copy_of(world)
     psql(copy, out / "recovered.sql")
     assert rows(copy, sql.Identifier("public", "payments")) == world.before["payments"]
+
+
+def test_deleted_rows_of_tables_not_named_are_listed_as_dependents_not_written(world: World, tmp_path: Path) -> None:
+    parent = recover(world, tmp_path / "parent", "--table", "accounts")
+    assert parent.returncode == 0, parent.stdout + parent.stderr
+    [fk] = json.loads((tmp_path / "parent" / "summary.json").read_text())["foreign_keys"]
+    assert (fk["child"], fk["not_named"], fk["dependent_deleted_rows"]) == ("public.orders", "public.orders", 4)
+    assert "4 deleted row(s) of public.orders reference deleted rows of public.accounts; they are NOT in the " \
+           "file: add --table public.orders to recover them too" in parent.stdout
+    assert "orders" not in (tmp_path / "parent" / "recovered.sql").read_text().split("BEGIN;")[1]
+
+    child = recover(world, tmp_path / "child", "--table", "orders")
+    assert child.returncode == 0, child.stdout + child.stderr
+    [fk] = json.loads((tmp_path / "child" / "summary.json").read_text())["foreign_keys"]
+    assert (fk["parent"], fk["not_named"], fk["dependent_deleted_rows"]) == ("public.accounts", "public.accounts", 1)
+    assert "add --table public.accounts, or the INSERTs of those public.orders rows fail" in child.stdout
+    assert fingerprint(world.url)["public.orders"][0] == 16
 
 
 def test_a_table_without_a_key_is_refused_unless_a_key_is_given(world: World, tmp_path: Path) -> None:
