@@ -257,6 +257,8 @@ def test_a_table_without_a_key_is_refused_unless_a_key_is_given(world: World, tm
     (["--table", "a.b.c"], "--table 'a.b.c'"),
     (["--table", "invoices", "--before", "2026-11-30T10:00:00"], "--before"),
     (["--table", "invoices", "--key", 'a,"b'], "--key"),
+    (["--table", "app.nosuch"], "table app.nosuch: not in production"),
+    (["--table", "invoices", "--backup", "b999"], "--backup 'b999': no good backup with that id"),
 ])
 def test_a_bad_argument_is_named_and_exits_unknown(world: World, tmp_path: Path, args: list[str],
                                                    field: str) -> None:
