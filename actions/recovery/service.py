@@ -1,13 +1,13 @@
 """`recover-rows`: the rows a backup holds and production has lost (SuoOps procedures, scenario 2, accidental
 deletion: "extract the deleted records and merge them back"), as files a person reviews and applies.
 
-The course: pick the backup (an id, the newest good one before a time, or the newest good one), download and
-verify it as a drill does, restore only the named tables into a proven scratch database (the table drill's own
-restore: `actions.drill.restore`, `daemon.adapters.postgres.scratch`), compare with production by key inside the
-scratch server (`actions.recovery.compare`), write the files (`actions.recovery.output`), and drop the scratch
-database, always. The scratch database is a change to the world, so the whole run is one execution of the drill's
-kind through the pipeline (pause, single flight under `recover_rows:<database>`, history, audit) and holds the
-drill lock, so no drill or scratch sweep runs beside it.
+The course: pick the backup (an id, the newest good one before a time, or the newest good one), download and verify
+it as a drill does, restore only the named tables and the tables one foreign key away from them into a proven
+scratch database (the table drill's own restore: `actions.drill.restore`, `daemon.adapters.postgres.scratch`),
+compare with production by key inside the scratch server (`actions.recovery.compare`), write the files
+(`actions.recovery.output`), and drop the scratch database, always. The scratch database is a change to the world,
+so the whole run is one execution of the drill's kind through the pipeline (pause, single flight under
+`recover_rows:<database>`, history, audit) and holds the drill lock, so no drill or scratch sweep runs beside it.
 
 Production is never written: its connection sets `default_transaction_read_only` and runs one READ ONLY,
 REPEATABLE READ transaction (every table's keys from one snapshot), and reads only the catalog and keys (with
@@ -147,7 +147,8 @@ class RowRecovery:
             if result.summary is not None:
                 details.update(backup=result.summary.backup_id, deleted=result.summary.total("deleted"),
                                changed=result.summary.total("changed"))
-            return Outcome(result.ok, result.reason, details, skipped=result.skipped)
+            # a refusal (bad input) did nothing to the world: skipped, as a decline, not a failure
+            return Outcome(result.ok, result.reason, details, skipped=result.skipped or result.refused)
 
         intent = Intent("recover_rows", request.database,
                         f"recover deleted rows of {', '.join(str(t) for t in request.tables)}",
@@ -156,9 +157,11 @@ class RowRecovery:
         outcome = self.pipeline.run_held(DRILL, intent, work, unlocked_ok=False)
         if isinstance(outcome, Decision):
             return RecoverResult(False, outcome.reason, skipped=True)
-        if outcome is None or not results:
-            return RecoverResult(False, outcome.detail if outcome is not None else
-                                 f"a recovery of {request.database} is running in another process", skipped=True)
+        if outcome is None:
+            return RecoverResult(False, f"a recovery of {request.database} is running in another process",
+                                 skipped=True)
+        if not results:  # it crashed (the pipeline logged and audited it) or its lock was unavailable
+            return RecoverResult(False, outcome.detail, skipped=outcome.skipped)
         return results[0]
 
     def _guarded(self, request: RecoverRequest, state: DatabaseState, progress: Progress) -> RecoverResult:
@@ -171,6 +174,8 @@ class RowRecovery:
             return RecoverResult(False, str(exc), skipped=True)
         except GuardianError as exc:
             return RecoverResult(False, REDACTOR(str(exc)))
+        except psycopg.Error as exc:  # the comparison's own SQL, on the scratch server or reading production
+            return RecoverResult(False, REDACTOR(f"the comparison failed: {one_line(exc)}"))
 
     def _run(self, request: RecoverRequest, state: DatabaseState, progress: Progress) -> RecoverResult:
         db = self.databases[request.database]

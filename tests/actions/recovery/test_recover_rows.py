@@ -309,3 +309,31 @@ def test_a_progress_bar_on_a_terminal_and_plain_lines_through_a_pipe(world: Worl
     text = screen.decode(errors="replace")
     assert "\x1b[?25l" in text  # rich hides the cursor while its live progress display runs
     assert "restore...\r" not in text and "deleted since the backup (in the file): 10" in text
+
+
+def test_a_scratch_server_that_cannot_be_reached_fails_critical_and_leaves_no_files(world: World,
+                                                                                     tmp_path: Path) -> None:
+    config = json.loads(world.config.read_text())
+    config["databases"][0]["drill"]["scratch_url"] = "postgresql://drill:secret-pw@127.0.0.1:1/postgres"
+    broken = World(world.cluster, world.url, tmp_path / "broken.json", world.before, world.keyed)
+    broken.config.write_text(json.dumps(config))
+    done = recover(broken, tmp_path / "out", "--table", "invoices")
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "recover-rows FAILED: cannot connect to the scratch server 127.0.0.1:1" in done.stdout
+    assert "secret-pw" not in done.stdout + done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_paused_actions_skip_the_recovery_with_a_warning(world: World, tmp_path: Path) -> None:
+    def actions(*args: str) -> None:
+        subprocess.run([sys.executable, "-m", "daemon", "actions", *args, "--config", str(world.config)],
+                       capture_output=True, timeout=60, check=True)
+
+    actions("pause", "--reason", "incident review")
+    try:
+        done = recover(world, tmp_path / "out", "--table", "invoices")
+    finally:
+        actions("resume")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "recover-rows skipped" in done.stdout and "incident review" in done.stdout
+    assert not (tmp_path / "out").exists()
