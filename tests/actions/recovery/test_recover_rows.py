@@ -9,10 +9,12 @@ import json
 import os
 import pty
 import select
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
@@ -268,7 +270,24 @@ def test_a_bad_argument_is_named_and_exits_unknown(world: World, tmp_path: Path,
 
 
 def test_an_older_backup_is_chosen_by_time_and_a_missing_one_refused(world: World, tmp_path: Path) -> None:
-    done = recover(world, tmp_path / "out", "--table", "invoices", "--before", "2000-01-01T00:00:00Z")
+    config = json.loads(world.config.read_text())  # the world's archive, plus a backup taken after the deletions
+    shutil.copytree(config["archive"]["path"], tmp_path / "archive")
+    config.update(state_dir=str(tmp_path / "state"), archive={"path": str(tmp_path / "archive")})
+    later = World(world.cluster, world.url, tmp_path / "later.json", world.before, world.keyed)
+    later.config.write_text(json.dumps(config))
+    between = datetime.now(UTC)
+    capture(tmp_path, DRILLED_DB, world.url)
+
+    newest = recover(later, tmp_path / "newest", "--table", "invoices")
+    older = recover(later, tmp_path / "older", "--table", "invoices", "--before", between.isoformat())
+    assert newest.returncode == older.returncode == 0, newest.stderr + older.stderr
+    first, second = (json.loads((tmp_path / d / "summary.json").read_text()) for d in ("older", "newest"))
+    assert first["backup"] != second["backup"]
+    assert datetime.fromisoformat(first["recovery_point"]) <= between < datetime.fromisoformat(
+        second["recovery_point"])
+    assert (first["tables"][0]["deleted"], second["tables"][0]["deleted"]) == (10, 0)
+
+    done = recover(later, tmp_path / "out", "--table", "invoices", "--before", "2000-01-01T00:00:00Z")
     assert done.returncode == 3 and "no good backup was taken at or before it" in done.stderr, done.stderr
 
 
