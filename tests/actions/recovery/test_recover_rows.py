@@ -356,3 +356,17 @@ def test_paused_actions_skip_the_recovery_with_a_warning(world: World, tmp_path:
     assert done.returncode == 1, done.stdout + done.stderr
     assert "recover-rows skipped" in done.stdout and "incident review" in done.stdout
     assert not (tmp_path / "out").exists()
+
+
+def test_a_scratch_server_that_is_production_is_refused_before_anything_is_created(world: World,
+                                                                                     tmp_path: Path) -> None:
+    before = fingerprint(world.url)
+    config = json.loads(world.config.read_text())
+    config["databases"][0]["drill"]["scratch_url"] = world.cluster.url("postgres")  # production's own server
+    same = World(world.cluster, world.url, tmp_path / "same.json", world.before, world.keyed)
+    same.config.write_text(json.dumps(config))
+    done = recover(same, tmp_path / "out", "--table", "invoices")
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "IS the production server" in done.stdout
+    assert not [d for d in databases(world.cluster) if d.startswith(PREFIX)]
+    assert fingerprint(world.url) == before
