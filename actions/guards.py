@@ -48,7 +48,7 @@ class Intent:
     Plain data: `to_json` / `from_json` carry it whole (to another process, a queue, the audit), with params
     limited to JSON values."""
 
-    action: str  # capture | scale | mirror | prune | keep_last | drill | scratch_sweep
+    action: str  # capture | scale | mirror | prune | keep_last | drill | scratch_sweep | recover_rows
     target: str  # a database name, database/backup id, or app/process_type
     reason: str
     triggers: tuple[str, ...] = ()

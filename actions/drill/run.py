@@ -234,6 +234,13 @@ class DrillRunner:
         _, _, backup, source = max(candidates, key=lambda c: (c[0], c[1]))
         return backup, source
 
+    def fetch(self, db: DatabaseConfig, backup: Backup, source: str, billing_app: str | None, dump: Path,
+              progress: Progress, deadline: float) -> None:
+        """Download `backup` from `source` into `dump` as a drill does (streamed, progress, deadline, shutdown);
+        for `actions.recovery`, which restores from a backup a person names. HerokuGone / ObjectGone when it
+        was deleted, GuardianError otherwise."""
+        self._fetch(db, backup, source, billing_app, dump, progress, deadline)
+
     def _fetch(self, db: DatabaseConfig, backup: Backup, source: str, billing_app: str | None, dump: Path,
                progress: Progress, deadline: float) -> None:
         if source == SOURCE_ARCHIVE:

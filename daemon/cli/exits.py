@@ -47,4 +47,7 @@ TABLE: tuple[tuple[str, str, str, str, str], ...] = (
     ("actions, actions pause/resume", "done", "-", "-", "the state store cannot be read or written"),
     ("capture", "done or dry run", "declined by a guard (paused, cooldown, daily cap, not the leader)",
      "the capture failed", "unknown database"),
+    ("recover-rows", "the files are written (also when nothing is missing)", "skipped (paused, a drill running)",
+     "the restore or the comparison failed", "bad argument: unknown database or table, no key, no such backup, "
+     "--out not empty"),
 )

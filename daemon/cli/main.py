@@ -1,5 +1,5 @@
 """Command line: `backup-guardian run | check | config validate | config example | archive | drill | actions |
-capture`.
+capture | recover-rows`.
 
 Exit codes follow the Nagios plugin convention for every command (`daemon.cli.exits`): 0 OK, 1 WARNING, 2 CRITICAL,
 3 UNKNOWN (including a configuration error or a bad argument).
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from daemon.core.snapshot import Snapshot
 
 #: Commands that, given no configuration of their own, work on the guardian running in the state directory.
-ATTACHING = ("check", "drill", "capture", "archive", "actions")
+ATTACHING = ("check", "drill", "capture", "archive", "actions", "recover-rows")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -70,6 +70,9 @@ def _parser() -> argparse.ArgumentParser:
     drill.add_argument("--database", help="only this database (default: every one)")
     drill.add_argument("--scenario", choices=["full", "table"], default="full",
                        help="full restore (database corruption) or critical tables only (accidental deletion)")
+    from daemon.cli import recover as recovercli
+
+    recovercli.add_parser(sub, with_config)
     return p
 
 
@@ -105,6 +108,10 @@ def main(argv: list[str] | None = None) -> int:
             from daemon.cli import drill as drillcli
 
             return drillcli.run(config, args.database, args.scenario)
+        if args.command == "recover-rows":
+            from daemon.cli import recover as recovercli
+
+            return recovercli.run(args, config)
         if args.command in ("actions", "capture"):
             from daemon.cli import actions as actionscli
 
