@@ -300,7 +300,8 @@ def test_finding_history_is_read_by_time_and_database_and_pruned_before_a_time(s
         FindingEvent(T0 + timedelta(hours=1), "billing", "missed_schedule", "opened", "critical", "02:00 missed"),
         FindingEvent(T0 + timedelta(hours=2), "shop", "rpo_breach", "notified", "critical", "",
                      {"transition": "opened", "channels": ["log", "slack"]}),
-        FindingEvent(T0 + timedelta(hours=3), "shop", "rpo_breach", "resolved", "critical", "", {"open_seconds": 10800}),
+        FindingEvent(T0 + timedelta(hours=3), "shop", "rpo_breach", "resolved", "critical", "",
+                     {"open_seconds": 10800}),
     ])
     every = store.finding_history()
     assert [(e.database, e.kind) for e in every] == [("shop", "opened"), ("billing", "opened"), ("shop", "notified"),
