@@ -9,16 +9,19 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from actions.audit import AuditLog
 from daemon.adapters.postgres.cluster import LocalCluster
 from daemon.adapters.statestore import FindingEvent, open_state_store
 from daemon.app import Guardian
 from daemon.config import GuardianConfig
-from tests.support import FakeClock, create_database, shop_config
+from tests.support import DaemonProcess, FakeClock, create_database, shop_config, wait_for
 
 
 class TickingClock(FakeClock):
@@ -155,6 +158,9 @@ def test_since_bounds_the_window_and_database_keeps_one_database_and_what_concer
     assert len(events(timeline(tmp_path, config, "--since", at, "--format", "json"))) == 3
     md = timeline(tmp_path, config, "--since", "48h")
     assert "Databases: billing, shop" in md.stdout and "s3cr3t-pw" not in md.stdout + md.stderr
+    table = timeline(tmp_path, config, "--since", "48h", "--format", "table").stdout.splitlines()  # piped: plain
+    assert table[1].split() == ["TIME", "(UTC)", "DATABASE", "KIND", "WHAT", "DETAIL"] and "\x1b" not in "".join(table)
+    assert len(table) == 3 + len(recent) and "prune done (shop/b001)" in table[4]
 
 
 def test_a_bad_since_or_an_unknown_database_is_an_error_naming_the_flag(tmp_path: Path) -> None:
@@ -174,3 +180,30 @@ def test_a_window_with_nothing_recorded_says_so(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert "Nothing was recorded in this window." in out.stdout
     assert events(timeline(tmp_path, config, "--since", "48h", "--format", "json")) == []
+
+
+@pytest.mark.slow
+def test_the_running_daemons_store_is_read_beside_it_with_its_own_configuration(
+    run_daemon: Callable[..., DaemonProcess], tmp_path: Path
+) -> None:
+    """While the daemon runs (SQLite in WAL mode), the command, given no configuration, finds the running guardian
+    in the state directory and reads what it records; the database URL's password never shows."""
+    url = "postgresql://guardian:n0t-shown-pw@127.0.0.1:9/shop"  # nothing listens: every capture fails
+    d = run_daemon(f"collect_interval: 1s\narchive:\n  path: {tmp_path / 'archive'}\ndatabases:\n"
+                   f"  - name: shop\n    url: '{url}'\n    capture:\n      interval: 2s\n      timeout: 10s\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GUARDIAN_", "DATABASE_URL"))}
+    env["GUARDIAN_STATE_DIR"] = str(d.state_dir)
+
+    def listed() -> list[dict[str, str]]:
+        out = subprocess.run([sys.executable, "-m", "daemon", "timeline", "--format", "json", "--database", "shop"],
+                             capture_output=True, text=True, env=env, timeout=60, cwd=tmp_path)
+        assert out.returncode == 0, out.stderr
+        assert "n0t-shown-pw" not in out.stdout + out.stderr
+        return json.loads(out.stdout)  # type: ignore[no-any-return]
+
+    def seen() -> bool:
+        kinds = {(e["kind"], e["summary"].split(" ")[0]) for e in listed()}
+        return {("finding_opened", "last_attempt_failed"), ("backup", "backup")} <= kinds
+
+    wait_for(seen, timeout=60)
+    assert d.proc.poll() is None
