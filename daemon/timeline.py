@@ -73,7 +73,7 @@ class EventSource(Protocol):
 def parse_since(text: str, now: datetime) -> datetime:
     """The start of the window: "90m", "48h", "7d", "2w" before `now`, or an ISO-8601 time (a time without an
     offset is UTC). ValueError with a readable message otherwise, or for a start after `now`."""
-    m = _SINCE.fullmatch(text)
+    m = _SINCE.fullmatch(text.lower())
     if m is not None:
         return now - timedelta(**{_UNIT[m.group(2)]: int(m.group(1))})
     try:
@@ -198,8 +198,10 @@ def _drill_event(doc: dict[str, Any]) -> TimelineEvent:
 
 
 def _backup_event(r: BackupRecord) -> TimelineEvent:
-    origin = "guardian capture" if r.origin == "self" else f"mirror of a {r.origin} backup"
-    summary = f"backup {r.backup_id} {r.outcome} ({r.kind}, {origin})"
+    if r.origin == "self":
+        summary = f"backup {r.backup_id} {r.outcome} ({r.kind}, guardian capture)"
+    else:  # a mirror copy: its record keeps the provider's times, so this is when the provider's backup ended
+        summary = f"{r.origin} backup {r.backup_id} {r.outcome} ({r.kind}, copied to the archive)"
     if r.outcome == "succeeded":
         detail = (f"recovery point {r.started_at.isoformat(timespec='seconds')}, {r.size_bytes} bytes, "
                   f"{(r.finished_at - r.started_at).total_seconds():.0f} s" + (f", tier {r.tier}" if r.tier else ""))

@@ -122,7 +122,7 @@ def test_a_failed_capture_its_emergency_capture_and_the_recovery_are_listed_in_o
 
 def seeded(tmp_path: Path, now: datetime) -> dict[str, Any]:
     """A state store with findings of two databases at 3 h, 50 h and 1 h ago, a prune of one of shop's copies
-    and a pause of every action; the configuration that reads it."""
+    and a pause of every action 2 h ago, a failed drill of billing 30 min ago; the configuration that reads it."""
     store = open_state_store(None, tmp_path / "state")
     try:
         store.add_finding_events([
@@ -133,6 +133,11 @@ def seeded(tmp_path: Path, now: datetime) -> dict[str, Any]:
         audit = AuditLog(store, clock=lambda: now - timedelta(hours=2))
         audit.record("prune", "shop/b001", "done", "past its keep", tier="daily")
         audit.record("actions", "all", "paused", "restoring by hand", by="ops@host")
+        drilled = now - timedelta(minutes=30)
+        store.add_drill("billing", "full", drilled, False, {
+            "database": "billing", "scenario": "full", "started_at": drilled.isoformat(), "succeeded": False,
+            "reason": "pg_restore failed: invalid input syntax", "recovery_seconds": 300.4, "rto_seconds": 3600,
+            "backup": {"id": "b007", "source": "archive", "recovery_point": "2026-11-30T02:00:00+00:00"}})
     finally:
         store.close()
     return {"state_dir": str(tmp_path / "state"), "archive": {"path": str(tmp_path / "archive")},
@@ -145,17 +150,22 @@ def test_since_bounds_the_window_and_database_keeps_one_database_and_what_concer
     config = seeded(tmp_path, now)
     recent = events(timeline(tmp_path, config, "--since", "48h", "--format", "json"))
     assert [(e["database"], e["kind"]) for e in recent] == [
-        ("shop", "finding_opened"), ("shop", "action"), ("all", "action"), ("billing", "finding_opened")]
+        ("shop", "finding_opened"), ("shop", "action"), ("all", "action"), ("billing", "finding_opened"),
+        ("billing", "drill")]
     assert recent[1]["summary"] == "prune done (shop/b001)"
+    assert recent[4]["summary"] == "full restore drill FAILED"
+    assert recent[4]["detail"] == ("pg_restore failed: invalid input syntax; recovery 300 s (RTO 3600 s); backup b007 "
+                                   "(archive, recovery point 2026-11-30T02:00:00+00:00)")
     shop = events(timeline(tmp_path, config, "--since", "48h", "--database", "shop", "--format", "json"))
     assert [e["summary"].split(":")[0] for e in shop] == [
         "missed_schedule opened (critical)", "prune done (shop/b001)", "actions paused"]
     week = events(timeline(tmp_path, config, "--since", "7d", "--format", "json"))
-    assert week[0]["detail"] == "an old incident" and len(week) == 5
+    assert week[0]["detail"] == "an old incident" and len(week) == 6
     ninety = events(timeline(tmp_path, config, "--since", "90m", "--format", "json"))
-    assert [e["database"] for e in ninety] == ["billing"]
+    assert [e["database"] for e in ninety] == ["billing", "billing"]
     at = (now - timedelta(hours=2, minutes=30)).isoformat()
-    assert len(events(timeline(tmp_path, config, "--since", at, "--format", "json"))) == 3
+    assert len(events(timeline(tmp_path, config, "--since", at, "--format", "json"))) == 4
+    assert len(events(timeline(tmp_path, config, "--since", "48H", "--format", "json"))) == len(recent)
     md = timeline(tmp_path, config, "--since", "48h")
     assert "Databases: billing, shop" in md.stdout and "s3cr3t-pw" not in md.stdout + md.stderr
     table = timeline(tmp_path, config, "--since", "48h", "--format", "table").stdout.splitlines()  # piped: plain
