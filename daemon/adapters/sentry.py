@@ -260,6 +260,7 @@ class LogNotifier:
                 sink.told(databases, opened, remind, closed, now)
             except Exception as exc:  # telling people must not break watching
                 logger.warning("notification sink failed: {}", REDACTOR(str(exc)))
+                continue  # not told: not named
             channels += [c for c in getattr(sink, "channels", lambda: [])() if c not in channels]
         if opened or remind or closed:
             self.tracker.record_told(opened, remind, closed, channels, now)
