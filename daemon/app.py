@@ -127,7 +127,8 @@ class Guardian:
     @cached_property
     def notifier(self) -> LogNotifier:
         notifier = make_notifier(self.config.sentry, self.config.state_dir, self.clock, self.quiet, self.state,
-                                 scope=set(self.databases), notifications=self.config.notifications)
+                                 scope=set(self.databases), notifications=self.config.notifications,
+                                 history_keep=self.config.state.history_keep)
         self.on_stop.close.append(notifier.close)
         return notifier
 

@@ -69,6 +69,11 @@ class AppriseNotifier:
         self._worker = threading.Thread(target=self._run, name="apprise-notifier", daemon=True)
         self._worker.start()
 
+    def channels(self) -> list[str]:
+        """The services told, by URL scheme (e.g. "slack", "mailto"): what the finding history records, never
+        the URLs themselves (they hold tokens)."""
+        return sorted({scheme for scheme, _ in self.targets})
+
     # -- what to say --------------------------------------------------------------------------------------
     def told(self, databases: dict[str, DatabaseState], opened: list[Finding], remind: list[Finding],
              closed: list[str], now: datetime) -> None:

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 from loguru import logger
 
 from daemon import __version__
+from daemon.adapters.statestore.records import FindingEvent
 from daemon.config import NotificationsConfig, SentryConfig
 from daemon.core.errors import GuardianError
 from daemon.core.policy import STANDING, data_at_risk_seconds, format_duration_s, newest_good_backup
@@ -82,12 +83,17 @@ class FindingTracker:
     Hysteresis against flapping: a finding that stops being active is *closing*, not closed, for `flap_window`.
     If it comes back within the window it is the same incident (no new open, its reminder clock goes on); only
     after it stayed inactive for the whole window is it closed (and announced as such). A zero window closes at
-    once."""
+    once.
+
+    With a state store, every transition is also appended to the finding history (opened; resolved, at the
+    moment it stopped being active; notified, by `record_told`), which `backup-guardian timeline` reads; entries
+    older than `history_keep` are deleted as new ones are written."""
 
     def __init__(self, path: Path | None, reminder: timedelta, store: StateStore | None = None,
-                 flap_window: timedelta = timedelta(0)) -> None:
+                 flap_window: timedelta = timedelta(0), history_keep: timedelta = timedelta(days=400)) -> None:
         self.path = path
         self.store = store  # the state store, when there is one (the file is the older way)
+        self.history_keep = history_keep
         self.scope: set[str] | None = None  # the databases this guardian owns (shard groups share a store)
         self.reminder = reminder
         self.flap_window = flap_window
@@ -139,6 +145,7 @@ class FindingTracker:
     def _changes(self, findings: list[Finding], now: datetime) -> tuple[list[Finding], list[Finding], list[str]]:
         opened, remind, active = [], [], set()
         changed = False
+        history: list[FindingEvent] = []
         for f in findings:
             if not f.active:
                 continue
@@ -146,8 +153,9 @@ class FindingTracker:
             active.add(key)
             state = self.open.get(key)
             if state is None:
-                self.open[key] = {"opened_at": now.isoformat(), "told_at": now.isoformat()}
+                self.open[key] = {"opened_at": now.isoformat(), "told_at": now.isoformat(), "severity": f.severity}
                 opened.append(f)
+                history.append(_event(now, f.database, f.check, "opened", f.severity, f.hint))
             elif "closed_at" in state:  # back within the flap window: the same incident, told already
                 del state["closed_at"]
                 changed = True
@@ -166,9 +174,33 @@ class FindingTracker:
             if now - datetime.fromisoformat(state["closed_at"]) >= self.flap_window:
                 del self.open[key]
                 closed.append(key)
+                history.append(_resolved_event(key, state))
         if opened or remind or closed or changed:
             self.save()
+        self._record(history, now)
         return opened, remind, closed
+
+    def record_told(self, opened: list[Finding], remind: list[Finding], closed: list[str], channels: list[str],
+                    now: datetime) -> None:
+        """Append to the finding history who was told of this evaluation's transitions: one "notified" entry
+        per finding and transition, naming the channels (e.g. "log", "sentry", "slack"), never an address."""
+        told = [(f.database, f.check, f.severity, "opened") for f in opened]
+        told += [(f.database, f.check, f.severity, "reminder") for f in remind]
+        for key in closed:
+            database, check = key.split("\x1f", 1)
+            told.append((database, check, "", "resolved"))
+        self._record([_event(now, db, check, "notified", severity, "",
+                             {"transition": transition, "channels": channels})
+                      for db, check, severity, transition in told], now)
+
+    def _record(self, events: list[FindingEvent], now: datetime) -> None:
+        """Append `events` to the finding history and prune it; a store failure is logged, never raised."""
+        if self.store is None or not events:
+            return
+        try:
+            self.store.add_finding_events(events, prune_before=now - self.history_keep)
+        except GuardianError as exc:
+            logger.warning("finding history not recorded: {}", exc)
 
     def holds(self, database: str, check: str) -> bool:
         """True while the finding is open or closing (inactive for less than the flap window): what a
@@ -177,9 +209,27 @@ class FindingTracker:
             return f"{database}\x1f{check}" in self.open
 
 
+def _event(now: datetime, database: str, check: str, kind: str, severity: str, hint: str,
+           details: dict[str, Any] | None = None) -> FindingEvent:
+    return FindingEvent(now, database, check, kind, severity, REDACTOR(hint), details or {})
+
+
+def _resolved_event(key: str, state: dict[str, str]) -> FindingEvent:
+    """The "resolved" entry of a closed finding, dated when it stopped being active (not when the flap window
+    ended), with how long it was open."""
+    database, check = key.split("\x1f", 1)
+    ended = datetime.fromisoformat(state["closed_at"])
+    details: dict[str, Any] = {}
+    if "opened_at" in state:
+        details["open_seconds"] = round((ended - datetime.fromisoformat(state["opened_at"])).total_seconds())
+    return _event(ended, database, check, "resolved", state.get("severity", ""), "", details)
+
+
 class LogNotifier:
     """No Sentry: state changes of findings go to the log, once each (and reminders). `quiet` (one-shot
     commands that print their own table) tells nothing and keeps no state."""
+
+    channel = "log"  # how this notifier tells people, as the finding history names it
 
     def __init__(self, tracker: FindingTracker, quiet: bool = False) -> None:
         self.tracker = tracker
@@ -203,11 +253,17 @@ class LogNotifier:
 
     def _tell_sinks(self, databases: dict[str, DatabaseState], opened: list[Finding], remind: list[Finding],
                     closed: list[str], now: datetime) -> None:
+        """Tell every sink, then record in the finding history who was told (this notifier and the sinks)."""
+        channels = [self.channel]
         for sink in self.sinks:
             try:
                 sink.told(databases, opened, remind, closed, now)
             except Exception as exc:  # telling people must not break watching
                 logger.warning("notification sink failed: {}", REDACTOR(str(exc)))
+                continue  # not told: not named
+            channels += [c for c in getattr(sink, "channels", lambda: [])() if c not in channels]
+        if opened or remind or closed:
+            self.tracker.record_told(opened, remind, closed, channels, now)
 
     def job_started(self, job: str, schedule: dict[str, Any] | None = None) -> str | None:
         return None
@@ -225,6 +281,8 @@ class LogNotifier:
 
 class SentryNotifier(LogNotifier):
     """Findings as Sentry events (on open, and as reminders), freshness and job monitors as Crons check-ins."""
+
+    channel = "sentry"
 
     def __init__(self, dsn: str, tracker: FindingTracker, environment: str = "production",
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
@@ -356,15 +414,17 @@ def _scrub_crumb(crumb: dict[str, Any], hint: dict[str, Any]) -> dict[str, Any]:
 
 def make_notifier(sentry: SentryConfig, state_dir: Path, clock: Callable[[], datetime], quiet: bool = False,
                   store: StateStore | None = None, scope: set[str] | None = None,
-                  notifications: NotificationsConfig | None = None) -> LogNotifier:
+                  notifications: NotificationsConfig | None = None,
+                  history_keep: timedelta = timedelta(days=400)) -> LogNotifier:
     """Sentry when a DSN is configured, else the log; plus Apprise messages when `notifications` has URLs (the
     same tracker's transitions); `quiet` (one-shot commands): the log only, no tracker file. `scope`: the
-    databases this replica group watches (the tracker leaves others' findings alone)."""
+    databases this replica group watches (the tracker leaves others' findings alone); `history_keep`: how long
+    the finding history is kept."""
     if quiet:
         notifier = LogNotifier(FindingTracker(None, sentry.reminder), quiet=True)
     else:
         tracker = FindingTracker(None if store is not None else state_dir / "findings.json", sentry.reminder, store,
-                                 sentry.flap_window)
+                                 sentry.flap_window, history_keep)
         notifier = SentryNotifier(sentry.dsn.get_secret_value(), tracker, sentry.environment, clock) if sentry.dsn \
             else LogNotifier(tracker)
     if scope is not None:

@@ -1,5 +1,5 @@
 """Command line: `backup-guardian run | check | config validate | config example | archive | drill | actions |
-capture | recover-rows`.
+capture | recover-rows | timeline`.
 
 Exit codes follow the Nagios plugin convention for every command (`daemon.cli.exits`): 0 OK, 1 WARNING, 2 CRITICAL,
 3 UNKNOWN (including a configuration error or a bad argument).
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from daemon.core.snapshot import Snapshot
 
 #: Commands that, given no configuration of their own, work on the guardian running in the state directory.
-ATTACHING = ("check", "drill", "capture", "archive", "actions", "recover-rows")
+ATTACHING = ("check", "drill", "capture", "archive", "actions", "recover-rows", "timeline")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -66,6 +66,9 @@ def _parser() -> argparse.ArgumentParser:
     from daemon.cli import actions as actionscli
 
     actionscli.add_parsers(sub, with_config)
+    from daemon.cli import timeline as timelinecli
+
+    timelinecli.add_parser(sub, with_config)
     drill = with_config(sub.add_parser("drill", help="restore the newest good backup into a scratch database now"))
     drill.add_argument("--database", help="only this database (default: every one)")
     drill.add_argument("--scenario", choices=["full", "table"], default="full",
@@ -122,6 +125,10 @@ def main(argv: list[str] | None = None) -> int:
             from daemon.cli import archive as archivecli
 
             return archivecli.run(args, config)
+        if args.command == "timeline":
+            from daemon.cli import timeline as timelinecli
+
+            return timelinecli.run(args, config)
         return _run(config)
     except ActionDeclined as exc:
         logger.warning("{}", REDACTOR(str(exc)))

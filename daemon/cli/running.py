@@ -1,6 +1,6 @@
 """What is running in a state directory: `run` records its effective configuration there (the embedded demo's
-database included), so `check`, `drill`, `capture`, `archive` and `actions`, run with no configuration of their
-own, work on that guardian's databases instead of finding none.
+database included), so `check`, `drill`, `capture`, `archive`, `actions` and `timeline`, run with no
+configuration of their own, work on that guardian's databases instead of finding none.
 
 The record (`running.json`, mode 0600 in the state directory, which also holds the archive's dumps) holds the
 configuration with its secrets, the process id, host, version and start time. It is removed when `run` stops; a

@@ -50,6 +50,9 @@ class StateConfig(StrictModel):
     shard_count: int = Field(1, ge=1, le=1024, description="Split the databases across this many replica groups "
                              "by a stable hash of their names.", examples=[1])
     shard_index: int = Field(0, ge=0, description="This replica's group (0 .. shard_count - 1).", examples=[0])
+    history_keep: Duration = Field(timedelta(days=400), description="How long the history of findings (opened, "
+                                   "resolved, notified; what `backup-guardian timeline` shows) is kept; older "
+                                   "entries are deleted as new ones are written.", examples=["400d"])
 
     @field_validator("url")
     @classmethod

@@ -1,4 +1,5 @@
-"""The guardian's durable state: audit log, finding states, drill and action history, a key-value table.
+"""The guardian's durable state: audit log, finding states and their history, drill and action history, a
+key-value table.
 
 SQLite (`<state_dir>/guardian.db`) by default; PostgreSQL when a URL is configured, because Heroku wipes the
 disk and several replicas must share one store. Both behave the same: one base class (`store`) holds the SQL,
@@ -15,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from daemon.adapters.statestore.postgresql import PostgresStateStore, lock_key
-from daemon.adapters.statestore.records import ActionRecord, LockBusy, ScratchEntry, StateStoreError
+from daemon.adapters.statestore.records import ActionRecord, FindingEvent, LockBusy, ScratchEntry, StateStoreError
 from daemon.adapters.statestore.schema import MIGRATIONS, SCHEMA_VERSION
 from daemon.adapters.statestore.sqlite import SQLiteStateStore
 from daemon.adapters.statestore.store import StateStore
@@ -25,6 +26,7 @@ __all__ = [
     "MIGRATIONS",
     "SCHEMA_VERSION",
     "ActionRecord",
+    "FindingEvent",
     "LockBusy",
     "PostgresStateStore",
     "SQLiteStateStore",

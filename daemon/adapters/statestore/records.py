@@ -4,7 +4,7 @@ the two errors (the store failed; an exclusive section is held elsewhere).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -46,3 +46,18 @@ class ScratchEntry:
     database: str
     created_at: datetime
     process: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class FindingEvent:
+    """One transition of a finding, kept in the finding history: `kind` is "opened", "resolved" or "notified"
+    (who was told: `details["channels"]`, channel names only, never an address; `details["transition"]` says
+    which transition was told). `hint` is the finding's text at that moment (redacted before it is stored)."""
+
+    time: datetime
+    database: str
+    check: str
+    kind: str
+    severity: str = ""
+    hint: str = ""
+    details: dict[str, Any] = field(default_factory=dict)

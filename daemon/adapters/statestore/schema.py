@@ -54,6 +54,12 @@ _SCRATCH_LEDGER = """
 CREATE TABLE guardian_scratch_ledger (server_id TEXT NOT NULL, name TEXT NOT NULL, token TEXT NOT NULL,
     database_name TEXT NOT NULL, created_at TEXT NOT NULL, process TEXT, PRIMARY KEY (server_id, name))
 """
+_FINDING_HISTORY = """
+CREATE TABLE guardian_finding_history (id {pk}, time TEXT NOT NULL, database_name TEXT NOT NULL,
+    check_name TEXT NOT NULL, kind TEXT NOT NULL, severity TEXT NOT NULL, hint TEXT NOT NULL, details TEXT NOT NULL);
+CREATE INDEX guardian_finding_history_time ON guardian_finding_history (time);
+CREATE INDEX guardian_finding_history_db ON guardian_finding_history (database_name, time)
+"""
 MIGRATIONS_TABLE = ("CREATE TABLE IF NOT EXISTS guardian_schema_migrations (version INTEGER PRIMARY KEY, "
                      "description TEXT NOT NULL, applied_at TEXT NOT NULL)")
 AUDIT_CORE = ("time", "action", "target", "outcome", "reason")
@@ -109,5 +115,6 @@ MIGRATIONS: list[tuple[int, str, Step]] = [
     (2, "import audit.jsonl and findings.json of earlier versions", _import_legacy),
     (3, "create the scratch database ledger", _SCRATCH_LEDGER),
     (4, "record which process runs each action", "ALTER TABLE guardian_actions ADD COLUMN owner TEXT"),
+    (5, "keep the history of finding transitions (opened, resolved, notified)", _FINDING_HISTORY),
 ]
 SCHEMA_VERSION: int = MIGRATIONS[-1][0]

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 from loguru import logger
 
-from daemon.adapters.statestore.records import ActionRecord, LockBusy, ScratchEntry, StateStoreError
+from daemon.adapters.statestore.records import ActionRecord, FindingEvent, LockBusy, ScratchEntry, StateStoreError
 from daemon.adapters.statestore.schema import (
     AUDIT_CORE,
     MIGRATIONS,
@@ -130,10 +130,10 @@ class StateStore:
             row))
 
     def audit(self, limit: int | None = None, action: str | None = None,
-              target: str | None = None) -> list[dict[str, Any]]:
-        """The newest `limit` (all when None) entries matching the filters, oldest first, as flat dicts; the
-        time comes back in UTC (`+00:00`), the same instant as added."""
-        where, params = _filters(action=action, target=target)
+              target: str | None = None, since: datetime | None = None) -> list[dict[str, Any]]:
+        """The newest `limit` (all when None) entries matching the filters (time >= since), oldest first, as
+        flat dicts; the time comes back in UTC (`+00:00`), the same instant as added."""
+        where, params = _filters(action=action, target=target, since=since, time_column="time")
         sql = (f"SELECT time, action, target, outcome, reason, details, id FROM guardian_audit{where} "
                "ORDER BY time DESC, id DESC" + (f" LIMIT {int(limit)}" if limit is not None else ""))
         rows = self._run("read audit", lambda tx: tx.rows(sql, params))
@@ -216,6 +216,34 @@ class StateStore:
 
         self._run("save findings", save)
 
+    # -- finding history ----------------------------------------------------------------------------------
+    def add_finding_events(self, events: Iterable[FindingEvent], prune_before: datetime | None = None) -> None:
+        """Append finding transitions, and (with `prune_before`) delete the history older than that, in one
+        transaction: the history stays bounded however long the guardian runs."""
+        rows = [(utc_text(e.time), e.database, e.check, e.kind, e.severity, e.hint, dumps_json(e.details))
+                for e in events]
+        cut = utc_text(prune_before) if prune_before is not None else None
+
+        def add(tx: Transaction) -> None:
+            for row in rows:
+                tx.rows("INSERT INTO guardian_finding_history (time, database_name, check_name, kind, severity, "
+                        "hint, details) VALUES (?, ?, ?, ?, ?, ?, ?)", row)
+            if cut is not None:
+                tx.rows("DELETE FROM guardian_finding_history WHERE time < ?", (cut,))
+
+        self._run("add finding history", add)
+
+    def finding_history(self, since: datetime | None = None, database: str | None = None) -> list[FindingEvent]:
+        """The finding transitions at or after `since` (all when None), of `database` only when given, oldest
+        first."""
+        where, params = _filters(since=since, time_column="time")
+        if database is not None:
+            where, params = (where + " AND " if where else " WHERE ") + "database_name = ?", (*params, database)
+        rows = self._run("read finding history", lambda tx: tx.rows(
+            "SELECT time, database_name, check_name, kind, severity, hint, details "
+            f"FROM guardian_finding_history{where} ORDER BY time, id", params))
+        return [FindingEvent(from_utc_text(r[0]), r[1], r[2], r[3], r[4], r[5], json.loads(r[6])) for r in rows]
+
     # -- drill history -------------------------------------------------------------------------------------
     def add_drill(self, database: str, scenario: str, started_at: datetime, succeeded: bool,
                   doc: dict[str, Any]) -> None:
@@ -241,6 +269,16 @@ class StateStore:
             "SELECT doc FROM guardian_drills WHERE database_name = ? ORDER BY started_at DESC, id DESC LIMIT ?",
             (database, int(limit))))
         return [json.loads(r[0]) for r in reversed(rows)]
+
+    def drills_since(self, since: datetime | None = None, database: str | None = None) -> list[dict[str, Any]]:
+        """Every drill document that started at or after `since` (all when None), of `database` only when
+        given, oldest first."""
+        where, params = _filters(since=since)
+        if database is not None:
+            where, params = (where + " AND " if where else " WHERE ") + "database_name = ?", (*params, database)
+        rows = self._run("read drills since", lambda tx: tx.rows(
+            f"SELECT doc FROM guardian_drills{where} ORDER BY started_at, id", params))
+        return [json.loads(r[0]) for r in rows]
 
     # -- scratch database ledger -----------------------------------------------------------------------------
     def add_scratch(self, entry: ScratchEntry) -> None:
@@ -297,11 +335,11 @@ class StateStore:
             release()
 
 
-def _filters(action: str | None = None, target: str | None = None,
-             since: datetime | None = None) -> tuple[str, tuple[Any, ...]]:
-    """A WHERE clause and its parameters for the given optional filters."""
+def _filters(action: str | None = None, target: str | None = None, since: datetime | None = None,
+             time_column: str = "started_at") -> tuple[str, tuple[Any, ...]]:
+    """A WHERE clause and its parameters for the given optional filters (`since` bounds `time_column`)."""
     clauses = [("action = ?", action), ("target = ?", target),
-               ("started_at >= ?", utc_text(since) if since else None)]
+               (f"{time_column} >= ?", utc_text(since) if since else None)]
     used = [(sql, value) for sql, value in clauses if value is not None]
     where = " WHERE " + " AND ".join(sql for sql, _ in used) if used else ""
     return where, tuple(value for _, value in used)

@@ -261,3 +261,24 @@ def test_the_daemon_sends_the_open_message_to_the_webhook(
     assert "No backup schedule is configured (no_schedule, warning)" in body["message"]
     log = d.log()
     assert TOKEN not in log and "pg-backup-guardian 0." in log  # the token masked, and only the token
+
+
+def test_the_finding_history_names_who_was_told_by_channel_never_by_url(receiver: Receiver, tmp_path: Path) -> None:
+    from daemon.adapters.statestore import open_state_store
+
+    store = open_state_store(None, tmp_path / "state")
+    n = make_notifier(SentryConfig(reminder="6h", flap_window="15m"), tmp_path, lambda: T0, store=store,
+                      notifications=NotificationsConfig(urls=[receiver.url()]))
+    try:
+        evaluate(n, receiver, state(breach()), T0)
+        evaluate(n, receiver, state(breach(active=False)), T0 + timedelta(hours=1))
+        evaluate(n, receiver, state(breach(active=False)), T0 + timedelta(hours=1, minutes=15))
+        history = store.finding_history()
+    finally:
+        n.close()
+        store.close()
+    assert [(e.kind, e.details.get("transition")) for e in history] == [
+        ("opened", None), ("notified", "opened"), ("resolved", None), ("notified", "resolved")]
+    assert history[1].details["channels"] == ["log", "json"]
+    assert history[2].time == T0 + timedelta(hours=1)  # when it stopped, not when the flap window ended
+    assert TOKEN not in json.dumps([e.details for e in history]) + "".join(e.hint for e in history)

@@ -178,3 +178,30 @@ def test_an_unachievable_rpo_is_said_once_and_not_reminded_daily() -> None:
         for f in remind:
             reminded[f.check] = reminded.get(f.check, 0) + 1
     assert reminded == {"rpo_breach": 30, "rpo_unachievable": 1}  # the standing one: once, on day 30
+
+
+def test_the_finding_history_is_pruned_beyond_its_keep(tmp_path: Path) -> None:
+    """Each transition is kept once; entries older than history_keep go as new ones are written."""
+    from daemon.adapters.sentry import FindingTracker
+    from daemon.adapters.statestore import open_state_store
+    from daemon.core.snapshot import Finding
+
+    t0 = datetime(2026, 3, 1, 2, 0, tzinfo=UTC)
+    store = open_state_store(None, tmp_path / "state")
+    tracker = FindingTracker(None, timedelta(hours=24), store, timedelta(0), history_keep=timedelta(days=30))
+
+    def breach(active: bool, at: datetime) -> list[Finding]:
+        return [Finding("shop", "rpo_breach", "critical", active, "data at risk 25h", at)]
+
+    try:
+        tracker.changes(breach(True, t0), t0)
+        tracker.changes(breach(True, t0 + timedelta(hours=1)), t0 + timedelta(hours=1))  # still open: nothing
+        tracker.changes(breach(False, t0 + timedelta(hours=2)), t0 + timedelta(hours=2))
+        first = store.finding_history()
+        assert [(e.kind, e.time) for e in first] == [("opened", t0), ("resolved", t0 + timedelta(hours=2))]
+        assert first[1].details == {"open_seconds": 7200} and first[1].severity == "critical"
+        later = t0 + timedelta(days=31, hours=1)
+        tracker.changes(breach(True, later), later)
+        assert [(e.kind, e.time) for e in store.finding_history()] == [("opened", later)]
+    finally:
+        store.close()

@@ -24,6 +24,7 @@ from daemon.adapters.postgres.cluster import LocalCluster, free_port
 from daemon.adapters.statestore import (
     MIGRATIONS,
     SCHEMA_VERSION,
+    FindingEvent,
     LockBusy,
     ScratchEntry,
     StateStore,
@@ -107,6 +108,24 @@ def test_reopening_applies_nothing_new(backend: Backend, store: StateStore) -> N
     again = backend.open()
     assert again.get("k") == 1
     assert backend.execute("SELECT COUNT(*) FROM guardian_schema_migrations")[0][0] == len(MIGRATIONS)
+
+
+def test_a_store_of_migration_4_gains_the_finding_history_and_keeps_its_data(backend: Backend,
+                                                                             store: StateStore) -> None:
+    store.add_audit(audit_entry(1, outcome="done"))
+    store.save_findings({"shop\x1frpo_breach": {"opened_at": T0.isoformat(), "told_at": T0.isoformat()}})
+    store.add_drill("shop", "full", T0, True, {"database": "shop", "started_at": T0.isoformat()})
+    store.close()
+    # what a guardian of migration 4 left: no history table, no record of migration 5
+    backend.execute("DROP TABLE guardian_finding_history")
+    backend.execute("DELETE FROM guardian_schema_migrations WHERE version = 5")
+    upgraded = backend.open()
+    assert upgraded.schema_version() == 5
+    assert [a["outcome"] for a in upgraded.audit()] == ["done"]
+    assert list(upgraded.load_findings()) == ["shop\x1frpo_breach"]
+    assert len(upgraded.drill_history("shop")) == 1
+    upgraded.add_finding_events([FindingEvent(T0, "shop", "rpo_breach", "opened", "critical", "no backup")])
+    assert [e.kind for e in upgraded.finding_history()] == ["opened"]
 
 
 def test_store_written_by_newer_guardian_is_refused(backend: Backend, store: StateStore) -> None:
@@ -273,6 +292,40 @@ def test_save_findings_replaces_the_whole_set(store: StateStore) -> None:
     assert store.load_findings() == second
     store.save_findings({})
     assert store.load_findings() == {}
+
+
+def test_finding_history_is_read_by_time_and_database_and_pruned_before_a_time(store: StateStore) -> None:
+    store.add_finding_events([
+        FindingEvent(T0, "shop", "rpo_breach", "opened", "critical", "no backup for 25h"),
+        FindingEvent(T0 + timedelta(hours=1), "billing", "missed_schedule", "opened", "critical", "02:00 missed"),
+        FindingEvent(T0 + timedelta(hours=2), "shop", "rpo_breach", "notified", "critical", "",
+                     {"transition": "opened", "channels": ["log", "slack"]}),
+        FindingEvent(T0 + timedelta(hours=3), "shop", "rpo_breach", "resolved", "critical", "",
+                     {"open_seconds": 10800}),
+    ])
+    every = store.finding_history()
+    assert [(e.database, e.kind) for e in every] == [("shop", "opened"), ("billing", "opened"), ("shop", "notified"),
+                                                     ("shop", "resolved")]
+    assert every[2].details == {"transition": "opened", "channels": ["log", "slack"]}
+    assert every[0].time == T0 and every[0].hint == "no backup for 25h" and every[0].severity == "critical"
+    assert [e.kind for e in store.finding_history(since=T0 + timedelta(hours=1), database="shop")] == \
+        ["notified", "resolved"]
+    store.add_finding_events([FindingEvent(T0 + timedelta(hours=4), "shop", "size_anomaly", "opened", "warning", "")],
+                             prune_before=T0 + timedelta(hours=2))
+    assert [e.time for e in store.finding_history()] == [T0 + timedelta(hours=h) for h in (2, 3, 4)]
+
+
+def test_drills_since_reads_every_drill_of_the_window(store: StateStore) -> None:
+    for hour, database in ((0, "shop"), (2, "billing"), (4, "shop")):
+        store.add_drill(database, "full", T0 + timedelta(hours=hour), True, {"database": database, "hour": hour})
+    assert [d["hour"] for d in store.drills_since(T0 + timedelta(hours=1))] == [2, 4]
+    assert [d["hour"] for d in store.drills_since(database="shop")] == [0, 4]
+
+
+def test_audit_since_leaves_out_older_entries(store: StateStore) -> None:
+    for minute in (1, 2, 3):
+        store.add_audit(audit_entry(minute))
+    assert [a["reason"] for a in store.audit(since=T0 + timedelta(minutes=2))] == ["reason 2", "reason 3"]
 
 
 def add_drill(store: StateStore, scenario: str, hour: int, ok: bool, database: str = "shop") -> None:
