@@ -123,6 +123,7 @@ class RecoveryPlan:
     drill: DrillVerdict
     findings: tuple[Finding, ...]
     warnings: tuple[str, ...] = ()
+    provider_plan: str | None = None  # the provider's plan (a fork or rollback is created on it)
     steps: tuple[Step, ...] = field(default=())
     afterwards: tuple[str, ...] = field(default=())
 
@@ -139,7 +140,7 @@ class RecoveryPlan:
             "rollback": None if self.rollback is None else {
                 "plan": self.rollback.plan, "earliest": self.rollback.earliest.isoformat(),
                 "latest": self.rollback.latest.isoformat()},
-            "rollback_reason": self.rollback_reason,
+            "rollback_reason": self.rollback_reason, "provider_plan": self.provider_plan,
             "drill": {"scenario": self.drill.drill_scenario, "verdict": self.drill.verdict,
                       "measured_seconds": self.drill.measured_seconds, "rto_seconds": self.drill.rto_seconds,
                       "started_at": _iso(self.drill.started_at), "backup_id": self.drill.backup_id,
@@ -262,4 +263,5 @@ def plan_facts(db: DatabaseState, target: PlanTarget, scenario: str, now: dateti
                         rpo_seconds=db.rpo_seconds, target=target, before=before,
                         newest=copies[0] if copies else None, fallbacks=tuple(copies[1:1 + FALLBACKS]),
                         rollback=window, rollback_reason=why, drill=drill_verdict(db, sc),
-                        findings=incident_findings(db), warnings=tuple(warnings))
+                        findings=incident_findings(db), warnings=tuple(warnings),
+                        provider_plan=db.provider.plan if db.provider else None)

@@ -71,16 +71,20 @@ def rollback_command(plan: RecoveryPlan) -> str:
             f" -- --rollback {t.config_var} --to {_q(_damage(plan))}")
 
 
-def _archive_restore(plan: RecoveryPlan, c: Candidate, tables: tuple[str, ...] = ()) -> tuple[str, ...]:
-    """Fetch (from S3), verify and `pg_restore` an archived copy into a new database (only `tables` when given)."""
-    assert c.location is not None
+def _restore_elsewhere(plan: RecoveryPlan, c: Candidate, tables: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """Fetch (from S3, or Heroku's own backup when the archive lacks it), verify and `pg_restore` a good backup
+    into a new database (only `tables` when given)."""
     t, dbname = plan.target, recovery_database(plan.database)
     cmds = []
-    dump = c.location
-    if t.archive_kind == "s3":
+    if c.location is None:  # a Heroku backup: the CLI saves it as latest.dump (ref: pg:backups:download)
+        dump = "latest.dump"
+        cmds.append(_heroku(t, "pg:backups:download", _q(c.backup_id)))
+    elif t.archive_kind == "s3":
         dump = f"{c.backup_id}.dump"
         endpoint = f" --endpoint-url {_q(t.s3_endpoint)}" if t.s3_endpoint else ""
         cmds.append(f"aws s3 cp {_q(c.location)} {_q(dump)}{endpoint}")
+    else:
+        dump = c.location
     if c.sha256:
         cmds.append(f"echo {_q(c.sha256 + '  ' + dump)} | sha256sum --check")
     cmds.append(f"createdb {dbname}")
@@ -128,26 +132,30 @@ def _capture_first(plan: RecoveryPlan) -> Step:
 
 
 def _restore_steps(plan: RecoveryPlan, tables: tuple[str, ...] = ()) -> list[Step]:
-    """Restore the newest good backup: Heroku's own (in place) and the guardian's archived copy (elsewhere)."""
+    """Restore a good backup: Heroku's own in place (a whole database only), and a copy into a new database
+    (the archived one, or for some tables the newest of any source)."""
     t, out = plan.target, []
     heroku = _heroku_copy(plan)
+    alternative = "Or, without the rollback: " if plan.rollback is not None else ""
     if t.heroku_app and heroku is not None and not tables:
-        out.append(_step(f"Restore Heroku backup {heroku.backup_id} into {t.config_var} (overwrites it; data loss "
-                         f"now {_age(heroku)})",
+        fork_plan = _addon_plan(plan.provider_plan) if plan.provider_plan else "<plan>"
+        out.append(_step(f"{alternative}restore Heroku backup {heroku.backup_id} into {t.config_var} (overwrites "
+                         f"it; data loss now {_age(heroku)})",
                          _heroku(t, "pg:backups:info", _q(heroku.backup_id)),
                          _heroku(t, "pg:backups:restore", _q(heroku.backup_id), t.config_var)
                          + f" --confirm {_q(t.heroku_app)}",
                          note="to keep the damaged data for inspection, fork it first: "
-                              f"heroku addons:create heroku-postgresql:<plan> --app {_q(t.heroku_app)} -- --fork "
-                              f"{t.config_var}"))
-    archived = _archived(plan)
-    if archived is not None:
+                              f"heroku addons:create heroku-postgresql:{fork_plan} --app {_q(t.heroku_app)} -- "
+                              f"--fork {t.config_var}"))
+    copy = (plan.newest if tables else None) or _archived(plan)
+    if copy is not None:
         what = "the critical tables of " if tables else ""
-        out.append(_step(f"Or restore {what}the archived copy {archived.backup_id} into a new database "
-                         f"(data loss now {_age(archived)})",
-                         f"backup-guardian archive list --database {_q(plan.database)}",
-                         *_archive_restore(plan, archived, tables),
-                         note="then point the application at the new database once it is checked"))
+        lead = "Or restore" if out or alternative else "Restore"
+        out.append(_step(f"{lead} {what}backup {copy.backup_id} into a new database (data loss now {_age(copy)})",
+                         *([f"backup-guardian archive list --database {_q(plan.database)}"] if copy.location else []),
+                         *_restore_elsewhere(plan, copy, tables),
+                         note="then copy the rows back" if tables else
+                         "then point the application at the new database once it is checked"))
     if not out:
         out.append(_step("No good backup to restore from", note="see the warnings above"))
     return out
@@ -214,7 +222,7 @@ def _outage(plan: RecoveryPlan) -> list[Step]:
         return out
     out.append(_step(f"Restore the archived copy {archived.backup_id} on another PostgreSQL server (data loss now "
                      f"{_age(archived)})", f"backup-guardian archive list --database {_q(plan.database)}",
-                     *_archive_restore(plan, archived),
+                     *_restore_elsewhere(plan, archived),
                      note="run these with PGHOST/PGPORT/PGUSER set to the new server; then set the app's "
                           "DATABASE_URL to it"))
     return out
@@ -238,6 +246,8 @@ def afterwards(plan: RecoveryPlan) -> list[str]:
 
 # -- the plan in words -------------------------------------------------------------------------------------------
 
+#: What each drill rehearses, in the status page's words.
+DRILL_WORDS = {"database_corruption": "full restore", "accidental_deletion": "table restore"}
 VERDICT_WORDS = {"within": "WITHIN the RTO", "over": "OVER the RTO", "failed": "FAILED (recovery time unknown)",
                  "never_measured": "NEVER MEASURED"}
 
@@ -272,9 +282,10 @@ def plan_lines(plan: RecoveryPlan) -> list[tuple[str, str]]:
     out.append(("heading", "Recovery time"))
     verdict = VERDICT_WORDS[d.verdict]
     style = {"within": "ok", "over": "critical", "failed": "critical"}.get(d.verdict, "warning")
-    measured = (f"last {d.drill_scenario.replace('_', ' ')} drill {d.started_at:%Y-%m-%d} took "
-                f"{format_duration_s(d.measured_seconds)}" if d.started_at and d.measured_seconds is not None and
-                d.verdict != "failed" else f"{d.drill_scenario.replace('_', ' ')} drill: {d.reason}")
+    kind = DRILL_WORDS.get(d.drill_scenario, d.drill_scenario.replace("_", " "))
+    measured = (f"last {kind} drill {d.started_at:%Y-%m-%d} took {format_duration_s(d.measured_seconds)}"
+                if d.started_at and d.measured_seconds is not None and d.verdict != "failed"
+                else f"{kind} drill: {d.reason}")
     out.append((style, f"  {verdict}: {measured}; RTO {rto}"))
     out.append(("heading", "Steps"))
     for i, s in enumerate(plan.steps, 1):

@@ -237,3 +237,17 @@ def test_archive_location_follows_both_stores_layout(tmp_path: object) -> None:
 
     root = Path(str(tmp_path))
     assert archive_location(str(root), NAME, "a041") == str(LocalDirectoryStore(root).dump_path(NAME, "a041"))
+
+
+def test_deletion_from_a_backup_only_heroku_holds_downloads_it_and_restores_the_tables_alone() -> None:
+    cmds = commands(plan_recovery(state(rollback=False), HEROKU, "deletion", NOW))
+    assert "heroku pg:backups:download a042 --app suoops-backend" in cmds
+    assert ("pg_restore --no-owner --no-privileges --exit-on-error --schema public --table invoices --schema billing "
+            "--table payments --dbname suoops_backend_database_recovery latest.dump") in cmds
+
+
+def test_no_password_reaches_the_plan() -> None:
+    target = replace(SELF, server="db.internal:5433")
+    db = replace(state(), name="shop")
+    doc = str(plan_recovery(db, target, "failure", NOW).to_json())
+    assert "@" not in doc and "postgresql://" not in doc
