@@ -47,4 +47,5 @@ TABLE: tuple[tuple[str, str, str, str, str], ...] = (
     ("actions, actions pause/resume", "done", "-", "-", "the state store cannot be read or written"),
     ("capture", "done or dry run", "declined by a guard (paused, cooldown, daily cap, not the leader)",
      "the capture failed", "unknown database"),
+    ("recovery-plan", "printed", "-", "-", "unknown database or scenario, a `--before` that is not a time"),
 )
