@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 from daemon.config import DatabaseConfig, GuardianConfig
 from daemon.core.errors import GuardianError
 from daemon.core.recovery import SCENARIOS, PlanTarget, RecoveryPlan
-from daemon.core.redact import shorten
+from daemon.core.redact import REDACTOR, shorten
 from daemon.core.runbook import plan_recovery
 from daemon.core.snapshot import Snapshot
 
@@ -61,4 +61,7 @@ def recovery_plan(snap: Snapshot, known: dict[str, PlanTarget], database: str, s
     db = snap.databases.get(database)
     if db is None or database not in known:
         raise GuardianError(f"unknown database {database!r}; known: {', '.join(sorted(snap.databases)) or 'none'}")
-    return plan_recovery(db, known[database], scenario, now, before)
+    unread = tuple(f"the {c.collector} facts ({REDACTOR(c.last_error) if c.last_error else 'late'})"
+                   for (_, name), c in sorted(snap.collectors.items()) if name == database and
+                   (not c.up or c.stale(now)))
+    return plan_recovery(db, known[database], scenario, now, before, unread)

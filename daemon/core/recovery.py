@@ -238,10 +238,11 @@ def incident_findings(db: DatabaseState) -> tuple[Finding, ...]:
 
 
 def plan_facts(db: DatabaseState, target: PlanTarget, scenario: str, now: datetime,
-               before: datetime | None = None) -> RecoveryPlan:
+               before: datetime | None = None, unread: tuple[str, ...] = ()) -> RecoveryPlan:
     """The facts of the plan for `db` in `scenario` at `now` (no steps yet: `daemon.core.runbook.plan_recovery`
     adds them); `before` (the moment just before the damage, when known) picks the backups and the rollback
-    time. Raises ValueError naming an unknown scenario."""
+    time; `unread` says which facts could not be read now (a collector down or late), so the plan says its
+    backups may be incomplete. Raises ValueError naming an unknown scenario."""
     if scenario not in SCENARIOS:
         raise ValueError(f"unknown scenario {scenario!r}; one of: {', '.join(SCENARIOS)}")
     sc = SCENARIOS[scenario]
@@ -249,7 +250,7 @@ def plan_facts(db: DatabaseState, target: PlanTarget, scenario: str, now: dateti
     sources = frozenset({SOURCE_ARCHIVE}) if sc.key == "outage" and target.heroku_app else None
     copies = good_copies(db, target, now, sources, before)
     window, why = rollback_window(db.provider, now)
-    warnings = []
+    warnings = [f"could not read {what} now: the backups below are the last known, maybe not all" for what in unread]
     if not copies:
         where = " outside Heroku" if sources else ""
         when = f" from before {before.isoformat(timespec='seconds')}" if before else ""

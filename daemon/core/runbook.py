@@ -26,10 +26,10 @@ HEROKU_STATUS_API = "https://status.heroku.com/api/v4/current-status"
 
 
 def plan_recovery(db: DatabaseState, target: PlanTarget, scenario: str, now: datetime,
-                  before: datetime | None = None) -> RecoveryPlan:
-    """The whole plan: the facts (`daemon.core.recovery.plan_facts`) and the runbook's steps for them. Raises
-    ValueError naming an unknown scenario."""
-    plan = plan_facts(db, target, scenario, now, before)
+                  before: datetime | None = None, unread: tuple[str, ...] = ()) -> RecoveryPlan:
+    """The whole plan: the facts (`daemon.core.recovery.plan_facts`, whose arguments these are) and the
+    runbook's steps for them. Raises ValueError naming an unknown scenario."""
+    plan = plan_facts(db, target, scenario, now, before, unread)
     return replace(plan, steps=tuple(steps(plan)), afterwards=tuple(afterwards(plan)))
 
 

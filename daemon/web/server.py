@@ -282,6 +282,8 @@ class GuardianHTTP:
                          "scenarios": list(SCENARIOS)}
         if params["database"] not in self.plan_targets:
             return 404, {"error": f"no database named {params['database']!r} is watched here"}
+        if not self.holder.current().first_collection_done:  # no backup known yet is not "no backup exists"
+            return 503, {"error": "the first collection has not finished yet; ask again in a moment"}
         try:
             before = parse_time(params["before"], "before") if params.get("before") else None
             plan = recovery_plan(self.holder.current(), self.plan_targets, params["database"], params["scenario"],

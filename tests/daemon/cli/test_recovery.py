@@ -155,3 +155,15 @@ def test_bad_input_is_named_without_a_traceback(pg_cluster: LocalCluster, tmp_pa
     assert before.returncode == 3 and "--before 'yesterday' is not a time" in before.stderr
     for out in (unknown, scenario, before):
         assert "Traceback" not in out.stderr
+
+
+def test_when_heroku_cannot_be_read_the_plan_says_its_backups_may_be_incomplete(heroku: HerokuDouble,
+                                                                                 tmp_path: Path) -> None:
+    heroku_backups(heroku, datetime.now(UTC))
+    heroku.inject(r"^GET /client/v11/apps/[^/]+/transfers$", "500")  # Heroku's backups API is down
+    out = plan_cli(heroku_config(tmp_path, heroku), "--database", HEROKU_DB, "--scenario", "failure",
+                   env={"HEROKU_API_KEY": TOKEN})
+    assert out.returncode == 0, out.stderr
+    assert "WARNING: could not read the heroku facts (" in out.stdout
+    assert "the backups below are the last known, maybe not all" in out.stdout
+    assert TOKEN not in out.stdout + out.stderr

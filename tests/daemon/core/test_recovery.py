@@ -251,3 +251,9 @@ def test_no_password_reaches_the_plan() -> None:
     db = replace(state(), name="shop")
     doc = str(plan_recovery(db, target, "failure", NOW).to_json())
     assert "@" not in doc and "postgresql://" not in doc
+
+
+def test_facts_that_could_not_be_read_now_are_said_first() -> None:
+    plan = plan_recovery(state(), HEROKU, "corruption", NOW, unread=("the heroku facts (HTTP 503)",))
+    assert plan.warnings[0] == ("could not read the heroku facts (HTTP 503) now: the backups below are the last "
+                                "known, maybe not all")

@@ -16,6 +16,7 @@ import json
 import re
 import shutil
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -373,6 +374,12 @@ def test_a_bad_recovery_plan_request_is_named(query: str, status: int, error: st
     with serving(snapshot(failing())) as server:
         code, body = get(server.port, "/api/recovery-plan?" + query)
     assert code == status and error in json.loads(body)["error"]
+
+
+def test_before_the_first_collection_the_recovery_plan_is_not_ready_rather_than_empty() -> None:
+    with serving(replace(snapshot(failing()), first_collection_done=False)) as server:
+        code, body = get(server.port, f"/api/recovery-plan?database={quote(FAILING, safe='')}&scenario=outage")
+    assert code == 503 and "first collection" in json.loads(body)["error"]
 
 
 def test_the_recovery_plan_needs_the_same_authentication_as_the_status() -> None:
