@@ -125,6 +125,7 @@ class Runtime:
 
     def launch(self, g: GuardianParts, serve_http: bool = True) -> None:
         """Start HTTP first (so /healthz answers at once), then the scheduler with every job."""
+        from daemon.recovery import targets
         from daemon.web.server import GuardianHTTP  # the web server's imports only when it is started
 
         g.control.publish()  # the switches are right from the first scrape, before the first election
@@ -136,7 +137,7 @@ class Runtime:
         g.runner.close_interrupted()  # what a process that died left "running" (never a live one's)
         if serve_http:
             host, port = g.config.listen_host_port
-            g.http = GuardianHTTP(host, port, g.holder, g.exposition, g.clock, g.config.web)
+            g.http = GuardianHTTP(host, port, g.holder, g.exposition, g.clock, g.config.web, targets(g.config))
             g.http.start()
             logger.info("serving /metrics, /healthz, /readyz, /api/status on {}", g.http.url)
         g.heartbeat()

@@ -50,4 +50,5 @@ TABLE: tuple[tuple[str, str, str, str, str], ...] = (
     ("recover-rows", "the files are written (also when nothing is missing)", "skipped (paused, a drill running)",
      "the restore or the comparison failed", "bad argument: unknown database or table, no key, no such backup, "
      "--out not empty"),
+    ("recovery-plan", "printed", "-", "-", "unknown database or scenario, a `--before` that is not a time"),
 )

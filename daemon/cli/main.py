@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from daemon.core.snapshot import Snapshot
 
 #: Commands that, given no configuration of their own, work on the guardian running in the state directory.
-ATTACHING = ("check", "drill", "capture", "archive", "actions", "recover-rows", "timeline")
+ATTACHING = ("check", "drill", "capture", "archive", "actions", "recover-rows", "timeline", "recovery-plan")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -69,6 +69,9 @@ def _parser() -> argparse.ArgumentParser:
     from daemon.cli import timeline as timelinecli
 
     timelinecli.add_parser(sub, with_config)
+    from daemon.cli import recovery as recoverycli
+
+    recoverycli.add_parser(sub, with_config)
     drill = with_config(sub.add_parser("drill", help="restore the newest good backup into a scratch database now"))
     drill.add_argument("--database", help="only this database (default: every one)")
     drill.add_argument("--scenario", choices=["full", "table"], default="full",
@@ -121,6 +124,10 @@ def main(argv: list[str] | None = None) -> int:
             if args.command == "actions":
                 return actionscli.run_actions(args, config)
             return actionscli.run_capture(args, config)
+        if args.command == "recovery-plan":
+            from daemon.cli import recovery as recoverycli
+
+            return recoverycli.run(args, config)
         if args.command == "archive":
             from daemon.cli import archive as archivecli
 

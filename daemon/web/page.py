@@ -32,6 +32,8 @@ OUTCOME_WORDS = {
     "skipped_max": ("not done: at its maximum", "warning"), "skipped_busy": ("not done: busy", "muted"),
     "skipped_unavailable": ("not done: unavailable", "warning"),
 }
+#: The scenarios a recovery plan is linked for (daemon.core.recovery.SCENARIOS), in the procedures' order.
+PLAN_SCENARIOS = ("corruption", "deletion", "failure", "outage")
 DAY_COLOURS = {"good": "#2e7d32", "failed": "#c62828", "none": "#c4c4c4"}
 
 
@@ -162,6 +164,7 @@ def _card(db: dict[str, Any], now: datetime, link: bool) -> str:
               ("Remedial decisions", _decisions(db, now))]
     if (pitr := _pitr(db, now)) is not None:
         facts.append(("Point-in-time recovery", pitr))
+    facts.append(("Recovery plan", _plans(db["name"])))
     stale = [s for s, src in sorted(db["sources"].items()) if src["stale"]]
     if stale:
         facts.append(("Stale facts", escape(f"the last known values of {', '.join(stale)}: its collector is down "
@@ -266,6 +269,17 @@ def _pitr(db: dict[str, Any], now: datetime) -> str | None:
     if p["offers_pitr"]:
         return f"<span class='s-text-warning'>off, although the {escape(p['plan'])} plan offers it</span>"
     return f"not offered by the {escape(p['plan'])} plan"
+
+
+def plan_href(name: str, scenario: str) -> str:
+    """The JSON recovery plan of database `name` in `scenario` (served by daemon.web.server)."""
+    return f"/api/recovery-plan?database={quote(name, safe='')}&scenario={quote(scenario, safe='')}"
+
+
+def _plans(name: str) -> str:
+    """A link to the recovery plan of each scenario of the procedures."""
+    links = [f"<a class='plan' href='{escape(plan_href(name, s))}'>{escape(s)}</a>" for s in PLAN_SCENARIOS]
+    return " · ".join(links)
 
 
 def _timeline(db: dict[str, Any]) -> str:

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
 from typing import Any
+from urllib.parse import parse_qs
 
 from loguru import logger
 from waitress import wasyncore
@@ -30,8 +31,10 @@ from waitress.server import TcpWSGIServer
 
 from daemon.config import TlsServerConfig, WebConfig
 from daemon.core.errors import GuardianError
+from daemon.core.recovery import SCENARIOS, PlanTarget
 from daemon.core.snapshot import StateHolder
 from daemon.metrics import Exposition
+from daemon.recovery import parse_time, recovery_plan
 from daemon.status import status_document
 from daemon.web.auth import Authenticator, server_tls_context
 from daemon.web.page import database_page, overview_page
@@ -40,7 +43,8 @@ from daemon.web.page import database_page, overview_page
 HEARTBEAT_STALE = timedelta(seconds=30)
 #: Paths anyone may read: container health checks carry no credentials.
 OPEN_PATHS = frozenset({"/healthz"})
-ENDPOINTS = ["/metrics", "/healthz", "/readyz", "/api/status", "/", "/db/<url-quoted database name>"]
+ENDPOINTS = ["/metrics", "/healthz", "/readyz", "/api/status", "/", "/db/<url-quoted database name>",
+             "/api/recovery-plan?database=<name>&scenario=<corruption|deletion|failure|outage>"]
 HTML = {"Content-Type": "text/html; charset=utf-8"}
 
 StartResponse = Callable[[str, list[tuple[str, str]]], Any]
@@ -178,8 +182,10 @@ class GuardianHTTP:
     """Serves the guardian's endpoints on `host:port` in a background thread."""
 
     def __init__(self, host: str, port: int, holder: StateHolder, exposition: Exposition,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC), web: WebConfig | None = None) -> None:
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC), web: WebConfig | None = None,
+                 plan_targets: dict[str, PlanTarget] | None = None) -> None:
         self.holder, self.exposition, self.clock = holder, exposition, clock
+        self.plan_targets = plan_targets or {}  # what the recovery plan needs from the configuration
         self.web = web or WebConfig()
         self.auth = Authenticator({u: h.get_secret_value() for u, h in self.web.basic_auth_users.items()},
                                   self.web.bearer_token.get_secret_value() if self.web.bearer_token else None)
@@ -266,6 +272,26 @@ class GuardianHTTP:
         doc["security"] = self.security
         return doc
 
+    def recovery_plan(self, query: str) -> tuple[int, dict[str, Any]]:
+        """/api/recovery-plan?database=X&scenario=Y[&before=TIME]: the plan from the current snapshot; 400 for a
+        missing or bad parameter, 404 for a database not watched here."""
+        params = {k: v[-1] for k, v in parse_qs(query).items()}
+        missing = [k for k in ("database", "scenario") if not params.get(k)]
+        if missing:
+            return 400, {"error": f"missing parameter(s): {', '.join(missing)}",
+                         "scenarios": list(SCENARIOS)}
+        if params["database"] not in self.plan_targets:
+            return 404, {"error": f"no database named {params['database']!r} is watched here"}
+        if not self.holder.current().first_collection_done:  # no backup known yet is not "no backup exists"
+            return 503, {"error": "the first collection has not finished yet; ask again in a moment"}
+        try:
+            before = parse_time(params["before"], "before") if params.get("before") else None
+            plan = recovery_plan(self.holder.current(), self.plan_targets, params["database"], params["scenario"],
+                                 self.clock(), before)
+        except GuardianError as exc:
+            return 400, {"error": str(exc), "scenarios": list(SCENARIOS)}
+        return 200, plan.to_json()
+
     def _wsgi(self, environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
         """The WSGI application: authentication, then one endpoint."""
         path = environ.get("PATH_INFO") or "/"
@@ -296,6 +322,9 @@ class GuardianHTTP:
             return code, *_json(doc)
         if path == "/api/status":
             return 200, *_json(self.status())
+        if path == "/api/recovery-plan":
+            code, doc = self.recovery_plan(environ.get("QUERY_STRING", ""))
+            return code, *_json(doc)
         if path == "/":
             return 200, overview_page(self.status()).encode(), HTML
         if path.startswith("/db/"):  # PATH_INFO arrives unquoted: the rest is the name, "/" included

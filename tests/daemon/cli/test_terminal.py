@@ -122,3 +122,20 @@ def test_a_drill_shows_a_progress_bar_on_a_terminal_and_nothing_of_it_through_a_
     assert piped.returncode == 0, piped.stdout + piped.stderr
     assert "drill succeeded" in piped.stdout
     assert "\r" not in piped.stderr and "\x1b[?25l" not in piped.stderr and "━" not in piped.stderr
+
+
+def test_a_recovery_plan_is_coloured_on_a_terminal_and_plain_through_a_pipe(pg_cluster: LocalCluster,
+                                                                             tmp_path: Path) -> None:
+    url = create_database(pg_cluster)
+    record = Capturer(LocalDirectoryStore(tmp_path / "archive")).capture(CaptureRequest(database="shop", url=url))
+    args = ["recovery-plan", "--config", str(_config(tmp_path, url)), "--database", "shop", "--scenario", "outage"]
+
+    code, screen = in_terminal(args)
+    assert code == 0, screen
+    assert "\x1b[33m  NEVER MEASURED" in screen  # no drill yet: yellow
+    assert "\x1b[36m" in screen and f"{record.backup_id}.dump" in screen  # the commands in cyan
+
+    piped = through_pipe(args)
+    assert piped.returncode == 0, piped.stderr
+    assert ESC not in piped.stdout and "NEVER MEASURED" in piped.stdout
+    assert url.split(":")[2].split("@")[0] not in screen + piped.stdout + piped.stderr  # the password

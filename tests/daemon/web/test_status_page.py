@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import html
 import http.client
 import json
+import re
 import shutil
 from collections.abc import Iterator
 from dataclasses import replace
@@ -22,9 +24,11 @@ from urllib.parse import quote
 
 import pytest
 
+from daemon.config import WebConfig
 from daemon.core.check_guide import FIRST_STEPS, RUNBOOK_BASE, RUNBOOKS, TITLES
 from daemon.core.policy import CHECKS
 from daemon.core.provider import ProviderIncident, ProviderStatus
+from daemon.core.recovery import PlanTarget
 from daemon.core.snapshot import (
     ActionsStatus,
     ArchiveFacts,
@@ -138,10 +142,15 @@ def snapshot(*dbs: DatabaseState) -> Snapshot:
 
 
 @contextlib.contextmanager
-def serving(snap: Snapshot) -> Iterator[GuardianHTTP]:
+def serving(snap: Snapshot, web: WebConfig | None = None) -> Iterator[GuardianHTTP]:
+    """The snapshot served on loopback at a fixed `NOW`; every database has a recovery plan target (a Heroku
+    app named after it, an S3 archive)."""
     holder = StateHolder(snap)
     holder.heartbeat_at = NOW
-    server = GuardianHTTP("127.0.0.1", 0, holder, Exposition(holder), clock=lambda: NOW)
+    targets = {name: PlanTarget(heroku_app=name.split("/")[0], archive_kind="s3", archive_base="s3://backups/pg")
+               for name in snap.databases}
+    server = GuardianHTTP("127.0.0.1", 0, holder, Exposition(holder), clock=lambda: NOW, web=web,
+                          plan_targets=targets)
     server.start()
     try:
         yield server
@@ -149,10 +158,10 @@ def serving(snap: Snapshot) -> Iterator[GuardianHTTP]:
         server.stop()
 
 
-def get(port: int, path: str) -> tuple[int, str]:
+def get(port: int, path: str, headers: dict[str, str] | None = None) -> tuple[int, str]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
-        conn.request("GET", path)
+        conn.request("GET", path, headers=headers or {})
         resp = conn.getresponse()
         return resp.status, resp.read().decode()
     finally:
@@ -285,6 +294,11 @@ def test_the_overview_says_which_database_needs_attention_and_why(browser: Any, 
     heading = bad.find_element(By.CSS_SELECTOR, "h2 a")
     assert heading.get_attribute("href") == site + "/db/" + quote(FAILING, safe="")
 
+    plans = bad.find_elements(By.CSS_SELECTOR, "a.plan")
+    assert [a.text for a in plans] == ["corruption", "deletion", "failure", "outage"]
+    assert plans[0].get_attribute("href") == (site + "/api/recovery-plan?database=" + quote(FAILING, safe="")
+                                              + "&scenario=corruption")
+
 
 @pytest.mark.parametrize("width", WIDTHS)
 def test_a_database_page_shows_its_card_and_whole_errors_in_its_history(browser: Any, site: str, width: int) -> None:
@@ -362,6 +376,54 @@ def test_a_heroku_incident_is_a_banner_on_every_page_and_in_the_status_document(
     with serving(snapshot(healthy())) as server:
         assert json.loads(get(server.port, "/api/status")[1])["provider"] is None
         assert "Heroku reports" not in get(server.port, "/")[1]
+
+
+def test_each_card_links_the_recovery_plan_of_each_scenario_served_as_json() -> None:
+    with serving(snapshot(healthy(), failing())) as server:
+        _, page = get(server.port, "/")
+        links = re.findall(r"<a class='plan' href='([^']+)'>", page)
+        assert len(links) == 8  # four scenarios for each of the two databases
+        for link in links:
+            code, body = get(server.port, html.unescape(link))
+            assert code == 200, body
+            doc = json.loads(body)
+            assert doc["database"] in (HEALTHY, FAILING) and doc["generated_at"] == NOW.isoformat()
+        code, body = get(server.port, f"/api/recovery-plan?database={quote(FAILING, safe='')}&scenario=deletion")
+        doc = json.loads(body)
+        assert doc["drill"]["verdict"] == "failed" and doc["drill"]["scenario"] == "accidental_deletion"
+        newest = NOW - 2 * DAY - timedelta(hours=1)  # the newer attempts failed
+        assert doc["newest_good_backup"]["id"] == backup(FAILING, newest).backup_id
+        assert doc["newest_good_backup"]["data_loss_seconds"] == 2 * 86400 + 3600
+        assert {f["check"] for f in doc["findings"]} == {"rpo_breach", "last_attempt_failed"}
+
+
+@pytest.mark.parametrize(("query", "status", "error"), [
+    ("database=billing%2FDATABASE", 400, "missing parameter(s): scenario"),
+    ("scenario=corruption", 400, "missing parameter(s): database"),
+    ("database=billing%2FDATABASE&scenario=flood", 400, "unknown scenario 'flood'"),
+    ("database=absent&scenario=corruption", 404, "no database named 'absent' is watched here"),
+    ("database=billing%2FDATABASE&scenario=deletion&before=yesterday", 400, "before 'yesterday' is not a time"),
+])
+def test_a_bad_recovery_plan_request_is_named(query: str, status: int, error: str) -> None:
+    with serving(snapshot(failing())) as server:
+        code, body = get(server.port, "/api/recovery-plan?" + query)
+    assert code == status and error in json.loads(body)["error"]
+
+
+def test_before_the_first_collection_the_recovery_plan_is_not_ready_rather_than_empty() -> None:
+    with serving(replace(snapshot(failing()), first_collection_done=False)) as server:
+        code, body = get(server.port, f"/api/recovery-plan?database={quote(FAILING, safe='')}&scenario=outage")
+    assert code == 503 and "first collection" in json.loads(body)["error"]
+
+
+def test_the_recovery_plan_needs_the_same_authentication_as_the_status() -> None:
+    token = "plan-SECRET-token-0123456789"
+    with serving(snapshot(failing()), WebConfig(bearer_token=token)) as server:
+        path = f"/api/recovery-plan?database={quote(FAILING, safe='')}&scenario=corruption"
+        code, body = get(server.port, path)
+        assert code == 401 and token not in body
+        code, body = get(server.port, path, {"Authorization": f"Bearer {token}"})
+        assert code == 200 and json.loads(body)["database"] == FAILING and token not in body
 
 
 def test_the_status_document_carries_drills_archive_tiers_timeline_and_finding_guides() -> None:
