@@ -81,6 +81,7 @@ class RollbackWindow:
     plan: str
     earliest: datetime
     latest: datetime
+    family: str = "classic"  # daemon.core.plans: an Advanced database rolls back by a fork of its own kind
 
 
 @dataclass(frozen=True)
@@ -201,7 +202,8 @@ def good_copies(db: DatabaseState, target: PlanTarget, now: datetime, sources: f
 
 def rollback_window(provider: ProviderFacts | None, now: datetime) -> tuple[RollbackWindow | None, str]:
     """The provider's rollback window and, when there is none, why. The one place that reads the provider's
-    rollback facts: the latest reachable moment is `now` until the provider reports its own."""
+    rollback facts: the latest reachable moment is the one the provider reports (Advanced databases do), else
+    `now`."""
     if provider is None:
         return None, "no provider rollback: the database is self-managed (restore from the archive)"
     if not provider.offers_pitr:
@@ -210,7 +212,8 @@ def rollback_window(provider: ProviderFacts | None, now: datetime) -> tuple[Roll
         return None, f"continuous protection is off on the {provider.plan} plan, so there is no rollback"
     if provider.rollback_earliest is None:
         return None, "Heroku does not report a rollback window yet (pg:info shows no 'Rollback' line)"
-    return RollbackWindow(plan=provider.plan, earliest=provider.rollback_earliest, latest=now), ""
+    return RollbackWindow(plan=provider.plan, earliest=provider.rollback_earliest,
+                          latest=provider.rollback_latest or now, family=provider.family), ""
 
 
 def drill_verdict(db: DatabaseState, scenario: Scenario) -> DrillVerdict:

@@ -15,6 +15,7 @@ from dataclasses import replace
 from datetime import datetime
 
 from daemon.core.names import parse_table
+from daemon.core.plans import ADVANCED
 from daemon.core.policy import format_duration_s
 from daemon.core.recovery import Candidate, PlanTarget, RecoveryPlan, Step, plan_facts
 from daemon.core.snapshot import DatabaseState
@@ -67,8 +68,19 @@ def rollback_command(plan: RecoveryPlan) -> str:
     a plan's rollback is run)."""
     assert plan.rollback is not None
     t = plan.target
+    if plan.rollback.family == ADVANCED:  # Heroku Postgres Advanced: `data:pg:fork --rollback-to`, not addons:create
+        return (f"heroku data:pg:fork {t.config_var} --rollback-to {_q(_damage(plan))} "
+                f"--app {_q(t.heroku_app or '')}")
     return (f"heroku addons:create heroku-postgresql:{_addon_plan(plan.rollback.plan)} --app {_q(t.heroku_app or '')}"
             f" -- --rollback {t.config_var} --to {_q(_damage(plan))}")
+
+
+def recover_rows_command(plan: RecoveryPlan, tables: tuple[str, ...]) -> str:
+    """The one `recover-rows` run for every table of the deletion (one run, so rows that depend on each other
+    across those tables are compared together), into a new directory."""
+    return " ".join([f"backup-guardian recover-rows --database {_q(plan.database)}",
+                     *(f"--table {_q(name)}" for name in tables),
+                     f"--before {_q(_damage(plan))} --out {_q(recovery_database(plan.database) + '_rows')}"])
 
 
 def _restore_elsewhere(plan: RecoveryPlan, c: Candidate, tables: tuple[str, ...] = ()) -> tuple[str, ...]:
@@ -192,8 +204,9 @@ def _deletion(plan: RecoveryPlan) -> list[Step]:
                  note="pass --before '<that time>' to fill it into the commands below")]
     out += _rollback_steps(plan, "to the moment before the deletion; copy the rows back from it")
     out.append(_step("Recover the deleted rows from the newest good backup before that time",
-                     *(f"backup-guardian recover-rows --database {_q(plan.database)} --table {_q(name)} "
-                       f"--before {_q(_damage(plan))}" for name in tables)))
+                     recover_rows_command(plan, tables),
+                     note="writes an SQL file and CSVs into the new directory; review them, then apply the SQL "
+                          "file with psql (it never writes to production itself)"))
     return out + _restore_steps(plan, t.tables) + [_step("Merge the extracted rows back, then verify integrity")]
 
 

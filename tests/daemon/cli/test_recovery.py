@@ -94,7 +94,8 @@ def test_heroku_deletion_plan_as_text_recovers_rows_before_the_given_time(heroku
     assert f"Recovery plan: {HEROKU_DB}, accidental data deletion (scenario 2 of the procedures)" in text
     assert "newest good a001 (heroku)" in text  # a002 was captured after the deletion
     when = before.strftime("%Y-%m-%d %H:%M:%S+00:00")
-    assert f"$ backup-guardian recover-rows --database {HEROKU_DB} --table invoices --before '{when}'" in text
+    assert (f"$ backup-guardian recover-rows --database {HEROKU_DB} --table invoices --before '{when}' --out "
+            in text)
     assert "NEVER MEASURED" in text and "RTO 2h" in text
     assert "[ ] Critical flows work" in text
     assert TOKEN not in text + out.stderr and "db-SECRET-pw" not in text + out.stderr

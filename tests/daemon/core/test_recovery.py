@@ -4,16 +4,20 @@ ids and archive paths, and never a password. Times are fixed (no clock is read).
 
 from __future__ import annotations
 
+import argparse
+import shlex
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from daemon.cli.recover import add_parser
 from daemon.core.recovery import PlanTarget, archive_location, drill_verdict, rollback_window
 from daemon.core.runbook import DAMAGE_TIME, plan_lines, plan_recovery
 from daemon.core.snapshot import Backup, DatabaseState, DrillResult, Finding, ProviderFacts, SourceState
 
 NOW = datetime(2026, 11, 30, 15, 0, tzinfo=UTC)
+MINUTE = timedelta(minutes=1)
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
 RTO = {"database_corruption": 3600.0, "accidental_deletion": 7200.0, "complete_failure": 1800.0,
@@ -127,6 +131,20 @@ def test_with_a_rollback_window_corruption_rolls_back_into_a_new_database() -> N
     assert "rollback    Standard 0: any moment from 2026-11-26 15:00:00+00:00" in text(plan)
 
 
+def test_an_advanced_database_rolls_back_by_a_fork_up_to_the_latest_point_heroku_reports() -> None:
+    """Heroku Postgres Advanced: the rollback is `data:pg:fork --rollback-to`, and the window ends at the latest
+    rollback point Heroku reports, not at now."""
+    facts = ProviderFacts(plan="Advanced", continuous_protection=True, rollback_earliest=NOW - 7 * DAY,
+                          offers_pitr=True, observed_at=NOW, family="advanced", rollback_latest=NOW - 20 * MINUTE)
+    window, _ = rollback_window(facts, NOW)
+    assert window is not None and (window.earliest, window.latest) == (NOW - 7 * DAY, NOW - 20 * MINUTE)
+    plan = plan_recovery(replace(state(), provider=facts), HEROKU, "corruption", NOW, before=NOW - 2 * HOUR)
+    cmds = commands(plan)
+    assert ("heroku data:pg:fork DATABASE_URL --rollback-to '2026-11-30 13:00:00+00:00' --app suoops-backend"
+            in cmds)
+    assert not any("addons:create" in c and "--rollback" in c for c in cmds)
+
+
 def test_without_a_rollback_window_there_is_no_rollback_command_and_the_reason_is_given() -> None:
     plan = plan_recovery(state(rollback=False), HEROKU, "corruption", NOW)
     assert not any("--rollback" in c for c in commands(plan))
@@ -178,9 +196,16 @@ def test_drill_verdict_takes_the_newest_drill_of_the_kind() -> None:
 def test_deletion_recovers_rows_of_each_critical_table_before_the_deletion() -> None:
     plan = plan_recovery(state(), HEROKU, "deletion", NOW, before=NOW - 2 * HOUR)
     cmds = commands(plan)
-    assert ("backup-guardian recover-rows --database suoops-backend/DATABASE --table invoices "
-            "--before '2026-11-30 13:00:00+00:00'") in cmds
-    assert any("--table billing.payments" in c for c in cmds)
+    # one run for every critical table (their rows are compared together), into a new directory: the flags the
+    # recover-rows command itself takes
+    (rows,) = [c for c in cmds if c.startswith("backup-guardian recover-rows")]
+    assert rows == ("backup-guardian recover-rows --database suoops-backend/DATABASE --table invoices "
+                    "--table billing.payments --before '2026-11-30 13:00:00+00:00' "
+                    "--out suoops_backend_database_recovery_rows")
+    parser = argparse.ArgumentParser()
+    add_parser(parser.add_subparsers(dest="command"), lambda p: p)
+    args = parser.parse_args(shlex.split(rows)[1:])
+    assert (args.tables, args.out) == (["invoices", "billing.payments"], "suoops_backend_database_recovery_rows")
     restore = next(c for c in cmds if c.startswith("pg_restore"))
     assert "--schema public --table invoices --schema billing --table payments" in restore
     assert not any("pg:backups:restore" in c for c in cmds)  # never overwrite the whole database for some rows
