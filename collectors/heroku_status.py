@@ -1,7 +1,7 @@
 """Heroku's own status (status.heroku.com): parse `GET /api/v4/current-status`, and poll it on its interval.
 
 The document, as `heroku status` reads it (heroku/cli `packages/cli/src/commands/status.ts`; see
-tests/doubles/HEROKU_DOUBLE.md "Heroku's status API"):
+tests/HEROKU_DOUBLE.md "Heroku's status API"):
 
     {"status": [{"system": "Apps", "status": "green"}, {"system": "Data", "status": "red"}, ...],
      "incidents": [{"title": ..., "created_at": ..., "full_url": ..., "updates": [{"update_type": ...,

@@ -9,7 +9,7 @@
 
 The prefixes follow the Heroku CLI's own tests of a plan (heroku/heroku-cli-util `src/utils/addons/helpers.ts`:
 `isAdvancedDatabase` is /^(advanced|performance)/, `isEssentialDatabase` starts with "essential",
-`isLegacyEssentialDatabase` is /^(dev|basic|mini)/); see tests/doubles/HEROKU_DOUBLE.md, "Plan families".
+`isLegacyEssentialDatabase` is /^(dev|basic|mini)/); see tests/HEROKU_DOUBLE.md, "Plan families".
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """A local stand-in for Heroku: the Platform API, the Postgres Data API and signed dump downloads.
 
-Every fact this double encodes comes from `/work/shared/reference/heroku-api.md` ("the reference");
+Every fact this double encodes comes from `../shared/reference/heroku-api.md` (beside the checkout) ("the reference");
 comments cite its sections as `ref §N`. Where the reference is silent the choice is marked CHOICE and
-listed in tests/doubles/HEROKU_DOUBLE.md.
+listed in tests/HEROKU_DOUBLE.md.
 
 Four loopback HTTP servers (stdlib `ThreadingHTTPServer`, one thread per connection):
 

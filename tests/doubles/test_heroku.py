@@ -1,5 +1,5 @@
-"""The Heroku double over real HTTP: every behaviour the reference (`/work/shared/reference/heroku-api.md`)
-asks of it, including a real capture with pg_dump against the test cluster."""
+"""The Heroku double over real HTTP: every behaviour the reference (`../shared/reference/heroku-api.md`, beside
+the checkout) asks of it, including a real capture with pg_dump against the test cluster."""
 
 from __future__ import annotations
 
