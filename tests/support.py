@@ -23,6 +23,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -431,3 +432,28 @@ def self_signed(tmp_path: Path, names: tuple[str, ...] = ("localhost",),
                                            serialization.NoEncryption()))
     return cert_path, key_path
 
+
+class HealthApp:
+    """A loopback HTTP app whose /health answers `status` (switchable by the test)."""
+
+    def __init__(self) -> None:
+        self.status = 200
+        app = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(app.status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/health"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -3,10 +3,8 @@ process on the double's clock, the Heroku double's releases as what is rolled ba
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -20,33 +18,7 @@ from daemon.adapters.heroku import HerokuClient
 from daemon.app import Guardian
 from daemon.config import GuardianConfig, RollbackConfig
 from tests.doubles.heroku import HerokuDouble
-from tests.support import FakeClock
-
-
-class App:
-    """A loopback HTTP app whose /health answers `status` (switchable by the test)."""
-
-    def __init__(self) -> None:
-        self.status = 200
-        app = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                self.send_response(app.status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/health"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+from tests.support import FakeClock, HealthApp
 
 
 @pytest.fixture
@@ -55,8 +27,8 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def app() -> Iterator[App]:
-    a = App()
+def app() -> Iterator[HealthApp]:
+    a = HealthApp()
     yield a
     a.close()
 
@@ -68,7 +40,7 @@ def heroku(clock: FakeClock) -> Iterator[HerokuDouble]:
         yield double
 
 
-def make_guardian(heroku: HerokuDouble, clock: FakeClock, app: App, state_dir: Path, *, dry_run: bool = False,
+def make_guardian(heroku: HerokuDouble, clock: FakeClock, app: HealthApp, state_dir: Path, *, dry_run: bool = False,
                   rollback: dict[str, Any] | None = None, enabled: bool = True) -> Guardian:
     actions: dict[str, Any] = {"enabled": enabled, "dry_run": dry_run, "scale": [{
         "name": "api", "url": app.url, "app": "shop", "process_type": "web", "failures": 3, "max_quantity": 1,
@@ -106,7 +78,7 @@ def probe(g: Guardian, clock: FakeClock, n: int = 1) -> None:
         clock.now += timedelta(seconds=30)
 
 
-def deploy_good_then_bad(g: Guardian, heroku: HerokuDouble, clock: FakeClock, app: App,
+def deploy_good_then_bad(g: Guardian, heroku: HerokuDouble, clock: FakeClock, app: HealthApp,
                          good_age: timedelta = timedelta(hours=2), bad: str = "Deploy bad1234"
                          ) -> tuple[dict[str, Any], dict[str, Any]]:
     """A good deploy `good_age` ago, healthy probes, then a bad deploy and three failed probes after it."""
@@ -124,7 +96,7 @@ def audit(g: Guardian) -> list[dict[str, Any]]:
     return g.audit.read(action="rollback")
 
 
-def test_a_bad_release_after_a_healthy_one_is_rolled_back(heroku: HerokuDouble, clock: FakeClock, app: App,
+def test_a_bad_release_after_a_healthy_one_is_rolled_back(heroku: HerokuDouble, clock: FakeClock, app: HealthApp,
                                                           tmp_path: Path) -> None:
     g = make_guardian(heroku, clock, app, tmp_path / "state", rollback=ON)
     try:
@@ -141,7 +113,7 @@ def test_a_bad_release_after_a_healthy_one_is_rolled_back(heroku: HerokuDouble, 
         g.stop()
 
 
-def test_once_per_release_also_after_a_restart(heroku: HerokuDouble, clock: FakeClock, app: App,
+def test_once_per_release_also_after_a_restart(heroku: HerokuDouble, clock: FakeClock, app: HealthApp,
                                                tmp_path: Path) -> None:
     """Heroku fails the rollback's POST, so the bad release stays current: its next failures, in this process
     or a new one reading the same state store, do not try it again (a person takes over)."""
@@ -170,7 +142,7 @@ def test_once_per_release_also_after_a_restart(heroku: HerokuDouble, clock: Fake
         g2.stop()
 
 
-def test_dry_run_only_audits(heroku: HerokuDouble, clock: FakeClock, app: App, tmp_path: Path) -> None:
+def test_dry_run_only_audits(heroku: HerokuDouble, clock: FakeClock, app: HealthApp, tmp_path: Path) -> None:
     g = make_guardian(heroku, clock, app, tmp_path / "state", rollback=ON, dry_run=True)
     try:
         good, bad = deploy_good_then_bad(g, heroku, clock, app)
@@ -183,7 +155,7 @@ def test_dry_run_only_audits(heroku: HerokuDouble, clock: FakeClock, app: App, t
         g.stop()
 
 
-def test_off_by_default(heroku: HerokuDouble, clock: FakeClock, app: App, tmp_path: Path) -> None:
+def test_off_by_default(heroku: HerokuDouble, clock: FakeClock, app: HealthApp, tmp_path: Path) -> None:
     g = make_guardian(heroku, clock, app, tmp_path / "state")
     try:
         deploy_good_then_bad(g, heroku, clock, app)
@@ -200,7 +172,7 @@ def test_off_by_default(heroku: HerokuDouble, clock: FakeClock, app: App, tmp_pa
         pytest.param({"good_age": timedelta(days=8)}, "older than the limit of 7d", id="target_older_than_limit"),
     ],
 )
-def test_refused(heroku: HerokuDouble, clock: FakeClock, app: App, tmp_path: Path, kw: dict[str, Any],
+def test_refused(heroku: HerokuDouble, clock: FakeClock, app: HealthApp, tmp_path: Path, kw: dict[str, Any],
                  why: str) -> None:
     g = make_guardian(heroku, clock, app, tmp_path / "state", rollback=ON)
     try:
@@ -213,7 +185,7 @@ def test_refused(heroku: HerokuDouble, clock: FakeClock, app: App, tmp_path: Pat
         g.stop()
 
 
-def test_refused_while_heroku_reports_an_incident(heroku: HerokuDouble, clock: FakeClock, app: App,
+def test_refused_while_heroku_reports_an_incident(heroku: HerokuDouble, clock: FakeClock, app: HealthApp,
                                                   tmp_path: Path) -> None:
     """An incident on Apps, read from Heroku's status API as the daemon reads it: the deploy is not blamed."""
     heroku.open_incident("Elevated API errors", systems=("Apps",))
@@ -229,7 +201,7 @@ def test_refused_while_heroku_reports_an_incident(heroku: HerokuDouble, clock: F
         g.stop()
 
 
-def test_refused_when_the_probe_was_failing_before_the_release(heroku: HerokuDouble, clock: FakeClock, app: App,
+def test_refused_when_the_probe_was_failing_before_the_release(heroku: HerokuDouble, clock: FakeClock, app: HealthApp,
                                                                tmp_path: Path) -> None:
     g = make_guardian(heroku, clock, app, tmp_path / "state", rollback=ON)
     try:
@@ -316,7 +288,7 @@ def test_plan_rollback_rules(rels: list[dict[str, Any]], incident: str | None, h
     pytest.param("kill", "skipped_disabled", id="kill_switch"),
     pytest.param("pause", "skipped_paused", id="pause"),
 ])
-def test_the_kill_switch_and_the_pause_stop_it(heroku: HerokuDouble, clock: FakeClock, app: App, tmp_path: Path,
+def test_the_kill_switch_and_the_pause_stop_it(heroku: HerokuDouble, clock: FakeClock, app: HealthApp, tmp_path: Path,
                                                setup: str, outcome: str) -> None:
     g = make_guardian(heroku, clock, app, tmp_path / "state", rollback=ON, enabled=setup != "kill")
     if setup == "pause":
@@ -334,7 +306,7 @@ def test_the_kill_switch_and_the_pause_stop_it(heroku: HerokuDouble, clock: Fake
     pytest.param({"cooldown": "1s", "daily_cap": 1}, "skipped_cap", id="daily_cap"),
 ])
 def test_a_second_bad_deploy_soon_after_a_rollback_waits_for_the_cooldown_and_the_cap(
-        heroku: HerokuDouble, clock: FakeClock, app: App, tmp_path: Path, limits: dict[str, Any],
+        heroku: HerokuDouble, clock: FakeClock, app: HealthApp, tmp_path: Path, limits: dict[str, Any],
         outcome: str) -> None:
     g = make_guardian(heroku, clock, app, tmp_path / "state", rollback=ON | limits)
     try:

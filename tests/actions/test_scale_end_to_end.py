@@ -3,12 +3,9 @@ process on simulated time, the Heroku double's formation as the thing that is sc
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -17,33 +14,7 @@ from daemon.adapters.heroku import HerokuClient
 from daemon.app import Guardian
 from daemon.config import GuardianConfig
 from tests.doubles.heroku import HerokuDouble
-from tests.support import FakeClock
-
-
-class App:
-    """A loopback HTTP app whose /health answers `status` (switchable by the test)."""
-
-    def __init__(self) -> None:
-        self.status = 200
-        app = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                self.send_response(app.status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/health"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+from tests.support import FakeClock, HealthApp
 
 
 @pytest.fixture
@@ -52,8 +23,8 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def app() -> Iterator[App]:
-    a = App()
+def app() -> Iterator[HealthApp]:
+    a = HealthApp()
     yield a
     a.close()
 
@@ -65,7 +36,7 @@ def heroku(clock: FakeClock) -> Iterator[HerokuDouble]:
         yield double
 
 
-def make_guardian(heroku: HerokuDouble, clock: FakeClock, app: App, state_dir: Path, dry_run: bool = False,
+def make_guardian(heroku: HerokuDouble, clock: FakeClock, app: HealthApp, state_dir: Path, dry_run: bool = False,
                   daily_cap: int = 6) -> Guardian:
     config = GuardianConfig.model_validate({
         "state_dir": str(state_dir),
@@ -98,7 +69,7 @@ def probe(g: Guardian, clock: FakeClock, n: int = 1, every: timedelta = timedelt
 
 
 def test_failing_probes_scale_up_once_per_cooldown_up_to_the_max_and_back_after_recovery(
-    heroku: HerokuDouble, clock: FakeClock, app: App, tmp_path: Path
+    heroku: HerokuDouble, clock: FakeClock, app: HealthApp, tmp_path: Path
 ) -> None:
     g = make_guardian(heroku, clock, app, tmp_path / "state")
     try:
@@ -132,7 +103,7 @@ def test_failing_probes_scale_up_once_per_cooldown_up_to_the_max_and_back_after_
         g.stop()
 
 
-def test_never_scales_below_what_a_person_set(heroku: HerokuDouble, clock: FakeClock, app: App,
+def test_never_scales_below_what_a_person_set(heroku: HerokuDouble, clock: FakeClock, app: HealthApp,
                                               tmp_path: Path) -> None:
     g = make_guardian(heroku, clock, app, tmp_path / "state")
     try:
@@ -149,7 +120,7 @@ def test_never_scales_below_what_a_person_set(heroku: HerokuDouble, clock: FakeC
         g.stop()
 
 
-def test_dry_run_probes_and_decides_but_never_scales(heroku: HerokuDouble, clock: FakeClock, app: App,
+def test_dry_run_probes_and_decides_but_never_scales(heroku: HerokuDouble, clock: FakeClock, app: HealthApp,
                                                      tmp_path: Path) -> None:
     g = make_guardian(heroku, clock, app, tmp_path / "state", dry_run=True)
     try:
@@ -163,7 +134,7 @@ def test_dry_run_probes_and_decides_but_never_scales(heroku: HerokuDouble, clock
 
 
 def test_the_daily_cap_holds_scale_ups_but_never_the_way_back_to_the_baseline(
-    heroku: HerokuDouble, clock: FakeClock, app: App, tmp_path: Path
+    heroku: HerokuDouble, clock: FakeClock, app: HealthApp, tmp_path: Path
 ) -> None:
     g = make_guardian(heroku, clock, app, tmp_path / "state", daily_cap=1)
     try:
@@ -181,7 +152,7 @@ def test_the_daily_cap_holds_scale_ups_but_never_the_way_back_to_the_baseline(
 
 
 def test_a_scale_up_waits_while_heroku_reports_an_incident_on_apps_and_goes_once_it_is_resolved(
-    heroku: HerokuDouble, clock: FakeClock, app: App, tmp_path: Path
+    heroku: HerokuDouble, clock: FakeClock, app: HealthApp, tmp_path: Path
 ) -> None:
     """No PATCH reaches the formation while Heroku reports an incident on Apps; the decline is audited once as
     waiting, starts no cooldown, and the next probe after the resolution scales."""
@@ -207,7 +178,7 @@ def test_a_scale_up_waits_while_heroku_reports_an_incident_on_apps_and_goes_once
 
 
 @pytest.mark.parametrize("generation", ["cedar", "fir"])
-def test_scales_up_and_back_on_an_app_of_either_generation(heroku: HerokuDouble, clock: FakeClock, app: App,
+def test_scales_up_and_back_on_an_app_of_either_generation(heroku: HerokuDouble, clock: FakeClock, app: HealthApp,
                                                            tmp_path: Path, generation: str) -> None:
     heroku.set_generation("shop", generation)
     g = make_guardian(heroku, clock, app, tmp_path / "state")
@@ -224,7 +195,7 @@ def test_scales_up_and_back_on_an_app_of_either_generation(heroku: HerokuDouble,
 
 
 def test_a_refused_formation_change_is_a_failure_with_herokus_message_and_not_retried_at_the_next_failure(
-    heroku: HerokuDouble, clock: FakeClock, app: App, tmp_path: Path
+    heroku: HerokuDouble, clock: FakeClock, app: HealthApp, tmp_path: Path
 ) -> None:
     heroku.set_formation_size("shop", "web", "eco")  # Heroku refuses a second Eco dyno of a process type
     g = make_guardian(heroku, clock, app, tmp_path / "state")
