@@ -55,20 +55,18 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import secrets
-import shutil
 import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import psycopg
+from clusters import Clusters, sigterm
 from loguru import logger
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
@@ -91,35 +89,6 @@ DRILL_PHASES = ("download", "verify", "restore", "checks", "drop")
 
 
 # -- clusters -----------------------------------------------------------------------------------------------
-@dataclass
-class Clusters:
-    """The throwaway clusters and folders of one benchmark run; `destroy()` removes all of them."""
-
-    work: Path
-    started: list[tuple[LocalCluster, Path]] = field(default_factory=list)
-
-    def new(self, label: str) -> LocalCluster:
-        base = Path(tempfile.mkdtemp(prefix=f"guardian-bench-{label}-", dir="/tmp"))
-        base.chmod(0o755)
-        cluster = LocalCluster(base / "data", base / "run", tcp=True, superuser_password="pw-" + secrets.token_hex(12))
-        self.started.append((cluster, base))
-        cluster.init()
-        cluster.start()
-        return cluster
-
-    def destroy(self) -> None:
-        for cluster, base in reversed(self.started):
-            with contextlib.suppress(Exception):
-                cluster.destroy()
-            shutil.rmtree(base, ignore_errors=True)
-        self.started.clear()
-        shutil.rmtree(self.work, ignore_errors=True)
-
-
-def _sigterm(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(128 + signum)  # unwinds through the finally blocks: clusters are destroyed
-
-
 # -- helpers ------------------------------------------------------------------------------------------------
 def libpq_env(url: str) -> tuple[str, dict[str, str]]:
     """A conninfo without the password, and an environment carrying it in PGPASSWORD (as the drill does)."""
@@ -245,7 +214,7 @@ def main(argv: list[str]) -> int:
     args = parse_args(argv)
     logger.remove()
     logger.add(sys.stderr, level="WARNING")  # the drill logs its outcome at INFO; we print our own lines
-    signal.signal(signal.SIGTERM, _sigterm)
+    signal.signal(signal.SIGTERM, sigterm)
 
     work = Path(tempfile.mkdtemp(prefix="guardian-bench-drill-", dir="/tmp"))
     work.chmod(0o755)

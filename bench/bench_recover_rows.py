@@ -33,10 +33,8 @@ median at the smallest (a hundredfold more rows). The time is reported, with row
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
-import secrets
 import shutil
 import signal
 import statistics
@@ -45,11 +43,11 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 
 import psycopg
+from clusters import Clusters, sigterm
 from loguru import logger
 from verdict import judged
 
@@ -60,35 +58,6 @@ from daemon.adapters.postgres.cluster import LocalCluster
 FLAT_RATIO = 1.25
 POLL = 0.02
 REPO = Path(__file__).resolve().parents[1]
-
-
-@dataclass
-class Clusters:
-    """The throwaway clusters and folders of one benchmark run; `destroy()` removes all of them."""
-
-    work: Path
-    started: list[tuple[LocalCluster, Path]] = field(default_factory=list)
-
-    def new(self, label: str) -> LocalCluster:
-        base = Path(tempfile.mkdtemp(prefix=f"guardian-bench-{label}-", dir="/tmp"))
-        base.chmod(0o755)
-        cluster = LocalCluster(base / "data", base / "run", tcp=True, superuser_password="pw-" + secrets.token_hex(12))
-        self.started.append((cluster, base))
-        cluster.init()
-        cluster.start()
-        return cluster
-
-    def destroy(self) -> None:
-        for cluster, base in reversed(self.started):
-            with contextlib.suppress(Exception):
-                cluster.destroy()
-            shutil.rmtree(base, ignore_errors=True)
-        self.started.clear()
-        shutil.rmtree(self.work, ignore_errors=True)
-
-
-def _sigterm(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(128 + signum)  # unwinds through the finally blocks: clusters are destroyed
 
 
 def populate(cluster: LocalCluster, rows: int, store: LocalDirectoryStore, deleted_pct: float) -> tuple[str, str]:
@@ -214,7 +183,7 @@ def main(argv: list[str]) -> int:
     sizes = [int(s) for s in args.sizes.split(",")]
     logger.remove()
     logger.add(sys.stderr, level="WARNING")
-    signal.signal(signal.SIGTERM, _sigterm)
+    signal.signal(signal.SIGTERM, sigterm)
     work = Path(tempfile.mkdtemp(prefix="guardian-bench-rows-", dir="/tmp"))
     work.chmod(0o755)
     clusters = Clusters(work)
