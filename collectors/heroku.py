@@ -14,7 +14,8 @@ from typing import Any
 
 from loguru import logger
 
-from daemon.adapters.heroku import HerokuAPI, HerokuNotFound, ResolvedDatabase
+from daemon.adapters.archive.download import DownloadError, ObjectGone
+from daemon.adapters.heroku import HerokuAPI, HerokuGone, HerokuNotFound, ResolvedDatabase, deleted_meanwhile
 from daemon.core.errors import CaptureError
 from daemon.core.plans import ADVANCED, offers_pg_backups, plan_family
 from daemon.core.schedules import next_due
@@ -60,6 +61,17 @@ def require_transfer_num(backup_id: str) -> int:
     if num is None:
         raise CaptureError(f"{backup_id} is not a Heroku backup name with a transfer number (a012, b003)")
     return num
+
+
+def deleted_while_read(exc: Exception, api: HerokuAPI | None, app: str | None, num: int | None) -> bool:
+    """Whether a failed read of a Heroku backup means Heroku deleted it (neither the guardian's failure nor the
+    backup's): Heroku answered 410 for it, its signed URL's object was gone, or the stream broke off and Heroku
+    now answers 410 for transfer `num` of `app` (its retention expired it mid-read; asked only then, and only
+    when `api`, `app` and `num` are known)."""
+    if isinstance(exc, HerokuGone | ObjectGone):
+        return True
+    return (isinstance(exc, DownloadError) and api is not None and app is not None and num is not None
+            and deleted_meanwhile(api, app, num))
 
 
 def transfer_name(t: dict[str, Any]) -> str:

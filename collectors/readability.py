@@ -15,9 +15,9 @@ from loguru import logger
 
 from collectors.archive import ArchiveReader
 from collectors.fleet import HerokuSide
-from collectors.heroku import require_transfer_num, transfer_num
-from daemon.adapters.archive.download import DownloadError, ObjectGone, stream
-from daemon.adapters.heroku import HerokuGone, deleted_meanwhile
+from collectors.heroku import deleted_while_read, require_transfer_num, transfer_num
+from daemon.adapters.archive.download import DownloadError, stream
+from daemon.adapters.heroku import HerokuGone
 from daemon.adapters.postgres.toc import Toc, read_stream
 from daemon.adapters.postgres.toc.messages import NEWER_DUMP
 from daemon.config import DatabaseConfig
@@ -60,8 +60,7 @@ class ReadThrough:
                 url = str(api.public_url(app, num)["url"])
                 toc = read_stream(stream(url))
             except (HerokuGone, DownloadError) as exc:
-                if isinstance(exc, DownloadError) and not (isinstance(exc, ObjectGone)
-                                                           or deleted_meanwhile(api, app, num)):
+                if not deleted_while_read(exc, api, app, num):
                     logger.warning("readability check of {} {} not done: {}", name, newest.backup_id, exc)
                     continue
                 # not a verdict on the backup: the next collection lists what remains, and its newest is read

@@ -34,10 +34,10 @@ from actions.drill.checks import run_checks
 from actions.drill.outcome import TABLE, DrillRun, Progress
 from actions.drill.restore import restore, verify_dump, version_gate
 from actions.drill.sweep import SweepReport, sweep
-from collectors.heroku import require_transfer_num, transfer_num
-from daemon.adapters.archive.download import DownloadError, ObjectGone, stream
+from collectors.heroku import deleted_while_read, require_transfer_num, transfer_num
+from daemon.adapters.archive.download import DownloadError, stream
 from daemon.adapters.archive.store import ArchiveStore
-from daemon.adapters.heroku import HerokuAPI, HerokuGone, deleted_meanwhile
+from daemon.adapters.heroku import HerokuAPI, HerokuGone
 from daemon.adapters.postgres import scratch as scratchdb
 from daemon.adapters.postgres.scratch import DrillRefused, Production, ScratchServer
 from daemon.adapters.postgres.tools import ProcessRegistry
@@ -211,11 +211,8 @@ class DrillRunner:
     def _gone(self, exc: DownloadError, backup: Backup, source: str, billing_app: str | None) -> bool:
         """Whether a failed download means Heroku deleted the backup: its URL's object was gone, or the stream
         broke off and Heroku now answers 410 for it (expired mid-read)."""
-        if isinstance(exc, ObjectGone):
-            return True
-        num = transfer_num(backup.backup_id)
-        return (source == SOURCE_HEROKU and self.heroku is not None and billing_app is not None and num is not None
-                and deleted_meanwhile(self.heroku, billing_app, num))
+        return deleted_while_read(exc, self.heroku if source == SOURCE_HEROKU else None, billing_app,
+                                  transfer_num(backup.backup_id))
 
     def _pick(self, state: DatabaseState, gone: set[str] | None = None) -> tuple[Backup, str]:
         """The newest good backup (not among `gone`): an archive copy (whose sha256 is known) wins a tie with
