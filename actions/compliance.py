@@ -1,0 +1,124 @@
+"""A compliance export's files: each table of a restored scratch database copied out as gzip CSV (COPY ... TO
+STDOUT WITH CSV HEADER, streamed through gzip into a file chunk by chunk, so memory stays flat), and the manifest
+that lists them (table, rows, bytes, sha256 of the stored object) with the backup they come from.
+
+The connection given here must be to the scratch database the backup was restored into, never production: the
+caller (the guarded action) restores and proves the scratch server first.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from actions.drill.outcome import TABLE, CheckResult, DrillRun
+from actions.drill.run import DrillRunner
+from daemon import __version__
+from daemon.adapters.archive.store import ArchiveStore
+from daemon.adapters.postgres.scratch import ScratchTarget
+from daemon.config import DatabaseConfig
+from daemon.core.errors import GuardianError, one_line
+from daemon.core.names import parse_table
+from daemon.core.snapshot import DatabaseState
+
+#: Where a database's compliance exports live beside its backups (the archive's prune never lists them).
+PREFIX = "compliance"
+
+
+@dataclass(frozen=True)
+class ExportedFile:
+    """One exported table: its object name, row count, compressed size and sha256 of the compressed bytes."""
+
+    table: str
+    name: str
+    rows: int
+    bytes: int
+    sha256: str
+
+
+def export_table(conn: psycopg.Connection[Any], table: str, folder: Path) -> tuple[ExportedFile, Path]:
+    """COPY `table` (a TableSpec) to `folder` as gzip CSV with a header; GuardianError naming the table when the
+    copy fails. The file's sha256 is of the bytes as stored."""
+    spec = parse_table(table)
+    name = f"{spec.schema}.{spec.name}.csv.gz".replace("/", "_")
+    path = folder / name
+    query = sql.SQL("COPY {}.{} TO STDOUT WITH (FORMAT csv, HEADER true)").format(
+        sql.Identifier(spec.schema), sql.Identifier(spec.name))
+    try:
+        with conn.cursor() as cur, path.open("wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz:
+            with cur.copy(query) as copy:
+                for chunk in copy:
+                    gz.write(chunk)
+            rows = cur.rowcount
+    except psycopg.Error as exc:
+        raise GuardianError(f"compliance export of table {table}: {one_line(exc)}") from None
+    return ExportedFile(table, name, rows, path.stat().st_size, _sha256(path)), path
+
+
+def manifest(database: str, backup_id: str, recovery_point: datetime | None, files: list[ExportedFile],
+             now: datetime) -> dict[str, Any]:
+    """The export's manifest: what backup it comes from, and per file its table, rows, bytes and sha256."""
+    return {"database": database, "backup_id": backup_id,
+            "recovery_point": recovery_point.isoformat() if recovery_point else None,
+            "guardian_version": __version__, "exported_at": now.isoformat(),
+            "files": [asdict(f) for f in files]}
+
+
+def store_export(store: ArchiveStore, database: str, stamp: str, files: list[tuple[ExportedFile, Path]],
+                 doc: dict[str, Any]) -> list[str]:
+    """Write the files, then the manifest (last: an export without its manifest is incomplete), under
+    `compliance/<stamp>/` beside the database's backups. Returns where each object went."""
+    where = [store.put_blob(database, f"{PREFIX}/{stamp}/{f.name}", path.read_bytes(), "application/gzip")
+             for f, path in files]
+    where.append(store.put_blob(database, f"{PREFIX}/{stamp}/manifest.json",
+                                json.dumps(doc, indent=2, sort_keys=True).encode(), "application/json"))
+    return where
+
+
+def _sha256(path: Path) -> str:
+    sha = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            sha.update(chunk)
+    return sha.hexdigest()
+
+
+class ComplianceRunner(DrillRunner):
+    """The drill's course unchanged (newest good backup downloaded and verified, scratch server proven not to be
+    production on the connections that create and drop, the configured tables restored as the table drill
+    does, the scratch database always dropped); inside the restored database it exports instead of checking.
+    Production receives only the identity check of that safety."""
+
+    _folder: Path
+    _files: list[ExportedFile]
+
+    def export(self, db: DatabaseConfig, state: DatabaseState, folder: Path) -> tuple[DrillRun, list[ExportedFile]]:
+        """Export `db.compliance.tables` of the newest good backup into `folder`; the run says whether it
+        succeeded and why not. GuardianError when the database has no compliance section."""
+        if db.compliance is None:
+            raise GuardianError(f"{db.name}: no compliance section is configured")
+        self._folder, self._files = folder, []
+        tables = db.drill.model_copy(update={"tables": list(db.compliance.tables)})
+        run = self.run(db.model_copy(update={"drill": tables}), state, TABLE)
+        return run, list(self._files)
+
+    def inside(self, db: DatabaseConfig, run: DrillRun, target: ScratchTarget, name: str,
+               production_url: str | None) -> list[CheckResult]:
+        results = [CheckResult(f"table {t} exported", False, "not in the backup") for t in run.not_in_dump]
+        missing = {str(t) for t in run.not_in_dump}
+        with target.connect(name) as conn:
+            for table in db.drill.tables:
+                if str(parse_table(table)) in missing:
+                    continue
+                exported, _ = export_table(conn, table, self._folder)
+                self._files.append(exported)
+                results.append(CheckResult(f"table {table} exported", True, f"{exported.rows} rows"))
+        return results

@@ -1,0 +1,112 @@
+"""Compliance exports with real PostgreSQL clusters, real pg_dump and pg_restore: taken from the newest good
+backup restored into a proven scratch database, never from production."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import io
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psycopg
+import pytest
+from pydantic import ValidationError
+
+from actions.compliance import ComplianceRunner, manifest, store_export
+from daemon.adapters.archive.local import LocalDirectoryStore
+from daemon.adapters.postgres.cluster import LocalCluster
+from daemon.adapters.postgres.scratch import PREFIX
+from daemon.app import Guardian
+from daemon.config import GuardianConfig
+from tests.support import DRILLED_DB as DB
+from tests.support import capture, create_database, databases
+
+TABLES = ["invoices", "users", "payments"]
+
+
+def _guardian(tmp: Path, url: str, scratch: str) -> Guardian:
+    return Guardian(GuardianConfig.model_validate({
+        "state_dir": str(tmp / "state"), "archive": {"path": str(tmp / "archive")},
+        "databases": [{"name": DB, "url": url, "drill": {"scratch_url": scratch},
+                       "compliance": {"tables": TABLES}}]}))
+
+
+def _statements(log: Path, offset: int) -> list[str]:
+    """The statements the production server logged after `offset` (log_statement = all on its database)."""
+    text = log.read_bytes()[offset:].decode(errors="replace")
+    return [line.split("statement: ", 1)[1].strip() for line in text.splitlines() if "statement: " in line]
+
+
+def _rows(path: Path) -> list[list[str]]:
+    return list(csv.reader(io.StringIO(gzip.decompress(path.read_bytes()).decode())))
+
+
+def test_the_export_has_the_backups_rows_checksummed_and_production_only_answers_the_identity_check(
+    pg_cluster: LocalCluster, own_cluster: LocalCluster, open_tmp: Path
+) -> None:
+    url = create_database(pg_cluster)
+    capture(open_tmp, DB, url)
+    with psycopg.connect(url, autocommit=True) as conn:
+        before = conn.execute("SELECT count(*) FROM invoices").fetchone()
+        # production changes after the backup: the export must show the backup's rows, not these
+        conn.execute("DELETE FROM payments")
+        conn.execute("UPDATE users SET email = 'changed-after-backup-' || id || '@example.com'")
+        conn.execute("INSERT INTO users (email, name) VALUES ('added-after-backup@example.com', 'late')")
+        dbname = conn.info.dbname
+    with psycopg.connect(pg_cluster.url("postgres"), autocommit=True) as conn:
+        conn.execute(f'ALTER DATABASE "{dbname}" SET log_statement = \'all\'')
+    assert before is not None
+    g = _guardian(open_tmp, url, own_cluster.url("postgres"))
+    try:
+        g.collect_all()
+        state = g.holder.current().databases[DB]
+        runner = ComplianceRunner(g.store, None, g.config.state_dir, g.processes, g.state, g.config.all_databases)
+        log = pg_cluster.data_dir / "server.log"
+        offset = log.stat().st_size
+        folder = open_tmp / "export"
+        folder.mkdir()
+        run, files = runner.export(g.config.databases[0], state, folder)
+        seen = _statements(log, offset)
+    finally:
+        g.stop()
+    assert run.succeeded, run.reason
+    # the only query production received is the scratch safety's identity check
+    assert seen and set(seen) == {"SELECT system_identifier FROM pg_control_system()"}, seen
+    assert not [d for d in databases(own_cluster) if d.startswith(PREFIX)]  # the scratch database was dropped
+    by_table = {f.table: f for f in files}
+    assert set(by_table) == set(TABLES)
+    invoices = _rows(folder / by_table["invoices"].name)
+    assert invoices[0][0] == "id" and len(invoices) - 1 == by_table["invoices"].rows == before[0]
+    users = _rows(folder / by_table["users"].name)
+    emails = {row[users[0].index("email")] for row in users[1:]}
+    assert not [e for e in emails if e.startswith("changed-after-backup")]
+    assert "added-after-backup@example.com" not in emails
+    assert by_table["payments"].rows > 0  # emptied in production after the backup, present in the backup
+
+    assert run.backup is not None
+    doc = manifest(DB, run.backup.backup_id, run.backup.recovery_point, files, datetime.now(UTC))
+    store = LocalDirectoryStore(open_tmp / "archive")
+    where = store_export(store, DB, "20260101T000000Z", [(f, folder / f.name) for f in files], doc)
+    stored = json.loads(Path(where[-1]).read_text())
+    assert stored["backup_id"] == run.backup.backup_id and stored["guardian_version"]
+    for entry, path in zip(stored["files"], where[:-1], strict=True):
+        data = Path(path).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == entry["sha256"] and len(data) == entry["bytes"]
+    # the archive's records (what prune plans from) do not include the export's objects
+    assert all(r.backup_id == run.backup.backup_id for r in store.list_records(DB))
+
+
+@pytest.mark.parametrize(("section", "field"), [
+    ({"tables": []}, "compliance.tables"),
+    ({"tables": ["invoices"], "every": "fortnightly"}, "compliance.every"),
+    ({"tables": ["invoices"], "keep_years": 0}, "compliance.keep_years"),
+    ({"tables": ["invoices"], "objects": {}}, "compliance.objects.prefix"),
+])
+def test_a_bad_compliance_section_names_the_field(section: dict[str, object], field: str) -> None:
+    with pytest.raises(ValidationError) as err:
+        GuardianConfig.model_validate({"databases": [{"name": "db", "url": "postgresql://h/db",
+                                                      "compliance": section}]})
+    assert field in str(err.value).replace("\n", ".").replace(" ", "")
