@@ -10,6 +10,7 @@ import io
 import json
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -17,12 +18,14 @@ from pydantic import ValidationError
 
 from actions.compliance import ComplianceRunner, manifest, store_export
 from daemon.adapters.archive.local import LocalDirectoryStore
+from daemon.adapters.archive.s3 import S3ArchiveStore
 from daemon.adapters.postgres.cluster import LocalCluster
 from daemon.adapters.postgres.scratch import PREFIX
 from daemon.app import Guardian
-from daemon.config import GuardianConfig
+from daemon.config import GuardianConfig, S3Config
+from tests.doubles.s3 import MotoServer
 from tests.support import DRILLED_DB as DB
-from tests.support import capture, create_database, databases
+from tests.support import capture, create_database, databases, s3_section
 
 TABLES = ["invoices", "users", "payments"]
 
@@ -110,3 +113,37 @@ def test_a_bad_compliance_section_names_the_field(section: dict[str, object], fi
         GuardianConfig.model_validate({"databases": [{"name": "db", "url": "postgresql://h/db",
                                                       "compliance": section}]})
     assert field in str(err.value).replace("\n", ".").replace(" ", "")
+
+
+def test_the_export_in_the_s3_archive_is_encrypted_checksummed_and_not_taken_for_a_backup(
+    pg_cluster: LocalCluster, own_cluster: LocalCluster, open_tmp: Path, moto_server: MotoServer,
+    s3_bucket: tuple[Any, str]
+) -> None:
+    url = create_database(pg_cluster)
+    capture(open_tmp, DB, url)
+    g = _guardian(open_tmp, url, own_cluster.url("postgres"))
+    try:
+        g.collect_all()
+        state = g.holder.current().databases[DB]
+        runner = ComplianceRunner(g.store, None, g.config.state_dir, g.processes, g.state, g.config.all_databases)
+        folder = open_tmp / "export"
+        folder.mkdir()
+        run, files = runner.export(g.config.databases[0], state, folder)
+    finally:
+        g.stop()
+    assert run.succeeded and run.backup is not None, run.reason
+    client, bucket = s3_bucket
+    store = S3ArchiveStore(S3Config.model_validate(s3_section(moto_server.endpoint_url, bucket)))
+    doc = manifest(DB, run.backup.backup_id, run.backup.recovery_point, files, datetime.now(UTC))
+    where = store_export(store, DB, "20260101T000000Z", [(f, folder / f.name) for f in files], doc)
+    keys = [w.removeprefix(f"s3://{bucket}/") for w in where]
+    assert all("/compliance/20260101T000000Z/" in k for k in keys)
+    stored = json.loads(client.get_object(Bucket=bucket, Key=keys[-1])["Body"].read())
+    for entry, key in zip(stored["files"], keys[:-1], strict=True):
+        obj = client.get_object(Bucket=bucket, Key=key)
+        assert obj.get("ServerSideEncryption")  # like every other archive object
+        data = obj["Body"].read()
+        assert hashlib.sha256(data).hexdigest() == entry["sha256"] and len(data) == entry["bytes"]
+    # the export's objects are no backup: no record, no unreadable record, nothing for the prune to plan on
+    assert store.list_records(DB) == [] and store.last_skipped == 0
+    assert store.objects(DB) == []

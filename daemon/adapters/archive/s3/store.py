@@ -127,12 +127,13 @@ class S3ArchiveStore:
         """One LIST of the database's prefix: its records, oldest first (a GET only for a record that is new or
         changed, see
         daemon.adapters.archive.s3.listing), and the listing by key. The cache forgets what is no longer listed."""
-        listing = {o["Key"]: o for o in self._list(self._folder(database))}
+        folder = self._folder(database)
+        listing = {o["Key"]: o for o in self._list(folder)}
         self.cache.retain(database, listing)
         records, skipped = [], 0
         for key, obj in listing.items():
-            if not key.endswith(".json"):
-                continue
+            if not key.endswith(".json") or key.startswith(f"{folder}reports/"):  # documents beside the backups
+                continue  # (drill reports, compliance exports) are no record: not read, not planned on by prune
             record = self.cache.record(database, key, version_of(obj), partial(self._read_record, key))
             if record is None:
                 skipped += 1
