@@ -8,7 +8,7 @@ import gzip
 import hashlib
 import io
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +16,9 @@ import psycopg
 import pytest
 from pydantic import ValidationError
 
-from actions.compliance import ComplianceRunner, manifest, store_export
+from actions.compliance import ComplianceRunner, ExportedFile, manifest, store_export
 from daemon.adapters.archive.local import LocalDirectoryStore
+from daemon.adapters.archive.records import BackupRecord
 from daemon.adapters.archive.s3 import S3ArchiveStore
 from daemon.adapters.postgres.cluster import LocalCluster
 from daemon.adapters.postgres.scratch import PREFIX
@@ -147,3 +148,31 @@ def test_the_export_in_the_s3_archive_is_encrypted_checksummed_and_not_taken_for
     # the export's objects are no backup: no record, no unreadable record, nothing for the prune to plan on
     assert store.list_records(DB) == [] and store.last_skipped == 0
     assert store.objects(DB) == []
+
+
+def test_the_prune_and_keep_last_delete_old_backups_but_never_a_compliance_export(tmp_path: Path) -> None:
+    doc = {"state_dir": str(tmp_path / "state"), "archive": {"path": str(tmp_path / "archive"), "prune_apply": True},
+           "databases": [{"name": "db", "url": "postgresql://unused@127.0.0.1/db", "capture": {"keep_last": 1},
+                          "compliance": {"tables": ["invoices"]}}]}
+    store = LocalDirectoryStore(tmp_path / "archive")
+    now = datetime.now(UTC)
+    for backup_id, age in [("old", 30), ("older", 40), ("recent", 1)]:
+        rp = now - timedelta(days=age)
+        writer = store.begin("db", backup_id, rp)
+        writer.write(b"PGDMP" + backup_id.encode())
+        writer.commit(BackupRecord(database="db", backup_id=backup_id, kind="scheduled", started_at=rp,
+                                   finished_at=rp, outcome="succeeded", size_bytes=5 + len(backup_id), tier="daily"))
+    part = tmp_path / "public.invoices.csv.gz"
+    part.write_bytes(gzip.compress(b"id\n1\n"))
+    sha = hashlib.sha256(part.read_bytes()).hexdigest()
+    exported = ExportedFile("invoices", part.name, 1, part.stat().st_size, sha)
+    where = store_export(store, "db", "20200101T000000Z", [(exported, part)],
+                         manifest("db", "old", now - timedelta(days=30), [exported], now))
+    g = Guardian(GuardianConfig.model_validate(doc))
+    try:
+        assert g.deletions.keep_last("db", 1) >= 1
+        g.prune()
+    finally:
+        g.stop()
+    assert {r.backup_id for r in store.list_records("db")} == {"recent"}  # the prune did delete
+    assert all(Path(w).exists() for w in where)  # the export and its manifest are untouched
