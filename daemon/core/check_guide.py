@@ -32,6 +32,7 @@ TITLES: dict[str, str] = {
     "recovery_time_over_rto": "Recovery took longer than the RTO",
     "scratch_leftover": "A drill's scratch database was not dropped",
     "client_tools_too_old": "This machine's pg_restore cannot read the backups",
+    "compliance_export_overdue": "The compliance export is overdue or failed",
 }
 
 FIRST_STEPS: dict[str, str] = {
@@ -55,6 +56,9 @@ FIRST_STEPS: dict[str, str] = {
     "recovery_time_over_rto": "Find the slow phase in the drill report, or revise the RTO with the business.",
     "scratch_leftover": "Drop the scratch database by hand after checking it is not production.",
     "client_tools_too_old": "Install the client tools of the server's PostgreSQL major (or set GUARDIAN_PG_BINDIR).",
+    "compliance_export_overdue": "Read the last export's reason in the audit log (backup-guardian actions "
+                                 "--action compliance_export), fix it, then run backup-guardian "
+                                 "compliance-export --database X.",
 }
 
 #: check -> its runbook file in docs/runbooks/ (checks without one are left out).
@@ -74,6 +78,7 @@ RUNBOOKS: dict[str, str] = {
     "drill_overdue": "pg_backup_drill_overdue.md",
     "recovery_time_over_rto": "pg_backup_recovery_time_over_rto.md",
     "client_tools_too_old": "pg_backup_client_tools_too_old.md",
+    "compliance_export_overdue": "pg_backup_compliance_export_overdue.md",
 }
 
 

@@ -38,6 +38,7 @@ SEVERITIES = {
     "PgBackupUnencryptedArchiveObject": "page",
     "PgBackupUnreadableBackup": "page",
     "PgBackupClientToolsTooOld": "ticket",
+    "PgBackupComplianceExportOverdue": "ticket",
     "PgBackupCollectorDown": "ticket",
     "PgBackupRemedialActionFailed": "ticket",
     "PgBackupGuardianAbsent": "page",

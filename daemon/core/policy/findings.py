@@ -30,6 +30,7 @@ CHECKS: dict[str, str] = {
     "recovery_time_over_rto": "critical",
     "scratch_leftover": "warning",
     "client_tools_too_old": "warning",
+    "compliance_export_overdue": "warning",
 }
 #: Checks that describe a standing condition of the configuration, not an incident (an RPO the schedule cannot
 #: meet by construction): said once and reminded rarely, never a daily alarm, and no WARNING in `check`'s exit

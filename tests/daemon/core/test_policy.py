@@ -360,7 +360,7 @@ def test_every_check_yields_a_finding_for_the_database_at_now() -> None:
         ["rpo_breach", "rpo_at_risk", "rpo_unachievable", "last_attempt_failed", "size_anomaly", "collector_down",
          "missed_schedule", "no_schedule", "continuous_protection_off", "archive_gap", "copy_lag", "unencrypted_object",
          "bucket_posture", "retention", "unreadable_backup", "drill_failed", "drill_overdue",
-         "recovery_time_over_rto", "scratch_leftover", "client_tools_too_old"])
+         "recovery_time_over_rto", "scratch_leftover", "client_tools_too_old", "compliance_export_overdue"])
     assert {f.database for f in result} == {"shop"}
     assert {f.observed_at for f in result} == {NOW}
 
