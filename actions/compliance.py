@@ -11,23 +11,31 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import psycopg
+from loguru import logger
 from psycopg import sql
 
+from actions.audit import person
 from actions.drill.outcome import TABLE, CheckResult, DrillRun
 from actions.drill.run import DrillRunner
+from actions.guards import Decision, Intent
+from actions.pipeline import COMPLIANCE_EXPORT, Pipeline
+from actions.runner import Outcome
 from daemon import __version__
 from daemon.adapters.archive.store import ArchiveStore
 from daemon.adapters.postgres.scratch import ScratchTarget
+from daemon.adapters.statestore import StateStore
 from daemon.config import DatabaseConfig
 from daemon.core.errors import GuardianError, one_line
 from daemon.core.names import parse_table
-from daemon.core.snapshot import DatabaseState
+from daemon.core.snapshot import DatabaseState, StateHolder
 
 #: Where a database's compliance exports live beside its backups (the archive's prune never lists them).
 PREFIX = "compliance"
@@ -122,3 +130,89 @@ class ComplianceRunner(DrillRunner):
                 self._files.append(exported)
                 results.append(CheckResult(f"table {table} exported", True, f"{exported.rows} rows"))
         return results
+
+
+#: Where the last export of a database is remembered (the state store's key-value table), for the finding.
+LAST_KEY = "compliance.last."
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """One requested export: whether it ran and succeeded, why not, its files and where the manifest went."""
+
+    ok: bool
+    reason: str
+    files: tuple[ExportedFile, ...] = ()
+    manifest_at: str | None = None
+    skipped: bool = False
+
+
+class ComplianceService:
+    """Runs a database's compliance export through the guarded action path (`COMPLIANCE_EXPORT`: paused with
+    every other change, leader only, single flight, audited) and remembers the last one in the state store."""
+
+    def __init__(self, databases: dict[str, DatabaseConfig], runner: ComplianceRunner, pipeline: Pipeline,
+                 holder: StateHolder, store: ArchiveStore | None, ledger: StateStore,
+                 clock: Callable[[], datetime]) -> None:
+        self.databases, self.runner, self.pipeline, self.holder = databases, runner, pipeline, holder
+        self.store, self.ledger, self.clock = store, ledger, clock
+
+    def export(self, name: str, manual: bool = False) -> ExportResult:
+        """Export `name` now. Never raises for a failed export: the result (and the audit) says why."""
+        db = self.databases.get(name)
+        if db is None or db.compliance is None:
+            return ExportResult(False, f"{name}: no compliance section is configured", skipped=True)
+        if self.store is None:
+            return ExportResult(False, f"{name}: a compliance export needs an archive to write to", skipped=True)
+        results: list[ExportResult] = []
+
+        def work(_id: int) -> Outcome:
+            result = self._export(db)
+            results.append(result)
+            details = {"manifest": result.manifest_at, "tables": {f.table: f.rows for f in result.files}}
+            return Outcome(result.ok, result.reason, details, skipped=result.skipped)
+
+        intent = Intent(COMPLIANCE_EXPORT.name, name, "compliance export", manual=manual,
+                        requested_by=person() if manual else None)
+        outcome = self.pipeline.run_held(COMPLIANCE_EXPORT, intent, work, unlocked_ok=False)
+        if isinstance(outcome, Decision):
+            return ExportResult(False, outcome.reason, skipped=True)
+        if outcome is None or not results:
+            return ExportResult(False, f"a compliance export of {name} is running in another process", skipped=True)
+        return results[0]
+
+    def _export(self, db: DatabaseConfig) -> ExportResult:
+        assert self.store is not None
+        now = self.clock()
+        folder_root = self.runner.state_dir / "compliance" / "tmp"
+        folder_root.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="export-", dir=folder_root) as tmp:
+            state = self.holder.current().databases[db.name]
+            run, files = self.runner.export(db, state, Path(tmp))
+            if run.skipped or not run.succeeded or run.backup is None:
+                result = ExportResult(False, run.reason or "the export did not run", skipped=run.skipped)
+            else:
+                doc = manifest(db.name, run.backup.backup_id, run.backup.recovery_point, files, now)
+                try:
+                    where = store_export(self.store, db.name, f"{now:%Y%m%dT%H%M%SZ}",
+                                         [(f, Path(tmp) / f.name) for f in files], doc)
+                    result = ExportResult(True, f"{len(files)} table(s) exported from backup {run.backup.backup_id}",
+                                          tuple(files), where[-1])
+                except GuardianError as exc:
+                    result = ExportResult(False, f"the archive refused the export: {exc}")
+        if not result.skipped:
+            self._remember(db.name, now, result)
+        return result
+
+    def _remember(self, name: str, at: datetime, result: ExportResult) -> None:
+        """The last export (and the last good one) in the state store, for the finding and the metrics."""
+        key = LAST_KEY + name
+        try:
+            last = self.ledger.get(key) or {}
+            last.update({"at": at.isoformat(), "ok": result.ok, "reason": result.reason})
+            if result.ok:
+                last.update({"good_at": at.isoformat(), "manifest": result.manifest_at,
+                             "tables": {f.table: {"rows": f.rows, "bytes": f.bytes} for f in result.files}})
+            self.ledger.put(key, last)
+        except GuardianError as exc:  # the export itself stands; only its remembrance is lost
+            logger.warning("the compliance export of {} is not remembered: {}", name, exc)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from actions.audit import AuditLog
 from actions.capture import Capturer, CaptureService
+from actions.compliance import ComplianceRunner, ComplianceService
 from actions.deletions import Deletions
 from actions.drill.run import DrillRunner
 from actions.drill.service import DrillService, drill_policy
@@ -199,6 +200,14 @@ class Guardian:
         drills.load_history()  # the newest drills are in the snapshot before anything evaluates or serves it
         self.on_stop.close.append(runner.close)
         return drills
+
+    @cached_property
+    def compliance(self) -> ComplianceService:
+        """Compliance exports: the drill's restore course, exporting instead of checking (actions.compliance)."""
+        runner = ComplianceRunner(self.store, self.heroku_api, self.config.state_dir, self.processes, self.state,
+                                  self.config.all_databases, self.clock)
+        return ComplianceService(self.databases, runner, self.pipeline, self.holder, self.store, self.state,
+                                 self.clock)
 
     @cached_property
     def remedies(self) -> Remedies:

@@ -70,6 +70,9 @@ def _parser() -> argparse.ArgumentParser:
     drill.add_argument("--database", help="only this database (default: every one)")
     drill.add_argument("--scenario", choices=["full", "table"], default="full",
                        help="full restore (database corruption) or critical tables only (accidental deletion)")
+    export = with_config(sub.add_parser("compliance-export", help="export the compliance tables of the newest good "
+                                        "backup (restored into a scratch database) to the archive now"))
+    export.add_argument("--database", required=True, help="the database (it needs a compliance section)")
     return p
 
 
@@ -105,6 +108,10 @@ def main(argv: list[str] | None = None) -> int:
             from daemon.cli import drill as drillcli
 
             return drillcli.run(config, args.database, args.scenario)
+        if args.command == "compliance-export":
+            from daemon.cli import compliance as compliancecli
+
+            return compliancecli.run(config, args.database)
         if args.command in ("actions", "capture"):
             from daemon.cli import actions as actionscli
 

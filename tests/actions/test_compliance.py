@@ -8,6 +8,9 @@ import gzip
 import hashlib
 import io
 import json
+import os
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -176,3 +179,38 @@ def test_the_prune_and_keep_last_delete_old_backups_but_never_a_compliance_expor
         g.stop()
     assert {r.backup_id for r in store.list_records("db")} == {"recent"}  # the prune did delete
     assert all(Path(w).exists() for w in where)  # the export and its manifest are untouched
+
+
+def test_the_compliance_export_command_runs_the_guarded_action_and_audits_it(
+    pg_cluster: LocalCluster, own_cluster: LocalCluster, open_tmp: Path
+) -> None:
+    url = create_database(pg_cluster)
+    capture(open_tmp, DB, url)
+    cfg = open_tmp / "guardian.json"
+    cfg.write_text(json.dumps({
+        "state_dir": str(open_tmp / "state"), "archive": {"path": str(open_tmp / "archive")},
+        "databases": [{"name": DB, "url": url, "drill": {"scratch_url": own_cluster.url("postgres")},
+                       "compliance": {"tables": TABLES}}]}))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GUARDIAN_", "DATABASE_URL"))}
+    proc = subprocess.run([sys.executable, "-m", "daemon", "compliance-export", "--database", DB, "--config",
+                           str(cfg)], capture_output=True, text=True, env=env, timeout=300, cwd=open_tmp)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "compliance export succeeded" in proc.stdout
+    manifest_at = Path(proc.stdout.split("manifest: ", 1)[1].split()[0])
+    doc = json.loads(manifest_at.read_text())
+    assert {f["table"] for f in doc["files"]} == set(TABLES)
+    for f in doc["files"]:
+        assert hashlib.sha256((manifest_at.parent / f["name"]).read_bytes()).hexdigest() == f["sha256"]
+    g = _guardian(open_tmp, url, own_cluster.url("postgres"))
+    try:
+        audit = g.audit.read(action="compliance_export")
+        last = g.state.get("compliance.last." + DB)
+    finally:
+        g.stop()
+    assert [a["outcome"] for a in audit if a["target"] == DB][-1] == "done"
+    assert last["ok"] and set(last["tables"]) == set(TABLES)
+    # unknown database or no compliance section: a clear error, no traceback
+    bad = subprocess.run([sys.executable, "-m", "daemon", "compliance-export", "--database", "nope", "--config",
+                          str(cfg)], capture_output=True, text=True, env=env, timeout=120, cwd=open_tmp)
+    assert bad.returncode != 0 and "unknown database 'nope'" in bad.stdout + bad.stderr
+    assert "Traceback" not in bad.stderr
