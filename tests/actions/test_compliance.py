@@ -208,7 +208,7 @@ def test_the_compliance_export_command_runs_the_guarded_action_and_audits_it(
     finally:
         g.stop()
     assert [a["outcome"] for a in audit if a["target"] == DB][-1] == "done"
-    assert last["ok"] and set(last["tables"]) == set(TABLES)
+    assert last is not None and last["ok"] and set(last["tables"]) == set(TABLES)
     # unknown database or no compliance section: a clear error, no traceback
     bad = subprocess.run([sys.executable, "-m", "daemon", "compliance-export", "--database", "nope", "--config",
                           str(cfg)], capture_output=True, text=True, env=env, timeout=120, cwd=open_tmp)
