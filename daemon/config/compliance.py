@@ -13,6 +13,9 @@ from daemon.config.fields import TABLE_NAME_SYNTAX, StrictModel, TableSpec
 
 #: Cadence names and their length in days (the overdue check adds the grace to it).
 CADENCES: dict[str, int] = {"weekly": 7, "monthly": 31, "quarterly": 92, "yearly": 366}
+#: When each cadence's export is due (cron, UTC): 06:00 on the 2nd, after the monthly drill of the 1st.
+CRONS: dict[str, str] = {"weekly": "0 6 * * mon", "monthly": "0 6 2 * *", "quarterly": "0 6 2 1,4,7,10 *",
+                         "yearly": "0 6 2 1 *"}
 
 
 class ComplianceObjects(StrictModel):

@@ -214,3 +214,29 @@ def test_the_compliance_export_command_runs_the_guarded_action_and_audits_it(
                           str(cfg)], capture_output=True, text=True, env=env, timeout=120, cwd=open_tmp)
     assert bad.returncode != 0 and "unknown database 'nope'" in bad.stdout + bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_the_daemon_schedules_the_export_monthly_by_default_and_at_the_configured_cadence(tmp_path: Path) -> None:
+    from daemon.jobs import periodic_jobs
+
+    doc = {"state_dir": str(tmp_path / "state"), "archive": {"path": str(tmp_path / "archive")},
+           "databases": [{"name": "monthly", "url": "postgresql://unused@127.0.0.1/a", "capture": {"enabled": False},
+                          "compliance": {"tables": ["invoices"]}},
+                         {"name": "weekly", "url": "postgresql://unused@127.0.0.1/b", "capture": {"enabled": False},
+                          "compliance": {"tables": ["invoices"], "every": "weekly"}},
+                         {"name": "none", "url": "postgresql://unused@127.0.0.1/c", "capture": {"enabled": False}}]}
+    g = Guardian(GuardianConfig.model_validate(doc))
+    try:
+        start = datetime(2026, 1, 15, 9, 30, tzinfo=UTC)  # a Thursday in the middle of a month
+        jobs = {j.id: j for j in periodic_jobs(g, start) if j.id.startswith("compliance:")}
+    finally:
+        g.stop()
+    assert set(jobs) == {"compliance:monthly", "compliance:weekly"}
+    monthly = jobs["compliance:monthly"]
+    assert monthly.leader_only and monthly.args == ("monthly",)
+    first = monthly.trigger.get_next_fire_time(None, start)
+    assert first == datetime(2026, 2, 2, 6, 0, tzinfo=UTC)
+    assert monthly.trigger.get_next_fire_time(first, first + timedelta(seconds=1)) == datetime(2026, 3, 2, 6, 0,
+                                                                                               tzinfo=UTC)
+    weekly = jobs["compliance:weekly"].trigger.get_next_fire_time(None, start)
+    assert weekly == datetime(2026, 1, 19, 6, 0, tzinfo=UTC)  # the next Monday
