@@ -14,7 +14,7 @@ import json
 import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +33,10 @@ from daemon.adapters.archive.store import ArchiveStore
 from daemon.adapters.postgres.scratch import ScratchTarget
 from daemon.adapters.statestore import StateStore
 from daemon.config import DatabaseConfig
+from daemon.config.compliance import CADENCES
 from daemon.core.errors import GuardianError, one_line
 from daemon.core.names import parse_table
+from daemon.core.policy import CompliancePolicy
 from daemon.core.snapshot import DatabaseState, StateHolder
 
 #: Where a database's compliance exports live beside its backups (the archive's prune never lists them).
@@ -120,7 +122,7 @@ class ComplianceRunner(DrillRunner):
 
     def inside(self, db: DatabaseConfig, run: DrillRun, target: ScratchTarget, name: str,
                production_url: str | None) -> list[CheckResult]:
-        results = [CheckResult(f"table {t} exported", False, "not in the backup") for t in run.not_in_dump]
+        results = [CheckResult(f"table {t}", False, "not in the backup") for t in run.not_in_dump]
         missing = {str(t) for t in run.not_in_dump}
         with target.connect(name) as conn:
             for table in db.drill.tables:
@@ -128,7 +130,7 @@ class ComplianceRunner(DrillRunner):
                     continue
                 exported, _ = export_table(conn, table, self._folder)
                 self._files.append(exported)
-                results.append(CheckResult(f"table {table} exported", True, f"{exported.rows} rows"))
+                results.append(CheckResult(f"table {parse_table(table)}", True, f"{exported.rows} rows exported"))
         return results
 
 
@@ -156,6 +158,26 @@ class ComplianceService:
                  clock: Callable[[], datetime]) -> None:
         self.databases, self.runner, self.pipeline, self.holder = databases, runner, pipeline, holder
         self.store, self.ledger, self.clock = store, ledger, clock
+        self._last: dict[str, dict[str, Any]] = {}
+        for name, db in databases.items():  # read once here: the evaluation that asks `policy` does no I/O
+            if db.compliance is not None:
+                try:
+                    self._last[name] = ledger.get(LAST_KEY + name) or {}
+                except GuardianError as exc:
+                    logger.warning("the last compliance export of {} cannot be read: {}", name, exc)
+
+    def policy(self, db: DatabaseConfig, since: datetime | None) -> CompliancePolicy | None:
+        """What the compliance_export_overdue check needs: the cadence, the grace (drill.overdue_grace: the
+        export is a table drill that exports), and the last export (None without a compliance section)."""
+        if db.compliance is None:
+            return None
+        last = self._last.get(db.name) or {}
+
+        def at(key: str) -> datetime | None:
+            return datetime.fromisoformat(last[key]) if last.get(key) else None
+
+        return CompliancePolicy(timedelta(days=CADENCES[db.compliance.every]), db.drill.overdue_grace, since,
+                                at("at"), last.get("ok"), str(last.get("reason") or ""), at("good_at"))
 
     def export(self, name: str, manual: bool = False) -> ExportResult:
         """Export `name` now. Never raises for a failed export: the result (and the audit) says why."""
@@ -189,8 +211,9 @@ class ComplianceService:
         with tempfile.TemporaryDirectory(prefix="export-", dir=folder_root) as tmp:
             state = self.holder.current().databases[db.name]
             run, files = self.runner.export(db, state, Path(tmp))
+            failed = "; ".join(f"{c.name}: {c.detail}" for c in run.checks if not c.ok)
             if run.skipped or not run.succeeded or run.backup is None:
-                result = ExportResult(False, run.reason or "the export did not run", skipped=run.skipped)
+                result = ExportResult(False, failed or run.reason or "the export did not run", skipped=run.skipped)
             else:
                 doc = manifest(db.name, run.backup.backup_id, run.backup.recovery_point, files, now)
                 try:
@@ -207,12 +230,13 @@ class ComplianceService:
     def _remember(self, name: str, at: datetime, result: ExportResult) -> None:
         """The last export (and the last good one) in the state store, for the finding and the metrics."""
         key = LAST_KEY + name
+        last = dict(self._last.get(name) or {})
         try:
-            last = self.ledger.get(key) or {}
             last.update({"at": at.isoformat(), "ok": result.ok, "reason": result.reason})
             if result.ok:
                 last.update({"good_at": at.isoformat(), "manifest": result.manifest_at,
                              "tables": {f.table: {"rows": f.rows, "bytes": f.bytes} for f in result.files}})
+            self._last[name] = last  # the finding sees it even when the store cannot keep it
             self.ledger.put(key, last)
         except GuardianError as exc:  # the export itself stands; only its remembrance is lost
             logger.warning("the compliance export of {} is not remembered: {}", name, exc)

@@ -155,7 +155,8 @@ class Guardian:
                                 next_capture_at=lambda name: self.runtime.next_run(f"capture:{name}"),
                                 with_readability=self.readthrough.with_verdicts)
         evaluator = Evaluator(self.holder, self.databases, completion, self.archive.policy, drill_policy,
-                              self.heroku, self._notify, self.clock, client_tools())
+                              self.heroku, self._notify, self.clock, client_tools(),
+                              lambda cfg, since: self.compliance.policy(cfg, since))
         self.drills  # noqa: B018 - built first: its history is in the snapshot before the first evaluation
         self.audit  # noqa: B018 - likewise the recent decisions the status page lists
         collection = Collection(self.databases, self.archive, self.heroku, boundary, evaluator,

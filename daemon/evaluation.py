@@ -48,7 +48,9 @@ class Evaluator:
                  archive_policy: Callable[[DatabaseConfig], policy.ArchivePolicy | None],
                  drill_policy: Callable[[DatabaseConfig, datetime | None], policy.DrillPolicy | None],
                  heroku: HerokuSide, on_evaluation: Callable[[Snapshot, datetime], None],
-                 clock: Callable[[], datetime], tools: policy.ClientTools | None = None) -> None:
+                 clock: Callable[[], datetime], tools: policy.ClientTools | None = None,
+                 compliance_policy: Callable[[DatabaseConfig, datetime | None], policy.CompliancePolicy | None]
+                 | None = None) -> None:
         self.holder = holder
         self.databases = databases
         self.completion = completion
@@ -58,6 +60,7 @@ class Evaluator:
         self.on_evaluation = on_evaluation
         self.clock = clock
         self.tools = tools  # the client programs' versions, against the backups' (client_tools_too_old)
+        self.compliance_policy = compliance_policy or (lambda _cfg, _since: None)
 
     def publish(self, results: list[Collected], first_pass_done: bool = False) -> Snapshot:
         now = self.clock()
@@ -75,7 +78,8 @@ class Evaluator:
                 cfg = self.databases[name]
                 db = replace(db, sources=share_unreadable(self.completion.with_readability(name, db.sources)))
                 findings = policy.evaluate(db, cfg.objectives, cols.values(), now, self.archive_policy(cfg),
-                                           self.drill_policy(cfg, snap.started_at), self.tools)
+                                           self.drill_policy(cfg, snap.started_at), self.tools,
+                                           self.compliance_policy(cfg, snap.started_at))
                 dbs[name] = replace(db, findings=findings, evaluated_at=now,
                                     rpo_tolerance_seconds=risk.tolerance_seconds(db, cfg.objectives, now),
                                     next_expected=risk.next_expected(db, cfg.objectives, now))

@@ -240,3 +240,29 @@ def test_the_daemon_schedules_the_export_monthly_by_default_and_at_the_configure
                                                                                                tzinfo=UTC)
     weekly = jobs["compliance:weekly"].trigger.get_next_fire_time(None, start)
     assert weekly == datetime(2026, 1, 19, 6, 0, tzinfo=UTC)  # the next Monday
+
+
+def test_a_table_the_backup_lacks_fails_the_export_and_the_finding_says_why(
+    pg_cluster: LocalCluster, own_cluster: LocalCluster, open_tmp: Path
+) -> None:
+    url = create_database(pg_cluster)
+    capture(open_tmp, DB, url)
+    g = Guardian(GuardianConfig.model_validate({
+        "state_dir": str(open_tmp / "state"), "archive": {"path": str(open_tmp / "archive")},
+        "databases": [{"name": DB, "url": url, "drill": {"scratch_url": own_cluster.url("postgres")},
+                       "compliance": {"tables": ["invoices", "audit_logs"]}}]}))
+    try:
+        g.collect_all()
+        before = {f.check: f for f in g.holder.current().databases[DB].findings}["compliance_export_overdue"]
+        result = g.compliance.export(DB)
+        g.collect_all()
+        after = {f.check: f for f in g.holder.current().databases[DB].findings}["compliance_export_overdue"]
+        audit = [a for a in g.audit.read(action="compliance_export") if a["target"] == DB]
+    finally:
+        g.stop()
+    assert not before.active, before.hint  # configured a moment ago: not overdue
+    assert not result.ok and not result.skipped, result.reason
+    assert result.reason == "table public.audit_logs: not in the backup"
+    assert after.active and "failed" in after.hint and "audit_logs" in after.hint, after.hint
+    assert audit[-1]["outcome"] == "failed"
+    assert not [d for d in databases(own_cluster) if d.startswith(PREFIX)]  # dropped even so
