@@ -176,8 +176,9 @@ class ComplianceService:
         def at(key: str) -> datetime | None:
             return datetime.fromisoformat(last[key]) if last.get(key) else None
 
+        tables = tuple((t, int(v["rows"]), int(v["bytes"])) for t, v in (last.get("tables") or {}).items())
         return CompliancePolicy(timedelta(days=CADENCES[db.compliance.every]), db.drill.overdue_grace, since,
-                                at("at"), last.get("ok"), str(last.get("reason") or ""), at("good_at"))
+                                at("at"), last.get("ok"), str(last.get("reason") or ""), at("good_at"), tables)
 
     def export(self, name: str, manual: bool = False) -> ExportResult:
         """Export `name` now. Never raises for a failed export: the result (and the audit) says why."""

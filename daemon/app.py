@@ -158,6 +158,7 @@ class Guardian:
                               self.heroku, self._notify, self.clock, client_tools(),
                               lambda cfg, since: self.compliance.policy(cfg, since))
         self.drills  # noqa: B018 - built first: its history is in the snapshot before the first evaluation
+        self.compliance  # noqa: B018 - likewise the last compliance exports
         self.audit  # noqa: B018 - likewise the recent decisions the status page lists
         collection = Collection(self.databases, self.archive, self.heroku, boundary, evaluator,
                                 self.config.collect_interval.total_seconds(), self.clock, self.processes.closing.is_set)

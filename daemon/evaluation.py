@@ -22,6 +22,7 @@ from daemon.core import policy, risk
 from daemon.core.snapshot import (
     SOURCE_ARCHIVE,
     Backup,
+    ComplianceExport,
     DatabaseState,
     HerokuStatus,
     Snapshot,
@@ -77,10 +78,12 @@ class Evaluator:
             for name, db in dbs.items():
                 cfg = self.databases[name]
                 db = replace(db, sources=share_unreadable(self.completion.with_readability(name, db.sources)))
+                exports = self.compliance_policy(cfg, snap.started_at)
                 findings = policy.evaluate(db, cfg.objectives, cols.values(), now, self.archive_policy(cfg),
-                                           self.drill_policy(cfg, snap.started_at), self.tools,
-                                           self.compliance_policy(cfg, snap.started_at))
-                dbs[name] = replace(db, findings=findings, evaluated_at=now,
+                                           self.drill_policy(cfg, snap.started_at), self.tools, exports)
+                dbs[name] = replace(db, findings=findings, evaluated_at=now, compliance=None if exports is None else
+                                    ComplianceExport(exports.last_at, exports.last_ok, exports.last_good_at,
+                                                     exports.tables),
                                     rpo_tolerance_seconds=risk.tolerance_seconds(db, cfg.objectives, now),
                                     next_expected=risk.next_expected(db, cfg.objectives, now))
             return replace(snap, databases=dbs, collectors=cols, heroku=self._heroku_status(snap),

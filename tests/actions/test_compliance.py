@@ -205,8 +205,17 @@ def test_the_compliance_export_command_runs_the_guarded_action_and_audits_it(
     try:
         audit = g.audit.read(action="compliance_export")
         last = g.state.get("compliance.last." + DB)
+        g.collect_all()  # a new process: the last export comes from the state store
+        body = g.exposition.render()[0].decode()
+        finding = {f.check: f for f in g.holder.current().databases[DB].findings}["compliance_export_overdue"]
     finally:
         g.stop()
+    assert not finding.active, finding.hint
+    rows = {f["table"]: f for f in doc["files"]}
+    assert f'pgbackup_compliance_export_last_success{{database="{DB}"}} 1.0' in body
+    assert f'pgbackup_compliance_export_rows{{database="{DB}",table="invoices"}} {float(rows["invoices"]["rows"])}' \
+        in body
+    assert f'pgbackup_compliance_export_bytes{{database="{DB}",table="users"}} {float(rows["users"]["bytes"])}' in body
     assert [a["outcome"] for a in audit if a["target"] == DB][-1] == "done"
     assert last is not None and last["ok"] and set(last["tables"]) == set(TABLES)
     # unknown database or no compliance section: a clear error, no traceback

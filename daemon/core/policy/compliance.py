@@ -23,6 +23,7 @@ class CompliancePolicy:
     last_ok: bool | None = None
     last_reason: str = ""
     last_good_at: datetime | None = None
+    tables: tuple[tuple[str, int, int], ...] = ()  # (table, rows, bytes) of the last good export, for metrics
 
 
 def compliance_check(db: DatabaseState, policy: CompliancePolicy | None, now: datetime) -> Finding:
