@@ -183,7 +183,7 @@ class Guardian:
     @cached_property
     def deletions(self) -> Deletions:
         return Deletions(self.store, dict(self.config.archive.keeps), self.pipeline, self.audit, self.control.count,
-                         self.clock)
+                         self.clock, {n: db.compliance.keep_years for n, db in self.databases.items() if db.compliance})
 
     @cached_property
     def mirrors(self) -> Mirrors:

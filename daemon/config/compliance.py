@@ -34,8 +34,8 @@ class ComplianceConfig(StrictModel):
                                     examples=[["invoices", "users", "audit_logs", "payments"]])
     every: Literal["weekly", "monthly", "quarterly", "yearly"] = Field(
         "monthly", description="How often an export is due.", examples=["monthly"])
-    keep_years: int = Field(7, ge=1, le=100, description="Years the exported objects are kept; the archive's "
-                            "prune never deletes them earlier.", examples=[7])
+    keep_years: int = Field(7, ge=1, le=100, description="Years each export is kept, from its own time; "
+                            "the archive's prune deletes it after that, never earlier.", examples=[7])
     objects: ComplianceObjects | None = Field(None, description="Application objects to copy with the export.")
 
     @field_validator("tables")

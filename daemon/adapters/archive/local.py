@@ -19,6 +19,7 @@ from urllib.parse import quote, unquote
 
 from loguru import logger
 
+from daemon.adapters.archive import exports
 from daemon.adapters.archive.records import BackupRecord
 from daemon.core.errors import CaptureError, CollectorError, GuardianError
 from daemon.core.retention import ArchivedObject, assign_tier
@@ -154,6 +155,41 @@ class LocalDirectoryStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         _atomic_write(path, data)
         return str(path)
+
+    def exports(self, database: str) -> list[ArchivedObject]:
+        """The database's compliance exports (see daemon.adapters.archive.exports). Raises CollectorError."""
+        folder = self._dir(database) / "reports" / exports.FOLDER
+        out = []
+        try:
+            stamps = sorted(p for p in folder.iterdir() if p.is_dir()) if folder.exists() else []
+            for path in stamps:
+                manifest = path / exports.MANIFEST
+                size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+                found = exports.export_object(database, path.name, str(path), size,
+                                              manifest.read_bytes() if manifest.exists() else None)
+                if found is not None:
+                    out.append(found)
+        except OSError as exc:
+            raise CollectorError(f"cannot list compliance exports in {folder}: {exc.strerror}") from None
+        return out
+
+    def delete_export(self, database: str, export_id: str) -> None:
+        """Remove one compliance export's folder: its manifest first (what is left is an incomplete export, never
+        a manifest naming files that are gone), then its files. Raises GuardianError."""
+        path = self._dir(database) / "reports" / exports.FOLDER / exports.stamp_of(export_id)
+        try:
+            with contextlib.suppress(FileNotFoundError):
+                (path / exports.MANIFEST).unlink()
+            for item in sorted(path.rglob("*"), key=lambda p: len(p.parts), reverse=True):  # deepest first
+                if item.is_dir():
+                    item.rmdir()
+                else:
+                    item.unlink()
+            with contextlib.suppress(FileNotFoundError):
+                path.rmdir()
+        except OSError as exc:
+            raise GuardianError(f"cannot delete compliance export {export_id} of {database}: {exc.strerror}") from None
+        _fsync_dir(path.parent)
 
     def sweep_partials(self) -> int:
         """Remove temp files and dumps without a record that a dead process left behind; safe at any time,

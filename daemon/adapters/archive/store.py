@@ -45,6 +45,10 @@ class ArchiveStore(Protocol):
     - `objects(database)` lists the copies with tier, encryption and lock state (for tiers and prune).
     - `inventory(database)` is `(list_records(database), objects(database))` from one read of the store.
     - `set_tier(database, backup_id, tier, label)` moves a good copy to another tier.
+    - `exports(database)` lists its compliance exports, one `ArchivedObject` of tier
+      `daemon.core.retention.EXPORT_TIER` each (daemon.adapters.archive.exports); raises CollectorError.
+    - `delete_export(database, export_id)` removes one export, all its objects (raises GuardianError when
+      refused, as `delete` does, Object Lock included).
     - `posture()` lists problems of the store's setup in plain words.
     A record committed without a tier gets one from `daemon.core.retention.assign_tier`.
     """
@@ -69,6 +73,10 @@ class ArchiveStore(Protocol):
     def inventory(self, database: str) -> tuple[list[BackupRecord], list[ArchivedObject]]: ...
 
     def set_tier(self, database: str, backup_id: str, tier: str, label: str | None = None) -> BackupRecord: ...
+
+    def exports(self, database: str) -> list[ArchivedObject]: ...
+
+    def delete_export(self, database: str, export_id: str) -> None: ...
 
     def posture(self) -> list[str]: ...
 

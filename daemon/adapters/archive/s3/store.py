@@ -28,6 +28,7 @@ from urllib.parse import quote
 from loguru import logger
 
 from daemon import __version__
+from daemon.adapters.archive import exports
 from daemon.adapters.archive.records import BackupRecord
 from daemon.adapters.archive.s3.listing import HeadFacts, ListingCache, version_of
 from daemon.adapters.archive.s3.upload import UPLOAD_MARGIN, UPLOAD_MAX_AGE, S3Writer, abandoned
@@ -307,6 +308,45 @@ class S3ArchiveStore:
         for suffix in (".json", ".dump"):
             self._call("delete", self.client.delete_object, error=GuardianError,
                        Key=self.key(database, backup_id, suffix))
+
+    def _exports_prefix(self, database: str) -> str:
+        return f"{self._folder(database)}reports/{exports.FOLDER}/"
+
+    def exports(self, database: str) -> list[ArchivedObject]:
+        """The database's compliance exports (see daemon.adapters.archive.exports): one LIST, and per export a GET
+        of its manifest (its time) and a HEAD of it (its Object Lock, as a dump's HEAD gives the prune).
+        Raises CollectorError."""
+        prefix = self._exports_prefix(database)
+        folders: dict[str, list[dict[str, Any]]] = {}
+        for obj in self._list(prefix):
+            stamp = obj["Key"][len(prefix):].split("/", 1)[0]
+            folders.setdefault(stamp, []).append(obj)
+        out = []
+        for stamp, objs in sorted(folders.items()):
+            manifest = f"{prefix}{stamp}/{exports.MANIFEST}"
+            listed = any(o["Key"] == manifest for o in objs)
+            body = self._call("get", self.client.get_object, Key=manifest)["Body"].read() if listed else None
+            head = self._head(manifest if listed else objs[0]["Key"])
+            size = sum(int(o.get("Size", 0)) for o in objs)
+            found = exports.export_object(database, stamp, f"{prefix}{stamp}/", size, body, head.lock_until,
+                                          head.legal_hold)
+            if found is not None:
+                out.append(found)
+        return out
+
+    def delete_export(self, database: str, export_id: str) -> None:
+        """Delete every object of one compliance export, its manifest first. Refused as a whole (GuardianError,
+        nothing deleted) when Object Lock holds any of them, read fresh here as `delete` does."""
+        folder = f"{self._exports_prefix(database)}{exports.stamp_of(export_id)}/"
+        keys = [o["Key"] for o in self._list(folder)]
+        for key in keys:
+            locked = self._lock_of(key)
+            if locked is not None:
+                raise GuardianError(f"S3 delete on {self.bucket} refused: Object Lock {locked} protects "
+                                    f"{key.removeprefix(folder)} of {export_id}")
+        manifest = folder + exports.MANIFEST
+        for key in sorted(keys, key=lambda k: k != manifest):  # the manifest first: never one naming gone files
+            self._call("delete", self.client.delete_object, error=GuardianError, Key=key)
 
     def _lock_of(self, key: str) -> str | None:
         """What Object Lock holds `key` now ("legal hold", "retention until ..."), or None; a missing object
