@@ -86,7 +86,7 @@ def store_export(store: ArchiveStore, database: str, stamp: str, files: list[tup
                  doc: dict[str, Any]) -> list[str]:
     """Write the files, then the manifest (last: an export without its manifest is incomplete), under
     `compliance/<stamp>/` beside the database's backups. Returns where each object went."""
-    where = [store.put_blob(database, f"{PREFIX}/{stamp}/{f.name}", path.read_bytes(), "application/gzip")
+    where = [store.put_file(database, f"{PREFIX}/{stamp}/{f.name}", path, "application/gzip")  # streamed
              for f, path in files]
     where.append(store.put_blob(database, f"{PREFIX}/{stamp}/manifest.json",
                                 json.dumps(doc, indent=2, sort_keys=True).encode(), "application/json"))

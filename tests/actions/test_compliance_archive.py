@@ -6,22 +6,26 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import os
+import tracemalloc
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from actions.compliance import ExportedFile, manifest, store_export
+from daemon.adapters.archive.local import LocalDirectoryStore
 from daemon.adapters.archive.records import BackupRecord
 from daemon.adapters.archive.s3 import S3ArchiveStore
 from daemon.adapters.archive.store import ArchiveStore
 from daemon.app import Guardian
-from daemon.config import GuardianConfig
+from daemon.config import GuardianConfig, S3Config
 from tests.doubles.s3 import MotoServer, s3_client
 from tests.support import s3_section
 
 D = timedelta(days=1)
 YEAR = 365 * D
+MIB = 1024 * 1024
 
 
 def _backup(store: ArchiveStore, backup_id: str, rp: datetime, tier: str) -> None:
@@ -110,3 +114,55 @@ def test_the_prune_deletes_an_old_compliance_export_from_s3_but_not_one_object_l
     outcomes = {a["target"]: a["outcome"] for a in audit if a["target"].startswith("db/compliance/")}
     assert outcomes == {f"db/compliance/{now - 8 * YEAR:%Y%m%dT%H%M%SZ}": "done",
                         f"db/compliance/{now - 9 * YEAR:%Y%m%dT%H%M%SZ}": "refused"}
+
+
+def _big_export(tmp_path: Path, size: int) -> tuple[ExportedFile, Path]:
+    """An exported file of `size` incompressible bytes."""
+    path = tmp_path / "public.invoices.csv.gz"
+    sha = hashlib.sha256()
+    with path.open("wb") as fh:
+        for _ in range(size // MIB):
+            chunk = os.urandom(MIB)
+            sha.update(chunk)
+            fh.write(chunk)
+    return ExportedFile("invoices", path.name, 1, size, sha.hexdigest()), path
+
+
+def test_an_export_file_goes_to_s3_in_parts_and_arrives_intact(
+    moto_server: MotoServer, s3_bucket: tuple[Any, str], tmp_path: Path
+) -> None:
+    client, bucket = s3_bucket
+    store = S3ArchiveStore(S3Config.model_validate(s3_section(moto_server.endpoint_url, bucket)))  # 5 MiB parts
+    exported, path = _big_export(tmp_path, 12 * MIB)
+    now = datetime.now(UTC)
+    where = store_export(store, "db", f"{now:%Y%m%dT%H%M%SZ}", [(exported, path)],
+                         manifest("db", "b1", now, [exported], now))
+    key = where[0].removeprefix(f"s3://{bucket}/")
+    head = client.head_object(Bucket=bucket, Key=key)
+    assert head["ETag"].strip('"').endswith("-3")  # a multipart upload of three parts, not one PUT of the whole
+    assert head.get("ServerSideEncryption")
+    sha = hashlib.sha256()
+    for chunk in client.get_object(Bucket=bucket, Key=key)["Body"].iter_chunks(MIB):
+        sha.update(chunk)
+    assert sha.hexdigest() == exported.sha256 and head["ContentLength"] == exported.bytes
+
+
+def test_writing_an_export_file_keeps_memory_flat_in_a_local_archive_and_in_s3(
+    moto_server: MotoServer, s3_bucket: tuple[Any, str], tmp_path: Path
+) -> None:
+    _, bucket = s3_bucket
+    exported, path = _big_export(tmp_path, 48 * MIB)
+    now = datetime.now(UTC)
+    doc = manifest("db", "b1", now, [exported], now)
+    peaks = {}
+    for store in (LocalDirectoryStore(tmp_path / "archive"),
+                  S3ArchiveStore(S3Config.model_validate(s3_section(moto_server.endpoint_url, bucket)))):
+        tracemalloc.start()
+        try:
+            store_export(store, "db", f"{now:%Y%m%dT%H%M%SZ}", [(exported, path)], doc)
+            peaks[type(store).__name__] = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    # the whole file read at once would be 48 MiB; streamed, a chunk locally, two 5 MiB parts on S3
+    assert peaks["LocalDirectoryStore"] < 4 * MIB, peaks
+    assert peaks["S3ArchiveStore"] < 16 * MIB, peaks

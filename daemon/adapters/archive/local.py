@@ -9,12 +9,13 @@ import contextlib
 import fcntl
 import json
 import os
+import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 from urllib.parse import quote, unquote
 
 from loguru import logger
@@ -156,6 +157,16 @@ class LocalDirectoryStore:
         _atomic_write(path, data)
         return str(path)
 
+    def put_file(self, database: str, name: str, path: Path, content_type: str) -> str:
+        dest = self._dir(database) / "reports" / name
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("rb") as src:
+                _atomic_fill(dest, lambda fh: shutil.copyfileobj(src, fh, CHUNK))
+        except OSError as exc:
+            raise GuardianError(f"cannot store {name} in {dest.parent}: {exc.strerror}") from None
+        return str(dest)
+
     def exports(self, database: str) -> list[ArchivedObject]:
         """The database's compliance exports (see daemon.adapters.archive.exports). Raises CollectorError."""
         folder = self._dir(database) / "reports" / exports.FOLDER
@@ -268,11 +279,20 @@ def _dumps(record: BackupRecord) -> bytes:
     return (json.dumps(record.to_json(), indent=2, sort_keys=True) + "\n").encode()
 
 
+#: What a file copied into the archive is read by at a time (`put_file`).
+CHUNK = 1 << 20
+
+
 def _atomic_write(path: Path, data: bytes) -> None:
+    _atomic_fill(path, lambda fh: fh.write(data))
+
+
+def _atomic_fill(path: Path, fill: Callable[[IO[bytes]], object]) -> None:
+    """Write `path` through an owned temp file that `fill` writes, fsynced and renamed into place."""
     fd, tmp = _owned_temp(path.parent, f".{path.name}.")
     try:
         with os.fdopen(os.dup(fd), "wb") as fh:
-            fh.write(data)
+            fill(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)

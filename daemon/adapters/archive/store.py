@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import datetime
+from pathlib import Path
 from typing import Protocol
 
 from daemon.adapters.archive.records import BackupRecord
@@ -85,3 +86,7 @@ class ArchiveStore(Protocol):
 
     def put_blob(self, database: str, name: str, data: bytes, content_type: str) -> str:
         """Store a small document beside the database's backups (drill reports); returns where."""
+
+    def put_file(self, database: str, name: str, path: Path, content_type: str) -> str:
+        """Store the file at `path` beside the database's backups as `put_blob` does, read in chunks (multipart
+        on S3), so memory stays flat whatever its size; returns where. Raises GuardianError."""

@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -35,6 +36,9 @@ from daemon.adapters.archive.s3.upload import UPLOAD_MARGIN, UPLOAD_MAX_AGE, S3W
 from daemon.config import S3Config
 from daemon.core.errors import CaptureError, CollectorError, GuardianError
 from daemon.core.retention import ArchivedObject
+
+#: Parts of one file (`put_file`) in flight at a time: memory is this many parts, whatever the file's size.
+FILE_UPLOAD_WORKERS = 2
 
 
 def _client_error(exc: Exception) -> tuple[str, str]:
@@ -233,6 +237,22 @@ class S3ArchiveStore:
         key = f"{self._folder(database)}reports/{name}"
         self._call("put", self.client.put_object, error=GuardianError, Key=key, Body=data, ContentType=content_type,
                    ChecksumAlgorithm="SHA256", **self._sse())
+        return f"s3://{self.bucket}/{key}"
+
+    def put_file(self, database: str, name: str, path: Path, content_type: str) -> str:
+        """A multipart upload from the file once it exceeds the part size, one part read at a time per worker
+        (FILE_UPLOAD_WORKERS), each part with its SHA-256 checksum, server-side encryption as on every put."""
+        from boto3.s3.transfer import TransferConfig  # heavy: only with an S3 archive
+
+        key = f"{self._folder(database)}reports/{name}"
+        config = TransferConfig(multipart_threshold=self.part_size, multipart_chunksize=self.part_size,
+                                max_concurrency=FILE_UPLOAD_WORKERS)
+        extra = {"ContentType": content_type, "ChecksumAlgorithm": "SHA256", **self._sse()}
+        try:
+            self.client.upload_file(str(path), self.bucket, key, ExtraArgs=extra, Config=config)
+        except Exception as exc:
+            code, message = _client_error(exc)
+            raise GuardianError(f"S3 upload of {name} to {self.bucket} failed: {code}: {message}") from None
         return f"s3://{self.bucket}/{key}"
 
     # -- writing ------------------------------------------------------------------------------------------
