@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import psycopg
 from loguru import logger
@@ -29,11 +30,12 @@ from actions.guards import Decision, Intent
 from actions.pipeline import COMPLIANCE_EXPORT, Pipeline
 from actions.runner import Outcome
 from daemon import __version__
+from daemon.adapters.archive.s3.objects import ObjectGone, ObjectSource, SourceObject
 from daemon.adapters.archive.store import ArchiveStore
 from daemon.adapters.postgres.scratch import ScratchTarget
 from daemon.adapters.statestore import StateStore
 from daemon.config import DatabaseConfig
-from daemon.config.compliance import CADENCES
+from daemon.config.compliance import CADENCES, ComplianceObjects
 from daemon.core.errors import GuardianError, one_line
 from daemon.core.names import parse_table
 from daemon.core.policy import CompliancePolicy
@@ -74,23 +76,82 @@ def export_table(conn: psycopg.Connection[Any], table: str, folder: Path) -> tup
 
 
 def manifest(database: str, backup_id: str, recovery_point: datetime | None, files: list[ExportedFile],
-             now: datetime) -> dict[str, Any]:
-    """The export's manifest: what backup it comes from, and per file its table, rows, bytes and sha256."""
-    return {"database": database, "backup_id": backup_id,
-            "recovery_point": recovery_point.isoformat() if recovery_point else None,
-            "guardian_version": __version__, "exported_at": now.isoformat(),
-            "files": [asdict(f) for f in files]}
+             now: datetime, objects: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The export's manifest: what backup it comes from, and per file its table, rows, bytes and sha256; with
+    `objects` (`copy_objects`' account), the application objects copied and those missing."""
+    doc: dict[str, Any] = {"database": database, "backup_id": backup_id,
+                           "recovery_point": recovery_point.isoformat() if recovery_point else None,
+                           "guardian_version": __version__, "exported_at": now.isoformat(),
+                           "files": [asdict(f) for f in files]}
+    if objects is not None:
+        doc["objects"] = objects
+    return doc
+
+
+def store_files(store: ArchiveStore, database: str, stamp: str,
+                files: list[tuple[ExportedFile, Path]]) -> list[str]:
+    """Write the exported files (streamed from disk) under `compliance/<stamp>/`; where each went."""
+    return [store.put_file(database, f"{PREFIX}/{stamp}/{f.name}", path, "application/gzip") for f, path in files]
+
+
+def store_manifest(store: ArchiveStore, database: str, stamp: str, doc: dict[str, Any]) -> str:
+    """Write the manifest, last: an export without its manifest is incomplete. Returns where it went."""
+    return store.put_blob(database, f"{PREFIX}/{stamp}/manifest.json",
+                          json.dumps(doc, indent=2, sort_keys=True).encode(), "application/json")
 
 
 def store_export(store: ArchiveStore, database: str, stamp: str, files: list[tuple[ExportedFile, Path]],
                  doc: dict[str, Any]) -> list[str]:
-    """Write the files, then the manifest (last: an export without its manifest is incomplete), under
-    `compliance/<stamp>/` beside the database's backups. Returns where each object went."""
-    where = [store.put_file(database, f"{PREFIX}/{stamp}/{f.name}", path, "application/gzip")  # streamed
-             for f, path in files]
-    where.append(store.put_blob(database, f"{PREFIX}/{stamp}/manifest.json",
-                                json.dumps(doc, indent=2, sort_keys=True).encode(), "application/json"))
-    return where
+    """Write the files, then the manifest, under `compliance/<stamp>/` beside the database's backups. Returns
+    where each object went (the manifest last)."""
+    return [*store_files(store, database, stamp, files), store_manifest(store, database, stamp, doc)]
+
+
+@dataclass(frozen=True)
+class CopiedObject:
+    """One application object copied into the export: its source key, its name in the export, size, sha256."""
+
+    key: str
+    name: str
+    bytes: int
+    sha256: str
+
+
+def object_name(key: str, prefix: str) -> str:
+    """The name of a copied object inside the export: its key below `prefix`, percent-encoded into one safe
+    path segment (no folder can be escaped, whatever the key), under `objects/`."""
+    name = quote(key.removeprefix(prefix), safe="")
+    return "objects/" + (name.replace(".", "%2E") if not name.strip(".") else name)
+
+
+def copy_objects(source: ObjectSource, listed: list[SourceObject], prefix: str, store: ArchiveStore,
+                 database: str, stamp: str, scratch: Path) -> dict[str, Any]:
+    """Copy each listed object into the export under `compliance/<stamp>/objects/`, one at a time through a
+    file in `scratch` (streamed both ways, hashed on the way in: memory stays flat whatever the object size).
+    An object that has vanished since the listing is named as missing, not an error. Returns the manifest's
+    account: bucket, prefix, each copy (key, name, bytes, sha256) and the missing keys. Raises GuardianError
+    when a read fails otherwise or the archive refuses a copy."""
+    copied: list[CopiedObject] = []
+    missing: list[str] = []
+    part = scratch / ".object.part"
+    for obj in listed:
+        if obj.key == prefix or (obj.key.endswith("/") and obj.size == 0):
+            continue  # a folder marker, not an object
+        sha, size = hashlib.sha256(), 0
+        try:
+            with part.open("wb") as fh:
+                for chunk in source.read(obj.key):
+                    sha.update(chunk)
+                    size += len(chunk)
+                    fh.write(chunk)
+        except ObjectGone:
+            missing.append(obj.key)
+            continue
+        name = object_name(obj.key, prefix)
+        store.put_file(database, f"{PREFIX}/{stamp}/{name}", part, "application/octet-stream")
+        copied.append(CopiedObject(obj.key, name, size, sha.hexdigest()))
+    part.unlink(missing_ok=True)
+    return {"bucket": source.bucket, "prefix": prefix, "files": [asdict(c) for c in copied], "missing": missing}
 
 
 def _sha256(path: Path) -> str:
@@ -134,6 +195,16 @@ class ComplianceRunner(DrillRunner):
         return results
 
 
+def _objects_said(objects: dict[str, Any] | None) -> str:
+    """The objects' part of an export's reason: how many were copied, and which went missing meanwhile."""
+    if objects is None:
+        return ""
+    said = f", {len(objects['files'])} object(s) copied from s3://{objects['bucket']}/{objects['prefix']}"
+    if objects["missing"]:
+        said += f", {len(objects['missing'])} gone before they could be read: {', '.join(objects['missing'][:5])}"
+    return said
+
+
 #: Where the last export of a database is remembered (the state store's key-value table), for the finding.
 LAST_KEY = "compliance.last."
 
@@ -155,9 +226,11 @@ class ComplianceService:
 
     def __init__(self, databases: dict[str, DatabaseConfig], runner: ComplianceRunner, pipeline: Pipeline,
                  holder: StateHolder, store: ArchiveStore | None, ledger: StateStore,
-                 clock: Callable[[], datetime]) -> None:
+                 clock: Callable[[], datetime], sources: dict[str, ObjectSource] | None = None) -> None:
+        """`sources`: per database with `compliance.objects`, the bucket its application objects are read from."""
         self.databases, self.runner, self.pipeline, self.holder = databases, runner, pipeline, holder
         self.store, self.ledger, self.clock = store, ledger, clock
+        self.sources = dict(sources or {})
         self._last: dict[str, dict[str, Any]] = {}
         for name, db in databases.items():  # read once here: the evaluation that asks `policy` does no I/O
             if db.compliance is not None:
@@ -205,8 +278,13 @@ class ComplianceService:
         return results[0]
 
     def _export(self, db: DatabaseConfig) -> ExportResult:
-        assert self.store is not None
+        assert self.store is not None and db.compliance is not None
         now = self.clock()
+        try:
+            self._source(db.name, db.compliance.objects)  # said before a restore that could not be written whole
+        except GuardianError as exc:
+            self._remember(db.name, now, result := ExportResult(False, str(exc)))
+            return result
         folder_root = self.runner.state_dir / "compliance" / "tmp"
         folder_root.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="export-", dir=folder_root) as tmp:
@@ -216,17 +294,40 @@ class ComplianceService:
             if run.skipped or not run.succeeded or run.backup is None:
                 result = ExportResult(False, failed or run.reason or "the export did not run", skipped=run.skipped)
             else:
-                doc = manifest(db.name, run.backup.backup_id, run.backup.recovery_point, files, now)
                 try:
-                    where = store_export(self.store, db.name, f"{now:%Y%m%dT%H%M%SZ}",
-                                         [(f, Path(tmp) / f.name) for f in files], doc)
-                    result = ExportResult(True, f"{len(files)} table(s) exported from backup {run.backup.backup_id}",
-                                          tuple(files), where[-1])
+                    at, objects = self._store(db, run.backup.backup_id, run.backup.recovery_point, files,
+                                              Path(tmp), now)
+                    result = ExportResult(True, f"{len(files)} table(s) exported from backup {run.backup.backup_id}"
+                                          + _objects_said(objects), tuple(files), at)
                 except GuardianError as exc:
-                    result = ExportResult(False, f"the archive refused the export: {exc}")
+                    result = ExportResult(False, f"the export could not be stored: {exc}")
         if not result.skipped:
             self._remember(db.name, now, result)
         return result
+
+    def _store(self, db: DatabaseConfig, backup_id: str, recovery_point: datetime | None,
+               files: list[ExportedFile], folder: Path, now: datetime) -> tuple[str, dict[str, Any] | None]:
+        """Write the export: the application objects' bucket listed first (one that cannot be listed fails the
+        export before anything is written), then the tables' files, the objects, and the manifest last. Returns
+        where the manifest went and the objects' account. Raises GuardianError."""
+        assert self.store is not None and db.compliance is not None
+        stamp, wanted = f"{now:%Y%m%dT%H%M%SZ}", db.compliance.objects
+        source = self._source(db.name, wanted)
+        listed = source.list(wanted.prefix) if source is not None and wanted is not None else []
+        store_files(self.store, db.name, stamp, [(f, folder / f.name) for f in files])
+        objects = None
+        if source is not None and wanted is not None:
+            objects = copy_objects(source, listed, wanted.prefix, self.store, db.name, stamp, folder)
+        doc = manifest(db.name, backup_id, recovery_point, files, now, objects)
+        return store_manifest(self.store, db.name, stamp, doc), objects
+
+    def _source(self, name: str, wanted: ComplianceObjects | None) -> ObjectSource | None:
+        if wanted is None:
+            return None
+        if name not in self.sources:
+            raise GuardianError("compliance.objects needs an archive.s3 section: its connection reads the objects' "
+                                "bucket")
+        return self.sources[name]
 
     def _remember(self, name: str, at: datetime, result: ExportResult) -> None:
         """The last export (and the last good one) in the state store, for the finding and the metrics."""

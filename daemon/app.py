@@ -32,6 +32,7 @@ from collectors.fleet import HerokuSide
 from collectors.freshness import load_successes, stale_after
 from collectors.readability import ReadThrough
 from daemon.adapters.archive import open_store
+from daemon.adapters.archive.s3.objects import ObjectSource
 from daemon.adapters.archive.store import ArchiveStore
 from daemon.adapters.heroku import HerokuAPI, HerokuClient, client_for
 from daemon.adapters.postgres.tools import ProcessRegistry, client_tools
@@ -208,8 +209,11 @@ class Guardian:
         """Compliance exports: the drill's restore course, exporting instead of checking (actions.compliance)."""
         runner = ComplianceRunner(self.store, self.heroku_api, self.config.state_dir, self.processes, self.state,
                                   self.config.all_databases, self.clock)
+        s3 = self.config.archive.s3  # the application objects are read with the archive's S3 connection
+        sources = {n: ObjectSource(s3, db.compliance.objects.bucket) for n, db in self.databases.items()
+                   if s3 is not None and db.compliance is not None and db.compliance.objects is not None}
         return ComplianceService(self.databases, runner, self.pipeline, self.holder, self.store, self.state,
-                                 self.clock)
+                                 self.clock, sources)
 
     @cached_property
     def remedies(self) -> Remedies:

@@ -11,18 +11,21 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import psycopg
 import pytest
 from pydantic import ValidationError
 
-from actions.compliance import ComplianceRunner, ExportedFile, manifest, store_export
+from actions.compliance import ComplianceRunner, ExportedFile, copy_objects, manifest, store_export
 from daemon.adapters.archive.local import LocalDirectoryStore
 from daemon.adapters.archive.records import BackupRecord
 from daemon.adapters.archive.s3 import S3ArchiveStore
+from daemon.adapters.archive.s3.objects import ObjectSource
 from daemon.adapters.postgres.cluster import LocalCluster
 from daemon.adapters.postgres.scratch import PREFIX
 from daemon.app import Guardian
@@ -275,3 +278,75 @@ def test_a_table_the_backup_lacks_fails_the_export_and_the_finding_says_why(
     assert after.active and "failed" in after.hint and "audit_logs" in after.hint, after.hint
     assert audit[-1]["outcome"] == "failed"
     assert not [d for d in databases(own_cluster) if d.startswith(PREFIX)]  # dropped even so
+
+
+def test_the_export_copies_the_application_objects_with_checksums_that_verify_and_names_one_that_vanished(
+    moto_server: MotoServer, s3_bucket: tuple[Any, str], tmp_path: Path
+) -> None:
+    client, app_bucket = s3_bucket
+    objects = {"invoices/pdf/2026/INV-1.pdf": b"%PDF-1.7 one", "invoices/pdf/INV-2.pdf": os.urandom(3 * 2**20 + 7),
+               "invoices/pdf/../escape": b"not outside", "invoices/pdf/gone.pdf": b"deleted meanwhile"}
+    for key, body in objects.items():
+        client.put_object(Bucket=app_bucket, Key=key, Body=body)
+    client.put_object(Bucket=app_bucket, Key="invoices/other.pdf", Body=b"not under the prefix")
+    source = ObjectSource(S3Config.model_validate(s3_section(moto_server.endpoint_url, app_bucket)))
+    listed = source.list("invoices/pdf/")
+    client.delete_object(Bucket=app_bucket, Key="invoices/pdf/gone.pdf")  # between the listing and its read
+    archive = f"archive-{uuid.uuid4().hex[:16]}"
+    client.create_bucket(Bucket=archive)
+    store = S3ArchiveStore(S3Config.model_validate(s3_section(moto_server.endpoint_url, archive)))
+    account = copy_objects(source, listed, "invoices/pdf/", store, DB, "20260101T000000Z", tmp_path)
+
+    assert account["missing"] == ["invoices/pdf/gone.pdf"]
+    assert {f["key"] for f in account["files"]} == set(objects) - {"invoices/pdf/gone.pdf"}
+    folder = f"pg-backup-guardian/{quote(DB, safe='')}/reports/compliance/20260101T000000Z/"
+    for f in account["files"]:
+        copy = client.get_object(Bucket=archive, Key=folder + f["name"])
+        data = copy["Body"].read()
+        assert hashlib.sha256(data).hexdigest() == f["sha256"] and len(data) == f["bytes"]
+        assert data == objects[f["key"]] and copy.get("ServerSideEncryption")
+    assert all(f["name"].startswith("objects/") and "/" not in f["name"][8:] for f in account["files"])
+
+
+def test_a_compliance_export_with_objects_writes_them_and_their_checksums_in_its_manifest(
+    pg_cluster: LocalCluster, own_cluster: LocalCluster, open_tmp: Path, moto_server: MotoServer,
+    s3_bucket: tuple[Any, str]
+) -> None:
+    client, app_bucket = s3_bucket
+    for n in range(3):
+        client.put_object(Bucket=app_bucket, Key=f"invoices/pdf/INV-{n}.pdf", Body=f"%PDF invoice {n}".encode())
+    url = create_database(pg_cluster)
+    capture(open_tmp, DB, url)
+    g = Guardian(GuardianConfig.model_validate({
+        "state_dir": str(open_tmp / "state"),
+        "archive": {"path": str(open_tmp / "archive"), "s3": s3_section(moto_server.endpoint_url, "unused")},
+        "databases": [{"name": DB, "url": url, "drill": {"scratch_url": own_cluster.url("postgres")},
+                       "compliance": {"tables": ["invoices"],
+                                      "objects": {"bucket": app_bucket, "prefix": "invoices/pdf/"}}}]}))
+    try:
+        g.collect_all()
+        result = g.compliance.export(DB)
+    finally:
+        g.stop()
+    assert result.ok and result.manifest_at, result.reason
+    assert "3 object(s) copied" in result.reason
+    at = Path(result.manifest_at)
+    doc = json.loads(at.read_text())
+    assert doc["objects"]["bucket"] == app_bucket and doc["objects"]["missing"] == []
+    assert sorted(f["key"] for f in doc["objects"]["files"]) == [f"invoices/pdf/INV-{n}.pdf" for n in range(3)]
+    for f in doc["objects"]["files"] + doc["files"]:
+        data = (at.parent / f["name"]).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == f["sha256"] and len(data) == f["bytes"]
+
+
+def test_objects_without_an_s3_connection_fail_the_export_naming_the_setting(tmp_path: Path) -> None:
+    g = Guardian(GuardianConfig.model_validate({
+        "state_dir": str(tmp_path / "state"), "archive": {"path": str(tmp_path / "archive")},
+        "databases": [{"name": "db", "url": "postgresql://unused@127.0.0.1/db", "capture": {"enabled": False},
+                       "compliance": {"tables": ["invoices"], "objects": {"prefix": "invoices/pdf/"}}}]}))
+    try:
+        result = g.compliance.export("db")
+    finally:
+        g.stop()
+    assert not result.ok and not result.skipped
+    assert "compliance.objects needs an archive.s3 section" in result.reason
