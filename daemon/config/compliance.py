@@ -19,9 +19,11 @@ CRONS: dict[str, str] = {"weekly": "0 6 * * mon", "monthly": "0 6 2 * *", "quart
 
 
 class ComplianceObjects(StrictModel):
-    """Objects of the application (e.g. invoice PDFs) copied beside the export, their checksums in the manifest."""
+    """Objects of the application (e.g. invoice PDFs) copied into the export, their checksums in the manifest; read
+    with the archive's S3 connection (`archive.s3`)."""
 
-    bucket: str | None = Field(None, description="S3 bucket holding them (default: the archive's bucket).",
+    bucket: str | None = Field(None, description="S3 bucket holding them (default: the archive's bucket), read "
+                               "with archive.s3's connection.",
                                examples=["suoops-files"])
     prefix: str = Field(description="Key prefix of the objects to copy.", examples=["invoices/pdf/"])
 
