@@ -24,7 +24,7 @@ from actions.pipeline import KEEP_LAST, PRUNE, ActionKind, Pipeline
 from actions.runner import Outcome
 from daemon.adapters.archive.store import ArchiveStore
 from daemon.core.errors import GuardianError
-from daemon.core.retention import PruneDecision, plan_prune
+from daemon.core.retention import EXPORT_TIER, ArchivedObject, PruneDecision, plan_exports, plan_prune
 
 LISTED = 20  # backup ids named in one declined audit record (the count says the rest)
 
@@ -47,23 +47,29 @@ class Deletions:
     """Prune and keep_last over one archive store."""
 
     def __init__(self, store: ArchiveStore, keeps: dict[str, timedelta | None], pipeline: Pipeline,
-                 audit: AuditLog, count: Callable[[str, str], None], clock: Callable[[], datetime]) -> None:
+                 audit: AuditLog, count: Callable[[str, str], None], clock: Callable[[], datetime],
+                 keep_years: dict[str, int] | None = None) -> None:
+        """`keep_years`: per database with compliance exports, how many years the prune keeps each export."""
         self.store = store
         self.keeps = keeps
+        self.keep_years = dict(keep_years or {})
         self.pipeline = pipeline
         self.audit = audit
         self.count = count
         self.clock = clock
 
     def prune(self, databases: list[str], apply: bool) -> list[PruneDecision]:
-        """Plan (and with `apply`, carry out) deletions past each tier's keep; every deletion, refusal and
-        pause is audited. Dry-run logs the exact list it would delete. Raises GuardianError when a listing
-        fails (nothing is deleted then)."""
+        """Plan (and with `apply`, carry out) deletions past each tier's keep, and of compliance exports past
+        their database's keep_years; every deletion, refusal and pause is audited. Dry-run logs the exact list it
+        would delete. Raises GuardianError when a listing fails (nothing is deleted then)."""
         now = self.clock()
-        objects = []
+        objects: list[ArchivedObject] = []
+        exported: list[ArchivedObject] = []
         for name in databases:
             objects += self.store.objects(name)
-        decisions = plan_prune(objects, dict(self.keeps), now)
+            if name in self.keep_years:
+                exported += self.store.exports(name)
+        decisions = plan_prune(objects, dict(self.keeps), now) + plan_exports(exported, self.keep_years, now)
         self._carry_out("prune", decisions, apply)
         return decisions
 
@@ -159,7 +165,7 @@ class Deletions:
                 run.declined, run.rest = decision, doomed[i:]
                 return run
             try:
-                self.store.delete(d.obj.database, d.obj.backup_id)
+                self._remove(d.obj)
             except (GuardianError, OSError) as exc:
                 logger.warning("{} could not delete {}: {}", action, target, exc)
                 self.audit.record(action, target, "refused", f"{d.reason}; the store refused: {exc}")
@@ -170,6 +176,13 @@ class Deletions:
             self.count(action, "done")
             run.deleted += 1
         return run
+
+    def _remove(self, obj: ArchivedObject) -> None:
+        """Delete one planned copy from the store: a compliance export as a whole, else a backup."""
+        if obj.tier == EXPORT_TIER:
+            self.store.delete_export(obj.database, obj.backup_id)
+        else:
+            self.store.delete(obj.database, obj.backup_id)
 
     def _skip(self, action: str, doomed: list[PruneDecision], decision: Decision) -> None:
         """Declined (paused, kill switch, not the leader): nothing is deleted; one audit record per database

@@ -103,9 +103,17 @@ MILESTONE = ActionKind(
     "milestone", "marking an archived copy as a milestone, kept forever (`archive milestone`)",
     {KILL_SWITCH: _KEEPS, LEADER: "a person asks for it, in this process", PROVIDER: _NOT_HEROKU,
      COOLDOWN: "a person's request is not a repeat", DAILY_CAP: "a person's request is not a repeat", DRY_RUN: _KEEPS})
+COMPLIANCE_EXPORT = ActionKind(
+    "compliance_export", "a compliance export of the newest good backup's tables (restored into a proven scratch "
+    "database) into the archive",
+    {KILL_SWITCH: "it changes only a scratch server proven not to be production and adds objects to the archive "
+                  "(removing the compliance section is its switch)",
+     PROVIDER: "it only reads a backup; a failed export says why",
+     COOLDOWN: "its cadence sets the pace", DAILY_CAP: "its cadence sets the pace",
+     DRY_RUN: "a dry run would leave the export the procedures ask for undone"})
 #: Every kind of change the guardian makes, for the README table and the tests.
 KINDS = (EMERGENCY_CAPTURE, MANUAL_CAPTURE, SCHEDULED_CAPTURE, SCALE, ROLLBACK, MIRROR, PRUNE, KEEP_LAST, DRILL,
-         SCRATCH_SWEEP, MILESTONE)
+         SCRATCH_SWEEP, MILESTONE, COMPLIANCE_EXPORT)
 
 
 @dataclass(frozen=True)

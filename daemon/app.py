@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from actions.audit import AuditLog
 from actions.capture import Capturer, CaptureService
+from actions.compliance import ComplianceRunner, ComplianceService
 from actions.deletions import Deletions
 from actions.drill.run import DrillRunner
 from actions.drill.service import DrillService, drill_policy
@@ -34,6 +35,7 @@ from collectors.heroku_status import HerokuStatusPoller
 from collectors.heroku_token import TokenWatch
 from collectors.readability import ReadThrough
 from daemon.adapters.archive import open_store
+from daemon.adapters.archive.s3.objects import ObjectSource
 from daemon.adapters.archive.store import ArchiveStore
 from daemon.adapters.heroku import HerokuAPI, HerokuClient, client_for
 from daemon.adapters.heroku_status import HerokuStatusClient
@@ -189,8 +191,10 @@ class Guardian:
                               self.heroku, self._notify, self.clock, client_tools(),
                               provider_incident=self.provider_incident,
                               token=(lambda: watch.lifetime) if watch is not None else None,
-                              token_warn_before=self.config.heroku.token_warn_before)
+                              token_warn_before=self.config.heroku.token_warn_before,
+                              compliance_policy=lambda cfg, since: self.compliance.policy(cfg, since))
         self.drills  # noqa: B018 - built first: its history is in the snapshot before the first evaluation
+        self.compliance  # noqa: B018 - likewise the last compliance exports
         self.audit  # noqa: B018 - likewise the recent decisions the status page lists
         collection = Collection(self.databases, self.archive, self.heroku, boundary, evaluator,
                                 self.config.collect_interval.total_seconds(), self.clock, self.processes.closing.is_set)
@@ -215,7 +219,7 @@ class Guardian:
     @cached_property
     def deletions(self) -> Deletions:
         return Deletions(self.store, dict(self.config.archive.keeps), self.pipeline, self.audit, self.control.count,
-                         self.clock)
+                         self.clock, {n: db.compliance.keep_years for n, db in self.databases.items() if db.compliance})
 
     @cached_property
     def mirrors(self) -> Mirrors:
@@ -234,6 +238,17 @@ class Guardian:
         drills.load_history()  # the newest drills are in the snapshot before anything evaluates or serves it
         self.on_stop.close.append(runner.close)
         return drills
+
+    @cached_property
+    def compliance(self) -> ComplianceService:
+        """Compliance exports: the drill's restore course, exporting instead of checking (actions.compliance)."""
+        runner = ComplianceRunner(self.store, self.heroku_api, self.config.state_dir, self.processes, self.state,
+                                  self.config.all_databases, self.clock)
+        s3 = self.config.archive.s3  # the application objects are read with the archive's S3 connection
+        sources = {n: ObjectSource(s3, db.compliance.objects.bucket) for n, db in self.databases.items()
+                   if s3 is not None and db.compliance is not None and db.compliance.objects is not None}
+        return ComplianceService(self.databases, runner, self.pipeline, self.holder, self.store, self.state,
+                                 self.clock, sources)
 
     @cached_property
     def remedies(self) -> Remedies:

@@ -23,6 +23,7 @@ from daemon.core.policy.token import WARN_BEFORE, TokenLifetime, token_check
 from daemon.core.snapshot import (
     SOURCE_ARCHIVE,
     Backup,
+    ComplianceExport,
     DatabaseState,
     Finding,
     HerokuStatus,
@@ -53,7 +54,9 @@ class Evaluator:
                  clock: Callable[[], datetime], tools: policy.ClientTools | None = None,
                  provider_incident: Callable[[], str | None] = lambda: None,
                  token: Callable[[], TokenLifetime | None] | None = None,
-                 token_warn_before: timedelta = WARN_BEFORE) -> None:
+                 token_warn_before: timedelta = WARN_BEFORE,
+                 compliance_policy: Callable[[DatabaseConfig, datetime | None], policy.CompliancePolicy | None]
+                 | None = None) -> None:
         self.holder = holder
         self.databases = databases
         self.completion = completion
@@ -66,6 +69,7 @@ class Evaluator:
         self.provider_incident = provider_incident  # Heroku's incident on Data or Apps, as text, or None
         self.token_warn_before = token_warn_before
         self.token = token  # the Heroku API token's lifetime (heroku_token_expiring), for Heroku databases
+        self.compliance_policy = compliance_policy or (lambda _cfg, _since: None)
 
     def publish(self, results: list[Collected], first_pass_done: bool = False) -> Snapshot:
         now = self.clock()
@@ -83,13 +87,16 @@ class Evaluator:
             for name, db in dbs.items():
                 cfg = self.databases[name]
                 db = replace(db, sources=share_unreadable(self.completion.with_readability(name, db.sources)))
+                exports = self.compliance_policy(cfg, snap.started_at)
                 findings = policy.evaluate(db, cfg.objectives, cols.values(), now, self.archive_policy(cfg),
-                                           self.drill_policy(cfg, snap.started_at), self.tools)
+                                           self.drill_policy(cfg, snap.started_at), self.tools, exports)
                 if cfg.heroku is not None and self.token is not None:
                     findings = (*findings, token_check(name, self.token(), now, self.token_warn_before))
                 if incident and cfg.heroku is not None:
                     findings = with_provider_incident(findings, incident)
-                dbs[name] = replace(db, findings=findings, evaluated_at=now,
+                dbs[name] = replace(db, findings=findings, evaluated_at=now, compliance=None if exports is None else
+                                    ComplianceExport(exports.last_at, exports.last_ok, exports.last_good_at,
+                                                     exports.tables),
                                     rpo_tolerance_seconds=risk.tolerance_seconds(db, cfg.objectives, now),
                                     next_expected=risk.next_expected(db, cfg.objectives, now))
             return replace(snap, databases=dbs, collectors=cols, heroku=self._heroku_status(snap),

@@ -18,6 +18,7 @@ from actions.scale import Scaling
 from collectors.archive import ArchiveReader
 from collectors.heroku_token import READ_EVERY as TOKEN_READ_EVERY
 from daemon.config import DatabaseConfig, GuardianConfig
+from daemon.config.compliance import CRONS
 from daemon.control import RECENT_DECISIONS
 from daemon.core.durations import format_duration
 
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from actions.audit import AuditLog
+    from actions.compliance import ComplianceService
     from actions.mirror import Mirrors
     from actions.runner import ActionRunner
     from collectors.collection import Collection
@@ -103,6 +105,8 @@ class GuardianParts(Protocol):
     @property
     def drills(self) -> DrillService: ...
     @property
+    def compliance(self) -> ComplianceService: ...
+    @property
     def remedies(self) -> Remedies: ...
     @property
     def scaling(self) -> Scaling: ...
@@ -151,6 +155,10 @@ def periodic_jobs(g: GuardianParts, now: datetime) -> list[JobSpec]:
         for scenario, cron in scenarios(db).items():
             jobs.append(JobSpec(f"drill:{scenario}:{db.name}", g.drills.drill, CronTrigger.from_crontab(
                 cron, timezone=UTC), {"misfire_grace_time": None}, "drills", True, (db.name, scenario)))
+        if db.compliance is not None:  # a late export runs late, never not
+            jobs.append(JobSpec(f"compliance:{db.name}", g.compliance.export, CronTrigger.from_crontab(
+                CRONS[db.compliance.every], timezone=UTC), {"misfire_grace_time": None}, "drills", True,
+                (db.name,)))
         if db.self_managed:
             first = g.captures.first_capture_at(db, now)
             # a late capture runs late, never not

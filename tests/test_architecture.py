@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("daemon", "collectors", "actions")
 #: Adapter methods that write to, delete from or start something in an outside system.
 WRITES = {"begin", "commit", "record_failure", "delete", "sweep_partials", "set_tier", "put_blob",  # archive
+          "delete_export", "put_file",
           "capture", "update_formation", "rollback"}  # Heroku: a backup, a dyno formation, a release
 #: The composition root's parts that live in actions/: a call on one of them is a delegation into actions.
 ACTION_PARTS = {"captures", "deletions", "mirrors", "drills", "remedies", "scaling"}

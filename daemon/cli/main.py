@@ -79,6 +79,9 @@ def _parser() -> argparse.ArgumentParser:
     from daemon.cli import recover as recovercli
 
     recovercli.add_parser(sub, with_config)
+    export = with_config(sub.add_parser("compliance-export", help="export the compliance tables of the newest good "
+                                        "backup (restored into a scratch database) to the archive now"))
+    export.add_argument("--database", required=True, help="the database (it needs a compliance section)")
     return p
 
 
@@ -118,6 +121,10 @@ def main(argv: list[str] | None = None) -> int:
             from daemon.cli import recover as recovercli
 
             return recovercli.run(args, config)
+        if args.command == "compliance-export":
+            from daemon.cli import compliance as compliancecli
+
+            return compliancecli.run(config, args.database)
         if args.command in ("actions", "capture"):
             from daemon.cli import actions as actionscli
 

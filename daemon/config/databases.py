@@ -10,6 +10,7 @@ from typing import Any
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
+from daemon.config.compliance import ComplianceConfig
 from daemon.config.drills import DrillConfig
 from daemon.config.fields import NAME_PATTERN, Duration, StrictModel
 from daemon.core.durations import format_duration
@@ -149,6 +150,7 @@ class DatabaseConfig(StrictModel):
     capture: CaptureConfig = Field(default_factory=CaptureConfig, description="Self-managed captures.")
     objectives: Objectives = Field(default_factory=Objectives, description="Recovery objectives.")
     drill: DrillConfig = Field(default_factory=DrillConfig, description="Restore drills.")
+    compliance: ComplianceConfig | None = Field(None, description="Scheduled compliance exports (off when absent).")
 
     @model_validator(mode="before")
     @classmethod

@@ -33,6 +33,7 @@ TITLES: dict[str, str] = {
     "scratch_leftover": "A drill's scratch database was not dropped",
     "client_tools_too_old": "This machine's pg_restore cannot read the backups",
     "heroku_token_expiring": "The Heroku API token expires soon",
+    "compliance_export_overdue": "The compliance export is overdue or failed",
 }
 
 FIRST_STEPS: dict[str, str] = {
@@ -57,6 +58,9 @@ FIRST_STEPS: dict[str, str] = {
     "scratch_leftover": "Drop the scratch database by hand after checking it is not production.",
     "client_tools_too_old": "Install the client tools of the server's PostgreSQL major (or set GUARDIAN_PG_BINDIR).",
     "heroku_token_expiring": "Create a long-lived token (heroku authorizations:create) and set HEROKU_API_KEY to it.",
+    "compliance_export_overdue": "Read the last export's reason in the audit log (backup-guardian actions "
+                                 "--action compliance_export), fix it, then run backup-guardian "
+                                 "compliance-export --database X.",
 }
 
 #: check -> its runbook file in docs/runbooks/ (checks without one are left out).
@@ -77,6 +81,7 @@ RUNBOOKS: dict[str, str] = {
     "recovery_time_over_rto": "pg_backup_recovery_time_over_rto.md",
     "client_tools_too_old": "pg_backup_client_tools_too_old.md",
     "heroku_token_expiring": "pg_backup_heroku_token_expiring.md",
+    "compliance_export_overdue": "pg_backup_compliance_export_overdue.md",
 }
 
 

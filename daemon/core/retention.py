@@ -20,6 +20,9 @@ from datetime import datetime, timedelta
 from daemon.core.snapshot import SOURCE_ARCHIVE
 
 TIERS = ("daily", "weekly", "monthly", "milestone")
+#: The tier of a compliance export in the deletion plan: aged by its database's keep_years (`plan_exports`), never
+#: by the backup tiers' rules, which never see it.
+EXPORT_TIER = "compliance"
 #: keep_last also trims failed-attempt records (no dump, only the record) to this many per database.
 KEEP_FAILED_RECORDS = 20
 
@@ -160,6 +163,39 @@ def _decide(o: ArchivedObject, keeps: dict[str, timedelta | None], now: datetime
         return PruneDecision(o, False, f"{o.tier} copy within its keep")
     return _locked(o, now, "past its keep") or PruneDecision(
         o, True, f"{o.tier} copy is {age.days} days old, past its keep of {keep.days} days")
+
+
+def years_after(t: datetime, years: int) -> datetime:
+    """The same moment `years` calendar years after `t` (29 February becomes 28 February)."""
+    try:
+        return t.replace(year=t.year + years)
+    except ValueError:
+        return t.replace(year=t.year + years, day=28)
+
+
+def plan_exports(exports: Iterable[ArchivedObject], keep_years: dict[str, int],
+                 now: datetime) -> list[PruneDecision]:
+    """Decide, for every compliance export (tier EXPORT_TIER, its recovery point the export's own time), whether
+    it is past its database's `keep_years` and may go: only once `now` is at least keep_years calendar years
+    after the export; never an export under Object Lock retention or legal hold, never one of a database with no
+    keep_years given (its compliance section removed: nobody said how long)."""
+    out = []
+    for o in sorted(exports, key=lambda x: (x.database, x.recovery_point)):
+        if o.tier != EXPORT_TIER:
+            out.append(PruneDecision(o, False, f"{o.tier} copy is not a compliance export: not planned here"))
+            continue
+        years = keep_years.get(o.database)
+        if years is None:
+            out.append(PruneDecision(o, False, "compliance export of a database without keep_years: kept"))
+            continue
+        until = years_after(o.recovery_point, years)
+        if now < until:
+            out.append(PruneDecision(o, False, f"compliance export within its keep of {years} years "
+                                               f"(until {until:%Y-%m-%d})"))
+            continue
+        past = f"compliance export of {o.recovery_point:%Y-%m-%d} past its keep of {years} years"
+        out.append(_locked(o, now, past) or PruneDecision(o, True, past))
+    return out
 
 
 def monthly_coverage(objects: Iterable[ArchivedObject], now: datetime, months: int = 12) -> tuple[int, list[str]]:

@@ -223,6 +223,17 @@ class DrillResult:
 
 
 @dataclass(frozen=True)
+class ComplianceExport:
+    """The last compliance export of a database (for its metrics): when, whether it succeeded, the last good
+    one, and that one's (table, rows, bytes) per exported table."""
+
+    at: datetime | None = None
+    ok: bool | None = None
+    good_at: datetime | None = None
+    tables: tuple[tuple[str, int, int], ...] = ()
+
+
+@dataclass(frozen=True)
 class DatabaseState:
     """Everything known about one watched database."""
 
@@ -236,6 +247,7 @@ class DatabaseState:
     archive: ArchiveFacts | None = None
     drills: tuple[DrillResult, ...] = ()  # the latest per scenario, newest last
     scratch_leftovers: tuple[str, ...] = ()  # scratch databases of its drills not dropped yet, and why
+    compliance: ComplianceExport | None = None  # the last compliance export, with a compliance section
     findings: tuple[Finding, ...] = ()
     evaluated_at: datetime | None = None
     rpo_tolerance_seconds: float = 0.0  # how far past the RPO data at risk may go before a breach (daemon.core.risk)

@@ -63,8 +63,8 @@ class SnapshotCollector(Collector):
         pin: tuple[Snapshot, Callable[[], bool]] | None = getattr(self._pin, "value", None)
         snap, cancelled = pin if pin is not None else (self.holder.current(), _never)
         for group in (self._build_info, self._backups, self._objectives, self._live, self._provider,
-                      self._archive, self._actions, self._drills, self._findings, self._collectors, self._heroku,
-                      self._heroku_status):
+                      self._archive, self._actions, self._drills, self._compliance, self._findings, self._collectors,
+                      self._heroku, self._heroku_status):
             if cancelled():
                 raise RenderCancelled("the renderer is stopping")
             yield from group(snap)
@@ -260,6 +260,32 @@ class SnapshotCollector(Collector):
                 for phase, seconds in newest.phases.items():
                     phases.add_metric([*lv, phase], seconds)
         yield from (last, ok, last_ok, recovery, phases, failed, leftovers)
+
+    def _compliance(self, snap: Snapshot) -> Iterator[Metric]:
+        last = GaugeMetricFamily("pgbackup_compliance_export_last_timestamp_seconds",
+                                 "Time of the last compliance export.", labels=["database"])
+        ok = GaugeMetricFamily("pgbackup_compliance_export_last_success",
+                               "1 when the last compliance export succeeded.", labels=["database"])
+        good = GaugeMetricFamily("pgbackup_compliance_export_last_success_timestamp_seconds",
+                                 "Time of the last successful compliance export.", labels=["database"])
+        rows = GaugeMetricFamily("pgbackup_compliance_export_rows",
+                                 "Rows of each table in the last successful compliance export.",
+                                 labels=["database", "table"])
+        size = GaugeMetricFamily("pgbackup_compliance_export_bytes", "Compressed bytes of each table in the last "
+                                 "successful compliance export.", labels=["database", "table"])
+        for name, db in snap.databases.items():
+            c = db.compliance
+            if c is None:
+                continue
+            if c.at is not None:
+                last.add_metric([name], _ts(c.at))
+                ok.add_metric([name], 1 if c.ok else 0)
+            if c.good_at is not None:
+                good.add_metric([name], _ts(c.good_at))
+            for table, n, b in c.tables:  # tables come from the configuration: a bounded label
+                rows.add_metric([name, table], n)
+                size.add_metric([name, table], b)
+        yield from (last, ok, good, rows, size)
 
     def _actions(self, snap: Snapshot) -> Iterator[Metric]:
         fam = CounterMetricFamily("pgbackup_actions", "Action decisions by outcome since start.",

@@ -39,6 +39,7 @@ SEVERITIES = {
     "PgBackupUnreadableBackup": "page",
     "PgBackupClientToolsTooOld": "ticket",
     "PgBackupHerokuTokenExpiring": "ticket",
+    "PgBackupComplianceExportOverdue": "ticket",
     "PgBackupCollectorDown": "ticket",
     "PgBackupRemedialActionFailed": "ticket",
     "PgBackupHerokuIncident": "ticket",

@@ -87,7 +87,8 @@ def scrape(pg_cluster: LocalCluster, moto_server: MotoServer, sample_dump: Path)
                 "actions": {"dry_run": False, "scale": [{  # a probe that fails (no token): probe metrics
                     "name": "api", "url": f"{heroku.platform_url}/account/rate-limits", "app": APP}]},
                 "databases": [{"name": SELF_DB, "url": url,
-                               "drill": {"scratch_url": scratch.url("postgres"), "tables": ["invoices"]}}],
+                               "drill": {"scratch_url": scratch.url("postgres"), "tables": ["invoices"]},
+                               "compliance": {"tables": ["invoices"]}}],
             })
             g = Guardian(config, heroku_api=HerokuClient(TOKEN, platform_url=heroku.platform_url,
                                                          data_url=heroku.data_url))
@@ -104,6 +105,8 @@ def scrape(pg_cluster: LocalCluster, moto_server: MotoServer, sample_dump: Path)
                 heroku.open_incident("Degraded Postgres performance")  # Heroku's status families and the rule
                 assert g.provider_status is not None
                 g.provider_status.poll()
+                export = g.compliance.export(SELF_DB)
+                assert export.ok, export.reason
                 g.collect_all(one_shot=True)
                 body = g.exposition.render()[0].decode()
             finally:

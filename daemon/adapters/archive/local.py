@@ -9,16 +9,18 @@ import contextlib
 import fcntl
 import json
 import os
+import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 from urllib.parse import quote, unquote
 
 from loguru import logger
 
+from daemon.adapters.archive import exports
 from daemon.adapters.archive.records import BackupRecord
 from daemon.core.errors import CaptureError, CollectorError, GuardianError
 from daemon.core.retention import ArchivedObject, assign_tier
@@ -155,6 +157,51 @@ class LocalDirectoryStore:
         _atomic_write(path, data)
         return str(path)
 
+    def put_file(self, database: str, name: str, path: Path, content_type: str) -> str:
+        dest = self._dir(database) / "reports" / name
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("rb") as src:
+                _atomic_fill(dest, lambda fh: shutil.copyfileobj(src, fh, CHUNK))
+        except OSError as exc:
+            raise GuardianError(f"cannot store {name} in {dest.parent}: {exc.strerror}") from None
+        return str(dest)
+
+    def exports(self, database: str) -> list[ArchivedObject]:
+        """The database's compliance exports (see daemon.adapters.archive.exports). Raises CollectorError."""
+        folder = self._dir(database) / "reports" / exports.FOLDER
+        out = []
+        try:
+            stamps = sorted(p for p in folder.iterdir() if p.is_dir()) if folder.exists() else []
+            for path in stamps:
+                manifest = path / exports.MANIFEST
+                size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+                found = exports.export_object(database, path.name, str(path), size,
+                                              manifest.read_bytes() if manifest.exists() else None)
+                if found is not None:
+                    out.append(found)
+        except OSError as exc:
+            raise CollectorError(f"cannot list compliance exports in {folder}: {exc.strerror}") from None
+        return out
+
+    def delete_export(self, database: str, export_id: str) -> None:
+        """Remove one compliance export's folder: its manifest first (what is left is an incomplete export, never
+        a manifest naming files that are gone), then its files. Raises GuardianError."""
+        path = self._dir(database) / "reports" / exports.FOLDER / exports.stamp_of(export_id)
+        try:
+            with contextlib.suppress(FileNotFoundError):
+                (path / exports.MANIFEST).unlink()
+            for item in sorted(path.rglob("*"), key=lambda p: len(p.parts), reverse=True):  # deepest first
+                if item.is_dir():
+                    item.rmdir()
+                else:
+                    item.unlink()
+            with contextlib.suppress(FileNotFoundError):
+                path.rmdir()
+        except OSError as exc:
+            raise GuardianError(f"cannot delete compliance export {export_id} of {database}: {exc.strerror}") from None
+        _fsync_dir(path.parent)
+
     def sweep_partials(self) -> int:
         """Remove temp files and dumps without a record that a dead process left behind; safe at any time,
         also while other processes (a replica, the `capture` command) write: a file whose writer's lock is
@@ -232,11 +279,20 @@ def _dumps(record: BackupRecord) -> bytes:
     return (json.dumps(record.to_json(), indent=2, sort_keys=True) + "\n").encode()
 
 
+#: What a file copied into the archive is read by at a time (`put_file`).
+CHUNK = 1 << 20
+
+
 def _atomic_write(path: Path, data: bytes) -> None:
+    _atomic_fill(path, lambda fh: fh.write(data))
+
+
+def _atomic_fill(path: Path, fill: Callable[[IO[bytes]], object]) -> None:
+    """Write `path` through an owned temp file that `fill` writes, fsynced and renamed into place."""
     fd, tmp = _owned_temp(path.parent, f".{path.name}.")
     try:
         with os.fdopen(os.dup(fd), "wb") as fh:
-            fh.write(data)
+            fill(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import datetime
+from pathlib import Path
 from typing import Protocol
 
 from daemon.adapters.archive.records import BackupRecord
@@ -45,6 +46,10 @@ class ArchiveStore(Protocol):
     - `objects(database)` lists the copies with tier, encryption and lock state (for tiers and prune).
     - `inventory(database)` is `(list_records(database), objects(database))` from one read of the store.
     - `set_tier(database, backup_id, tier, label)` moves a good copy to another tier.
+    - `exports(database)` lists its compliance exports, one `ArchivedObject` of tier
+      `daemon.core.retention.EXPORT_TIER` each (daemon.adapters.archive.exports); raises CollectorError.
+    - `delete_export(database, export_id)` removes one export, all its objects (raises GuardianError when
+      refused, as `delete` does, Object Lock included).
     - `posture()` lists problems of the store's setup in plain words.
     A record committed without a tier gets one from `daemon.core.retention.assign_tier`.
     """
@@ -70,6 +75,10 @@ class ArchiveStore(Protocol):
 
     def set_tier(self, database: str, backup_id: str, tier: str, label: str | None = None) -> BackupRecord: ...
 
+    def exports(self, database: str) -> list[ArchivedObject]: ...
+
+    def delete_export(self, database: str, export_id: str) -> None: ...
+
     def posture(self) -> list[str]: ...
 
     def open_dump(self, database: str, backup_id: str) -> Iterator[bytes]:
@@ -77,3 +86,7 @@ class ArchiveStore(Protocol):
 
     def put_blob(self, database: str, name: str, data: bytes, content_type: str) -> str:
         """Store a small document beside the database's backups (drill reports); returns where."""
+
+    def put_file(self, database: str, name: str, path: Path, content_type: str) -> str:
+        """Store the file at `path` beside the database's backups as `put_blob` does, read in chunks (multipart
+        on S3), so memory stays flat whatever its size; returns where. Raises GuardianError."""

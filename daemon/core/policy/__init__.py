@@ -37,6 +37,8 @@ Checks (each yields a `Finding`, active or not, so every check has a value in th
   heroku_token_expiring warning  the Heroku API token expires within `heroku.token_warn_before` (critical once
                                  expired); unknown, not active, when its authorization cannot be read
                                  (`token`; added by the evaluation to Heroku databases only)
+  compliance_export_overdue  warning  the last compliance export failed, or none succeeded within its cadence
+                                 plus grace (only with a compliance section: `CompliancePolicy` given)
 
 The archive checks apply only to databases with an archive (`ArchivePolicy` given).
 
@@ -60,6 +62,7 @@ from daemon.core.policy.backups import (
     stale_since,
     unreadable_check,
 )
+from daemon.core.policy.compliance import CompliancePolicy, compliance_check
 from daemon.core.policy.drills import DrillPolicy, drill_checks, scratch_leftover_check
 from daemon.core.policy.findings import CHECKS, STANDING, data_at_risk_seconds, format_duration_s, newest_good_backup
 from daemon.core.policy.rpo import (
@@ -72,7 +75,8 @@ from daemon.core.policy.rpo import (
 from daemon.core.policy.tools import ClientTools, client_tools_check, major_of
 from daemon.core.snapshot import CollectorStatus, DatabaseState, Finding
 
-__all__ = ["CHECKS", "SIZE_HISTORY", "STANDING", "TIER_CADENCE", "ArchivePolicy", "ClientTools", "DrillPolicy",
+__all__ = ["CHECKS", "SIZE_HISTORY", "STANDING", "TIER_CADENCE", "ArchivePolicy", "ClientTools", "CompliancePolicy",
+           "DrillPolicy",
            "copy_lag_seconds", "data_at_risk_seconds", "evaluate", "format_duration_s", "is_healthy", "major_of",
            "newest_good_backup", "stale_since"]
 
@@ -80,6 +84,7 @@ __all__ = ["CHECKS", "SIZE_HISTORY", "STANDING", "TIER_CADENCE", "ArchivePolicy"
 def evaluate(
     db: DatabaseState, objectives: Objectives, collectors: Iterable[CollectorStatus], now: datetime,
     archive: ArchivePolicy | None = None, drills: DrillPolicy | None = None, tools: ClientTools | None = None,
+    compliance: CompliancePolicy | None = None,
 ) -> tuple[Finding, ...]:
     """All findings for one database at `now`. `now` must be timezone-aware."""
     if now.tzinfo is None:
@@ -99,6 +104,7 @@ def evaluate(
         *drill_checks(db, drills, now),
         scratch_leftover_check(db, now),
         client_tools_check(db, tools, now),
+        compliance_check(db, compliance, now),
     ]
     return tuple(findings)
 

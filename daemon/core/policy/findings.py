@@ -31,6 +31,7 @@ CHECKS: dict[str, str] = {
     "scratch_leftover": "warning",
     "client_tools_too_old": "warning",
     "heroku_token_expiring": "warning",  # critical once expired (daemon.core.policy.token)
+    "compliance_export_overdue": "warning",
 }
 #: Checks that describe a standing condition of the configuration, not an incident (an RPO the schedule cannot
 #: meet by construction): said once and reminded rarely, never a daily alarm, and no WARNING in `check`'s exit

@@ -11,7 +11,7 @@ import pytest
 
 from daemon.config import Objectives
 from daemon.core.durations import format_duration
-from daemon.core.policy import data_at_risk_seconds, evaluate, is_healthy, newest_good_backup
+from daemon.core.policy import CompliancePolicy, data_at_risk_seconds, evaluate, is_healthy, newest_good_backup
 from daemon.core.snapshot import Backup, CollectorStatus, DatabaseState, Finding, SourceState
 
 NOW = datetime(2024, 6, 1, 12, 0, 0, tzinfo=UTC)
@@ -360,7 +360,7 @@ def test_every_check_yields_a_finding_for_the_database_at_now() -> None:
         ["rpo_breach", "rpo_at_risk", "rpo_unachievable", "last_attempt_failed", "size_anomaly", "collector_down",
          "missed_schedule", "no_schedule", "continuous_protection_off", "archive_gap", "copy_lag", "unencrypted_object",
          "bucket_posture", "retention", "unreadable_backup", "drill_failed", "drill_overdue",
-         "recovery_time_over_rto", "scratch_leftover", "client_tools_too_old"])
+         "recovery_time_over_rto", "scratch_leftover", "client_tools_too_old", "compliance_export_overdue"])
     assert {f.database for f in result} == {"shop"}
     assert {f.observed_at for f in result} == {NOW}
 
@@ -451,3 +451,37 @@ def test_retention_does_not_count_the_current_month_before_its_first_copy_is_due
     assert retention.active is active, retention.hint
     if active:
         assert "2026-10" in retention.hint or now - MONTH_START > timedelta(days=1)
+
+
+# -- compliance_export_overdue: cadence plus grace from the newest good export (or from when it was configured),
+# and the last export's failure
+CD = timedelta(days=1)
+MONTH, GRACE = 31 * CD, 7 * CD
+
+
+def compliance_finding(policy: CompliancePolicy | None) -> tuple[bool, str]:
+    found = {f.check: f for f in evaluate(database(), objectives(), [], NOW, compliance=policy)}
+    f = found["compliance_export_overdue"]
+    assert f.severity == "warning"
+    return f.active, f.hint
+
+
+@pytest.mark.parametrize(("policy", "active", "says"), [
+    (None, False, "no compliance export is configured"),
+    (CompliancePolicy(MONTH, GRACE, since=NOW - 10 * CD), False, "on schedule"),  # no chance yet
+    (CompliancePolicy(MONTH, GRACE, since=NOW - 39 * CD), True, "never succeeded"),
+    (CompliancePolicy(MONTH, GRACE, since=NOW - 400 * CD, last_at=NOW - 30 * CD, last_ok=True,
+                      last_good_at=NOW - 30 * CD), False, "on schedule"),
+    (CompliancePolicy(MONTH, GRACE, since=NOW - 400 * CD, last_at=NOW - 37 * CD, last_ok=True,
+                      last_good_at=NOW - 37 * CD), False, "on schedule"),  # inside the grace
+    (CompliancePolicy(MONTH, GRACE, since=NOW - 400 * CD, last_at=NOW - 38 * CD - timedelta(hours=1),
+                      last_ok=True, last_good_at=NOW - 38 * CD - timedelta(hours=1)),
+     True, "last success 913h ago (every 31d)"),
+    (CompliancePolicy(MONTH, GRACE, since=NOW - 400 * CD, last_at=NOW - CD, last_ok=False,
+                      last_reason="table public.audit_logs is not in the backup", last_good_at=NOW - 20 * CD),
+     True, "failed: table public.audit_logs is not in the backup"),
+])
+def test_compliance_export_overdue_or_failed(policy: CompliancePolicy | None, active: bool, says: str) -> None:
+    got_active, hint = compliance_finding(policy)
+    assert got_active is active, hint
+    assert says in hint

@@ -13,7 +13,7 @@ from daemon.adapters.archive.local import LocalDirectoryStore
 from daemon.adapters.archive.records import BackupRecord
 from daemon.app import Guardian
 from daemon.config import GuardianConfig
-from daemon.core.retention import ArchivedObject, assign_tier, plan_prune
+from daemon.core.retention import EXPORT_TIER, ArchivedObject, assign_tier, plan_exports, plan_prune
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 KEEPS = {"daily": timedelta(days=7), "weekly": timedelta(days=35), "monthly": timedelta(days=365),
@@ -142,3 +142,32 @@ def test_the_guardians_prune_over_a_local_archive_as_time_passes(tmp_path: Path)
     assert [a["reason"] for a in audit if a["target"] == "db" and a["outcome"] == "done"] == [
         "3 of 3 copies deleted", "1 of 1 copy deleted"]
     assert sorted(a["target"] for a in audit if a["outcome"] == "dry_run") == ["db/d9", "db/m400", "db/w40"]
+
+
+def _export(at: datetime, **kw: object) -> ArchivedObject:
+    return ArchivedObject(database="db", backup_id=f"compliance/{at:%Y%m%dT%H%M%SZ}", key="k", recovery_point=at,
+                          size_bytes=1, tier=EXPORT_TIER, **kw)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("at", "now", "deleted"), [
+    (datetime(2019, 11, 25, 12, 0, tzinfo=UTC), NOW, True),  # seven calendar years to the second
+    (datetime(2019, 11, 25, 12, 0, 1, tzinfo=UTC), NOW, False),  # a second younger
+    (datetime(2019, 11, 26, tzinfo=UTC), NOW, False),
+    (datetime(2020, 2, 29, 6, 0, tzinfo=UTC), datetime(2027, 2, 28, 5, 59, tzinfo=UTC), False),
+    (datetime(2020, 2, 29, 6, 0, tzinfo=UTC), datetime(2027, 2, 28, 6, 0, tzinfo=UTC), True),  # no 29th in 2027
+])
+def test_a_compliance_export_goes_only_once_it_is_keep_years_calendar_years_old(
+    at: datetime, now: datetime, deleted: bool
+) -> None:
+    [decision] = plan_exports([_export(at)], {"db": 7}, now)
+    assert decision.delete is deleted, decision.reason
+
+
+def test_an_old_compliance_export_stays_when_locked_held_or_its_keep_is_unknown() -> None:
+    old = datetime(2010, 1, 1, tzinfo=UTC)
+    locked = plan_exports([_export(old, lock_until=NOW + D)], {"db": 7}, NOW)
+    held = plan_exports([_export(old, legal_hold=True)], {"db": 7}, NOW)
+    unknown = plan_exports([_export(old)], {}, NOW)
+    backup = plan_exports([obj("b1", 5000 * D, "daily")], {"db": 1}, NOW)  # a backup is never planned here
+    assert [d.delete for d in locked + held + unknown + backup] == [False] * 4
+    assert "object-locked" in locked[0].reason and "legal hold" in held[0].reason

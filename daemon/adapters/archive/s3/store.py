@@ -22,18 +22,23 @@ from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 from loguru import logger
 
 from daemon import __version__
+from daemon.adapters.archive import exports
 from daemon.adapters.archive.records import BackupRecord
 from daemon.adapters.archive.s3.listing import HeadFacts, ListingCache, version_of
 from daemon.adapters.archive.s3.upload import UPLOAD_MARGIN, UPLOAD_MAX_AGE, S3Writer, abandoned
 from daemon.config import S3Config
 from daemon.core.errors import CaptureError, CollectorError, GuardianError
 from daemon.core.retention import ArchivedObject
+
+#: Parts of one file (`put_file`) in flight at a time: memory is this many parts, whatever the file's size.
+FILE_UPLOAD_WORKERS = 2
 
 
 def _client_error(exc: Exception) -> tuple[str, str]:
@@ -127,12 +132,13 @@ class S3ArchiveStore:
         """One LIST of the database's prefix: its records, oldest first (a GET only for a record that is new or
         changed, see
         daemon.adapters.archive.s3.listing), and the listing by key. The cache forgets what is no longer listed."""
-        listing = {o["Key"]: o for o in self._list(self._folder(database))}
+        folder = self._folder(database)
+        listing = {o["Key"]: o for o in self._list(folder)}
         self.cache.retain(database, listing)
         records, skipped = [], 0
         for key, obj in listing.items():
-            if not key.endswith(".json"):
-                continue
+            if not key.endswith(".json") or key.startswith(f"{folder}reports/"):  # documents beside the backups
+                continue  # (drill reports, compliance exports) are no record: not read, not planned on by prune
             record = self.cache.record(database, key, version_of(obj), partial(self._read_record, key))
             if record is None:
                 skipped += 1
@@ -233,6 +239,22 @@ class S3ArchiveStore:
                    ChecksumAlgorithm="SHA256", **self._sse())
         return f"s3://{self.bucket}/{key}"
 
+    def put_file(self, database: str, name: str, path: Path, content_type: str) -> str:
+        """A multipart upload from the file once it exceeds the part size, one part read at a time per worker
+        (FILE_UPLOAD_WORKERS), each part with its SHA-256 checksum, server-side encryption as on every put."""
+        from boto3.s3.transfer import TransferConfig  # heavy: only with an S3 archive
+
+        key = f"{self._folder(database)}reports/{name}"
+        config = TransferConfig(multipart_threshold=self.part_size, multipart_chunksize=self.part_size,
+                                max_concurrency=FILE_UPLOAD_WORKERS)
+        extra = {"ContentType": content_type, "ChecksumAlgorithm": "SHA256", **self._sse()}
+        try:
+            self.client.upload_file(str(path), self.bucket, key, ExtraArgs=extra, Config=config)
+        except Exception as exc:
+            code, message = _client_error(exc)
+            raise GuardianError(f"S3 upload of {name} to {self.bucket} failed: {code}: {message}") from None
+        return f"s3://{self.bucket}/{key}"
+
     # -- writing ------------------------------------------------------------------------------------------
     def begin(self, database: str, backup_id: str, recovery_point: datetime | None = None,
               origin: str = "self", size_hint: int | None = None) -> S3Writer:
@@ -306,6 +328,45 @@ class S3ArchiveStore:
         for suffix in (".json", ".dump"):
             self._call("delete", self.client.delete_object, error=GuardianError,
                        Key=self.key(database, backup_id, suffix))
+
+    def _exports_prefix(self, database: str) -> str:
+        return f"{self._folder(database)}reports/{exports.FOLDER}/"
+
+    def exports(self, database: str) -> list[ArchivedObject]:
+        """The database's compliance exports (see daemon.adapters.archive.exports): one LIST, and per export a GET
+        of its manifest (its time) and a HEAD of it (its Object Lock, as a dump's HEAD gives the prune).
+        Raises CollectorError."""
+        prefix = self._exports_prefix(database)
+        folders: dict[str, list[dict[str, Any]]] = {}
+        for obj in self._list(prefix):
+            stamp = obj["Key"][len(prefix):].split("/", 1)[0]
+            folders.setdefault(stamp, []).append(obj)
+        out = []
+        for stamp, objs in sorted(folders.items()):
+            manifest = f"{prefix}{stamp}/{exports.MANIFEST}"
+            listed = any(o["Key"] == manifest for o in objs)
+            body = self._call("get", self.client.get_object, Key=manifest)["Body"].read() if listed else None
+            head = self._head(manifest if listed else objs[0]["Key"])
+            size = sum(int(o.get("Size", 0)) for o in objs)
+            found = exports.export_object(database, stamp, f"{prefix}{stamp}/", size, body, head.lock_until,
+                                          head.legal_hold)
+            if found is not None:
+                out.append(found)
+        return out
+
+    def delete_export(self, database: str, export_id: str) -> None:
+        """Delete every object of one compliance export, its manifest first. Refused as a whole (GuardianError,
+        nothing deleted) when Object Lock holds any of them, read fresh here as `delete` does."""
+        folder = f"{self._exports_prefix(database)}{exports.stamp_of(export_id)}/"
+        keys = [o["Key"] for o in self._list(folder)]
+        for key in keys:
+            locked = self._lock_of(key)
+            if locked is not None:
+                raise GuardianError(f"S3 delete on {self.bucket} refused: Object Lock {locked} protects "
+                                    f"{key.removeprefix(folder)} of {export_id}")
+        manifest = folder + exports.MANIFEST
+        for key in sorted(keys, key=lambda k: k != manifest):  # the manifest first: never one naming gone files
+            self._call("delete", self.client.delete_object, error=GuardianError, Key=key)
 
     def _lock_of(self, key: str) -> str | None:
         """What Object Lock holds `key` now ("legal hold", "retention until ..."), or None; a missing object
