@@ -3,6 +3,7 @@ actions, findings, drills, key-value, leadership across processes, exclusive sec
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -373,6 +374,32 @@ def test_provider_incidents_are_recorded_once_per_transition_and_read_back_in_or
          T0 - timedelta(minutes=5), minutes[0], "heroku")}
     assert [e.event for e in store.provider_history(since=minutes[1])] == ["updated", "resolved"]
     assert store.provider_history(provider="another") == []
+
+
+def test_replicas_polling_at_once_record_an_incident_once(backend: Backend) -> None:
+    """Several replicas (store instances) record the same poll at the same moment: they take turns, and each
+    sees what the one before it wrote. Each waits inside its transaction for the others to come in too (up to
+    2 s): were they not taking turns, all would read an empty history and all would record."""
+    replicas = [backend.open() for _ in range(4)]
+    start, inside = threading.Barrier(len(replicas)), threading.Barrier(len(replicas), timeout=2)
+    added: list[list[ProviderEvent]] = []
+
+    def changes(recorded: list[ProviderEvent]) -> list[ProviderEvent]:
+        with contextlib.suppress(threading.BrokenBarrierError):
+            inside.wait()  # taking turns, nobody else comes in: broken once, then no more waiting
+        return transitions(recorded, heroku_status(INCIDENT), T0)
+
+    def poll(store: StateStore) -> None:
+        start.wait()
+        added.append(store.record_provider_transitions("heroku", changes))
+
+    threads = [threading.Thread(target=poll, args=(r,)) for r in replicas]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(len(a) for a in added) == [0, 0, 0, 1]
+    assert [e.event for e in replicas[0].provider_history()] == ["opened"]
 
 
 def test_provider_history_older_than_the_keep_is_pruned_as_new_entries_are_written(store: StateStore) -> None:
