@@ -16,6 +16,8 @@ from collectors.boundary import CollectorBoundary
 from collectors.heroku_status import HerokuStatusPoller, IncidentHistory, parse_current_status
 from daemon.adapters.heroku_status import HerokuStatusClient
 from daemon.adapters.statestore import StateStore, open_state_store
+from daemon.app import Guardian
+from daemon.config import GuardianConfig
 from daemon.core.errors import CollectorError
 from daemon.core.provider import incident_text
 from daemon.core.snapshot import Snapshot, StateHolder
@@ -256,3 +258,33 @@ def test_the_history_older_than_the_keep_is_pruned_as_the_poller_records(
     finally:
         client.close()
     assert [(e.title, e.event) for e in state.provider_history()] == [("Today's outage", "opened")]
+
+
+def test_only_the_leader_records_the_incident_history(
+    ticking: HerokuDouble, clock: FakeClock, tmp_path: Path
+) -> None:
+    """As the guardian wires it: while another replica holds the leadership this one polls (and its findings
+    would say so) but records nothing; once it leads, the incident still on is recorded as opened, once."""
+    config = GuardianConfig.model_validate({
+        "state_dir": str(tmp_path / "state"),
+        "heroku": {"api_key": "hrku-history-token-0123456789", "status": {"url": ticking.status_url}},
+        "databases": [{"heroku": {"app": "shop"}}]})
+    leader = open_state_store(None, tmp_path / "state")
+    g = Guardian(config, clock=clock)
+    try:
+        assert leader.try_leadership(g.leadership.key)
+        assert g.leadership.elect() is False
+        ticking.open_incident("Heroku Postgres connection errors", systems=("Data",))
+        assert g.provider_status is not None
+        g.provider_status.poll()
+        assert g.provider_incident() == "Heroku reports an incident on Data: Heroku Postgres connection errors"
+        assert g.state.provider_history() == []
+        leader.release_leadership()
+        assert g.leadership.elect() is True
+        clock.now += timedelta(minutes=3)
+        g.provider_status.poll()
+        g.provider_status.poll()
+        assert [(e.event, e.time) for e in g.state.provider_history()] == [("opened", clock.now)]
+    finally:
+        g.stop()
+        leader.close()
