@@ -1,8 +1,7 @@
 """`backup-guardian timeline --since 48h [--database X] [--format markdown|json|table]`: what the guardian
 recorded in a window (findings opened and resolved, notifications, actions, backups, drills, Heroku's
-incidents), oldest first, for
-the post-incident review. Reads the state store (and a local archive's records) only: works with the daemon
-running or not, and never needs the network."""
+incidents), oldest first, for the post-incident review. Reads the state store (and a local archive's records)
+only: works with the daemon running or not, and never needs the network."""
 
 from __future__ import annotations
 

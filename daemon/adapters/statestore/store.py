@@ -257,8 +257,8 @@ class StateStore:
         """Append what changed in `provider`'s incidents and return it, in one transaction that replicas take in
         turn: `changes` gets the newest recorded event of each incident the history still has open (oldest
         first) and returns the transitions to append (`daemon.core.provider.transitions`), so each transition is
-        recorded once however many polls or replicas see it. With `prune_before`, the history older than that
-        is deleted in the same transaction."""
+        recorded once however many polls or replicas see it. With `prune_before`, when something was appended,
+        the history older than that is deleted in the same transaction (as the finding history is pruned)."""
         cut = utc_text(prune_before) if prune_before is not None else None
 
         def record(tx: Transaction) -> list[ProviderEvent]:
@@ -271,7 +271,7 @@ class StateStore:
             for e in added:
                 tx.rows(f"INSERT INTO guardian_provider_history ({_PROVIDER_COLUMNS}) "
                         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", _provider_row(replace(e, provider=provider)))
-            if cut is not None:
+            if cut is not None and added:
                 tx.rows("DELETE FROM guardian_provider_history WHERE time < ?", (cut,))
             return added
 
