@@ -17,16 +17,28 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import datetime
-from typing import Any
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 
 from collectors.boundary import CollectorBoundary
 from collectors.heroku import parse_timestamp
-from daemon.core.errors import CollectorError
-from daemon.core.provider import COLOURS, SYSTEMS, WATCHED_SYSTEMS, ProviderIncident, ProviderStatus, incident_text
+from daemon.core.errors import CollectorError, GuardianError
+from daemon.core.provider import (
+    COLOURS,
+    SYSTEMS,
+    WATCHED_SYSTEMS,
+    ProviderIncident,
+    ProviderStatus,
+    event_text,
+    incident_text,
+    transitions,
+)
 from daemon.core.snapshot import Snapshot, StateHolder
+
+if TYPE_CHECKING:
+    from daemon.adapters.statestore import StateStore
 
 #: The collector's name in `pgbackup_collector_up{collector}`; global, so its database label is empty.
 COLLECTOR = "heroku_status"
@@ -113,16 +125,19 @@ class HerokuStatusPoller:
 
     A failed poll marks the collector down and changes nothing else (the last known status stays, and
     `current_incident` stops trusting it once it is older than `trust_for`). When the incident text changes,
-    `on_change` re-evaluates, so findings say so without waiting for the next collection pass."""
+    `on_change` re-evaluates, so findings say so without waiting for the next collection pass. Every successful
+    poll is handed to `record` (the incident history: `IncidentHistory`), after it is published."""
 
     def __init__(self, fetch: Callable[[], Any], boundary: CollectorBoundary, holder: StateHolder,
-                 clock: Callable[[], datetime], trust_for: float, on_change: Callable[[], Any]) -> None:
+                 clock: Callable[[], datetime], trust_for: float, on_change: Callable[[], Any],
+                 record: Callable[[ProviderStatus], Any] = lambda _status: None) -> None:
         self.fetch = fetch
         self.boundary = boundary
         self.holder = holder
         self.clock = clock
         self.trust_for = trust_for
         self.on_change = on_change
+        self.record = record
 
     def poll(self) -> None:
         before = self.current_incident()
@@ -134,6 +149,8 @@ class HerokuStatusPoller:
             return replace(snap, collectors=cols, provider=status if status is not None else snap.provider)
 
         self.holder.update(apply)
+        if status is not None:
+            self.record(status)
         after = self.current_incident()
         if after != before:
             logger.warning("{}", after) if after else logger.info("Heroku reports no incident on Data or Apps")
@@ -149,3 +166,32 @@ class HerokuStatusPoller:
         if (self.clock() - status.observed_at).total_seconds() > self.trust_for:
             return None
         return incident_text(status)
+
+
+class IncidentHistory:
+    """Keeps each transition of Heroku's incidents on Data or Apps (opened, updated, resolved) in the state
+    store's provider history, for `backup-guardian timeline`: one record per transition, dated by the poll that
+    saw it, compared with what the store already holds (so neither repeated polls, nor a restart, nor several
+    replicas record one twice). Entries older than `keep` are deleted as new ones are written. `recording` says
+    whether this replica records (the leader does, as with the finding history). A store that fails is logged;
+    the poll's result stands."""
+
+    PROVIDER = "heroku"
+
+    def __init__(self, state: StateStore, keep: timedelta, recording: Callable[[], bool] = lambda: True) -> None:
+        self.state = state
+        self.keep = keep
+        self.recording = recording
+
+    def __call__(self, status: ProviderStatus) -> None:
+        if status.observed_at is None or not self.recording():
+            return
+        now = status.observed_at
+        try:
+            added = self.state.record_provider_transitions(
+                self.PROVIDER, lambda recorded: transitions(recorded, status, now), prune_before=now - self.keep)
+        except GuardianError as exc:
+            logger.warning("Heroku incident history not recorded: {}", exc)
+            return
+        for e in added:
+            logger.info("incident history: {} ({})", event_text(e), e.event)

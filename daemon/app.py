@@ -31,7 +31,7 @@ from collectors.boundary import CollectorBoundary
 from collectors.collection import Collection
 from collectors.fleet import HerokuSide
 from collectors.freshness import load_successes, stale_after
-from collectors.heroku_status import HerokuStatusPoller
+from collectors.heroku_status import HerokuStatusPoller, IncidentHistory
 from collectors.heroku_token import TokenWatch
 from collectors.readability import ReadThrough
 from daemon.adapters.archive import open_store
@@ -95,9 +95,12 @@ class Guardian:
         client = HerokuStatusClient(cfg.url, cfg.timeout)
         self.on_stop.close.append(client.close)
         boundary = CollectorBoundary(self.holder, {}, lambda _c: cfg.interval * 3, self.clock)
+        # the incident history is written as the finding history is: by the leader (followers stay quiet)
+        history = IncidentHistory(self.state, self.config.state.history_keep,
+                                  recording=lambda: self.leadership.held is not False)
         return HerokuStatusPoller(client.current_status, boundary, self.holder, self.clock,
                                   trust_for=(cfg.interval * 3).total_seconds(),
-                                  on_change=lambda: self.collection.republish())
+                                  on_change=lambda: self.collection.republish(), record=history)
 
     def provider_incident(self) -> str | None:
         """Heroku's current incident on Data or Apps as readable text ("Heroku reports an incident on Data:

@@ -8,7 +8,8 @@ which the timeline never does):
 - the audit log: every action decided, taken or declined (captures, mirrors, prunes, drills, scaling, pause);
 - the drill history: each restore drill and its verdict;
 - the archive records: each backup attempt the archive holds (the guardian's captures and mirror copies);
-- `EventSource`s given by the caller: the hook for provider incidents (a Heroku status poller).
+- `EventSource`s given by the caller: provider incidents (`ProviderIncidents`: what the Heroku status poller
+  recorded in the state store's provider history).
 
 Every summary and detail passes the redactor: a URL, password or token never reaches the output.
 """
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
@@ -27,6 +28,7 @@ from loguru import logger
 from daemon.core.check_guide import title
 from daemon.core.durations import format_duration
 from daemon.core.errors import GuardianError
+from daemon.core.provider import RESOLVED, ProviderEvent, event_text
 from daemon.core.redact import REDACTOR
 
 if TYPE_CHECKING:
@@ -39,6 +41,9 @@ if TYPE_CHECKING:
 KINDS = ("provider", "backup", "drill", "finding_opened", "finding_resolved", "notified", "action")
 #: The `database` of an event that concerns every database (e.g. `actions pause`).
 EVERY_DATABASE = "all"
+#: The `database` of a provider incident: the provider's, not one database's (it is listed with the databases
+#: that depend on the provider, see `ProviderIncidents`).
+PROVIDER_WIDE = ""
 _SINCE = re.compile(r"\s*(\d+)\s*([mhdw])\s*")
 _UNIT = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
@@ -129,10 +134,39 @@ def gather(state: StateStore, since: datetime, now: datetime, database: str | No
             logger.warning("timeline source {} unavailable: {}", source.name, exc)
             unavailable.append(f"{source.name}: {exc}")
     events = sorted((e for e in events if since <= e.time <= now), key=_order)
-    named = {e.database for e in events if e.database != EVERY_DATABASE}
+    named = {e.database for e in events if e.database not in (EVERY_DATABASE, PROVIDER_WIDE)}
     covered = [database] if database is not None else sorted(set(configured) | named)
     return Timeline(since, now, covered, [_redacted(e) for e in events], sources,
                     [REDACTOR(u) for u in unavailable])
+
+
+class ProviderIncidents:
+    """The provider's incidents as the status poller recorded them (`StateStore.provider_history`): kind
+    "provider", database PROVIDER_WIDE (one row per transition, however many databases it concerns). Asked for
+    one database, they are listed only when that database is one of `databases` (those that depend on the
+    provider: its Heroku-backed databases); a self-managed database's timeline leaves them out."""
+
+    def __init__(self, state: StateStore, provider: str, databases: Collection[str]) -> None:
+        self.state = state
+        self.provider = provider
+        self.databases = set(databases)
+        self.name = f"{provider.capitalize()} status incidents"
+
+    def events(self, since: datetime, database: str | None) -> list[TimelineEvent]:
+        if database is not None and database not in self.databases:
+            return []
+        return [_provider_event(e) for e in self.state.provider_history(since, self.provider)]
+
+
+def _provider_event(e: ProviderEvent) -> TimelineEvent:
+    parts = [f"status {e.status}" if e.event != RESOLVED else f"was {e.status}", f"incident {e.incident}"]
+    if e.since is not None:
+        parts.append(f"began {_stamp(e.since)} UTC")
+    if e.event == RESOLVED and e.opened_at is not None:
+        parts.append(f"open for {format_duration(e.time - e.opened_at)}")
+    if e.url and e.url != e.incident:
+        parts.append(e.url)
+    return TimelineEvent(e.time, PROVIDER_WIDE, "provider", event_text(e), "; ".join(parts))
 
 
 def _order(e: TimelineEvent) -> tuple[datetime, int]:

@@ -1,7 +1,7 @@
 """`backup-guardian timeline --since 48h [--database X] [--format markdown|json|table]`: what the guardian
-recorded in a window (findings opened and resolved, notifications, actions, backups, drills), oldest first, for
-the post-incident review. Reads the state store (and a local archive's records) only: works with the daemon
-running or not, and never needs the network."""
+recorded in a window (findings opened and resolved, notifications, actions, backups, drills, Heroku's
+incidents), oldest first, for the post-incident review. Reads the state store (and a local archive's records)
+only: works with the daemon running or not, and never needs the network."""
 
 from __future__ import annotations
 
@@ -9,12 +9,15 @@ import argparse
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from daemon import timeline
 from daemon.cli import terminal
 from daemon.cli.exits import OK, UNKNOWN
 from daemon.config import GuardianConfig
+
+if TYPE_CHECKING:
+    from daemon.adapters.statestore import StateStore
 
 FORMATS = ("markdown", "json", "table")
 
@@ -30,10 +33,13 @@ def add_parser(sub: Any, with_config: Callable[[argparse.ArgumentParser], argpar
                     help="markdown for the review document (default), json for tools, table for a terminal")
 
 
-def provider_sources(config: GuardianConfig) -> list[timeline.EventSource]:
-    """The sources of provider incidents (kind "provider") the timeline also reads: the hook where a reader of
-    recorded provider status incidents (e.g. Heroku's) is added. None yet."""
-    return []
+def provider_sources(config: GuardianConfig, state: StateStore) -> list[timeline.EventSource]:
+    """The sources of provider incidents (kind "provider") the timeline also reads from `state`: Heroku's
+    incidents as the status poller recorded them, when Heroku is configured (a database or a scale target);
+    asked for one database, they are listed for a Heroku-backed one only."""
+    if not (config.heroku_databases or config.actions.scale):
+        return []
+    return [timeline.ProviderIncidents(state, "heroku", [d.name for d in config.heroku_databases])]
 
 
 def run(args: argparse.Namespace, config: GuardianConfig, now: datetime | None = None) -> int:
@@ -52,7 +58,8 @@ def run(args: argparse.Namespace, config: GuardianConfig, now: datetime | None =
     try:
         archive = LocalDirectoryStore(config.archive_dir) if config.archive.kind == "local" \
             and config.archive_dir.is_dir() else None
-        found = timeline.gather(store, since, now, args.database, configured, archive, provider_sources(config))
+        found = timeline.gather(store, since, now, args.database, configured, archive,
+                                provider_sources(config, store))
     finally:
         store.close()
     if args.database is not None and args.database not in configured \

@@ -51,8 +51,9 @@ class StateConfig(StrictModel):
                              "by a stable hash of their names.", examples=[1])
     shard_index: int = Field(0, ge=0, description="This replica's group (0 .. shard_count - 1).", examples=[0])
     history_keep: Duration = Field(timedelta(days=400), description="How long the history of findings (opened, "
-                                   "resolved, notified; what `backup-guardian timeline` shows) is kept; older "
-                                   "entries are deleted as new ones are written.", examples=["400d"])
+                                   "resolved, notified) and of Heroku's incidents (what `backup-guardian timeline` "
+                                   "shows) is kept; older entries are deleted as new ones are written.",
+                                   examples=["400d"])
 
     @field_validator("url")
     @classmethod

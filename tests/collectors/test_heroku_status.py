@@ -1,19 +1,28 @@
 """Parsing Heroku's status API (`GET /api/v4/current-status`): the documented shape as `heroku status` reads it,
-the Heroku double's answers over real HTTP, unknown fields, and documents of the wrong shape."""
+the Heroku double's answers over real HTTP, unknown fields, and documents of the wrong shape; the poller's
+incident history in the real SQLite state store."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
+from loguru import logger
 
-from collectors.heroku_status import parse_current_status
+from collectors.boundary import CollectorBoundary
+from collectors.heroku_status import HerokuStatusPoller, IncidentHistory, parse_current_status
 from daemon.adapters.heroku_status import HerokuStatusClient
+from daemon.adapters.statestore import StateStore, open_state_store
+from daemon.app import Guardian
+from daemon.config import GuardianConfig
 from daemon.core.errors import CollectorError
 from daemon.core.provider import incident_text
+from daemon.core.snapshot import Snapshot, StateHolder
 from tests.doubles.heroku import HerokuDouble
+from tests.support import FakeClock
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 GREEN = [{"system": "Apps", "status": "green"}, {"system": "Data", "status": "green"},
@@ -129,3 +138,153 @@ def test_the_double_answers_as_the_real_api_over_http(heroku: HerokuDouble) -> N
         assert not any("Authorization" in r.headers for r in heroku.requests if r.host == "status")
     finally:
         client.close()
+
+
+# -- the incident history ------------------------------------------------------------------------------------
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def ticking(clock: FakeClock) -> Iterator[HerokuDouble]:
+    """The double on the test's fake clock, so its incidents' times move with the polls'."""
+    with HerokuDouble(clock=clock) as double:
+        yield double
+
+
+@pytest.fixture
+def state(tmp_path: Path) -> Iterator[StateStore]:
+    store = open_state_store(None, tmp_path / "state")
+    yield store
+    store.close()
+
+
+def poller(heroku: HerokuDouble, clock: FakeClock, state: StateStore,
+           keep: timedelta = timedelta(days=400)) -> tuple[HerokuStatusPoller, HerokuStatusClient]:
+    """The poller as the guardian builds it: real HTTP to the double, the incident history in `state`."""
+    client = HerokuStatusClient(heroku.status_url, timedelta(seconds=5))
+    holder = StateHolder(Snapshot())
+    boundary = CollectorBoundary(holder, {}, lambda _c: timedelta(minutes=9), clock)
+    return HerokuStatusPoller(client.current_status, boundary, holder, clock, trust_for=540, on_change=lambda: None,
+                              record=IncidentHistory(state, keep)), client
+
+
+def test_an_incident_is_recorded_once_per_transition_however_often_it_is_polled(
+    ticking: HerokuDouble, clock: FakeClock, state: StateStore
+) -> None:
+    """Opened, updated (a new update that turns it red), resolved, each seen by two or three polls three
+    minutes apart: three records, dated by the poll that first saw each, with what the incident said."""
+    poll, client = poller(ticking, clock, state)
+    start = clock.now
+    try:
+        poll.poll()  # all green: nothing to record
+        clock.now += timedelta(minutes=3)
+        incident = ticking.open_incident("Elevated Heroku Postgres errors", systems=("Data",), severity="yellow")
+        for _ in range(3):
+            poll.poll()
+            clock.now += timedelta(minutes=3)
+        ticking.update_incident(incident, "Engineers found the cause.", severity="red")
+        for _ in range(2):
+            poll.poll()
+            clock.now += timedelta(minutes=3)
+        ticking.resolve_incident(incident)
+        for _ in range(2):
+            poll.poll()
+            clock.now += timedelta(minutes=3)
+    finally:
+        client.close()
+    history = state.provider_history()
+    assert [(e.event, e.time - start, e.status) for e in history] == [
+        ("opened", timedelta(minutes=3), "yellow"), ("updated", timedelta(minutes=12), "red"),
+        ("resolved", timedelta(minutes=18), "red")]
+    assert {(e.incident, e.title, e.systems, e.url) for e in history} == {
+        (str(incident), "Elevated Heroku Postgres errors", ("Data",),
+         f"https://status.heroku.com/incidents/{incident}")}
+    assert history[0].since == start + timedelta(minutes=3) and history[2].opened_at == history[0].time
+
+
+def test_a_restarted_poller_does_not_record_an_open_incident_again(
+    ticking: HerokuDouble, clock: FakeClock, state: StateStore
+) -> None:
+    incident = ticking.open_incident("Apps degraded", systems=("Apps",))
+    first, client = poller(ticking, clock, state)
+    first.poll()
+    client.close()
+    clock.now += timedelta(minutes=10)
+    again, client = poller(ticking, clock, state)  # a new process on the same store, the incident still on
+    try:
+        again.poll()
+        ticking.resolve_incident(incident)
+        clock.now += timedelta(minutes=3)
+        again.poll()
+    finally:
+        client.close()
+    assert [e.event for e in state.provider_history()] == ["opened", "resolved"]
+
+
+def test_a_state_store_that_fails_is_logged_and_the_poll_still_stands(
+    ticking: HerokuDouble, clock: FakeClock, state: StateStore
+) -> None:
+    ticking.open_incident("Heroku Postgres connection errors", systems=("Data",))
+    poll, client = poller(ticking, clock, state)
+    lines: list[str] = []
+    sink = logger.add(lambda m: lines.append(str(m)), level="WARNING", format="{message}")
+    state.close()  # every write now fails
+    try:
+        poll.poll()
+    finally:
+        logger.remove(sink)
+        client.close()
+    assert poll.current_incident() == "Heroku reports an incident on Data: Heroku Postgres connection errors"
+    assert poll.holder.current().collectors[("heroku_status", "")].up
+    assert any(line.startswith("Heroku incident history not recorded: state store sqlite") for line in lines)
+
+
+def test_the_history_older_than_the_keep_is_pruned_as_the_poller_records(
+    ticking: HerokuDouble, clock: FakeClock, state: StateStore
+) -> None:
+    poll, client = poller(ticking, clock, state, keep=timedelta(days=1))
+    try:
+        old = ticking.open_incident("Last week's outage", systems=("Data",))
+        poll.poll()
+        ticking.resolve_incident(old)
+        clock.now += timedelta(hours=2)
+        poll.poll()
+        clock.now += timedelta(days=7)
+        ticking.open_incident("Today's outage", systems=("Data",))
+        poll.poll()
+    finally:
+        client.close()
+    assert [(e.title, e.event) for e in state.provider_history()] == [("Today's outage", "opened")]
+
+
+def test_only_the_leader_records_the_incident_history(
+    ticking: HerokuDouble, clock: FakeClock, tmp_path: Path
+) -> None:
+    """As the guardian wires it: while another replica holds the leadership this one polls (and its findings
+    would say so) but records nothing; once it leads, the incident still on is recorded as opened, once."""
+    config = GuardianConfig.model_validate({
+        "state_dir": str(tmp_path / "state"),
+        "heroku": {"api_key": "hrku-history-token-0123456789", "status": {"url": ticking.status_url}},
+        "databases": [{"heroku": {"app": "shop"}}]})
+    leader = open_state_store(None, tmp_path / "state")
+    g = Guardian(config, clock=clock)
+    try:
+        assert leader.try_leadership(g.leadership.key)
+        assert g.leadership.elect() is False
+        ticking.open_incident("Heroku Postgres connection errors", systems=("Data",))
+        assert g.provider_status is not None
+        g.provider_status.poll()
+        assert g.provider_incident() == "Heroku reports an incident on Data: Heroku Postgres connection errors"
+        assert g.state.provider_history() == []
+        leader.release_leadership()
+        assert g.leadership.elect() is True
+        clock.now += timedelta(minutes=3)
+        g.provider_status.poll()
+        g.provider_status.poll()
+        assert [(e.event, e.time) for e in g.state.provider_history()] == [("opened", clock.now)]
+    finally:
+        g.stop()
+        leader.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -186,3 +187,20 @@ def test_daemon_shows_heroku_incidents_and_keeps_serving_when_the_status_api_fai
     assert "class='notice s-warning provider'" not in page_after  # the banner is gone
     assert "waiting: Heroku reports an incident on Data" in page_after  # the capture's decision, kept in history
     d.wait_for("the status collector up again", lambda: d.metrics().get(up) == 1)
+
+    # the timeline, run beside the daemon on its state directory, lists the incident opened and resolved once
+    # each (polled every second, the failed polls in between recorded nothing)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GUARDIAN_", "DATABASE_URL"))}
+    env["GUARDIAN_STATE_DIR"] = str(d.state_dir)
+
+    def provider_events() -> list[tuple[str, str]]:
+        out = subprocess.run([sys.executable, "-m", "daemon", "timeline", "--format", "json", "--database", DB],
+                             capture_output=True, text=True, env=env, timeout=60, cwd=d.state_dir)
+        assert out.returncode == 0, out.stderr
+        assert TOKEN not in out.stdout + out.stderr
+        return [(e["database"], e["summary"]) for e in json.loads(out.stdout) if e["kind"] == "provider"]
+
+    listed = d.wait_for("the resolved incident in the timeline", lambda: (ev := provider_events()) and len(ev) > 1
+                        and ev)
+    assert listed == [("", "Heroku reports an incident on Data: Heroku Postgres connection errors in us-east"),
+                      ("", "Heroku resolved the incident on Data: Heroku Postgres connection errors in us-east")]

@@ -109,6 +109,11 @@ class PostgresStateStore(StateStore):
         # released at commit; makes replicas that start together apply each migration exactly once
         tx.rows("SELECT pg_advisory_xact_lock(?)", (lock_key("pg-backup-guardian:migrate"),))
 
+    def _transaction_lock(self, tx: Transaction, name: str) -> None:
+        # released at commit: replicas that record the same thing at once take turns, each reading what the
+        # one before it wrote (READ COMMITTED: every statement sees what committed before it started)
+        tx.rows("SELECT pg_advisory_xact_lock(?)", (lock_key("pg-backup-guardian:" + name),))
+
     def _try_exclusive(self, name: str) -> Callable[[], None] | None:
         key = lock_key("exclusive:" + name)
         # a connection per section: advisory locks are re-entrant within a session, so sharing one

@@ -60,6 +60,13 @@ CREATE TABLE guardian_finding_history (id {pk}, time TEXT NOT NULL, database_nam
 CREATE INDEX guardian_finding_history_time ON guardian_finding_history (time);
 CREATE INDEX guardian_finding_history_db ON guardian_finding_history (database_name, time)
 """
+_PROVIDER_HISTORY = """
+CREATE TABLE guardian_provider_history (id {pk}, time TEXT NOT NULL, provider TEXT NOT NULL, incident TEXT NOT NULL,
+    event TEXT NOT NULL, title TEXT NOT NULL, systems TEXT NOT NULL, status TEXT NOT NULL, url TEXT NOT NULL,
+    details TEXT NOT NULL);
+CREATE INDEX guardian_provider_history_time ON guardian_provider_history (time);
+CREATE INDEX guardian_provider_history_incident ON guardian_provider_history (provider, incident, time)
+"""
 MIGRATIONS_TABLE = ("CREATE TABLE IF NOT EXISTS guardian_schema_migrations (version INTEGER PRIMARY KEY, "
                      "description TEXT NOT NULL, applied_at TEXT NOT NULL)")
 AUDIT_CORE = ("time", "action", "target", "outcome", "reason")
@@ -116,5 +123,6 @@ MIGRATIONS: list[tuple[int, str, Step]] = [
     (3, "create the scratch database ledger", _SCRATCH_LEDGER),
     (4, "record which process runs each action", "ALTER TABLE guardian_actions ADD COLUMN owner TEXT"),
     (5, "keep the history of finding transitions (opened, resolved, notified)", _FINDING_HISTORY),
+    (6, "keep the history of provider incidents (opened, updated, resolved)", _PROVIDER_HISTORY),
 ]
 SCHEMA_VERSION: int = MIGRATIONS[-1][0]

@@ -9,6 +9,7 @@ import contextlib
 import functools
 import json
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -28,6 +29,7 @@ from daemon.adapters.statestore.schema import (
     from_utc_text,
     utc_text,
 )
+from daemon.core.provider import ProviderEvent
 from daemon.core.redact import REDACTOR
 
 T = TypeVar("T")
@@ -54,6 +56,10 @@ class StateStore:
 
     def _migration_lock(self, tx: Transaction) -> None:
         """Serialise migrations of concurrent openers inside the migration transaction."""
+
+    def _transaction_lock(self, tx: Transaction, name: str) -> None:
+        """Serialise the transactions that take `name` until this one ends. SQLite needs nothing: `BEGIN
+        IMMEDIATE` already queues every writer."""
 
     def _try_exclusive(self, name: str) -> Callable[[], None] | None:
         """Take the lock of `name` without waiting: its release function, or None when held elsewhere."""
@@ -244,6 +250,43 @@ class StateStore:
             f"FROM guardian_finding_history{where} ORDER BY time, id", params))
         return [FindingEvent(from_utc_text(r[0]), r[1], r[2], r[3], r[4], r[5], json.loads(r[6])) for r in rows]
 
+    # -- provider history ---------------------------------------------------------------------------------
+    def record_provider_transitions(self, provider: str,
+                                    changes: Callable[[list[ProviderEvent]], list[ProviderEvent]],
+                                    prune_before: datetime | None = None) -> list[ProviderEvent]:
+        """Append what changed in `provider`'s incidents and return it, in one transaction that replicas take in
+        turn: `changes` gets the newest recorded event of each incident the history still has open (oldest
+        first) and returns the transitions to append (`daemon.core.provider.transitions`), so each transition is
+        recorded once however many polls or replicas see it. With `prune_before`, when something was appended,
+        the history older than that is deleted in the same transaction (as the finding history is pruned)."""
+        cut = utc_text(prune_before) if prune_before is not None else None
+
+        def record(tx: Transaction) -> list[ProviderEvent]:
+            self._transaction_lock(tx, f"provider-history:{provider}")
+            rows = tx.rows(
+                f"SELECT {_PROVIDER_COLUMNS} FROM (SELECT h.*, ROW_NUMBER() OVER (PARTITION BY incident "
+                "ORDER BY time DESC, id DESC) AS newest FROM guardian_provider_history h WHERE provider = ?) n "
+                "WHERE newest = 1 AND event <> 'resolved' ORDER BY time, id", (provider,))
+            added = changes([_provider_event(r) for r in rows])
+            for e in added:
+                tx.rows(f"INSERT INTO guardian_provider_history ({_PROVIDER_COLUMNS}) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", _provider_row(replace(e, provider=provider)))
+            if cut is not None and added:
+                tx.rows("DELETE FROM guardian_provider_history WHERE time < ?", (cut,))
+            return added
+
+        return self._run("record provider incidents", record)
+
+    def provider_history(self, since: datetime | None = None, provider: str | None = None) -> list[ProviderEvent]:
+        """The recorded provider incident transitions at or after `since` (all when None), of `provider` only
+        when given, oldest first."""
+        where, params = _filters(since=since, time_column="time")
+        if provider is not None:
+            where, params = (where + " AND " if where else " WHERE ") + "provider = ?", (*params, provider)
+        rows = self._run("read provider history", lambda tx: tx.rows(
+            f"SELECT {_PROVIDER_COLUMNS} FROM guardian_provider_history{where} ORDER BY time, id", params))
+        return [_provider_event(r) for r in rows]
+
     # -- drill history -------------------------------------------------------------------------------------
     def add_drill(self, database: str, scenario: str, started_at: datetime, succeeded: bool,
                   doc: dict[str, Any]) -> None:
@@ -333,6 +376,24 @@ class StateStore:
             yield
         finally:
             release()
+
+
+_PROVIDER_COLUMNS = "time, provider, incident, event, title, systems, status, url, details"
+_PROVIDER_TIMES = ("since", "updated_at", "opened_at")
+
+
+def _provider_row(e: ProviderEvent) -> tuple[Any, ...]:
+    """A provider history row (the columns of _PROVIDER_COLUMNS); the provider's own times go in details."""
+    times = {k: utc_text(getattr(e, k)) for k in _PROVIDER_TIMES if getattr(e, k) is not None}
+    return (utc_text(e.time), e.provider, e.incident, e.event, e.title, ",".join(e.systems), e.status, e.url or "",
+            dumps_json(times))
+
+
+def _provider_event(r: tuple[Any, ...]) -> ProviderEvent:
+    times = json.loads(r[8])
+    return ProviderEvent(from_utc_text(r[0]), r[2], r[3], r[4], tuple(s for s in r[5].split(",") if s), r[6],
+                         r[7] or None, provider=r[1],
+                         **{k: from_utc_text(times[k]) for k in _PROVIDER_TIMES if times.get(k)})
 
 
 def _filters(action: str | None = None, target: str | None = None, since: datetime | None = None,

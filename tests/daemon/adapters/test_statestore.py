@@ -3,6 +3,7 @@ actions, findings, drills, key-value, leadership across processes, exclusive sec
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -12,7 +13,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from daemon.adapters.statestore import (
     lock_key,
     open_state_store,
 )
+from daemon.core.provider import ProviderEvent, ProviderIncident, ProviderStatus, transitions
 from tests.support import REPO, create_database
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
@@ -116,16 +118,35 @@ def test_a_store_of_migration_4_gains_the_finding_history_and_keeps_its_data(bac
     store.save_findings({"shop\x1frpo_breach": {"opened_at": T0.isoformat(), "told_at": T0.isoformat()}})
     store.add_drill("shop", "full", T0, True, {"database": "shop", "started_at": T0.isoformat()})
     store.close()
-    # what a guardian of migration 4 left: no history table, no record of migration 5
+    # what a guardian of migration 4 left: no history tables, no record of the migrations after 4
     backend.execute("DROP TABLE guardian_finding_history")
-    backend.execute("DELETE FROM guardian_schema_migrations WHERE version = 5")
+    backend.execute("DROP TABLE guardian_provider_history")
+    backend.execute("DELETE FROM guardian_schema_migrations WHERE version >= 5")
     upgraded = backend.open()
-    assert upgraded.schema_version() == 5
+    assert upgraded.schema_version() == SCHEMA_VERSION
     assert [a["outcome"] for a in upgraded.audit()] == ["done"]
     assert list(upgraded.load_findings()) == ["shop\x1frpo_breach"]
     assert len(upgraded.drill_history("shop")) == 1
     upgraded.add_finding_events([FindingEvent(T0, "shop", "rpo_breach", "opened", "critical", "no backup")])
     assert [e.kind for e in upgraded.finding_history()] == ["opened"]
+
+
+def test_a_store_of_migration_5_gains_the_provider_history_and_keeps_its_data(backend: Backend,
+                                                                              store: StateStore) -> None:
+    store.add_audit(audit_entry(1, outcome="done"))
+    store.add_finding_events([FindingEvent(T0, "shop", "rpo_breach", "opened", "critical", "no backup")])
+    store.add_drill("shop", "full", T0, True, {"database": "shop", "started_at": T0.isoformat()})
+    store.close()
+    # what a guardian of migration 5 left: no provider history table, no record of migration 6
+    backend.execute("DROP TABLE guardian_provider_history")
+    backend.execute("DELETE FROM guardian_schema_migrations WHERE version = 6")
+    upgraded = backend.open()
+    assert upgraded.schema_version() == 6
+    assert [a["outcome"] for a in upgraded.audit()] == ["done"]
+    assert [(e.check, e.hint) for e in upgraded.finding_history()] == [("rpo_breach", "no backup")]
+    assert len(upgraded.drill_history("shop")) == 1
+    upgraded.record_provider_transitions("heroku", lambda _open: transitions([], heroku_status(INCIDENT), T0))
+    assert [e.event for e in upgraded.provider_history()] == ["opened"]
 
 
 def test_store_written_by_newer_guardian_is_refused(backend: Backend, store: StateStore) -> None:
@@ -313,6 +334,82 @@ def test_finding_history_is_read_by_time_and_database_and_pruned_before_a_time(s
     store.add_finding_events([FindingEvent(T0 + timedelta(hours=4), "shop", "size_anomaly", "opened", "warning", "")],
                              prune_before=T0 + timedelta(hours=2))
     assert [e.time for e in store.finding_history()] == [T0 + timedelta(hours=h) for h in (2, 3, 4)]
+
+
+INCIDENT = ProviderIncident("Heroku Postgres connection errors", ("Data",), "yellow",
+                            "https://status.heroku.com/incidents/2871", T0 - timedelta(minutes=5), "2871",
+                            T0 - timedelta(minutes=5))
+
+
+def heroku_status(*incidents: ProviderIncident, at: datetime = T0) -> ProviderStatus:
+    return ProviderStatus({"Data": incidents[0].status if incidents else "green"}, incidents, 0, at)
+
+
+def record(store: StateStore, status: ProviderStatus, keep: timedelta | None = None) -> list[ProviderEvent]:
+    """What a poll at `status.observed_at` records, as the status poller does it."""
+    assert status.observed_at is not None
+    now = status.observed_at
+    return store.record_provider_transitions("heroku", lambda recorded: transitions(recorded, status, now),
+                                             prune_before=now - keep if keep is not None else None)
+
+
+def test_provider_incidents_are_recorded_once_per_transition_and_read_back_in_order(backend: Backend,
+                                                                                    store: StateStore) -> None:
+    """Opened, seen again (nothing), updated (colour and a newer update), seen again by another replica
+    (nothing), resolved: three records with what the incident said, and the guardian's opening time carried."""
+    minutes = [T0 + timedelta(minutes=3 * n) for n in range(6)]
+    worse = replace(INCIDENT, status="red", updated_at=minutes[2])
+    assert [e.event for e in record(store, heroku_status(INCIDENT, at=minutes[0]))] == ["opened"]
+    assert record(store, heroku_status(INCIDENT, at=minutes[1])) == []
+    assert [e.event for e in record(store, heroku_status(worse, at=minutes[2]))] == ["updated"]
+    replica = backend.open()  # another replica (or this one after a restart) sees the same incident
+    assert record(replica, heroku_status(worse, at=minutes[3])) == []
+    assert [e.event for e in record(replica, heroku_status(at=minutes[4]))] == ["resolved"]
+    assert record(store, heroku_status(at=minutes[5])) == []
+    history = store.provider_history()
+    assert [(e.time, e.event, e.status) for e in history] == [
+        (minutes[0], "opened", "yellow"), (minutes[2], "updated", "red"), (minutes[4], "resolved", "red")]
+    assert {(e.incident, e.title, e.systems, e.url, e.since, e.opened_at, e.provider) for e in history} == {
+        ("2871", "Heroku Postgres connection errors", ("Data",), "https://status.heroku.com/incidents/2871",
+         T0 - timedelta(minutes=5), minutes[0], "heroku")}
+    assert [e.event for e in store.provider_history(since=minutes[1])] == ["updated", "resolved"]
+    assert store.provider_history(provider="another") == []
+
+
+def test_replicas_polling_at_once_record_an_incident_once(backend: Backend) -> None:
+    """Several replicas (store instances) record the same poll at the same moment: they take turns, and each
+    sees what the one before it wrote. Each waits inside its transaction for the others to come in too (up to
+    2 s): were they not taking turns, all would read an empty history and all would record."""
+    replicas = [backend.open() for _ in range(4)]
+    start, inside = threading.Barrier(len(replicas)), threading.Barrier(len(replicas), timeout=2)
+    added: list[list[ProviderEvent]] = []
+
+    def changes(recorded: list[ProviderEvent]) -> list[ProviderEvent]:
+        with contextlib.suppress(threading.BrokenBarrierError):
+            inside.wait()  # taking turns, nobody else comes in: broken once, then no more waiting
+        return transitions(recorded, heroku_status(INCIDENT), T0)
+
+    def poll(store: StateStore) -> None:
+        start.wait()
+        added.append(store.record_provider_transitions("heroku", changes))
+
+    threads = [threading.Thread(target=poll, args=(r,)) for r in replicas]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(len(a) for a in added) == [0, 0, 0, 1]
+    assert [e.event for e in replicas[0].provider_history()] == ["opened"]
+
+
+def test_provider_history_older_than_the_keep_is_pruned_as_new_entries_are_written(store: StateStore) -> None:
+    record(store, heroku_status(INCIDENT, at=T0))
+    record(store, heroku_status(at=T0 + timedelta(hours=1)))
+    later = replace(INCIDENT, incident_id="2900", title="Apps slow", systems=("Apps",))
+    record(store, heroku_status(later, at=T0 + timedelta(days=30)), keep=timedelta(days=29, hours=23))
+    assert [(e.incident, e.event) for e in store.provider_history()] == [("2871", "resolved"), ("2900", "opened")]
+    record(store, heroku_status(at=T0 + timedelta(days=31)), keep=timedelta(hours=12))
+    assert [(e.incident, e.event) for e in store.provider_history()] == [("2900", "resolved")]
 
 
 def test_drills_since_reads_every_drill_of_the_window(store: StateStore) -> None:

@@ -1,7 +1,8 @@
 """`backup-guardian timeline`, run as a person writing the post-incident review would: a scripted incident
 through the real guardian (a self-managed database whose server stops, so its capture fails, a finding opens
-and an emergency capture is decided; the server comes back, the capture succeeds, the finding resolves), then
-the command as a subprocess on the same state store. Times are relative to now, never to the time of day."""
+and an emergency capture is decided; the server comes back, the capture succeeds, the finding resolves; or
+Heroku reports an incident on Data while a Heroku database misses its schedule), then the command as a
+subprocess on the same state store. Times are relative to now, never to the time of day."""
 
 from __future__ import annotations
 
@@ -17,10 +18,13 @@ from typing import Any
 import pytest
 
 from actions.audit import AuditLog
+from daemon.adapters.heroku import HerokuClient
 from daemon.adapters.postgres.cluster import LocalCluster
 from daemon.adapters.statestore import FindingEvent, open_state_store
 from daemon.app import Guardian
 from daemon.config import GuardianConfig
+from daemon.core.durations import format_duration
+from tests.doubles.heroku import HerokuDouble
 from tests.support import DaemonProcess, FakeClock, create_database, shop_config, wait_for
 
 
@@ -118,6 +122,109 @@ def test_a_failed_capture_its_emergency_capture_and_the_recovery_are_listed_in_o
     assert "last_attempt_failed opened (critical)" in rows[opened] and "resolved" in rows[resolved]
     for out in (doc.stdout, json.dumps(listed)):
         assert password not in out and url not in out
+
+
+HEROKU_DB = "shop/DATABASE"
+
+
+def heroku_config(heroku: HerokuDouble, tmp_path: Path) -> dict[str, Any]:
+    """A guardian watching the Heroku app "shop" (RPO 48 h, actions in dry run), Heroku's status read from the
+    double."""
+    return {"state_dir": str(tmp_path / "state"), "collect_interval": "30s",
+            "heroku": {"api_key": heroku.token, "platform_url": heroku.platform_url, "data_url": heroku.data_url,
+                       "timeout": "5s", "retries": 0, "status": {"url": heroku.status_url, "timeout": "5s"}},
+            "actions": {"dry_run": True},
+            "databases": [{"heroku": {"app": "shop"}, "objectives": {"rpo": "48h"}}]}
+
+
+def collect_heroku(g: Guardian, clock: FakeClock) -> None:
+    """One collection pass that reads the Heroku app (the fleet polls once its credit allows)."""
+    for _ in range(20):
+        if ("heroku", HEROKU_DB) in g.collect_all().collectors:
+            break
+        clock.now += timedelta(seconds=30)
+    assert g.remedies.wait(120), "an action did not end"
+
+
+def test_a_heroku_incident_is_listed_opened_updated_and_resolved_beside_a_finding_opened_during_it(
+    fresh_db: str, tmp_path: Path
+) -> None:
+    """Heroku reports an incident on Data; the app's daily backup does not run and missed_schedule opens; Heroku
+    updates the incident, then resolves it. Polled every few minutes, each transition is listed once, in order
+    with the finding, for the Heroku database and the whole window, but not for a self-managed database."""
+    clock = FakeClock()
+    clock.now = datetime.now(UTC) - timedelta(hours=6)  # this morning, whenever that is
+    with HerokuDouble(clock=clock, token="hrku-timeline-token-0123456789") as heroku:
+        heroku.add_app("shop", database_url=fresh_db)
+        due = clock.now - timedelta(hours=3)  # a daily schedule due 3 h ago that did not run
+        heroku.add_schedule("shop", hour=due.hour, timezone="UTC")
+        yesterday = due - timedelta(days=1)
+        heroku.add_transfer("shop", created_at=yesterday, started_at=yesterday,
+                            finished_at=yesterday + timedelta(minutes=2))
+        config = heroku_config(heroku, tmp_path)
+        api = HerokuClient(heroku.token, platform_url=heroku.platform_url, data_url=heroku.data_url,
+                           sleep=clock.sleep, timeout=5, retries=0, max_rate_wait=0)
+        g = Guardian(GuardianConfig.model_validate(config), heroku_api=api, clock=clock)
+        try:
+            assert g.provider_status is not None
+            incident = heroku.open_incident("Degraded Heroku Postgres connectivity", severity="yellow")
+            g.provider_status.poll()
+            clock.now += timedelta(minutes=1)
+            collect_heroku(g, clock)  # missed_schedule opens while Heroku reports the incident
+            for _ in range(2):
+                clock.now += timedelta(minutes=3)
+                g.provider_status.poll()
+            heroku.update_incident(incident, "Engineers are restoring connectivity.", severity="red")
+            for _ in range(2):
+                clock.now += timedelta(minutes=3)
+                g.provider_status.poll()
+            heroku.resolve_incident(incident)
+            for _ in range(2):
+                clock.now += timedelta(minutes=3)
+                g.provider_status.poll()
+        finally:
+            g.stop()
+    config["databases"].append({"name": "blog", "url": "postgresql://guardian:s3cr3t-pw@127.0.0.1:9/blog"})
+
+    listed = events(timeline(tmp_path, config, "--since", "48h", "--format", "json"))
+    assert [e["time"] for e in listed] == sorted(e["time"] for e in listed)
+    said = [(e["kind"], e["summary"]) for e in listed
+            if e["kind"] == "provider" or e["summary"].startswith("missed_schedule opened")]
+    assert said == [
+        ("provider", "Heroku reports an incident on Data: Degraded Heroku Postgres connectivity"),
+        ("finding_opened", "missed_schedule opened (critical): A scheduled backup did not start"),
+        ("provider", "Heroku updated the incident on Data: Degraded Heroku Postgres connectivity"),
+        ("provider", "Heroku resolved the incident on Data: Degraded Heroku Postgres connectivity")]
+    provider = [e for e in listed if e["kind"] == "provider"]
+    assert {e["database"] for e in provider} == {""}
+    assert provider[0]["detail"].startswith(f"status yellow; incident {incident}; began ")
+    assert provider[0]["detail"].endswith(f"https://status.heroku.com/incidents/{incident}")
+    assert provider[2]["detail"].startswith(f"was red; incident {incident}; ")
+    open_for = datetime.fromisoformat(provider[2]["time"]) - datetime.fromisoformat(provider[0]["time"])
+    assert f"; open for {format_duration(open_for)}; " in provider[2]["detail"]
+
+    mine = events(timeline(tmp_path, config, "--since", "48h", "--database", HEROKU_DB, "--format", "json"))
+    assert [e["summary"].split(":")[0] for e in mine
+            if e["kind"] == "provider" or e["summary"].startswith("missed_schedule opened")] == [
+        "Heroku reports an incident on Data", "missed_schedule opened (critical)",
+        "Heroku updated the incident on Data", "Heroku resolved the incident on Data"]
+    assert not any(e["kind"] == "provider"
+                   for e in events(timeline(tmp_path, config, "--since", "48h", "--database", "blog",
+                                            "--format", "json")))
+
+    doc = timeline(tmp_path, config, "--since", "48h")
+    assert doc.returncode == 0, doc.stderr
+    lines = doc.stdout.splitlines()
+    assert f"Databases: blog, {HEROKU_DB}  " in lines
+    assert "Heroku status incidents" in lines[3]
+    rows = [line for line in lines if line.startswith("| 20")]
+    assert len(rows) == len(listed)
+    opened = next(i for i, r in enumerate(rows) if "| Heroku reports an incident on Data: Degraded" in r)
+    finding = next(i for i, r in enumerate(rows) if "missed_schedule opened" in r)
+    resolved = next(i for i, r in enumerate(rows) if "Heroku resolved the incident on Data" in r)
+    assert opened < finding < resolved
+    assert rows[opened].split("|")[2] == "  "  # the provider's, not one database's
+    assert "hrku-timeline-token" not in doc.stdout + json.dumps(listed)
 
 
 def seeded(tmp_path: Path, now: datetime) -> dict[str, Any]:
