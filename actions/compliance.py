@@ -171,14 +171,17 @@ class ComplianceRunner(DrillRunner):
     _folder: Path
     _files: list[ExportedFile]
 
-    def export(self, db: DatabaseConfig, state: DatabaseState, folder: Path) -> tuple[DrillRun, list[ExportedFile]]:
+    def export(self, db: DatabaseConfig, state: DatabaseState, folder: Path,
+               billing_app: str | None = None) -> tuple[DrillRun, list[ExportedFile]]:
         """Export `db.compliance.tables` of the newest good backup into `folder`; the run says whether it
-        succeeded and why not. GuardianError when the database has no compliance section."""
+        succeeded and why not. `billing_app`: the Heroku app whose transfers hold the database's Heroku backups
+        (None for a database without them), as the drill is given it. GuardianError when the database has no
+        compliance section."""
         if db.compliance is None:
             raise GuardianError(f"{db.name}: no compliance section is configured")
         self._folder, self._files = folder, []
         tables = db.drill.model_copy(update={"tables": list(db.compliance.tables)})
-        run = self.run(db.model_copy(update={"drill": tables}), state, TABLE)
+        run = self.run(db.model_copy(update={"drill": tables}), state, TABLE, billing_app)
         return run, list(self._files)
 
     def inside(self, db: DatabaseConfig, run: DrillRun, target: ScratchTarget, name: str,
@@ -226,9 +229,13 @@ class ComplianceService:
 
     def __init__(self, databases: dict[str, DatabaseConfig], runner: ComplianceRunner, pipeline: Pipeline,
                  holder: StateHolder, store: ArchiveStore | None, ledger: StateStore,
-                 clock: Callable[[], datetime], sources: dict[str, ObjectSource] | None = None) -> None:
-        """`sources`: per database with `compliance.objects`, the bucket its application objects are read from."""
+                 clock: Callable[[], datetime], sources: dict[str, ObjectSource] | None = None,
+                 billing_app: Callable[[str], str | None] = lambda _name: None) -> None:
+        """`sources`: per database with `compliance.objects`, the bucket its application objects are read from.
+        `billing_app`: the Heroku app of a database's Heroku backups (what a backup only Heroku holds is
+        downloaded through), as the drill service has it."""
         self.databases, self.runner, self.pipeline, self.holder = databases, runner, pipeline, holder
+        self.billing_app = billing_app
         self.store, self.ledger, self.clock = store, ledger, clock
         self.sources = dict(sources or {})
         self._last: dict[str, dict[str, Any]] = {}
@@ -289,7 +296,7 @@ class ComplianceService:
         folder_root.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="export-", dir=folder_root) as tmp:
             state = self.holder.current().databases[db.name]
-            run, files = self.runner.export(db, state, Path(tmp))
+            run, files = self.runner.export(db, state, Path(tmp), self.billing_app(db.name))
             failed = "; ".join(f"{c.name}: {c.detail}" for c in run.checks if not c.ok)
             if run.skipped or not run.succeeded or run.backup is None:
                 result = ExportResult(False, failed or run.reason or "the export did not run", skipped=run.skipped)

@@ -251,7 +251,7 @@ class Guardian:
         sources = {n: ObjectSource(s3, db.compliance.objects.bucket) for n, db in self.databases.items()
                    if s3 is not None and db.compliance is not None and db.compliance.objects is not None}
         return ComplianceService(self.databases, runner, self.pipeline, self.holder, self.store, self.state,
-                                 self.clock, sources)
+                                 self.clock, sources, self.heroku.billing_app)
 
     @cached_property
     def remedies(self) -> Remedies:

@@ -350,3 +350,37 @@ def test_objects_without_an_s3_connection_fail_the_export_naming_the_setting(tmp
         g.stop()
     assert not result.ok and not result.skipped
     assert "compliance.objects needs an archive.s3 section" in result.reason
+
+
+def test_a_heroku_database_is_exported_from_a_backup_only_heroku_holds(
+    fresh_db: str, own_cluster: LocalCluster, sample_dump: Path, tmp_path: Path
+) -> None:
+    """The archive holds no copy (no mirror yet): the export downloads Heroku's newest backup through the app's
+    transfers, as the drill does, and exports its tables."""
+    from daemon.adapters.heroku import HerokuClient
+    from tests.doubles.heroku import HerokuDouble
+
+    token, app = "hrku-export-SECRET-0123456789", "shop-app"
+    with HerokuDouble(token=token) as heroku:
+        heroku.add_app(app, database_url=fresh_db)
+        at = datetime.now(UTC) - timedelta(hours=1)
+        t = heroku.add_transfer(app, created_at=at, started_at=at, finished_at=at + timedelta(minutes=5))
+        heroku.set_dump_file(app, t["num"], sample_dump)
+        config = GuardianConfig.model_validate({
+            "state_dir": str(tmp_path / "state"), "archive": {"path": str(tmp_path / "archive"), "mirror": False},
+            "heroku": {"api_key": token, "platform_url": heroku.platform_url, "data_url": heroku.data_url},
+            "databases": [{"heroku": {"app": app}, "url": fresh_db,
+                           "drill": {"scratch_url": own_cluster.url("postgres")},
+                           "compliance": {"tables": ["invoices"]}}]})
+        g = Guardian(config, heroku_api=HerokuClient(token, platform_url=heroku.platform_url,
+                                                     data_url=heroku.data_url))
+        name = f"{app}/DATABASE"
+        try:
+            g.collect_all(one_shot=True)
+            result = g.compliance.export(name)
+        finally:
+            g.stop()
+    assert result.ok, result.reason
+    assert "from backup a001" in result.reason
+    assert [f.table for f in result.files] == ["invoices"] and result.files[0].rows > 0
+    assert token not in result.reason
