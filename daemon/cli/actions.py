@@ -22,9 +22,10 @@ from daemon.core.redact import REDACTOR
 def add_parsers(sub: Any, with_config: Callable[[argparse.ArgumentParser], argparse.ArgumentParser]) -> None:
     act = with_config(sub.add_parser("actions", help="list the audit log of actions; pause or resume them"))
     act.add_argument("--limit", type=int, default=50, help="the newest N records (default 50)")
-    act.add_argument("--action", help="only this action (capture, scale, mirror, prune, drill, milestone, "
-                                      "recover_rows)")
-    act.add_argument("--target", help="only this target (a database name, or app/process_type)")
+    act.add_argument("--action", help="only this action (capture, scale, rollback, mirror, prune, drill, "
+                                      "milestone, recover_rows, compliance_export)")
+    act.add_argument("--target", help="only this target (a database name, an app for rollback, or "
+                                      "app/process_type for scale)")
     act.add_argument("--json", action="store_true", help="print the records as JSON lines")
     act_sub = act.add_subparsers(dest="actions_command")
 

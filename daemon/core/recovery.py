@@ -125,6 +125,7 @@ class RecoveryPlan:
     findings: tuple[Finding, ...]
     warnings: tuple[str, ...] = ()
     provider_plan: str | None = None  # the provider's plan (a fork or rollback is created on it)
+    provider_family: str | None = None  # its family (daemon.core.plans); pg:backups is not established for Advanced
     steps: tuple[Step, ...] = field(default=())
     afterwards: tuple[str, ...] = field(default=())
 
@@ -142,6 +143,7 @@ class RecoveryPlan:
                 "plan": self.rollback.plan, "earliest": self.rollback.earliest.isoformat(),
                 "latest": self.rollback.latest.isoformat()},
             "rollback_reason": self.rollback_reason, "provider_plan": self.provider_plan,
+            "provider_family": self.provider_family,
             "drill": {"scenario": self.drill.drill_scenario, "verdict": self.drill.verdict,
                       "measured_seconds": self.drill.measured_seconds, "rto_seconds": self.drill.rto_seconds,
                       "started_at": _iso(self.drill.started_at), "backup_id": self.drill.backup_id,
@@ -268,4 +270,5 @@ def plan_facts(db: DatabaseState, target: PlanTarget, scenario: str, now: dateti
                         newest=copies[0] if copies else None, fallbacks=tuple(copies[1:1 + FALLBACKS]),
                         rollback=window, rollback_reason=why, drill=drill_verdict(db, sc),
                         findings=incident_findings(db), warnings=tuple(warnings),
-                        provider_plan=db.provider.plan if db.provider else None)
+                        provider_plan=db.provider.plan if db.provider else None,
+                        provider_family=db.provider.family if db.provider else None)

@@ -134,8 +134,18 @@ def _step(title: str, *commands: str, note: str = "") -> Step:
     return Step(title, tuple(commands), note)
 
 
+def _advanced(plan: RecoveryPlan) -> bool:
+    """Heroku Postgres Advanced: whether pg:backups serves it is not established, so no step relies on it."""
+    return plan.provider_family == ADVANCED
+
+
 def _capture_first(plan: RecoveryPlan) -> Step:
     t = plan.target
+    if t.heroku_app and _advanced(plan):
+        return _step("Keep the current state first (evidence, and a way back)",
+                     note="pg:backups is not established for Heroku Postgres Advanced: the rollback window "
+                          "keeps the moments before the damage; a fork (heroku data:pg:fork) keeps the current "
+                          "state for inspection")
     if t.heroku_app:
         return _step("Capture the current state first (evidence, and a way back)",
                      _heroku(t, "pg:backups:capture", t.config_var))
@@ -203,10 +213,14 @@ def _deletion(plan: RecoveryPlan) -> list[Step]:
                  *([_heroku(t, "logs", "--ps", "postgres")] if t.heroku_app else []),
                  note="pass --before '<that time>' to fill it into the commands below")]
     out += _rollback_steps(plan, "to the moment before the deletion; copy the rows back from it")
-    out.append(_step("Recover the deleted rows from the newest good backup before that time",
-                     recover_rows_command(plan, tables),
-                     note="writes an SQL file and CSVs into the new directory; review them, then apply the SQL "
-                          "file with psql (it never writes to production itself)"))
+    if plan.newest is not None:
+        out.append(_step("Recover the deleted rows from the newest good backup before that time",
+                         recover_rows_command(plan, tables),
+                         note="writes an SQL file and CSVs into the new directory; review them, then apply the "
+                              "SQL file with psql (it never writes to production itself)"))
+    else:
+        out.append(_step("No good backup to recover the rows from",
+                         note="copy them from the rolled-back database above, if there is one"))
     return out + _restore_steps(plan, t.tables) + [_step("Merge the extracted rows back, then verify integrity")]
 
 
@@ -214,7 +228,11 @@ def _failure(plan: RecoveryPlan) -> list[Step]:
     t = plan.target
     if t.heroku_app:
         out = [_step("Check Heroku's status", f"curl -s {HEROKU_STATUS_API}", note=HEROKU_STATUS),
-               _step("Review recent deployments; roll back a bad one", _heroku(t, "releases"), _heroku(t, "rollback")),
+               _step("Review recent deployments; roll back a bad one", _heroku(t, "releases"),
+                     f"backup-guardian actions --action rollback --target {_q(t.heroku_app)}",
+                     _heroku(t, "rollback", "v<N>"),
+                     note="name the release to return to: `heroku rollback` without a version returns to the one "
+                          "before the current, which after a rollback by the guardian is the bad deploy again"),
                _step("Scale up if resources are exhausted", _heroku(t, "ps:scale", "web=2"))]
     else:
         host = t.server or "<host>:<port>"
@@ -249,7 +267,10 @@ def afterwards(plan: RecoveryPlan) -> list[str]:
            f"A fresh backup is taken and `backup-guardian check` shows {plan.database} OK"]
     if plan.scenario.key == "deletion":
         out.insert(1, "The recovered rows are back and refer to existing rows (foreign keys hold)")
-    if plan.target.heroku_app:
+    if plan.target.heroku_app and _advanced(plan):
+        out.append(f"heroku data:pg:info --app {_q(plan.target.heroku_app)} shows continuous protection on and a "
+                   "rollback window for the new database")
+    elif plan.target.heroku_app:
         out.append(f"heroku pg:backups --app {_q(plan.target.heroku_app)} lists the new database's backups and "
                    "its schedule (a promoted database needs its own)")
     out += ["Post-incident: document the timeline, identify the root cause, update the procedures, "

@@ -145,6 +145,26 @@ def test_an_advanced_database_rolls_back_by_a_fork_up_to_the_latest_point_heroku
     assert not any("addons:create" in c and "--rollback" in c for c in cmds)
 
 
+def test_an_advanced_database_relies_on_no_pg_backups_step_and_without_a_backup_offers_no_recover_rows() -> None:
+    facts = ProviderFacts(plan="Advanced", continuous_protection=True, rollback_earliest=NOW - 7 * DAY,
+                          offers_pitr=True, observed_at=NOW, family="advanced", rollback_latest=NOW - MINUTE)
+    db = replace(state(), provider=facts, sources={})  # no pg:backups backup, no archived copy
+    plan = plan_recovery(db, HEROKU, "deletion", NOW, before=NOW - 2 * HOUR)
+    cmds = commands(plan)
+    assert not any("pg:backups" in c for c in cmds)
+    assert not any(c.startswith("backup-guardian recover-rows") for c in cmds)
+    assert any(c.startswith("heroku data:pg:fork DATABASE_URL --rollback-to") for c in cmds)
+    assert plan.to_json()["provider_family"] == "advanced"
+    assert not any("pg:backups" in a for a in plan.afterwards)
+    assert any("data:pg:info" in a for a in plan.afterwards)
+    corruption = plan_recovery(db, HEROKU, "corruption", NOW, before=NOW - 2 * HOUR)
+    assert not any("pg:backups" in c for c in commands(corruption))
+    assert "Keep the current state first" in corruption.steps[0].title
+    classic = plan_recovery(state(), HEROKU, "corruption", NOW, before=NOW - 2 * HOUR)
+    assert any("pg:backups:capture" in c for c in commands(classic))
+    assert any("heroku pg:backups --app" in a for a in classic.afterwards)
+
+
 def test_without_a_rollback_window_there_is_no_rollback_command_and_the_reason_is_given() -> None:
     plan = plan_recovery(state(rollback=False), HEROKU, "corruption", NOW)
     assert not any("--rollback" in c for c in commands(plan))
@@ -214,8 +234,12 @@ def test_deletion_recovers_rows_of_each_critical_table_before_the_deletion() -> 
 
 def test_failure_checks_heroku_releases_and_scales_before_restoring() -> None:
     cmds = commands(plan_recovery(state(rollback=False), HEROKU, "failure", NOW))
-    assert cmds[:4] == ["curl -s https://status.heroku.com/api/v4/current-status",
-                        "heroku releases --app suoops-backend", "heroku rollback --app suoops-backend",
+    # the rollback names its release: after a rollback by the guardian, `heroku rollback` alone would return to
+    # the bad deploy; the guardian's own rollbacks are listed first
+    assert cmds[:5] == ["curl -s https://status.heroku.com/api/v4/current-status",
+                        "heroku releases --app suoops-backend",
+                        "backup-guardian actions --action rollback --target suoops-backend",
+                        "heroku rollback v<N> --app suoops-backend",
                         "heroku ps:scale web=2 --app suoops-backend"]
     assert "heroku pg:backups:restore a042 DATABASE_URL --app suoops-backend --confirm suoops-backend" in cmds
 
