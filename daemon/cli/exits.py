@@ -51,4 +51,8 @@ TABLE: tuple[tuple[str, str, str, str, str], ...] = (
      "the restore or the comparison failed", "bad argument: unknown database or table, no key, no such backup, "
      "--out not empty"),
     ("recovery-plan", "printed", "-", "-", "unknown database or scenario, a `--before` that is not a time"),
+    ("timeline", "printed (also when nothing was recorded)", "-", "-", "a `--since` that is not a duration, a "
+     "`--database` neither configured nor recorded"),
+    ("compliance-export", "the export succeeded", "skipped (paused, another export running, no archive)",
+     "the export failed", "unknown database, or one without a compliance section"),
 )

@@ -1,5 +1,5 @@
 """Command line: `backup-guardian run | check | config validate | config example | archive | drill | actions |
-capture | recover-rows | timeline`.
+capture | recover-rows | timeline | recovery-plan | compliance-export`.
 
 Exit codes follow the Nagios plugin convention for every command (`daemon.cli.exits`): 0 OK, 1 WARNING, 2 CRITICAL,
 3 UNKNOWN (including a configuration error or a bad argument).
@@ -30,7 +30,8 @@ if TYPE_CHECKING:
     from daemon.core.snapshot import Snapshot
 
 #: Commands that, given no configuration of their own, work on the guardian running in the state directory.
-ATTACHING = ("check", "drill", "capture", "archive", "actions", "recover-rows", "timeline", "recovery-plan")
+ATTACHING = ("check", "drill", "capture", "archive", "actions", "recover-rows", "timeline", "recovery-plan",
+             "compliance-export")
 
 
 class _Parser(argparse.ArgumentParser):
