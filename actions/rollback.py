@@ -7,7 +7,8 @@ single flight, cooldown, daily cap, dry run) plus its own refusals, each one aud
   - the probe was failing before the release, or no healthy probe was seen before it: not the deploy's fault;
   - the bad release is itself a rollback ("Rollback to vN", as Heroku and the CLI describe one): never undone;
   - no eligible release before it, or the one there is older than `max_target_age`;
-  - Heroku reports an incident (`provider_incident()`): a platform fault is not the deploy's.
+  - Heroku reports an incident (`provider_incident()`), or reported one at any time during the failure streak:
+    a platform fault is not the deploy's.
 Each release is rolled back (or tried) at most once: the release ids handled are kept in the state store, so a
 restart or another replica does not repeat it. `Episode`, `track` and `plan_rollback` are pure; `Rollbacks`
 reads releases and acts.
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -45,6 +46,15 @@ class Episode:
 
     failing_since: datetime | None = None
     healthy_before: datetime | None = None
+    incident: str | None = None  # Heroku's incident seen while the probe was failing: the streak is not the deploy's
+
+
+def seen_incident(episode: Episode, incident: str | None) -> Episode:
+    """The episode remembering the first Heroku incident reported during its failure streak: a streak that an
+    incident overlapped stays the platform's even once Heroku resolves it, until the probe recovers."""
+    if incident and episode.failing_since is not None and episode.incident is None:
+        return replace(episode, incident=incident)
+    return episode
 
 
 def track(episode: Episode, before: ProbeState, after: ProbeState) -> Episode:
@@ -126,6 +136,9 @@ def plan_rollback(releases: list[dict[str, Any]], episode: Episode, cfg: Rollbac
                   f"{format_duration(cfg.max_target_age)}", target)
     if incident:
         return no(f"Heroku reports an incident ({incident}); a platform fault is not the deploy's", target)
+    if episode.incident:
+        return no(f"Heroku reported an incident while the probe was failing ({episode.incident}); the failures "
+                  "are not known to be the deploy's", target)
     return RollbackPlan(current, target, reason)
 
 
@@ -149,7 +162,8 @@ class Rollbacks:
         """After each probe of `target` (by the leader): follow its streak and, once it reaches the probe's
         `failures`, decide about the app's current release. Raises GuardianError when Heroku or the state store
         fails (the caller logs it)."""
-        episode = track(self.episodes.get(target.name, Episode()), before, after)
+        incident = self.provider_incident()
+        episode = seen_incident(track(self.episodes.get(target.name, Episode()), before, after), incident)
         self.episodes[target.name] = episode
         rb = self.cfg.rollback
         if not rb.enabled or self.api is None or after.consecutive_failures < target.failures:
@@ -157,8 +171,7 @@ class Rollbacks:
         key = f"rollback.{target.app}"
         handled = self._handled(key)
         releases = self.api.releases(target.app, RELEASES_READ)
-        plan = plan_rollback(releases, episode, rb, set(handled), self.provider_incident(), target.name,
-                             self.clock())
+        plan = plan_rollback(releases, episode, rb, set(handled), incident, target.name, self.clock())
         if plan is None:
             return
         intent = self._intent(target, plan)

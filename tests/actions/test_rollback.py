@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from actions.pipeline import PAUSE_KEY
-from actions.rollback import Episode, plan_rollback, track
+from actions.rollback import Episode, plan_rollback, seen_incident, track
 from actions.scale import ProbeResult, ProbeState
 from daemon.adapters.heroku import HerokuClient
 from daemon.app import Guardian
@@ -201,6 +201,26 @@ def test_refused_while_heroku_reports_an_incident(heroku: HerokuDouble, clock: F
         g.stop()
 
 
+def test_refused_after_the_incident_is_resolved_while_the_same_failures_go_on(heroku: HerokuDouble, clock: FakeClock,
+                                                                             app: HealthApp, tmp_path: Path) -> None:
+    """Failures that an incident overlapped stay the platform's once Heroku resolves it: no rollback until the
+    probe has recovered and a new streak begins."""
+    incident = heroku.open_incident("Elevated API errors", systems=("Apps",))
+    g = make_guardian(heroku, clock, app, tmp_path / "state", rollback=ON)
+    try:
+        assert g.provider_status is not None
+        g.provider_status.poll()
+        deploy_good_then_bad(g, heroku, clock, app)
+        heroku.resolve_incident(incident)
+        g.provider_status.poll()
+        assert g.provider_incident() is None
+        probe(g, clock, 3)  # still failing, the incident over
+        assert rollback_posts(heroku) == 0
+        assert [r["outcome"] for r in audit(g)] == ["skipped_declined"]  # said once, while the incident was on
+    finally:
+        g.stop()
+
+
 def test_refused_when_the_probe_was_failing_before_the_release(heroku: HerokuDouble, clock: FakeClock, app: HealthApp,
                                                                tmp_path: Path) -> None:
     g = make_guardian(heroku, clock, app, tmp_path / "state", rollback=ON)
@@ -240,6 +260,18 @@ def test_nothing_to_say_when_the_failures_start_long_after_the_release() -> None
              "description": "Deploy x", "eligible_for_rollback": True, "status": "succeeded"}]
     ep = Episode(failing_since=now - timedelta(minutes=1), healthy_before=now - timedelta(days=1))
     assert plan_rollback(rels, ep, RollbackConfig(enabled=True), set(), None, "api", now) is None
+
+
+def test_an_incident_seen_during_the_streak_is_remembered_until_the_probe_recovers() -> None:
+    now = FakeClock().now
+    rels = [_rel(7, timedelta(minutes=10), current=True), _rel(6, timedelta(hours=1))]
+    ep = seen_incident(Episode(failing_since=now - timedelta(minutes=8), healthy_before=now - timedelta(hours=1)),
+                       "Heroku reports an incident on Apps: Elevated API errors")
+    plan = plan_rollback(rels, ep, RollbackConfig(enabled=True), set(), None, "api", now)
+    assert plan is not None and plan.declined is not None
+    assert "reported an incident while the probe was failing (Heroku reports an incident on Apps" in plan.declined
+    assert seen_incident(Episode(), "an incident") == Episode()  # not failing: nothing to remember
+    assert seen_incident(ep, "a later one").incident == ep.incident  # the first one is kept
 
 
 def _rel(version: int, age: timedelta, description: str = "Deploy x", eligible: bool = True,
