@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
@@ -106,18 +106,25 @@ class Timeline:
 
 def gather(state: StateStore, since: datetime, now: datetime, database: str | None = None,
            configured: Iterable[str] = (), archive: ArchiveStore | None = None,
-           extra: Sequence[EventSource] = ()) -> Timeline:
+           extra: Sequence[EventSource] = (), apps: Mapping[str, Collection[str]] | None = None) -> Timeline:
     """Every recorded event from `since` to `now` (of `database` and the guardian-wide ones, when given),
     oldest first. `configured`: the configured database names (audit targets such as "shop/b001" are matched
-    to them); `archive`: a store whose records can be read without the network, or None. StateStoreError when
+    to them); `apps`: each Heroku app's databases, so an action on an app ("shop" for a rollback, "shop/web" for a
+    scale) is listed in their timelines; `archive`: a store whose records can be read without the network, or
+    None. StateStoreError when
     the state store cannot be read; an unreadable archive or extra source is named in `unavailable`."""
     findings = state.finding_history(since, database)
     drills = state.drills_since(since, database)
     known = sorted(set(configured) | {e.database for e in findings} | {str(d.get("database")) for d in drills}
                    | ({database} if database is not None else set()))
     events = [_finding_event(e) for e in findings] + [_drill_event(d) for d in drills]
-    audited = [_audit_event(r, known) for r in state.audit(since=since)]
-    events += [e for e in audited if database is None or e.database in (database, EVERY_DATABASE)]
+    apps = apps or {}
+    for r in state.audit(since=since):
+        e = _audit_event(r, known, apps)
+        app = str(r.get("target", "")).split("/", 1)[0]
+        if database is None or e.database in (database, EVERY_DATABASE) or (
+                e.database == PROVIDER_WIDE and database in apps.get(app, ())):
+            events.append(e)
     sources, unavailable = [f"state store {state.describe()}"], []
     if archive is not None:
         try:
@@ -201,10 +208,14 @@ def _database_of(target: str, known: Sequence[str]) -> str:
 _SHOWN_DETAILS = ("triggers", "backup_id", "seconds", "requested_by", "by", "tier", "scenario", "kind")
 
 
-def _audit_event(r: dict[str, Any], known: Sequence[str]) -> TimelineEvent:
+def _audit_event(r: dict[str, Any], known: Sequence[str], apps: Mapping[str, Collection[str]]) -> TimelineEvent:
+    """An audit record as an event: of the database its target names, or, for an action on a Heroku app (a
+    rollback, a scale change), of no one database (the target is shown)."""
     target = str(r.get("target", ""))
     action, outcome = str(r.get("action", "")), str(r.get("outcome", ""))
     database = _database_of(target, known)
+    if database == target and target.split("/", 1)[0] in apps:
+        database = PROVIDER_WIDE
     what = f"{action} {outcome}" + (f" ({target})" if target not in (database, EVERY_DATABASE) else "")
     extras = [f"{k}: {_plain(r[k])}" for k in _SHOWN_DETAILS if r.get(k) not in (None, "", [])]
     detail = str(r.get("reason", "")) + (f" [{'; '.join(extras)}]" if extras else "")

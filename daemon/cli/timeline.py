@@ -58,8 +58,12 @@ def run(args: argparse.Namespace, config: GuardianConfig, now: datetime | None =
     try:
         archive = LocalDirectoryStore(config.archive_dir) if config.archive.kind == "local" \
             and config.archive_dir.is_dir() else None
+        apps: dict[str, list[str]] = {}
+        for d in config.heroku_databases:  # an action on an app (rollback, scale) concerns its databases
+            if d.heroku is not None:
+                apps.setdefault(d.heroku.app, []).append(d.name)
         found = timeline.gather(store, since, now, args.database, configured, archive,
-                                provider_sources(config, store))
+                                provider_sources(config, store), apps)
     finally:
         store.close()
     if args.database is not None and args.database not in configured \

@@ -324,3 +324,30 @@ def test_the_running_daemons_store_is_read_beside_it_with_its_own_configuration(
 
     wait_for(seen, timeout=60)
     assert d.proc.poll() is None
+
+
+def test_a_rollback_and_a_scale_change_of_an_app_are_in_its_heroku_databases_timeline(tmp_path: Path) -> None:
+    """Rollbacks are audited on the app ("shop"), scale changes on "shop/web": `--database shop/DATABASE` lists
+    them (they concern it), a self-managed database's timeline does not, and no app is taken for a database."""
+    now = datetime.now(UTC)
+    store = open_state_store(None, tmp_path / "state")
+    try:
+        audit = AuditLog(store, clock=lambda: now - timedelta(hours=1))
+        audit.record("rollback", "shop", "done", "rolled shop back from v7 to v6")
+        audit.record("scale", "shop/web", "done", "scaled web to 2")
+        audit.record("capture", "blog", "done", "scheduled capture")
+    finally:
+        store.close()
+    config = {"state_dir": str(tmp_path / "state"),
+              "heroku": {"api_key": "hrku-timeline-token-0123456789"},
+              "databases": [{"heroku": {"app": "shop"}},
+                            {"name": "blog", "url": "postgresql://guardian:s3cr3t-pw@127.0.0.1:9/blog"}]}
+    shop = events(timeline(tmp_path, config, "--since", "2h", "--database", HEROKU_DB, "--format", "json"))
+    assert [(e["database"], e["summary"]) for e in shop] == [("", "rollback done (shop)"),
+                                                             ("", "scale done (shop/web)")]
+    blog = events(timeline(tmp_path, config, "--since", "2h", "--database", "blog", "--format", "json"))
+    assert [e["summary"] for e in blog] == ["capture done"]
+    every = timeline(tmp_path, config, "--since", "2h")
+    assert every.returncode == 0, every.stderr
+    header = next(line for line in every.stdout.splitlines() if "Databases" in line)
+    assert "blog" in header and "shop," not in header and not header.rstrip().endswith("shop")
