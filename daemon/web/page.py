@@ -12,6 +12,7 @@ from html import escape
 from typing import Any
 from urllib.parse import quote
 
+from daemon.core.recovery import SCENARIOS as PLANS
 from daemon.status import human_size
 from daemon.web.page_style import CSS
 
@@ -33,7 +34,7 @@ OUTCOME_WORDS = {
     "skipped_unavailable": ("not done: unavailable", "warning"),
 }
 #: The scenarios a recovery plan is linked for (daemon.core.recovery.SCENARIOS), in the procedures' order.
-PLAN_SCENARIOS = ("corruption", "deletion", "failure", "outage")
+PLAN_SCENARIOS = tuple(PLANS)  # the recovery plan's scenarios, in the procedures' order
 DAY_COLOURS = {"good": "#2e7d32", "failed": "#c62828", "none": "#c4c4c4"}
 
 
