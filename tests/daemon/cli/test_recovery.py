@@ -168,3 +168,41 @@ def test_when_heroku_cannot_be_read_the_plan_says_its_backups_may_be_incomplete(
     assert "WARNING: could not read the heroku facts (" in out.stdout
     assert "the backups below are the last known, maybe not all" in out.stdout
     assert TOKEN not in out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("scenario", ["corruption", "deletion", "failure", "outage"])
+@pytest.mark.parametrize(("plan", "rollback"), [
+    ("heroku-postgresql:standard-0", "heroku addons:create heroku-postgresql:standard-0 --app suoops-backend -- "
+                                     "--rollback DATABASE_URL --to "),
+    ("heroku-postgresql:essential-0", None),
+    ("heroku-postgresql:advanced", "heroku data:pg:fork DATABASE_URL --rollback-to "),
+])
+def test_every_scenario_on_every_plan_family_with_and_without_a_rollback_window(
+        heroku: HerokuDouble, tmp_path: Path, scenario: str, plan: str, rollback: str | None) -> None:
+    """Each scenario against the Heroku double on a plan with a rollback window (Standard), one without
+    (Essential) and an Advanced one (its own rollback, by a fork): the rollback step is there exactly when
+    Heroku offers a window, and its command is the family's; an Advanced plan asks for no pg:backups capture."""
+    now = datetime.now(UTC)
+    heroku.add_app(APP, plan=plan, database_url="postgres://u5er:db-SECRET-pw@ec2.example.com:5432/d8f")
+    start = now - timedelta(hours=3)
+    heroku.add_transfer(APP, created_at=start, started_at=start, finished_at=start + timedelta(minutes=2))
+    before = (now - timedelta(hours=1)).replace(microsecond=0)
+    out = plan_cli(heroku_config(tmp_path, heroku), "--database", HEROKU_DB, "--scenario", scenario,
+                   "--before", before.isoformat(), "--format", "json", env={"HEROKU_API_KEY": TOKEN})
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    commands = [c for s in doc["steps"] for c in s["commands"]]
+    if scenario == "outage":  # a provider outage: nothing of Heroku's can be used, whatever the plan
+        assert not any("--rollback" in c for c in commands)
+    elif rollback is None:
+        assert doc["rollback"] is None and "offers no rollback" in doc["rollback_reason"]
+        assert not any("--rollback" in c for c in commands)
+    else:
+        assert doc["rollback"] is not None
+        assert any(c.startswith(rollback) for c in commands), commands
+    if plan.endswith("advanced"):  # no capture through pg:backups (not established for Advanced); a backup the
+        # app's transfer list shows may still be restored
+        assert doc["provider_family"] == "advanced"
+        assert not any("pg:backups:capture" in c for c in commands)
+        assert not any("pg:backups" in a for a in doc["afterwards"])
+    assert TOKEN not in out.stdout + out.stderr and "db-SECRET-pw" not in out.stdout + out.stderr
