@@ -242,3 +242,40 @@ def test_new_heroku_backups_are_read_through_when_no_archive_copies_them(
     found = {f.check: f for f in bad.findings}
     assert found["unreadable_backup"].active and "a001" in found["unreadable_backup"].hint
     assert found["rpo_breach"].active  # an unreadable dump is no backup at all
+
+
+@pytest.mark.parametrize("when", ["before", "mid-read"])
+def test_a_backup_heroku_deletes_before_or_while_it_is_read_through_gets_no_verdict_and_the_next_one_is_read(
+    heroku: HerokuDouble, clock: FakeClock, sample_dump: Path, when: str
+) -> None:
+    """Heroku's retention deletes the newest backup after the collection listed it (410 for its URL), or while
+    the read-through streams it (the stream breaks off, and Heroku answers 410 since): neither the backup nor the
+    guardian failed, so there is no verdict and no unreadable_backup; the next collection lists what remains and
+    its newest good backup is read."""
+    heroku.add_app("shop")
+    for minutes in (90, 30):
+        at = clock.now - timedelta(minutes=minutes)
+        t = heroku.add_transfer("shop", created_at=at, started_at=at, finished_at=at)
+        heroku.set_dump_file("shop", t["num"], sample_dump)
+    g = guardian(heroku, clock, ["shop"])
+    try:
+        g.collect_all(one_shot=True)
+        if when == "before":
+            gone = httpx.delete(f"{heroku.data_url}/client/v11/apps/shop/transfers/2",
+                                headers={"Authorization": f"Bearer {heroku.token}"}, timeout=10)
+            assert gone.status_code == 200
+        else:
+            heroku.expire_during_download("shop", 2, after_bytes=sample_dump.stat().st_size // 2)
+        g.readthrough.check()
+        assert not [k for k in g.readthrough.verdicts if k[0] == "shop/DATABASE"]  # no verdict on a002
+        snap = g.collect_all(one_shot=True)
+        assert not {f.check: f for f in snap.databases["shop/DATABASE"].findings}["unreadable_backup"].active
+        assert [b.backup_id for b in snap.databases["shop/DATABASE"].sources["heroku"].backups] == ["a001"]
+        g.readthrough.check()
+        assert [k[1] for k in g.readthrough.verdicts if k[0] == "shop/DATABASE"] == ["a001"]
+        snap = g.collect_all(one_shot=True)
+    finally:
+        g.stop()
+    shop = snap.databases["shop/DATABASE"]
+    assert shop.sources["heroku"].backups[0].readable is True
+    assert not {f.check: f for f in shop.findings}["unreadable_backup"].active
